@@ -1,0 +1,82 @@
+"""The ``backbone`` op: the first step, which starts the model from a registered backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from surgery import OpError, State, hookimpl
+from surgery.errors import did_you_mean
+from surgery.spec import schema_error
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "description": "a registered backbone (surgery backbones)"}},
+    "required": ["name"],
+    # Each backbone declares its own options; check() validates them against that.
+    "additionalProperties": True,
+}
+
+
+def _lookup(params, ctx):
+    name = params["name"]
+    info = ctx.registry.backbones.get(name) or ctx.registry.backbones.get(name.lower())
+    if info is None:
+        raise OpError(f'unknown backbone "{name}"' + did_you_mean(name.lower(), ctx.registry.backbones))
+    return info
+
+
+def _path_keys(info, params) -> list[str]:
+    """The options whose values are file paths: a weights file, or an option declared ``format: path``."""
+    return [k for k, v in params.items() if isinstance(v, str) and k != "name" and (
+        (k == "weights" and v != "imagenet") or info.options.get(k, {}).get("format") == "path")]
+
+
+def _options(info, params, ctx) -> dict:
+    """The backbone's options, with paths resolved against the spec's folder."""
+    options = {k: v for k, v in params.items() if k != "name"}
+    for key in _path_keys(info, params):
+        options[key] = str(ctx.path(options[key]))
+    return options
+
+
+def check(params, ctx):
+    info = _lookup(params, ctx)
+    msg = schema_error(Draft202012Validator(info.options_schema()), {"op": "backbone", **params, "name": info.name})
+    if msg:
+        raise OpError(msg)
+    for key in _path_keys(info, params):
+        path = ctx.path(params[key])
+        if not path.exists():
+            raise OpError(f'{key}: file "{params[key]}" does not exist (looked for {path})')
+        if path.is_dir():
+            raise OpError(f'{key}: "{params[key]}" is a directory, not a file')
+    shape = params.get("input_shape")
+    if shape and info.min_input_size:
+        if min(shape[0], shape[1]) < info.min_input_size:
+            raise OpError(f"input_shape {shape}: {info.name} needs at least "
+                          f"{info.min_input_size}x{info.min_input_size} pixels")
+    if shape and params.get("weights", "imagenet") == "imagenet" and info.input_shape:
+        if shape[2] != 3:
+            raise OpError(f"input_shape {shape}: ImageNet weights need 3 channels; "
+                          'use "weights": null for another channel count')
+        if params.get("include_top", True) and tuple(shape) != info.input_shape:
+            raise OpError(f"input_shape {shape}: with include_top and ImageNet weights {info.name} takes only "
+                          f"{list(info.input_shape)}; set \"include_top\": false for another size")
+
+
+def apply(state, params, ctx):
+    info = _lookup(params, ctx)
+    model = info.build(**_options(info, params, ctx))
+    weights = params.get("weights", "imagenet")
+    source = "random init" if weights is None else ("ImageNet weights" if weights == "imagenet" else weights)
+    note = f"{info.name}: {len(model.layers)} layers, {model.count_params():,} params ({source})"
+    return State(model=model, backbone=info.name, preprocess=info.preprocess, notes=(note,))
+
+
+@hookimpl
+def surgery_register_ops(register):
+    register("backbone", SCHEMA, apply, check=check, source=True,
+             description="Start from a registered backbone (keras.applications or a plugin's)",
+             examples=[{"name": "vgg16", "weights": None, "include_top": False, "input_shape": [64, 64, 3]}])

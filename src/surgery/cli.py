@@ -1,0 +1,210 @@
+"""The ``surgery`` command line. Only ``apply`` (and commands that build) import TensorFlow."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERNAL, SpecError, SurgeryError
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(fn):
+    """Every command: SurgeryError -> one line and its exit status; anything else -> exit 1, no traceback."""
+
+    @click.option("--verbose", is_flag=True, help="Show TensorFlow's start-up log and library warnings.")
+    @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+    @functools.wraps(fn)
+    def wrapper(*args, verbose=False, debug=False, **kwargs):
+        from .keras_env import set_verbose
+
+        ctx = click.get_current_context()
+        verbose = verbose or ctx.find_root().params.get("verbose", False)
+        debug = debug or ctx.find_root().params.get("debug", False)
+        set_verbose(verbose)
+        try:
+            return fn(*args, **kwargs)
+        except SurgeryError as e:
+            if debug:
+                traceback.print_exc()
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; no output was written", 130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as e:
+            if debug:
+                traceback.print_exc()
+            hint = "" if debug else " (run with --debug for the traceback)"
+            _fail(f"internal error: {type(e).__name__}: {e}{hint}", EXIT_INTERNAL)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="surgery")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's start-up log and library warnings.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def main(verbose, debug):
+    """Build Keras models from JSON specs: load a backbone, cut it, extend it, freeze it, export it."""
+
+
+def _plugins():
+    from .plugins import load_plugins, warn_broken
+
+    plugins = load_plugins()
+    warn_broken(plugins, lambda m: click.echo(m, err=True))
+    return plugins
+
+
+def _load(spec_path: str, plugins, weights: str | None = None):
+    from .spec import load_spec, read_spec_file, validate
+
+    if weights is None:
+        return load_spec(spec_path, plugins.registry, plugins.broken)
+    data, name = read_spec_file(spec_path)
+    if isinstance(data, dict) and data.get("steps") and isinstance(data["steps"][0], dict):
+        step = data["steps"][0]
+        if step.get("op") != "backbone":
+            raise SpecError("--weights applies to a first step that is a backbone", file=name, where="steps[0]")
+        if weights.lower() in ("none", "null"):
+            step["weights"] = None
+        elif weights == "imagenet":
+            step["weights"] = "imagenet"
+        else:
+            step["weights"] = str(Path(weights).resolve())
+    return validate(data, plugins.registry, file=name, base=Path(spec_path).resolve().parent,
+                    broken_plugins=plugins.broken)
+
+
+def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], force: bool) -> dict:
+    """Format -> path for everything this run writes, checked before anything is built."""
+    from .writing import check_writable, output_path
+
+    planned = {fmt: spec.resolve(p) for fmt, p in spec.outputs.items()}
+    creatable = set()
+    if out is not None or "keras" not in planned:
+        planned["keras"], named_folder = output_path(out, spec.name, ".keras")
+        if named_folder:
+            creatable.add("keras")
+    for fmt, path in extra.items():
+        planned[fmt] = Path(path)
+    for fmt, path in planned.items():
+        if fmt not in registry.exporters:
+            raise SpecError(f'no exporter for "{fmt}" is installed', file=spec.file, where="outputs")
+        check_writable(path, force, f"output {fmt}", fmt in creatable)
+    return planned
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "out", help="Folder for <name>.keras, or a path ending in .keras.")
+@click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
+@click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@guarded
+def apply(spec, out, onnx_path, weights, force):
+    """Build the model SPEC describes, print it, and save it."""
+    from .writing import atomic_output
+
+    plugins = _plugins()
+    parsed = _load(spec, plugins, weights)
+    registry = plugins.registry
+    planned = _planned_outputs(parsed, registry, out, {"onnx": onnx_path} if onnx_path else {}, force)
+
+    from .executor import run_steps
+    from .summary import render
+
+    state = run_steps(parsed, registry)
+    for note in state.notes:
+        click.echo(f"  {note}")
+    click.echo(render(state.model))
+    for fmt, path in planned.items():
+        exporter = registry.exporters[fmt]
+        with atomic_output(path) as tmp:
+            report = exporter.export(state.model, tmp, {})
+        click.echo(f"wrote {path}" + (f" ({report})" if report else ""))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@guarded
+def validate(spec):
+    """Check SPEC against the schema and the installed plugins, without building (no TensorFlow)."""
+    plugins = _plugins()
+    parsed = _load(spec, plugins)
+    click.echo(f"ok: {spec}: {len(parsed.steps)} steps; checked the schema, op and backbone names and options, "
+               "layer class names, slice text and file paths")
+    click.echo("not checked until `surgery apply` builds it: layer configs, index ranges and names against "
+               "the model, shapes, and the contents of weights and model files")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@guarded
+def plugins(as_json):
+    """List the installed plugins and what each registered."""
+    from .plugins import load_plugins
+
+    loaded = load_plugins()
+    if as_json:
+        click.echo(json.dumps([
+            {"name": r.name, "distribution": r.dist, "version": r.version, "builtin": r.builtin,
+             "status": "broken" if r.error else "ok", "error": r.error,
+             "ops": r.ops, "backbones": r.backbones, "exporters": r.exporters}
+            for r in loaded.records], indent=2))
+        return
+    for r in loaded.records:
+        status = f"BROKEN: {r.error}" if r.error else "ok"
+        click.echo(f"{r.name}  [{r.origin}]  {status}")
+        for kind in ("ops", "backbones", "exporters"):
+            names = getattr(r, kind)
+            if names:
+                click.echo(f"    {kind}: " + ", ".join(names))
+
+
+def _table(rows):
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@main.command()
+@guarded
+def ops():
+    """List the spec operations and the plugin that provides each."""
+    reg = _plugins().registry
+    _table([("op", "plugin", "description")] +
+           [(o.name, o.plugin, o.description) for o in sorted(reg.ops.values(), key=lambda o: o.name)])
+
+
+@main.command()
+@guarded
+def backbones():
+    """List the backbones, their default input shapes and the plugin that provides each."""
+    reg = _plugins().registry
+    rows = [("backbone", "input", "min", "plugin", "preprocess")]
+    for b in sorted(reg.backbones.values(), key=lambda b: b.name):
+        shape = "x".join(map(str, b.input_shape)) if b.input_shape else "-"
+        prep = b.preprocess if isinstance(b.preprocess, str) else ("callable" if b.preprocess else "-")
+        rows.append((b.name, shape, str(b.min_input_size or "-"), b.plugin, prep))
+    _table(rows)
+
+
+@main.command()
+@guarded
+def schema():
+    """Print the JSON Schema of specs, with every installed op's params."""
+    from .schema import full_schema
+
+    click.echo(json.dumps(full_schema(_plugins().registry), indent=2))

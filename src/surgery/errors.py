@@ -1,0 +1,69 @@
+"""The error model: one line, saying where and what, and an exit status.
+
+Bad input (a spec, a path, a plugin's registration) exits 2; a failure of our
+own or of a plugin's code exits 1. Messages are built here so that every
+command words them the same way: ``error: FILE: WHERE: WHAT``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+class SurgeryError(Exception):
+    """An error the user can act on; printed as one line, never a traceback."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, file: str | None = None, where: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.where = where
+
+    def located(self, *, file: str | None = None, where: str | None = None) -> "SurgeryError":
+        """Fill in the location if the raiser did not know it."""
+        if self.file is None:
+            self.file = file
+        if self.where is None:
+            self.where = where
+        return self
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.where, self.message) if p]
+        return ": ".join(parts)
+
+
+class SpecError(SurgeryError):
+    """The spec is not valid: schema, names, paths, or what a step asks of the model."""
+
+
+class OpError(SpecError):
+    """Raised by an op (built-in or plugin) for bad params; the executor adds the step."""
+
+
+class PluginError(SurgeryError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+class InternalError(SurgeryError):
+    exit_code = EXIT_INTERNAL
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ``; did you mean "x"?`` suffix, or a short list of what is valid."""
+    choices = sorted(set(choices))
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        if word.lower() in lowered:
+            close = [lowered[word.lower()]]
+    if close:
+        return f'; did you mean "{close[0]}"?'
+    if len(choices) <= 12:
+        return "; valid: " + ", ".join(choices)
+    return f"; {len(choices)} are valid (see `surgery ops`, `surgery backbones`)"

@@ -1,0 +1,33 @@
+"""Running a validated spec's steps into a Keras model."""
+
+from __future__ import annotations
+
+from .errors import InternalError, SurgeryError
+from .keras_env import keras, native_stderr_muted
+from .spec import Spec, StepContext
+from .state import State
+
+
+def run_steps(spec: Spec, registry) -> State:
+    state = None
+    k = keras()
+    for i, step in enumerate(spec.steps):
+        op = step["op"]
+        info = registry.ops[op]
+        ctx = StepContext(spec, i, op, registry)
+        params = {key: v for key, v in step.items() if key != "op"}
+        try:
+            with native_stderr_muted():
+                state = info.apply(state, params, ctx)
+        except SurgeryError as e:
+            raise e.located(file=spec.file, where=ctx.where)
+        except Exception as e:
+            raise InternalError(
+                f"plugin {info.plugin!r} failed: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                file=spec.file, where=ctx.where) from e
+        if not isinstance(state, State):
+            raise InternalError(f"plugin {info.plugin!r}: apply returned {type(state).__name__}, not a State",
+                                file=spec.file, where=ctx.where)
+    model = state.model
+    final = k.Model(model.inputs, model.outputs if len(model.outputs) > 1 else model.outputs[0], name=spec.name)
+    return state.evolve(model=final)

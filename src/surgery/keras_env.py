@@ -1,0 +1,74 @@
+"""Importing Keras (and so TensorFlow) only when a model is built, and quietly.
+
+TensorFlow's C++ runtime writes start-up lines straight to file descriptor 2
+(absl logs before its own log level applies, CUDA probing), so neither
+TF_CPP_MIN_LOG_LEVEL nor Python's warnings filters silence them. In quiet
+mode we point fd 2 at a temporary file while TensorFlow starts and give it
+back afterwards; if the import fails, what it wrote is replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+
+_quiet = True
+
+
+def set_verbose(verbose: bool) -> None:
+    global _quiet
+    _quiet = not verbose
+    if _quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def native_stderr_muted():
+    """Send fd 2 to a temporary file for the duration; replay it if the body fails."""
+    if not _quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def keras():
+    """The keras module, imported quietly on first use (TensorFlow backend start-up included)."""
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        return sys.modules["keras"]
+    with native_stderr_muted():
+        import keras as _keras
+        import tensorflow as tf
+
+        # Backend start-up (CUDA probing) logs on first use, so do that use here.
+        tf.constant(0)
+        if _quiet:
+            tf.get_logger().setLevel("ERROR")
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+    if _quiet:
+        warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf2onnx|onnx)(\.|$)")
+    return _keras
+
+
+def seeded(seed: int):
+    """Make Keras' next random initialisations a function of ``seed`` alone."""
+    keras().utils.set_random_seed(seed)

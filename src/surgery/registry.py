@@ -1,0 +1,181 @@
+"""What the plugins registered, and the checks every registration goes through.
+
+Registration is transactional per plugin: a plugin's entries are collected in a
+``Registration`` and only committed to the ``Registry`` when all of them are
+valid, so a plugin is either wholly in or wholly out (and reported).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .errors import PluginError
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    name: str
+    schema: dict
+    apply: Callable
+    check: Callable | None
+    description: str
+    examples: tuple
+    source: bool
+    plugin: str
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    build: Callable
+    options: dict
+    preprocess: Any
+    input_shape: tuple | None
+    min_input_size: int | None
+    description: str
+    plugin: str
+
+    def options_schema(self) -> dict:
+        return {
+            "type": "object",
+            "properties": {"op": {"const": "backbone"}, "name": {"type": "string"}, **self.options},
+            "required": ["op", "name"] + [k for k, v in self.options.items() if v.get("x-required")],
+            "additionalProperties": False,
+        }
+
+
+@dataclass(frozen=True)
+class ExporterInfo:
+    format: str
+    export: Callable
+    suffix: str
+    description: str
+    plugin: str
+
+
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise PluginError(f"{kind} name {name!r} is not valid; use lowercase letters, digits and _")
+
+
+def _check_schema(what: str, schema: Any) -> None:
+    if not isinstance(schema, dict):
+        raise PluginError(f"{what}: schema must be a JSON object (dict), got {type(schema).__name__}")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        path = "/".join(str(p) for p in e.path) or "(root)"
+        raise PluginError(f"{what}: invalid JSON Schema at {path}: {e.message}") from None
+
+
+@dataclass
+class Registration:
+    """The entries one plugin registers, checked as they come in."""
+
+    plugin: str
+    ops: list = field(default_factory=list)
+    backbones: list = field(default_factory=list)
+    exporters: list = field(default_factory=list)
+
+    def register_op(self, name, schema, apply, *, check=None, description="", examples=(), source=False):
+        _check_name("op", name)
+        _check_schema(f"op {name!r}", schema)
+        if schema.get("type", "object") != "object":
+            raise PluginError(f"op {name!r}: schema must describe an object")
+        if "op" in schema.get("properties", {}):
+            raise PluginError(f"op {name!r}: schema must not declare 'op' (the host adds it)")
+        if not callable(apply) or (check is not None and not callable(check)):
+            raise PluginError(f"op {name!r}: apply and check must be callables")
+        validator = Draft202012Validator(_with_op(name, schema))
+        for i, example in enumerate(examples):
+            err = next(iter(validator.iter_errors({"op": name, **example})), None)
+            if err is not None:
+                raise PluginError(f"op {name!r}: example {i} does not match its schema: {err.message}")
+        self.ops.append(OpInfo(name, schema, apply, check, description, tuple(examples), bool(source), self.plugin))
+
+    def register_backbone(self, name, build, *, options=None, preprocess=None, input_shape=None,
+                          min_input_size=None, description=""):
+        _check_name("backbone", name)
+        if not callable(build):
+            raise PluginError(f"backbone {name!r}: build must be a callable")
+        options = APPLICATION_OPTIONS if options is None else options
+        _check_schema(f"backbone {name!r} options", {"type": "object", "properties": options})
+        self.backbones.append(BackboneInfo(
+            name, build, options, preprocess,
+            tuple(input_shape) if input_shape else None, min_input_size, description, self.plugin))
+
+    def register_exporter(self, format, export, *, suffix, description=""):
+        _check_name("exporter", format)
+        if not callable(export):
+            raise PluginError(f"exporter {format!r}: export must be a callable")
+        self.exporters.append(ExporterInfo(format, export, suffix, description, self.plugin))
+
+
+def _with_op(name: str, schema: dict) -> dict:
+    """The step schema: the op's params plus ``op`` itself, no unknown keys."""
+    props = {"op": {"const": name}, **schema.get("properties", {})}
+    return {
+        **schema,
+        "type": "object",
+        "properties": props,
+        "required": ["op", *schema.get("required", [])],
+        "additionalProperties": schema.get("additionalProperties", False),
+    }
+
+
+# The options every keras.applications-style backbone takes. "x-required" is
+# ours (a property-level way to say required, so options stay one flat dict).
+APPLICATION_OPTIONS = {
+    "weights": {
+        "description": '"imagenet", null for random init, or a path to a weights file',
+        "anyOf": [{"const": "imagenet"}, {"type": "null"}, {"type": "string", "minLength": 1}],
+    },
+    "include_top": {"type": "boolean"},
+    "input_shape": {
+        "type": "array", "minItems": 3, "maxItems": 3,
+        "items": {"type": "integer", "minimum": 1},
+    },
+    "pooling": {"enum": [None, "avg", "max"]},
+    "classes": {"type": "integer", "minimum": 1},
+    "classifier_activation": {"type": ["string", "null"]},
+}
+
+
+class Registry:
+    """Everything registered by the loaded plugins, by name."""
+
+    def __init__(self):
+        self.ops: dict[str, OpInfo] = {}
+        self.backbones: dict[str, BackboneInfo] = {}
+        self.exporters: dict[str, ExporterInfo] = {}
+
+    def clashes(self, reg: Registration) -> str | None:
+        for kind, table, entries, key in (
+            ("op", self.ops, reg.ops, "name"),
+            ("backbone", self.backbones, reg.backbones, "name"),
+            ("exporter", self.exporters, reg.exporters, "format"),
+        ):
+            seen = set()
+            for entry in entries:
+                name = getattr(entry, key)
+                if name in table:
+                    return f"{kind} {name!r} is already registered by plugin {table[name].plugin!r}"
+                if name in seen:
+                    return f"{kind} {name!r} is registered twice by this plugin"
+                seen.add(name)
+        return None
+
+    def commit(self, reg: Registration) -> None:
+        self.ops.update((o.name, o) for o in reg.ops)
+        self.backbones.update((b.name, b) for b in reg.backbones)
+        self.exporters.update((e.format, e) for e in reg.exporters)
+
+    def step_schema(self, op: str) -> dict:
+        return _with_op(op, self.ops[op].schema)

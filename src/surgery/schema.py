@@ -1,0 +1,84 @@
+"""The spec's JSON Schema: the core document plus one sub-schema per installed op."""
+
+from __future__ import annotations
+
+from .registry import Registry
+
+SPEC_VERSION = 1
+
+CORE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "surgery spec",
+    "type": "object",
+    "properties": {
+        "$schema": {"type": "string", "description": "for editors; ignored"},
+        "surgery": {"const": SPEC_VERSION, "description": "spec format version"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 128},
+        "description": {"type": "string"},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+        "outputs": {
+            "type": "object",
+            "properties": {},
+            "additionalProperties": False,
+        },
+    },
+    "required": ["surgery", "steps"],
+    "additionalProperties": False,
+    "$defs": {
+        "step": {
+            "type": "object",
+            "properties": {"op": {"type": "string"}},
+            "required": ["op"],
+        }
+    },
+}
+
+
+def core_schema(registry: Registry) -> dict:
+    """The top level with ``outputs`` keys for each installed exporter; steps stay open."""
+    schema = _copy(CORE_SCHEMA)
+    schema["properties"]["outputs"]["properties"] = {
+        fmt: {"type": "string", "minLength": 1, "description": f"path of the {fmt} output ({e.suffix})"}
+        for fmt, e in sorted(registry.exporters.items())
+    }
+    return schema
+
+
+def full_schema(registry: Registry) -> dict:
+    """The whole spec schema for editors: each step is checked by the schema of its op."""
+    schema = core_schema(registry)
+    names = sorted(registry.ops)
+    step = {
+        "type": "object",
+        "properties": {"op": {"enum": names}},
+        "required": ["op"],
+        "allOf": [
+            {"if": {"properties": {"op": {"const": n}}, "required": ["op"]},
+             "then": _op_step(registry, n)}
+            for n in names
+        ],
+    }
+    schema["$defs"]["step"] = step
+    return schema
+
+
+def _op_step(registry: Registry, op: str) -> dict:
+    sub = registry.step_schema(op)
+    sub = {"description": registry.ops[op].description, **sub} if registry.ops[op].description else sub
+    if op == "backbone" and registry.backbones:
+        sub["properties"]["name"] = {"enum": sorted(registry.backbones)}
+        sub["allOf"] = [
+            {"if": {"properties": {"name": {"const": b}}, "required": ["name"]},
+             "then": info.options_schema()}
+            for b, info in sorted(registry.backbones.items())
+        ]
+    return sub
+
+
+def _copy(obj):
+    if isinstance(obj, dict):
+        return {k: _copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_copy(v) for v in obj]
+    return obj

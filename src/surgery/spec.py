@@ -1,0 +1,222 @@
+"""Reading and validating a spec: everything that can be known without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from .errors import OpError, SpecError, did_you_mean
+from .registry import Registry
+from .schema import SPEC_VERSION, core_schema
+
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of JSON; anything this big is a mistake
+
+
+@dataclass
+class Spec:
+    """A validated spec. ``file`` names it in messages; paths resolve against ``base``."""
+
+    data: dict
+    file: str
+    base: Path
+    steps: list = field(init=False)
+
+    def __post_init__(self):
+        self.steps = self.data["steps"]
+
+    @property
+    def name(self) -> str:
+        if "name" in self.data:
+            return self.data["name"]
+        stem = Path(self.file).stem if self.file != "<dict>" else "model"
+        return stem or "model"
+
+    @property
+    def seed(self) -> int:
+        return self.data.get("seed", 0)
+
+    @property
+    def outputs(self) -> dict:
+        return self.data.get("outputs", {})
+
+    def resolve(self, path: str) -> Path:
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else self.base / p
+
+
+@dataclass
+class StepContext:
+    """What an op's ``check`` and ``apply`` get besides their params."""
+
+    spec: Spec
+    index: int
+    op: str
+    registry: Registry
+
+    @property
+    def where(self) -> str:
+        return f"steps[{self.index}] ({self.op})"
+
+    @property
+    def seed(self) -> int:
+        """A per-step seed, so a step's new weights do not depend on other steps."""
+        return (self.spec.seed * 1_000_003 + self.index) % (2**31 - 1)
+
+    def path(self, value: str) -> Path:
+        return self.spec.resolve(value)
+
+
+def read_spec_file(path: str | os.PathLike) -> tuple[Any, str]:
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("no such file", file=name)
+    if p.is_dir():
+        raise SpecError("is a directory, not a spec file (expected a .json file)", file=name)
+    size = p.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec is {size / 1e6:.1f} MB; the limit is {MAX_SPEC_BYTES // 1024} KiB", file=name)
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the spec as UTF-8",
+                        file=name) from None
+    if not text.strip():
+        raise SpecError("file is empty; a spec is a JSON object with \"surgery\": 1 and \"steps\"", file=name)
+    try:
+        return json.loads(text), name
+    except json.JSONDecodeError as e:
+        raise SpecError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", file=name) from None
+    except RecursionError:
+        raise SpecError("JSON nested too deeply to be a spec", file=name) from None
+
+
+def json_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def describe(err: ValidationError) -> str:
+    """One readable sentence for a schema error."""
+    v, inst, sch = err.validator, err.instance, err.validator_value
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(inst) - set(allowed))
+        key = extra[0] if extra else "?"
+        return f'unknown key "{key}"' + did_you_mean(key, allowed)
+    if v == "required":
+        missing = [k for k in sch if k not in inst]
+        return f'missing required key "{missing[0]}"' if missing else err.message
+    if v == "type":
+        want = sch if isinstance(sch, str) else " or ".join(sch)
+        return f"expected {want}, got {_json_type(inst)} {_short(inst)}"
+    if v in ("minimum", "exclusiveMinimum"):
+        return f"{_short(inst)} is too small; the minimum is {sch}" + (" (exclusive)" if v == "exclusiveMinimum" else "")
+    if v == "maximum":
+        return f"{_short(inst)} is too large; the maximum is {sch}"
+    if v == "const":
+        return f"expected {json.dumps(sch)}, got {_short(inst)}"
+    if v == "enum":
+        return f"{_short(inst)} is not one of " + ", ".join(json.dumps(x) for x in sch)
+    if v in ("minItems", "maxItems"):
+        n = len(inst)
+        if v == "minItems" and n == 0:
+            return "must not be empty"
+        return f"has {n} item{'s' * (n != 1)}; expected {'at least' if v == 'minItems' else 'at most'} {sch}"
+    if v == "minLength":
+        return "must not be empty"
+    if v == "pattern":
+        return f"{_short(inst)} does not match {sch}"
+    if v == "anyOf" or v == "oneOf":
+        return f"{_short(inst)} is not valid here; " + "; ".join(
+            _alternative(s) for s in sch)
+    return err.message
+
+
+def _alternative(s: dict) -> str:
+    if "const" in s:
+        return f"use {json.dumps(s['const'])}"
+    if s.get("type") == "null":
+        return "null"
+    return "a " + s.get("type", "value")
+
+
+def _json_type(x) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "integer", float: "number"}.get(type(x), type(x).__name__)
+
+
+def _short(x) -> str:
+    text = json.dumps(x)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def schema_error(validator: Draft202012Validator, instance, prefix=()) -> str | None:
+    err = best_match(validator.iter_errors(instance))
+    if err is None:
+        return None
+    return f"{json_path(list(prefix) + list(err.absolute_path))}: {describe(err)}"
+
+
+def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path | None = None,
+             broken_plugins: list | None = None) -> Spec:
+    """Check a parsed spec against the schema and the installed ops; no TensorFlow."""
+    if not isinstance(data, dict):
+        raise SpecError(f"the top level must be a JSON object, got {_json_type(data)}", file=file)
+    if "surgery" in data and data["surgery"] != SPEC_VERSION:
+        raise SpecError(f"surgery: format version {_short(data['surgery'])} is not supported; "
+                        f"this surgery reads version {SPEC_VERSION}", file=file)
+    steps = data.get("steps")
+    # The step entries are checked one by one below, with their op's own schema,
+    # so that errors name the step and op rather than "one of N schemas".
+    msg = schema_error(Draft202012Validator(core_schema(registry)), data)
+    if msg:
+        raise SpecError(msg, file=file)
+    spec = Spec(data, file, base if base is not None else Path.cwd())
+    for i, step in enumerate(steps):
+        op = step["op"]
+        where = f"steps[{i}] ({op})"
+        if op not in registry.ops:
+            hint = did_you_mean(op, registry.ops)
+            if broken_plugins:
+                hint += " (disabled plugins: " + ", ".join(r.name for r in broken_plugins) + ")"
+            raise SpecError(f'unknown op "{op}"{hint}', file=file, where=f"steps[{i}]")
+        info = registry.ops[op]
+        if i == 0 and not info.source:
+            starts = sorted(n for n, o in registry.ops.items() if o.source)
+            raise SpecError(f'the first step must start a model ({", ".join(starts)}), not "{op}"',
+                            file=file, where=where)
+        if i > 0 and info.source:
+            raise SpecError("only the first step may start a model", file=file, where=where)
+        msg = schema_error(Draft202012Validator(registry.step_schema(op)), step)
+        if msg:
+            raise SpecError(msg, file=file, where=where)
+        if info.check is not None:
+            ctx = StepContext(spec, i, op, registry)
+            try:
+                info.check(_params(step), ctx)
+            except OpError as e:
+                raise e.located(file=file, where=where)
+    return spec
+
+
+def _params(step: dict) -> dict:
+    return {k: v for k, v in step.items() if k != "op"}
+
+
+def load_spec(source, registry: Registry, broken_plugins: list | None = None) -> Spec:
+    """A path or an already-parsed dict -> validated Spec."""
+    if isinstance(source, dict):
+        return validate(source, registry, broken_plugins=broken_plugins)
+    data, name = read_spec_file(source)
+    return validate(data, registry, file=name, base=Path(source).resolve().parent,
+                    broken_plugins=broken_plugins)
