@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from surgery import OpError, hookimpl
+from surgery.graph import make_model
 
 OPTIONS = {"path": {"type": "string", "minLength": 1, "format": "path", "x-required": True,
                     "description": "a .keras file, relative to the spec"}}
@@ -38,7 +39,7 @@ def _as_functional(k, model):
     x = inputs = k.Input(shape=model.inputs[0].shape[1:], name=f"{model.name}_input")
     for layer in model.layers:
         x = layer(x)
-    return k.Model(inputs, x, name=model.name)
+    return make_model(inputs, x, name=model.name)
 
 
 @hookimpl

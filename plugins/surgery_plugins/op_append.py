@@ -6,6 +6,7 @@ import re
 
 from surgery import OpError, hookimpl
 from surgery.errors import did_you_mean
+from surgery.graph import make_model
 from surgery.layer_catalog import REFUSED, layer_names, nested_class_names
 
 SCHEMA = {
@@ -81,7 +82,7 @@ def apply(state, params, ctx):
         raise OpError(f"cannot append {params['layer']} to the output of shape {tuple(x.shape)}: {msg[:300]}") from None
     if isinstance(y, (list, tuple)):
         raise OpError(f"{params['layer']} returns {len(y)} tensors; append takes single-output layers")
-    new = k.Model(model.inputs, y)
+    new = make_model(model.inputs, y)
     note = f"append: {params['layer']} \"{name}\" -> {tuple(y.shape)}, {layer.count_params():,} params"
     if params["layer"] == "Dense" and len(x.shape) > 2:
         note += (f" (Dense on a {len(x.shape)}-D input acts on the last axis only; put Flatten or "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from surgery import OpError, hookimpl
 from surgery.errors import did_you_mean
-from surgery.graph import cut_map, output_tensor_of, retrace
+from surgery.graph import cut_map, make_model, output_tensor_of, retrace
 from surgery.selectors import parse_slice
 
 SCHEMA = {
@@ -61,7 +61,7 @@ def apply(state, params, ctx):
                       f"({', '.join(op.name for _, op in live[:4])}); nearest valid cut points: {near}")
     targets = model.outputs if stop == len(layers) else [output_tensor_of(model, layers[last])]
     if start == 0:
-        new = keras().Model(model.inputs, targets if len(targets) > 1 else targets[0])
+        new = make_model(model.inputs, targets)
     else:
         if not cuts.is_cut(start - 1):
             near = ", ".join(_describe(layers[k + 1], k + 1) for k in cuts.nearest_cuts(start - 1)) or "none"
@@ -70,7 +70,7 @@ def apply(state, params, ctx):
         entry = cuts.live_after[start - 1][0][0]
         new_input = keras().Input(shape=entry.shape[1:], dtype=entry.dtype, name=f"{layers[start].name}_input")
         outs = retrace(model, {id(entry): new_input}, targets)
-        new = keras().Model(new_input, outs if len(outs) > 1 else outs[0])
+        new = make_model(new_input, outs)
     shape = tuple(new.outputs[0].shape)
     note = (f"slice: kept layers {start}..{stop - 1} ({layers[start].name} .. {layers[last].name}) "
             f"of {len(layers)}; output {shape}")

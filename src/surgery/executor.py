@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import InternalError, SurgeryError
+from .graph import make_model
 from .keras_env import keras, native_stderr_muted
 from .spec import Spec, StepContext
 from .state import State
@@ -10,7 +11,7 @@ from .state import State
 
 def run_steps(spec: Spec, registry) -> State:
     state = None
-    k = keras()
+    keras()  # start TensorFlow (quietly) before the first op does
     for i, step in enumerate(spec.steps):
         op = step["op"]
         info = registry.ops[op]
@@ -28,6 +29,4 @@ def run_steps(spec: Spec, registry) -> State:
         if not isinstance(state, State):
             raise InternalError(f"plugin {info.plugin!r}: apply returned {type(state).__name__}, not a State",
                                 file=spec.file, where=ctx.where)
-    model = state.model
-    final = k.Model(model.inputs, model.outputs if len(model.outputs) > 1 else model.outputs[0], name=spec.name)
-    return state.evolve(model=final)
+    return state.evolve(model=make_model(state.model.inputs, state.model.outputs, name=spec.name))

@@ -97,3 +97,14 @@ def retrace(model, replacements: dict, targets: list, around=None) -> list:
     if missing:
         raise KeyError(f"{len(missing)} output(s) cannot be computed from the new inputs")
     return [tensor_map[id(t)] for t in targets]
+
+
+def make_model(inputs, outputs, name=None):
+    """A functional model; single inputs/outputs are passed bare, so ``model.input`` is a tensor."""
+    from .keras_env import keras
+
+    def bare(x):
+        return x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x
+
+    kwargs = {"name": name} if name else {}
+    return keras().Model(bare(inputs), bare(outputs), **kwargs)
