@@ -47,7 +47,7 @@ class Spec:
 
     def resolve(self, path: str) -> Path:
         p = Path(os.path.expanduser(path))
-        return p if p.is_absolute() else self.base / p
+        return Path(os.path.normpath(p if p.is_absolute() else self.base / p))
 
 
 @dataclass

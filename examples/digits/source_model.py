@@ -1,0 +1,54 @@
+"""Develop-a-model approach, step 1: train a small source CNN on digits 0-4 and save it.
+
+scikit-learn ships the digits dataset (1,797 real 8x8 images), so this runs offline.
+The saved model is the start of specs/digits_transfer.json (the keras_file backbone).
+
+    python examples/digits/source_model.py out/digits_source.keras
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+def digits(classes):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    keep = np.isin(data.target, classes)
+    x = data.images[keep].astype("float32")[..., None]
+    y = np.searchsorted(np.asarray(classes), data.target[keep])
+    return x, y
+
+
+def build_source(keras, n_classes=5):
+    inputs = keras.Input(shape=(8, 8, 1), name="image")
+    x = keras.layers.Rescaling(1 / 16, name="scale")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(64, activation="relu", name="features")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="digits")(x)
+    return keras.Model(inputs, outputs, name="digits_source")
+
+
+def train_source(path, epochs=15, seed=0):
+    from surgery.keras_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(seed)
+    x, y = digits([0, 1, 2, 3, 4])
+    model = build_source(k)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    model.save(str(path))
+    return model
+
+
+if __name__ == "__main__":
+    out = sys.argv[1] if len(sys.argv) > 1 else "out/digits_source.keras"
+    model = train_source(out)
+    print(f"wrote {out}")

@@ -1,0 +1,140 @@
+"""The command line as a user runs it: light commands stay light, apply prints and writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, SPECS, assert_one_error_line, load_spec_json, run_surgery, with_weights, write_spec
+
+NO_TF = """
+import sys
+from surgery.cli import main
+try:
+    main({args!r}, standalone_mode=False)
+except SystemExit:
+    pass
+loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+print("LOADED:" + ",".join(loaded))
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["validate", str(SPECS / "vgg16_seed.json")], ["plugins"], ["ops"], ["backbones"], ["schema"],
+    ["apply", "--help"],
+])
+def test_light_commands_do_not_import_tensorflow(args):
+    out = subprocess.run([sys.executable, "-c", NO_TF.format(args=args)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED:"
+
+
+def test_version():
+    out = run_surgery("--version")
+    assert out.returncode == 0 and "surgery" in out.stdout
+
+
+def test_validate_ok_and_says_what_it_left():
+    out = run_surgery("validate", SPECS / "resnet50_cut.json")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok: ")
+    assert "not checked until" in out.stdout
+
+
+def test_every_example_spec_validates():
+    # digits_transfer.json needs a model trained first; test_own_saved_model_as_backbone validates it.
+    for spec in sorted(set(SPECS.glob("*.json")) - {SPECS / "digits_transfer.json"}):
+        out = run_surgery("validate", spec)
+        assert out.returncode == 0, f"{spec.name}: {out.stderr}"
+
+
+def test_apply_prints_table_and_writes(cli, tmp_path, vgg16_notop_weights):
+    result = cli("apply", SPECS / "vgg16_seed.json", "--weights", vgg16_notop_weights, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout
+    for fragment in ("block3_pool", "Total params: 1,852,514", "Trainable params: 555,328",
+                     "Non-trainable params: 1,297,186", "output shape", "trainable"):
+        assert fragment in text
+    written = tmp_path / "out" / "vgg16_seed.keras"
+    assert written.exists() and f"wrote {written}" in text
+    assert not [p for p in written.parent.iterdir() if p.name.startswith(".")]  # no temporary left over
+    # an existing output is kept unless --force
+    before = written.stat().st_mtime_ns
+    again = cli("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", written)
+    assert again.exit_code == 2
+    assert_one_error_line(again.stderr, str(written), "already exists", "--force")
+    assert written.stat().st_mtime_ns == before
+    forced = cli("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", written, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert written.stat().st_mtime_ns != before
+
+
+def test_saved_model_loads_with_plain_keras(cli, tmp_path, keras):
+    out = tmp_path / "m.keras"
+    assert cli("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", out).exit_code == 0
+    model = keras.saving.load_model(str(out), safe_mode=True)
+    assert model.count_params() == 1_852_514
+    assert sum(int(w.numpy().size) for w in model.trainable_weights) == 555_328
+
+
+def test_apply_is_quiet_and_fast_to_fail(tmp_path):
+    """A normal run shows no TensorFlow start-up noise on stderr."""
+    out = run_surgery("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == ""
+    assert "Total params: 1,852,514" in out.stdout
+
+
+def test_spec_outputs_resolve_against_spec_folder(cli, tmp_path):
+    spec = with_weights(load_spec_json("vgg16_seed.json"), None)
+    spec["outputs"] = {"keras": "models/seed.keras"}
+    (tmp_path / "models").mkdir()
+    path = write_spec(tmp_path, spec)
+    result = cli("apply", path)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "models" / "seed.keras").exists()
+
+
+def test_own_saved_model_as_backbone(cli, tmp_path, keras):
+    """specs/digits_transfer.json: the develop-a-model approach from a .keras file."""
+    sys.path.insert(0, str(ROOT / "examples" / "digits"))
+    try:
+        from source_model import train_source
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "specs").mkdir()
+    source = train_source(tmp_path / "out" / "digits_source.keras", epochs=1)
+    shutil.copy(SPECS / "digits_transfer.json", tmp_path / "specs")
+    assert cli("validate", tmp_path / "specs" / "digits_transfer.json").exit_code == 0
+    result = cli("apply", tmp_path / "specs" / "digits_transfer.json", "-o", tmp_path / "out" / "t.keras")
+    assert result.exit_code == 0, result.stderr
+    model = keras.saving.load_model(str(tmp_path / "out" / "t.keras"))
+    assert [l.name for l in model.layers][-2:] == ["features", "digits_5_9"]
+    assert tuple(model.output.shape) == (None, 5)
+    src_w = source.get_layer("features").get_weights()
+    for a, b in zip(model.get_layer("features").get_weights(), src_w):
+        assert (a == b).all()
+    trainable = [l.name for l in model.layers if l.trainable_weights]
+    assert trainable == ["digits_5_9"]
+
+
+def test_imagenet_offline_fails_fast_with_advice(tmp_path):
+    spec = load_spec_json("vgg16_seed.json")  # weights "imagenet"
+    path = write_spec(tmp_path, spec)
+    cache = tmp_path / "keras_home"
+    # A proxy on a closed local port makes any download fail at once, network or not.
+    env = {"KERAS_HOME": str(cache), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    out = run_surgery("apply", path, "-o", tmp_path / "m.keras", env=env)
+    assert time.monotonic() - started < 60
+    assert out.returncode == 2
+    line = assert_one_error_line(out.stderr, "steps[0] (backbone)", "could not download the ImageNet weights",
+                                 str(cache / "models"), '"weights"')
+    assert "local weights file" in line
+    assert not (tmp_path / "m.keras").exists()
