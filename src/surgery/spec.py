@@ -102,7 +102,7 @@ def json_path(parts) -> str:
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
+    return out
 
 
 def describe(err: ValidationError) -> str:
@@ -164,7 +164,8 @@ def schema_error(validator: Draft202012Validator, instance, prefix=()) -> str | 
     err = best_match(validator.iter_errors(instance))
     if err is None:
         return None
-    return f"{json_path(list(prefix) + list(err.absolute_path))}: {describe(err)}"
+    parts = list(prefix) + list(err.absolute_path)
+    return f"{json_path(parts)}: {describe(err)}" if parts else describe(err)
 
 
 def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path | None = None,
