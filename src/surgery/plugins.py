@@ -9,6 +9,7 @@ recorded as broken with its reason; the others keep working.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Iterable
@@ -21,7 +22,16 @@ from .registry import Registration, Registry
 
 GROUP = "surgery"
 BUILTIN_DIST = "surgery"
-HOOKS = ("surgery_register_ops", "surgery_register_backbones", "surgery_register_exporters")
+# Each hook and the Registration method that is its ``register`` callback.
+CALLBACKS = {
+    "surgery_register_ops": "register_op",
+    "surgery_register_backbones": "register_backbone",
+    "surgery_register_exporters": "register_exporter",
+}
+HOOKS = tuple(CALLBACKS)
+LOAD_VAR = "SURGERY_LOAD_PLUGINS"
+BLOCK_VAR = "SURGERY_BLOCK_PLUGINS"
+MAX_REASON = 300  # a reason is shown on one line next to others
 
 
 @dataclass
@@ -47,6 +57,7 @@ class Plugins:
     registry: Registry
     records: list[PluginRecord]
     manager: pluggy.PluginManager
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def broken(self) -> list[PluginRecord]:
@@ -66,12 +77,27 @@ class Candidate:
     def builtin(self) -> bool:
         return self.dist == BUILTIN_DIST
 
+    @classmethod
+    def of(cls, obj, name: str | None = None, dist: str | None = None) -> "Candidate":
+        """An already-imported module or object, for tests and embedders."""
+        return cls(name or plugin_name(obj), lambda: obj, dist)
+
+
+def plugin_name(obj) -> str:
+    name = getattr(obj, "__name__", None) or type(obj).__name__
+    return name.rsplit(".", 1)[-1]
+
 
 def _env_list(var: str) -> list[str] | None:
     raw = os.environ.get(var)
     if raw is None:
         return None
     return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _norm(name: str) -> str:
+    # Distribution names compare like pip compares them (PEP 503).
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def entry_point_candidates() -> list[Candidate]:
@@ -88,34 +114,61 @@ def entry_point_candidates() -> list[Candidate]:
     return found
 
 
-def select(candidates: Iterable[Candidate]) -> list[Candidate]:
-    """Apply SURGERY_LOAD_PLUGINS (third-party allow-list) and SURGERY_BLOCK_PLUGINS."""
-    allow = _env_list("SURGERY_LOAD_PLUGINS")
-    block = set(_env_list("SURGERY_BLOCK_PLUGINS") or ())
+def builtin_candidates() -> list[Candidate]:
+    """The built-in plugins only: what tests start from, whatever else is installed."""
+    return [c for c in entry_point_candidates() if c.builtin]
+
+
+def _named(c: Candidate, names) -> bool:
+    """A plugin is named by its plugin name (as `surgery plugins` shows it) or its distribution's."""
+    return c.name in names or (c.dist is not None and _norm(c.dist) in {_norm(n) for n in names})
+
+
+def select(candidates: Iterable[Candidate], warnings: list | None = None) -> list[Candidate]:
+    """Apply SURGERY_LOAD_PLUGINS (third-party allow-list) and SURGERY_BLOCK_PLUGINS.
+
+    Names in either variable that match nothing installed are reported in
+    ``warnings``: a typo there would otherwise silently do nothing.
+    """
+    candidates = list(candidates)
+    allow = _env_list(LOAD_VAR)
+    block = _env_list(BLOCK_VAR) or []
+    if warnings is not None:
+        for var, names in ((LOAD_VAR, allow or []), (BLOCK_VAR, block)):
+            for n in names:
+                if not any(_named(c, [n]) for c in candidates):
+                    warnings.append(f"warning: {var} names {n!r}, which is not an installed plugin")
     chosen = []
     for c in candidates:
-        if c.name in block:
+        if _named(c, block):
             continue
-        if allow is not None and not c.builtin and c.name not in allow:
+        if allow is not None and not c.builtin and not _named(c, allow):
             continue
         chosen.append(c)
     return chosen
 
 
-def load_plugins(candidates: Iterable[Candidate] | None = None) -> Plugins:
-    if candidates is None:
-        candidates = select(entry_point_candidates())
+def new_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_plugins(candidates: Iterable[Candidate] | None = None) -> Plugins:
+    """Load ``candidates`` (default: the installed entry points, filtered by the environment)."""
+    warnings: list[str] = []
+    if candidates is None:
+        candidates = select(entry_point_candidates(), warnings)
+    pm = new_manager()
     registry = Registry()
     records = []
     for cand in candidates:
         record = PluginRecord(cand.name, cand.dist, cand.version, cand.builtin)
         records.append(record)
         try:
-            reg = _load_one(pm, cand)
+            reg = _load_one(pm, cand, records)
         except PluginError as e:
-            record.error = e.message
+            record.error = one_line(e.message)
             continue
         clash = registry.clashes(reg)
         if clash:
@@ -126,41 +179,69 @@ def load_plugins(candidates: Iterable[Candidate] | None = None) -> Plugins:
         record.ops = [o.name for o in reg.ops]
         record.backbones = [b.name for b in reg.backbones]
         record.exporters = [e.format for e in reg.exporters]
-    return Plugins(registry, records, pm)
+    return Plugins(registry, records, pm, warnings)
 
 
-def _load_one(pm: pluggy.PluginManager, cand: Candidate) -> Registration:
+def one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+
+
+def _load_one(pm: pluggy.PluginManager, cand: Candidate, records: list[PluginRecord]) -> Registration:
+    other = next((r for r in records[:-1] if r.name == cand.name and not r.error), None)
+    if other is not None:
+        raise PluginError(f"the plugin name {cand.name!r} is already taken by {other.origin}")
     try:
         obj = cand.load()
-    except Exception as e:  # a plugin's import may fail any way at all
+    except (Exception, SystemExit) as e:  # a plugin's import may fail any way at all
         raise PluginError(f"failed to import: {type(e).__name__}: {e}") from None
+    register_hooks(pm, cand.name, obj)
     try:
-        pm.register(obj, name=cand.name)
+        return collect(pm, cand.name)
+    except PluginError:
+        pm.unregister(name=cand.name)
+        raise
+
+
+def register_hooks(pm: pluggy.PluginManager, name: str, obj) -> None:
+    """Add ``obj``'s hookimpls under ``name``; a misspelled hook is an error, not ignored."""
+    try:
+        pm.register(obj, name=name)
         pm.check_pending()
     except Exception as e:
         if pm.is_registered(obj):
             pm.unregister(obj)
         raise PluginError(f"invalid hooks: {e}") from None
-    reg = Registration(cand.name)
-    callbacks = {
-        "surgery_register_ops": reg.register_op,
-        "surgery_register_backbones": reg.register_backbone,
-        "surgery_register_exporters": reg.register_exporter,
-    }
+
+
+def collect(pm: pluggy.PluginManager, name: str) -> Registration:
+    """Call plugin ``name``'s hooks with the host's ``register`` callbacks; what they registered."""
+    reg = Registration(name)
+    hook = None
     try:
         for hook in HOOKS:
+            register = getattr(reg, CALLBACKS[hook])
             for impl in getattr(pm.hook, hook).get_hookimpls():
-                if impl.plugin_name == cand.name:
-                    impl.function(**({"register": callbacks[hook]} if impl.argnames else {}))
+                if impl.plugin_name == name:
+                    impl.function(**({"register": register} if impl.argnames else {}))
     except PluginError as e:
-        pm.unregister(name=cand.name)
         raise PluginError(f"{hook}: {e.message}") from None
-    except Exception as e:
-        pm.unregister(name=cand.name)
+    except (Exception, SystemExit) as e:
         raise PluginError(f"{hook} raised {type(e).__name__}: {e}") from None
     return reg
 
 
+def registration_of(obj, name: str | None = None) -> Registration:
+    """What ``obj`` registers on its own, through a fresh manager (raises PluginError)."""
+    pm = new_manager()
+    name = name or plugin_name(obj)
+    register_hooks(pm, name, obj)
+    return collect(pm, name)
+
+
 def warn_broken(plugins: Plugins, echo) -> None:
+    """One line per disabled plugin (name, origin, reason), and per unknown name in the environment."""
+    for w in plugins.warnings:
+        echo(w)
     for r in plugins.broken:
         echo(f"warning: plugin {r.name!r} ({r.origin}) is disabled: {r.error}")

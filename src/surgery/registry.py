@@ -95,6 +95,8 @@ class Registration:
             raise PluginError(f"op {name!r}: apply and check must be callables")
         validator = Draft202012Validator(_with_op(name, schema))
         for i, example in enumerate(examples):
+            if not isinstance(example, dict):
+                raise PluginError(f"op {name!r}: example {i} must be a dict of params, got {type(example).__name__}")
             err = next(iter(validator.iter_errors({"op": name, **example})), None)
             if err is not None:
                 raise PluginError(f"op {name!r}: example {i} does not match its schema: {err.message}")
@@ -107,6 +109,9 @@ class Registration:
             raise PluginError(f"backbone {name!r}: build must be a callable")
         options = APPLICATION_OPTIONS if options is None else options
         _check_schema(f"backbone {name!r} options", {"type": "object", "properties": options})
+        if input_shape is not None and not _is_shape(input_shape):
+            raise PluginError(f"backbone {name!r}: input_shape must be a list of positive integers, "
+                              f"got {input_shape!r}")
         self.backbones.append(BackboneInfo(
             name, build, options, preprocess,
             tuple(input_shape) if input_shape else None, min_input_size, description, self.plugin))
@@ -115,7 +120,14 @@ class Registration:
         _check_name("exporter", format)
         if not callable(export):
             raise PluginError(f"exporter {format!r}: export must be a callable")
+        if not isinstance(suffix, str) or not suffix.startswith("."):
+            raise PluginError(f"exporter {format!r}: suffix must be a file suffix such as \".onnx\", got {suffix!r}")
         self.exporters.append(ExporterInfo(format, export, suffix, description, self.plugin))
+
+
+def _is_shape(shape) -> bool:
+    return (isinstance(shape, (list, tuple)) and len(shape) > 0
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape))
 
 
 def _with_op(name: str, schema: dict) -> dict:
