@@ -55,7 +55,8 @@ def make_layer(keras, cls_name: str, config: dict, name: str):
     try:
         return cls.from_config({**config, "name": name})
     except (TypeError, ValueError, KeyError, AttributeError) as e:
-        msg = " ".join(str(e).split())
+        # Keras wraps the real reason in "Error when deserializing class ... Exception encountered: <reason>".
+        msg = " ".join(str(e).split()).split("Exception encountered: ")[-1]
         raise OpError(f"bad config for {cls_name}: {msg[:300]}") from None
 
 

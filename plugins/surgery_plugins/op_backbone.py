@@ -7,7 +7,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 
 from surgery import OpError, State, hookimpl
-from surgery.errors import did_you_mean
+from surgery.errors import did_you_mean, shown
 from surgery.spec import schema_error
 
 SCHEMA = {
@@ -49,7 +49,7 @@ def check(params, ctx):
     for key in _path_keys(info, params):
         path = ctx.path(params[key])
         if not path.exists():
-            raise OpError(f'{key}: file "{params[key]}" does not exist (looked for {path})')
+            raise OpError(f'{key}: file "{params[key]}" does not exist (looked for {shown(path)})')
         if path.is_dir():
             raise OpError(f'{key}: "{params[key]}" is a directory, not a file')
     shape = params.get("input_shape")

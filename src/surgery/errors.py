@@ -8,6 +8,7 @@ command words them the same way: ``error: FILE: WHERE: WHAT``.
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Iterable
 
 EXIT_BAD_INPUT = 2
@@ -52,6 +53,13 @@ class PluginError(SurgeryError):
 
 class InternalError(SurgeryError):
     exit_code = EXIT_INTERNAL
+
+
+def shown(path) -> str:
+    """A path as messages show it: relative to the working folder when inside it, so lines are reproducible."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -147,7 +147,8 @@ def _with_op(name: str, schema: dict) -> dict:
 APPLICATION_OPTIONS = {
     "weights": {
         "description": '"imagenet", null for random init, or a path to a weights file',
-        "anyOf": [{"const": "imagenet"}, {"type": "null"}, {"type": "string", "minLength": 1}],
+        "anyOf": [{"const": "imagenet"}, {"type": "null"},
+                  {"type": "string", "minLength": 1, "description": "a weights file path"}],
     },
     "include_top": {"type": "boolean"},
     "input_shape": {

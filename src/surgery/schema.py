@@ -13,7 +13,8 @@ CORE_SCHEMA = {
     "properties": {
         "$schema": {"type": "string", "description": "for editors; ignored"},
         "surgery": {"const": SPEC_VERSION, "description": "spec format version"},
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 128},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 128,
+                 "description": "letters, digits, '_', '.' and '-', starting with a letter or digit"},
         "description": {"type": "string"},
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},

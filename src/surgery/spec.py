@@ -135,19 +135,23 @@ def describe(err: ValidationError) -> str:
     if v == "minLength":
         return "must not be empty"
     if v == "pattern":
-        return f"{_short(inst)} does not match {sch}"
-    if v == "anyOf" or v == "oneOf":
-        return f"{_short(inst)} is not valid here; " + "; ".join(
-            _alternative(s) for s in sch)
+        hint = err.schema.get("description")
+        return f"{_short(inst)} is not valid" + (f" ({hint})" if hint else f"; it must match {sch}")
+    if v in ("anyOf", "oneOf"):
+        if all(set(s) == {"required"} for s in sch):
+            keys = [k for s in sch for k in s["required"]]
+            return "give at least one of " + ", ".join(f'"{k}"' for k in keys)
+        options = [_alternative(s) for s in sch]
+        return f"expected {', '.join(options[:-1])} or {options[-1]}, got {_json_type(inst)} {_short(inst)}"
     return err.message
 
 
 def _alternative(s: dict) -> str:
     if "const" in s:
-        return f"use {json.dumps(s['const'])}"
+        return json.dumps(s["const"])
     if s.get("type") == "null":
         return "null"
-    return "a " + s.get("type", "value")
+    return s.get("description") or ("a " + s.get("type", "value"))
 
 
 def _json_type(x) -> str:
