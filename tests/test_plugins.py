@@ -277,3 +277,97 @@ def test_registration_imports_no_tensorflow(command, good_spec):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1] == "HEAVY=", done.stderr
+
+
+# --- the conformance helper ---
+
+def _probe_with_conv5():
+    """The probe model plus a ResNet-style ``conv5_*`` layer, which unfreeze's example names."""
+    from surgery.graph import make_model
+    from surgery.keras_env import keras
+    from surgery.testing import probe_model
+
+    probe = probe_model()
+    return make_model(probe.inputs, keras().layers.Conv2D(4, 1, name="conv5_block1_conv")(probe.output))
+
+
+@pytest.fixture(scope="module")
+def saved_probe(tmp_path_factory):
+    from surgery.testing import probe_model
+
+    path = tmp_path_factory.mktemp("probe") / "probe.keras"
+    probe_model().save(path)
+    return path
+
+
+def _builtin(name):
+    import importlib
+
+    return importlib.import_module(f"surgery_plugins.{name}")
+
+
+def _conformance_options(module, saved_probe) -> dict:
+    """What each built-in needs beyond the defaults: a model its examples fit, cheap backbones, files."""
+    return {
+        "op_freeze": lambda: {"model": _probe_with_conv5},
+        "op_backbone": lambda: {"others": [_builtin("applications")]},
+        "applications": lambda: {"backbones": ["vgg16"], "backbone_options": {
+            "vgg16": {"weights": None, "include_top": False, "input_shape": [32, 32, 3]}}},
+        "keras_file": lambda: {"backbone_options": {"keras_file": {"path": str(saved_probe)}}},
+    }.get(module, dict)()
+
+
+@pytest.mark.parametrize("module", ["op_append", "op_slice", "op_freeze", "op_backbone", "applications",
+                                    "keras_file", "export_keras"])
+def test_cheap_builtins_pass_the_conformance_helper(module, saved_probe):
+    from surgery.testing import check_plugin
+
+    checked = check_plugin(_builtin(module), **_conformance_options(module, saved_probe))
+    assert checked.ops or checked.backbones or checked.exporters, checked
+
+
+class NonConforming:
+    """Registers cleanly, and then fails every kind of check the helper makes."""
+
+    @hookimpl
+    def surgery_register_ops(self, register):
+        def boom(state, params, ctx):
+            raise ValueError("boom")
+
+        register("explodes", {"type": "object"}, boom, examples=[{}])
+        register("untried", {"type": "object"}, _noop)
+        register("returns_model", {"type": "object"}, lambda state, params, ctx: state.model, examples=[{}])
+
+    @hookimpl
+    def surgery_register_backbones(self, register):
+        from surgery.testing import probe_model
+
+        register("liar", lambda **options: probe_model(shape=(8, 8, 3)), options={}, input_shape=[16, 16, 3])
+
+    @hookimpl
+    def surgery_register_exporters(self, register):
+        register("empty", lambda model, path, options: None, suffix=".txt")
+
+
+def test_conformance_helper_names_every_problem_of_a_bad_plugin():
+    from surgery.testing import check_plugin
+
+    with pytest.raises(AssertionError) as raised:
+        check_plugin(NonConforming(), name="bad")
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "plugin 'bad' fails 5 conformance check(s):"
+    assert lines[1:] == [
+        "  - op 'explodes' example 0 {}: ValueError: boom",
+        "  - op 'untried': has no examples; register examples=[{...params...}] so it can be tried",
+        "  - op 'returns_model' example 0 {}: apply returned Functional, not a surgery.State",
+        "  - backbone 'liar' with {}: built input shape [8, 8, 3], declared [16, 16, 3]",
+        "  - exporter 'empty': wrote nothing to probe.txt",
+    ]
+
+
+def test_conformance_helper_fails_a_plugin_that_does_not_register(fault_module):
+    from surgery.testing import check_plugin
+
+    with pytest.raises(AssertionError, match=r"plugin 'fault_schema' does not register: surgery_register_ops: "
+                                             r"op 'resize': invalid JSON Schema at properties/size/type"):
+        check_plugin(fault_module("fault_schema"))
