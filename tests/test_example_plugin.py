@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 
 import surgery
 from conftest import ROOT, assert_one_error_line, run_surgery, write_spec
+from fault_plugins import no_plugin_selection_from_the_shell  # noqa: F401
 from surgery.testing import check_plugin
 
 EXAMPLE = ROOT / "plugins" / "surgery-tinynet" / "examples" / "tinynet_se_head.json"

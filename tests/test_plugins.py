@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import run_surgery, write_spec
-from fault_plugins import FAULTS, dist_name, install
+from fault_plugins import FAULTS, dist_name, install, no_plugin_selection_from_the_shell  # noqa: F401
 from surgery import hookimpl
 from surgery.plugins import Candidate, builtin_candidates, load_plugins, select
 from surgery.registry import APPLICATION_OPTIONS
@@ -129,6 +129,8 @@ def test_a_clashing_plugin_is_out_entirely(fault_module):
     plugins = load(("fault_clash", fault_module("fault_clash")), builtins=True)
     assert record(plugins, "fault_clash").error == FAULTS["fault_clash"]
     assert "pad" not in plugins.registry.ops  # its other op is not half-registered
+    assert record(plugins, "fault_clash").attempted == [("op", "pad"), ("op", "append")]
+    assert not plugins.manager.has_plugin("fault_clash")
     assert plugins.registry.ops["append"].plugin == "append"
 
 
@@ -139,8 +141,11 @@ def test_of_two_third_parties_with_one_name_the_first_keeps_it():
 
 
 def test_a_plugin_name_taken_twice_is_reported():
-    plugins = load_plugins([Candidate("demo", OpPlugin, "dist-a", "1"), Candidate("demo", OpPlugin, "dist-b", "2")])
+    first, second = OpPlugin(), OpPlugin()
+    plugins = load_plugins([Candidate("demo", lambda: first, "dist-a", "1"),
+                            Candidate("demo", lambda: second, "dist-b", "2")])
     assert plugins.records[1].error == "the plugin name 'demo' is already taken by dist-a 1"
+    assert plugins.manager.get_plugin("demo") is first  # the second's failure leaves the first alone
 
 
 def test_a_misspelled_hook_is_an_error_not_ignored():

@@ -44,6 +44,7 @@ class PluginRecord:
     ops: list = field(default_factory=list)
     backbones: list = field(default_factory=list)
     exporters: list = field(default_factory=list)
+    attempted: list = field(default_factory=list)  # (kind, name) it tried to register, kept when broken
 
     @property
     def origin(self) -> str:
@@ -165,15 +166,16 @@ def load_plugins(candidates: Iterable[Candidate] | None = None) -> Plugins:
     for cand in candidates:
         record = PluginRecord(cand.name, cand.dist, cand.version, cand.builtin)
         records.append(record)
+        reg = Registration(cand.name)
         try:
-            reg = _load_one(pm, cand, records)
+            _load_one(pm, cand, records, reg)
+            clash = registry.clashes(reg)
+            if clash:
+                pm.unregister(name=cand.name)
+                raise PluginError(clash)
         except PluginError as e:
             record.error = one_line(e.message)
-            continue
-        clash = registry.clashes(reg)
-        if clash:
-            record.error = clash
-            pm.unregister(name=cand.name)
+            record.attempted = list(reg.attempted)
             continue
         registry.commit(reg)
         record.ops = [o.name for o in reg.ops]
@@ -187,7 +189,7 @@ def one_line(text: str) -> str:
     return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
 
 
-def _load_one(pm: pluggy.PluginManager, cand: Candidate, records: list[PluginRecord]) -> Registration:
+def _load_one(pm: pluggy.PluginManager, cand: Candidate, records: list[PluginRecord], reg: Registration) -> None:
     other = next((r for r in records[:-1] if r.name == cand.name and not r.error), None)
     if other is not None:
         raise PluginError(f"the plugin name {cand.name!r} is already taken by {other.origin}")
@@ -197,7 +199,7 @@ def _load_one(pm: pluggy.PluginManager, cand: Candidate, records: list[PluginRec
         raise PluginError(f"failed to import: {type(e).__name__}: {e}") from None
     register_hooks(pm, cand.name, obj)
     try:
-        return collect(pm, cand.name)
+        collect(pm, cand.name, reg)
     except PluginError:
         pm.unregister(name=cand.name)
         raise
@@ -214,9 +216,9 @@ def register_hooks(pm: pluggy.PluginManager, name: str, obj) -> None:
         raise PluginError(f"invalid hooks: {e}") from None
 
 
-def collect(pm: pluggy.PluginManager, name: str) -> Registration:
+def collect(pm: pluggy.PluginManager, name: str, reg: Registration | None = None) -> Registration:
     """Call plugin ``name``'s hooks with the host's ``register`` callbacks; what they registered."""
-    reg = Registration(name)
+    reg = reg if reg is not None else Registration(name)
     hook = None
     try:
         for hook in HOOKS:

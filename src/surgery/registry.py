@@ -83,8 +83,12 @@ class Registration:
     ops: list = field(default_factory=list)
     backbones: list = field(default_factory=list)
     exporters: list = field(default_factory=list)
+    # (kind, name) of every register call, valid or not: lets a message about an
+    # unknown op name the disabled plugin that tried to provide it.
+    attempted: list = field(default_factory=list)
 
     def register_op(self, name, schema, apply, *, check=None, description="", examples=(), source=False):
+        self.attempted.append(("op", name))
         _check_name("op", name)
         _check_schema(f"op {name!r}", schema)
         if schema.get("type", "object") != "object":
@@ -104,6 +108,7 @@ class Registration:
 
     def register_backbone(self, name, build, *, options=None, preprocess=None, input_shape=None,
                           min_input_size=None, description=""):
+        self.attempted.append(("backbone", name))
         _check_name("backbone", name)
         if not callable(build):
             raise PluginError(f"backbone {name!r}: build must be a callable")
@@ -117,6 +122,7 @@ class Registration:
             tuple(input_shape) if input_shape else None, min_input_size, description, self.plugin))
 
     def register_exporter(self, format, export, *, suffix, description=""):
+        self.attempted.append(("exporter", format))
         _check_name("exporter", format)
         if not callable(export):
             raise PluginError(f"exporter {format!r}: export must be a callable")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 
 # plugin name -> a fragment of the reason its one-line report must give
@@ -20,6 +22,13 @@ FAULTS = {
     "fault_schema": "invalid JSON Schema at properties/size/type",
     "fault_clash": "op 'append' is already registered by plugin 'append'",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_selection_from_the_shell(monkeypatch):
+    """Autouse in the modules that import it: a developer's own plugin selection must not change tests."""
+    for var in ("SURGERY_LOAD_PLUGINS", "SURGERY_BLOCK_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def dist_name(module: str) -> str:
