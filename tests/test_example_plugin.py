@@ -69,6 +69,9 @@ def test_schema_contains_the_plugins_ops_backbone_and_exporter():
     head = next(rule["then"] for rule in step["allOf"] if rule["if"]["properties"]["op"]["const"] == "head")
     assert head["required"] == ["op", "classes"] and head["properties"]["pooling"]["enum"] == ["avg", "max", "flatten"]
     assert "layers_json" in schema["properties"]["outputs"]["properties"]
+    backbone = next(rule["then"] for rule in step["allOf"] if rule["if"]["properties"]["op"]["const"] == "backbone")
+    tinynet = next(rule["then"] for rule in backbone["allOf"] if rule["if"]["properties"]["name"]["const"] == "tinynet")
+    assert tinynet["properties"]["width"]["minimum"] == 1 and "tinynet" in backbone["properties"]["name"]["enum"]
     # What an editor does with it: the example validates, a bad head does not.
     validator = Draft202012Validator(schema)
     assert not list(validator.iter_errors(example()))
