@@ -8,6 +8,7 @@ suffix) and moved into place with one rename.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -53,8 +54,27 @@ def check_writable(path: Path, force: bool, what: str, may_create_folder: bool =
         raise SpecError("is a directory", file=str(path), where=what)
 
 
-def temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+def temporary_sibling(path: Path, pid: int | None = None) -> Path:
+    return path.with_name(f".{path.stem}.partial-{os.getpid() if pid is None else pid}{path.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Temporary files left by runs that were killed (their process is gone) are removed."""
+    prefix = f".{path.stem}.partial-"
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = candidate.name[len(prefix):len(candidate.name) - len(path.suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove(candidate)
 
 
 def remove(path: Path) -> None:
@@ -69,6 +89,7 @@ def remove(path: Path) -> None:
 def atomic_output(path: Path):
     """Yield a temporary path to write; on success it replaces ``path`` in one rename."""
     path.parent.mkdir(exist_ok=True)
+    remove_stale_partials(path)
     tmp = temporary_sibling(path)
     remove(tmp)
     try:
