@@ -41,6 +41,11 @@ def _options(info, params, ctx) -> dict:
     return options
 
 
+def _weights(info, params):
+    """The weights asked for: the spec's, else the backbone's declared default (Keras' "imagenet")."""
+    return params.get("weights", info.options.get("weights", {}).get("default", "imagenet"))
+
+
 def check(params, ctx):
     info = _lookup(params, ctx)
     msg = schema_error(Draft202012Validator(info.options_schema()), {"op": "backbone", **params, "name": info.name})
@@ -57,7 +62,7 @@ def check(params, ctx):
         if min(shape[0], shape[1]) < info.min_input_size:
             raise OpError(f"input_shape {shape}: {info.name} needs at least "
                           f"{info.min_input_size}x{info.min_input_size} pixels")
-    if shape and params.get("weights", "imagenet") == "imagenet" and info.input_shape:
+    if shape and _weights(info, params) == "imagenet" and info.input_shape:
         if shape[2] != 3:
             raise OpError(f"input_shape {shape}: ImageNet weights need 3 channels; "
                           'use "weights": null for another channel count')
@@ -67,9 +72,12 @@ def check(params, ctx):
 
 
 def apply(state, params, ctx):
+    from surgery.keras_env import seeded
+
     info = _lookup(params, ctx)
+    seeded(ctx.seed)  # so that a random-init backbone is the same on every build
     model = info.build(**_options(info, params, ctx))
-    weights = params.get("weights", "imagenet")
+    weights = _weights(info, params)
     source = "random init" if weights is None else ("ImageNet weights" if weights == "imagenet" else weights)
     note = f"{info.name}: {len(model.layers)} layers, {model.count_params():,} params ({source})"
     return State(model=model, backbone=info.name, preprocess=info.preprocess, notes=(note,))

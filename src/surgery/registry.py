@@ -7,6 +7,8 @@ valid, so a plugin is either wholly in or wholly out (and reported).
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -69,10 +71,23 @@ def _check_schema(what: str, schema: Any) -> None:
     if not isinstance(schema, dict):
         raise PluginError(f"{what}: schema must be a JSON object (dict), got {type(schema).__name__}")
     try:
-        Draft202012Validator.check_schema(schema)
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):
+        raise PluginError(f"{what}: schema is not JSON data (it must serialise with json.dumps)") from None
+    error = _metaschema_error(key)
+    if error:
+        raise PluginError(f"{what}: {error}")
+
+
+@functools.lru_cache(maxsize=256)
+def _metaschema_error(schema_json: str) -> str | None:
+    """Checking against the metaschema is slow, and the 40 applications share a handful of schemas."""
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_json))
     except SchemaError as e:
         path = "/".join(str(p) for p in e.path) or "(root)"
-        raise PluginError(f"{what}: invalid JSON Schema at {path}: {e.message}") from None
+        return f"invalid JSON Schema at {path}: {e.message}"
+    return None
 
 
 @dataclass

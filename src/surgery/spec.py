@@ -191,10 +191,11 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
         op = step["op"]
         where = f"steps[{i}] ({op})"
         if op not in registry.ops:
-            hint = did_you_mean(op, registry.ops)
-            if broken_plugins:
-                hint += " (disabled plugins: " + ", ".join(r.name for r in broken_plugins) + ")"
-            raise SpecError(f'unknown op "{op}"{hint}', file=file, where=f"steps[{i}]")
+            provider = next((r for r in broken_plugins or () if ("op", op) in r.attempted), None)
+            if provider is not None:
+                raise SpecError(f'op "{op}" comes from plugin {provider.name!r}, which is disabled: {provider.error}',
+                                file=file, where=f"steps[{i}]")
+            raise SpecError(f'unknown op "{op}"' + did_you_mean(op, registry.ops), file=file, where=f"steps[{i}]")
         info = registry.ops[op]
         if i == 0 and not info.source:
             starts = sorted(n for n, o in registry.ops.items() if o.source)
