@@ -208,3 +208,9 @@ def schema():
     from .schema import full_schema
 
     click.echo(json.dumps(full_schema(_plugins().registry), indent=2))
+
+
+from .cli_train import features_command, predict_command, train_command  # noqa: E402
+main.add_command(train_command, "train")
+main.add_command(features_command, "features")
+main.add_command(predict_command, "predict")

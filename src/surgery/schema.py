@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .registry import Registry
+from .training.schema import TRAIN_SCHEMA
 
 SPEC_VERSION = 1
 
@@ -23,6 +24,7 @@ CORE_SCHEMA = {
             "properties": {},
             "additionalProperties": False,
         },
+        "train": TRAIN_SCHEMA,
     },
     "required": ["surgery", "steps"],
     "additionalProperties": False,

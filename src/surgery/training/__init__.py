@@ -1,0 +1,32 @@
+"""Training a built model: ``surgery train``, ``surgery features`` and ``surgery predict``.
+
+Modules, lightest first (the first two import no TensorFlow, so ``surgery
+validate`` and ``surgery schema`` can use them):
+
+- ``schema``: the JSON Schema of a spec's optional ``train`` section;
+- ``config``: that section merged with command-line overrides, checked;
+- ``data``: image folders and ``.npz`` files into tf.data pipelines;
+- ``precision``: mixed-precision policies and a float32 output;
+- ``stages``: freeze/unfreeze before a stage, the loss for the model's head, compiling;
+- ``run_folder``: the output folder, checkpoints, and what ``--resume`` reads back;
+- ``run``: the training run itself;
+- ``features`` and ``predict``: the standalone feature extractor and classifier modes.
+"""
+
+from ..errors import SurgeryError
+from ..keras_env import native_stderr_muted
+
+
+def quietly(fn, *args, **kwargs):
+    """Call ``fn`` with TensorFlow's native log lines muted (tf.data and the first step start runtimes that log).
+
+    A SurgeryError is raised after the mute ends, so that the muted log is not replayed in front of its
+    one-line message; anything else replays it, since it may explain the failure.
+    """
+    failure = None
+    with native_stderr_muted():
+        try:
+            return fn(*args, **kwargs)
+        except SurgeryError as e:
+            failure = e
+    raise failure

@@ -1,0 +1,46 @@
+"""``surgery features``: the standalone feature extractor, run over a dataset into one ``.npz``.
+
+The file holds ``features`` (N x the model's output shape), ``labels`` (N class
+indices), ``class_names`` and ``files`` (the image paths relative to the data
+folder, or the npz's own ``files`` / ``name[i]``), so a separate model can train
+on it, as in the seeds' "extract features, then fit another classifier".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from ..writing import atomic_output, check_writable
+from . import data
+
+
+def check_output(out: str, force: bool) -> Path:
+    path = Path(out)
+    if path.suffix != ".npz":
+        raise SpecError("the output must be an .npz file path (features.npz)", file=out, where="-o")
+    check_writable(path, force, "-o")
+    return path
+
+
+def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose) -> dict:
+    """Run ``loaded.model`` over every image of ``source`` in order; write and return the arrays."""
+    image = data.ImageSpec.of(loaded.model)
+    if source.kind == "folder":
+        data.check_readable(source.files, image)
+    images, labels = data.ordered(source, image, loaded.preprocess, batch_size)
+    features = loaded.model.predict(images, verbose=verbose)
+    if isinstance(features, (list, tuple)):
+        raise SpecError(f"the model has {len(features)} outputs; features needs one (choose one with --layer)")
+    files = ([os.path.relpath(f, source.path) for f in source.files] if source.kind == "folder"
+             else list(source.files))
+    arrays = {"features": np.asarray(features).astype("float32"),  # bfloat16 has no numpy file format
+              "labels": np.asarray(labels, dtype="int64"),
+              "class_names": np.array(source.class_names, dtype=str), "files": np.array(files, dtype=str)}
+    with atomic_output(out) as tmp:
+        with open(tmp, "wb") as f:  # a file object, so numpy does not add a second .npz suffix
+            np.savez(f, **arrays)
+    return arrays

@@ -1,0 +1,111 @@
+"""``surgery predict``: the classifier mode, top-k classes for each image.
+
+Class names come from, in order: ``--classes FILE``; ``classes.json`` beside a
+model that ``surgery train`` wrote; ImageNet's names for a 1000-class output
+(Keras' ``imagenet_class_index.json``, which ``decode_predictions`` downloads on
+first use: offline and not cached, we say so and show indices); else indices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from ..keras_env import keras, native_stderr_muted
+from . import data
+from .stages import output_activation
+
+IMAGENET_CLASSES = 1000
+IMAGENET_INDEX = "imagenet_class_index.json"
+# Where keras.applications.imagenet_utils.decode_predictions gets it (CLASS_INDEX_PATH there).
+IMAGENET_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
+
+
+@dataclass
+class Names:
+    names: list | None
+    origin: str  # what they are, for the report
+    note: str | None = None  # said on stderr: why there are no names
+
+
+def _keras_cache() -> Path:
+    from surgery_plugins.applications import keras_cache_dir
+
+    return keras_cache_dir()
+
+
+def imagenet_names() -> Names:
+    """ImageNet's 1000 class names from Keras' cache, downloading the index as decode_predictions would."""
+    cached = _keras_cache() / IMAGENET_INDEX
+    if not cached.is_file():
+        try:
+            # get_file announces the download on stdout, which is this command's output.
+            with native_stderr_muted(), contextlib.redirect_stdout(io.StringIO()):
+                keras().utils.get_file(IMAGENET_INDEX, IMAGENET_INDEX_URL, cache_dir=str(cached.parent.parent),
+                                       cache_subdir=cached.parent.name)
+        except Exception as e:
+            reason = " ".join(str(e).split())[:160]
+            return Names(None, "indices", f"ImageNet class names are not available offline: Keras downloads "
+                         f"{IMAGENET_INDEX} on first use (as decode_predictions does) and could not ({reason}), "
+                         f"and no copy is cached in {cached.parent}; showing class indices. Connect to the "
+                         "internet once, or copy the file there")
+    index = json.loads(cached.read_text())
+    return Names([index[str(i)][1] for i in range(IMAGENET_CLASSES)], "ImageNet")
+
+
+def read_classes(path: str, units: int) -> Names:
+    p = Path(path)
+    try:
+        found = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError(f"cannot read class names ({e})", file=path, where="--classes") from None
+    names = found.get("class_names") if isinstance(found, dict) else found
+    if not isinstance(names, list):
+        raise SpecError('expected a JSON list of names, or an object with "class_names"', file=path,
+                        where="--classes")
+    if len(names) != units:
+        raise SpecError(f"names {len(names)} classes but the model outputs {units}", file=path, where="--classes")
+    return Names([str(n) for n in names], p.name)
+
+
+def class_names(loaded, units: int, classes_file: str | None) -> Names:
+    if classes_file:
+        return read_classes(classes_file, units)
+    if loaded.class_names is not None and len(loaded.class_names) == units:
+        return Names(list(loaded.class_names), "classes.json")
+    if units == IMAGENET_CLASSES:
+        return imagenet_names()
+    return Names(None, "indices")
+
+
+def _scores(model, batch):
+    k = keras()
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        raise SpecError(f"the model's output has shape {tuple(model.outputs[0].shape)}, not (batch, classes); "
+                        "predict needs a classifier (use `surgery features` for other outputs)")
+    out = np.asarray(k.ops.convert_to_numpy(model.predict(batch, verbose=0)), dtype="float64")
+    activation = output_activation(model)
+    if out.shape[1] == 1:  # one sigmoid unit: two classes
+        p = out[:, 0] if activation == "sigmoid" else 1 / (1 + np.exp(-out[:, 0]))
+        return np.stack([1 - p, p], axis=1), "probability"
+    return out, ("probability" if activation == "softmax" else "logit")
+
+
+def predict(loaded, images: list[str], top: int, classes_file: str | None = None) -> dict:
+    image = data.ImageSpec.of(loaded.model)
+    batch = data.load_images(images, image, loaded.preprocess)
+    scores, kind = _scores(loaded.model, batch)
+    names = class_names(loaded, scores.shape[1], classes_file)
+    results = []
+    for path, row in zip(images, scores):
+        order = np.argsort(-row, kind="stable")[:top]
+        results.append({"image": path, "top": [
+            {"index": int(i), "name": names.names[i] if names.names else str(int(i)), kind: float(row[i])}
+            for i in order]})
+    return {"names": names, "score": kind, "results": results}

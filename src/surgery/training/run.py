@@ -1,0 +1,209 @@
+"""A training run: check everything, build the model (or load the checkpoint), run the stages.
+
+Everything that can be wrong with the input (data, classes against the model's
+head, unreadable images, the output folder) is checked before the folder is
+touched, so bad input leaves no partial run behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SpecError, SurgeryError
+from ..keras_env import keras
+from ..writing import atomic_output, temporary_sibling
+from . import data, precision, quietly, stages
+from .run_folder import RunFolder, RunState, write_json
+
+
+class Interrupted(SurgeryError):
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    folder: RunFolder
+    state: RunState
+    model: object
+    resumed_from: int | None = None
+
+
+def fingerprint(spec, config) -> dict:
+    return {"steps": spec.data["steps"], "train": config.fingerprint()}
+
+
+def _check_monitor(config, spec) -> None:
+    allowed = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if config.has_validation else [])
+    if config.monitor_metric not in allowed:
+        raise SpecError(f'monitor "{config.monitor_metric}" is not logged by this run; use one of '
+                        + ", ".join(allowed), file=spec.file, where="train.monitor")
+
+
+def _mode(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"
+
+
+@contextlib.contextmanager
+def _global_settings(config):
+    """The precision policy and op determinism are process-wide: restore them, for callers that go on."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the only way to read/undo determinism
+
+    k = keras()
+    policy = k.mixed_precision.global_policy().name
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    precision.set_policy(config.precision)
+    try:
+        yield
+    finally:
+        k.mixed_precision.set_global_policy(policy)
+        if config.deterministic and not was_deterministic:
+            tf_config.disable_op_determinism()
+
+
+def tensorboard_available() -> bool:
+    """Keras' TensorBoard callback needs the tensorboard package for tf.summary.scalar; TF no longer pulls it in."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _checkpointer(folder: RunFolder, state: RunState, monitor: str, stage_ends: set[int]):
+    k = keras()
+    better = (lambda a, b: a < b) if _mode(monitor) == "min" else (lambda a, b: a > b)
+
+    class Checkpointer(k.callbacks.Callback):
+        """Saves every epoch for --resume, copies an improved epoch to best.keras, then records the state."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            path = folder.checkpoint_path(done)
+            tmp = temporary_sibling(path)
+            self.model.save(str(tmp))
+            tmp.replace(path)
+            value = (logs or {}).get(monitor)
+            if value is not None and (state.best is None or better(float(value), state.best)):
+                state.best, state.best_epoch = float(value), done
+                best_tmp = temporary_sibling(folder.best)
+                shutil.copyfile(path, best_tmp)
+                best_tmp.replace(folder.best)
+            state.epochs_done, state.checkpoint = done, path.name
+            folder.write_state(state)
+            folder.prune({path.name} | {folder.checkpoint_path(e).name for e in stage_ends})
+
+    return Checkpointer()
+
+
+def _inputs(config):
+    train_src = data.inspect(config.data, "--data")
+    val_src = None
+    if config.validation_data is not None:
+        val_src = data.inspect(config.validation_data, "--validation-data")
+        data.matching_validation(train_src, val_src)
+    return train_src, val_src
+
+
+def _build(spec, registry, config, echo):
+    from ..executor import run_steps
+
+    keras().utils.set_random_seed(config.seed)
+    built = run_steps(spec, registry)
+    for note in built.notes:
+        echo(f"  {note}")
+    return precision.finalize(built.model, config.precision), built.preprocess
+
+
+def train(spec, registry, config, out: Path, *, resume: bool = False, force: bool = False,
+          created_default: bool = False, echo=print, verbose: int | None = None) -> TrainResult | None:
+    """Train ``spec``'s model as ``config`` says, into the folder ``out``. None: a resumed run had finished."""
+    folder = RunFolder(out, spec.name)
+    fp = fingerprint(spec, config)
+    _check_monitor(config, spec)
+    train_src, val_src = _inputs(config)
+    if resume:
+        state = folder.read_state(fp)
+        if state.finished:
+            echo(f"nothing to resume: the run in {out} finished after {state.epochs_done} epochs")
+            return None
+    else:
+        folder.check_fresh(force, created_default)
+        state = RunState(fp)
+    with _global_settings(config):
+        return quietly(_train, spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose)
+
+
+def _train(spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose):
+    k = keras()
+    if resume:
+        ckpt = folder.checkpoints / state.checkpoint if state.checkpoint else None
+        preprocess = json.loads(folder.classes.read_text()).get("preprocess")
+        model = k.saving.load_model(str(ckpt), safe_mode=True) if ckpt else _build(spec, registry, config, echo)[0]
+        echo(f"resuming {folder.folder} after epoch {state.epochs_done}"
+             + (f" from checkpoints/{state.checkpoint}" if ckpt else ""))
+    else:
+        model, preprocess = _build(spec, registry, config, echo)
+        if not isinstance(preprocess, (str, type(None))):
+            preprocess = f"{preprocess.__module__}.{preprocess.__qualname__}"
+    image = data.ImageSpec.of(model, config.image_size)
+    stages.loss_and_metrics(model, train_src.class_names, spec.file)  # the head must fit the data, before any write
+    bounds = config.stage_bounds()
+    first = next((i for i, (_, end) in enumerate(bounds) if end > state.epochs_done), None)
+    if first is not None:  # None: killed after the last epoch, before the final model was written
+        stages.rehearse(model, config, first, spec, registry, resumed_mid_stage=bounds[first][0] < state.epochs_done)
+    for src in (train_src, val_src):
+        if src is not None and src.kind == "folder":
+            data.check_readable(src.files, image)
+    sets = data.datasets(train_src, val_src, image, preprocess, split=config.validation_split,
+                         batch_size=config.batch_size, seed=config.seed, cache=config.cache)
+    echo(f"data: {train_src.describe()}; training on {sets.n_train:,}, validating on {sets.n_validation:,}"
+         + (f" (precision {config.precision})" if config.precision != "float32" else ""))
+
+    if not resume:
+        folder.clear()
+        folder.checkpoints.mkdir(parents=True)
+        write_json(folder.classes, {"class_names": train_src.class_names, "preprocess": preprocess,
+                                    "input_shape": list(image.shape)})
+        folder.write_state(state)
+    folder.trim_log(state.epochs_done)
+    resumed_from = state.epochs_done if resume else None
+    monitor = config.monitor_metric
+    callbacks = [k.callbacks.CSVLogger(str(folder.log), append=True),
+                 _checkpointer(folder, state, monitor, {end for _, end in bounds})]
+    if tensorboard_available():
+        callbacks.insert(1, k.callbacks.TensorBoard(str(folder.tensorboard)))
+    else:
+        echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    try:
+        for i, (stage, (start, end)) in enumerate(zip(config.stages, bounds)):
+            if end <= state.epochs_done:
+                continue
+            echo(f"stage {i + 1}/{len(bounds)} {stage.name}: {stage.describe()}")
+            if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
+                for note in stages.apply_selectors(model, stage, i, spec, registry):
+                    echo(f"  {note}")
+                loss, metrics = stages.loss_and_metrics(model, train_src.class_names, spec.file)
+                stages.compile_stage(model, stage, loss, metrics)
+            echo(f"  {stages.trainable_report(model)}")
+            k.utils.set_random_seed(config.seed + state.epochs_done)
+            model.fit(sets.train, validation_data=sets.validation, initial_epoch=max(start, state.epochs_done),
+                      epochs=end, callbacks=callbacks, verbose=verbose, shuffle=False)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after {state.epochs_done} epochs; continue with --resume",
+                          file=str(folder.folder)) from None
+    with atomic_output(folder.final) as tmp:
+        model.save(str(tmp))
+    state.finished = True
+    folder.write_state(state)
+    if state.best is not None:
+        echo(f"best {monitor} {state.best:.4f} at epoch {state.best_epoch}: {folder.best}")
+    logs = f", {folder.tensorboard.name}/" if folder.tensorboard.exists() else ""
+    echo(f"wrote {folder.final} (final), {folder.classes.name}, {folder.log.name}{logs}")
+    return TrainResult(folder, state, model, resumed_from)
