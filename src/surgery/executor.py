@@ -5,7 +5,7 @@ from __future__ import annotations
 from .errors import InternalError, SurgeryError
 from .graph import make_model
 from .keras_env import keras, native_stderr_muted
-from .spec import Spec, StepContext
+from .spec import Spec, StepContext, op_params
 from .state import State
 
 
@@ -16,7 +16,7 @@ def run_steps(spec: Spec, registry) -> State:
         op = step["op"]
         info = registry.ops[op]
         ctx = StepContext(spec, i, op, registry)
-        params = {key: v for key, v in step.items() if key != "op"}
+        params = op_params(step)
         try:
             with native_stderr_muted():
                 state = info.apply(state, params, ctx)
@@ -29,4 +29,9 @@ def run_steps(spec: Spec, registry) -> State:
         if not isinstance(state, State):
             raise InternalError(f"plugin {info.plugin!r}: apply returned {type(state).__name__}, not a State",
                                 file=spec.file, where=ctx.where)
+        if "as" in step:
+            try:
+                state = state.evolve(tensors={**state.tensors, step["as"]: state.output})
+            except SurgeryError as e:
+                raise e.located(file=spec.file, where=ctx.where)
     return state.evolve(model=make_model(state.model.inputs, state.model.outputs, name=spec.name))

@@ -151,9 +151,16 @@ def _is_shape(shape) -> bool:
             and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape))
 
 
+# Keys every step takes besides its op's params; the host handles them, not the op.
+STEP_KEYS = {
+    "as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$",
+           "description": "a name for this step's output tensor, for later steps to refer to"},
+}
+
+
 def _with_op(name: str, schema: dict) -> dict:
-    """The step schema: the op's params plus ``op`` itself, no unknown keys."""
-    props = {"op": {"const": name}, **schema.get("properties", {})}
+    """The step schema: the op's params plus ``op`` and the host's step keys, no unknown keys."""
+    props = {"op": {"const": name}, **STEP_KEYS, **schema.get("properties", {})}
     return {
         **schema,
         "type": "object",

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import OpError, SpecError, did_you_mean
-from .registry import Registry
+from .registry import STEP_KEYS, Registry
 from .schema import SPEC_VERSION, core_schema
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of JSON; anything this big is a mistake
@@ -187,6 +187,7 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
     if msg:
         raise SpecError(msg, file=file)
     spec = Spec(data, file, base if base is not None else Path.cwd())
+    named: dict[str, int] = {}
     for i, step in enumerate(steps):
         op = step["op"]
         where = f"steps[{i}] ({op})"
@@ -206,17 +207,23 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
         msg = schema_error(Draft202012Validator(registry.step_schema(op)), step)
         if msg:
             raise SpecError(msg, file=file, where=where)
+        if "as" in step:
+            if step["as"] in named:
+                raise SpecError(f'as: "{step["as"]}" already names the output of steps[{named[step["as"]]}]',
+                                file=file, where=where)
+            named[step["as"]] = i
         if info.check is not None:
             ctx = StepContext(spec, i, op, registry)
             try:
-                info.check(_params(step), ctx)
+                info.check(op_params(step), ctx)
             except OpError as e:
                 raise e.located(file=file, where=where)
     return spec
 
 
-def _params(step: dict) -> dict:
-    return {k: v for k, v in step.items() if k != "op"}
+def op_params(step: dict) -> dict:
+    """What an op's check and apply get: the step without the keys the host handles."""
+    return {k: v for k, v in step.items() if k != "op" and k not in STEP_KEYS}
 
 
 def load_spec(source, registry: Registry, broken_plugins: list | None = None) -> Spec:

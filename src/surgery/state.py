@@ -12,12 +12,15 @@ class State:
     ``model`` is a functional ``keras.Model``; its layers are shared with the
     models of earlier steps, so kept layers keep their weights by construction.
     ``notes`` are the one-line reports of what each step did, in order.
+    ``tensors`` maps the names given with a step's ``"as"`` to that step's output
+    tensor, which later steps can branch from.
     """
 
     model: object
     backbone: str | None = None
     preprocess: object = None
     notes: tuple = field(default_factory=tuple)
+    tensors: dict = field(default_factory=dict)
 
     def evolve(self, note: str | None = None, **changes) -> "State":
         if note:
