@@ -40,6 +40,8 @@ def keras():
 
 def _weights_file(factory, keras, name, build):
     folder = factory.mktemp("weights")
+    # A seed no spec uses, so these "pretrained" weights differ from any random init a spec makes.
+    keras.utils.set_random_seed(987_654)
     model = build(keras)
     path = folder / f"{name}.weights.h5"
     model.save_weights(str(path))
