@@ -214,3 +214,7 @@ from .cli_train import features_command, predict_command, train_command  # noqa:
 main.add_command(train_command, "train")
 main.add_command(features_command, "features")
 main.add_command(predict_command, "predict")
+
+
+from .cli_export import export_command  # noqa: E402
+main.add_command(export_command, "export")

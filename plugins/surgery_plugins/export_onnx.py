@@ -1,0 +1,177 @@
+"""The ``onnx`` exporter: Keras 3's own ONNX export, named, with a dynamic batch, verified in onnxruntime.
+
+``model.export(format="onnx")`` is used rather than ``tf2onnx.convert.from_keras``,
+which fails on Keras 3 functional models (KeyError on ``keras_tensor_N`` output
+names, tf2onnx 1.17). Keras hands a traced ``tf.function`` to tf2onnx; three
+things in that trace stop tf2onnx from converting some built-in backbones, and
+``_traceable`` works around each while the export runs (see the functions).
+Registering imports nothing heavy; TensorFlow is imported when a model is exported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from surgery import SpecError, hookimpl
+
+DEFAULT_OPSET = 17
+OPTIONS = ("opset", "atol", "input_name", "output_name")
+
+
+def _opset(value) -> int:
+    from tf2onnx import constants
+
+    highest = max(constants.OPSET_TO_IR_VERSION)
+    if isinstance(value, bool) or not isinstance(value, int) or not 9 <= value <= highest:
+        raise SpecError(f"opset {value!r} is not supported; tf2onnx writes opsets 9 to {highest}")
+    return value
+
+
+@contextlib.contextmanager
+def _constants_frozen(model):
+    """Captured tensors as numpy arrays while tracing.
+
+    Some layers keep eager tensors as attributes (Normalization's mean and
+    variance: EfficientNet, ConvNeXt). A traced function captures those as
+    extra inputs, and tf2onnx keeps them as extra ONNX graph inputs with no
+    value. Numpy arrays are embedded as constants instead.
+    """
+    import tensorflow as tf
+
+    saved = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable) and not name.startswith("_"):
+                saved.append((layer, name, value))
+                # object.__setattr__: Keras' attribute tracking must not see a temporary swap.
+                object.__setattr__(layer, name, value.numpy())
+    try:
+        yield
+    finally:
+        for layer, name, value in saved:
+            object.__setattr__(layer, name, value)
+
+
+@contextlib.contextmanager
+def _grouped_conv_without_xla():
+    """Grouped convolutions traced as plain Conv2D ops.
+
+    Keras' TensorFlow backend runs grouped convolutions (ConvNeXt's depthwise
+    ``Conv2D(groups=C)``) in a nested ``tf.function(jit_compile=True)``,
+    because TensorFlow's CPU kernel lacks them. tf2onnx cannot inline that
+    call (StatefulPartitionedCall), but converts a grouped Conv2D op directly
+    into an ONNX Conv with ``group``; the CPU kernel is never run here.
+    """
+    try:
+        from keras.src.backend import standardize_data_format
+        from keras.src.backend.tensorflow import nn
+    except ImportError:  # another Keras layout: export as is; refuse_unconverted names the layer
+        yield
+        return
+    import tensorflow as tf
+
+    original = nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        data_format = standardize_data_format(data_format)
+        channels = inputs.shape[-1] if data_format == "channels_last" else inputs.shape[1]
+        if channels == kernel.shape[-2] or len(inputs.shape) != 4:
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        tf_format = "NHWC" if data_format == "channels_last" else "NCHW"
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(), data_format=tf_format,
+                                 dilations=dilation_rate)
+
+    nn.conv = conv
+    try:
+        yield
+    finally:
+        nn.conv = original
+
+
+_erfc_registered = False
+
+
+def _register_erfc() -> None:
+    """Teach tf2onnx TensorFlow's Erfc: exact GELU (ConvNeXt) is ``0.5 x erfc(-x/sqrt 2)`` in TensorFlow.
+
+    ONNX has Erf (opset 9) but no Erfc, and tf2onnx 1.17 has no handler for it.
+    ``1 - erf(x)`` loses precision only where erfc is below float32's epsilon,
+    an absolute error under 1e-7 there.
+    """
+    global _erfc_registered
+    if _erfc_registered:
+        return
+    import numpy as np
+    from tf2onnx import utils
+    from tf2onnx.handler import tf_op
+
+    @tf_op("Erfc")
+    class Erfc:
+        @classmethod
+        def version_9(cls, ctx, node, **kwargs):
+            dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+            erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+            node.type = "Sub"
+            ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+    _erfc_registered = True
+
+
+@contextlib.contextmanager
+def _traceable(model):
+    _register_erfc()
+    with _constants_frozen(model), _grouped_conv_without_xla():
+        yield
+
+
+@contextlib.contextmanager
+def _tf2onnx_quiet():
+    """tf2onnx logs every op it cannot convert; we say it once, naming the layer (refuse_unconverted)."""
+    import logging
+
+    from surgery import keras_env
+
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    if keras_env._quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def export(model, path, options):
+    from surgery import __version__, onnx_check
+    from surgery.keras_env import keras, native_stderr_muted
+
+    keras()
+    options = onnx_check.read_options(options, OPTIONS, "onnx")
+    opset = _opset(options.get("opset", DEFAULT_OPSET))
+    target = onnx_check.prepare(model, options, float32=True)
+    start = time.monotonic()
+    with onnx_check.progress(f"exporting to ONNX (opset {opset})"):
+        try:
+            with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
+                target.model.export(str(path), format="onnx", verbose=False, opset_version=opset,
+                                    input_signature=target.signature())
+        except Exception as e:
+            raise onnx_check.ExportError(f"the ONNX conversion failed: {type(e).__name__}: "
+                                         f"{' '.join(str(e).split())[:300]}") from None
+    seconds = time.monotonic() - start
+    onnx_check.refuse_unconverted(path, model)
+    onnx_check.finish_onnx(path, target, {"producer": f"surgery {__version__}", "keras_model": model.name})
+    with onnx_check.progress("checking the ONNX file in onnxruntime"):
+        diff = onnx_check.verify_onnx(path, target, options["atol"])
+    notes = "".join(f"; {n}" for n in target.notes)
+    return (f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.2g} (atol {options['atol']:g})"
+            f"; {seconds:.1f} s{notes}")
+
+
+@hookimpl
+def surgery_register_exporters(register):
+    register("onnx", export, suffix=".onnx",
+             description="ONNX via Keras' model.export (tf2onnx); named input/output, dynamic batch, "
+                         "checked in onnxruntime against Keras")
