@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
-
 from surgery import OpError, State, hookimpl
 from surgery.errors import did_you_mean, shown
 from surgery.spec import schema_error
@@ -48,7 +46,7 @@ def _weights(info, params):
 
 def check(params, ctx):
     info = _lookup(params, ctx)
-    msg = schema_error(Draft202012Validator(info.options_schema()), {"op": "backbone", **params, "name": info.name})
+    msg = schema_error(info.options_schema(), {"op": "backbone", **params, "name": info.name})
     if msg:
         raise OpError(msg)
     for key in _path_keys(info, params):

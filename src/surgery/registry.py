@@ -13,12 +13,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError
 
 from .errors import PluginError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# JSON Schema counts 1.0 as an integer; Keras does not (a seed of 0.0, a shape of [32.0, 32.0, 3.0]
+# fail deep inside it). So specs are validated with integers meaning Python ints.
+SpecValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)),
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class Registration:
             raise PluginError(f"op {name!r}: schema must not declare 'op' (the host adds it)")
         if not callable(apply) or (check is not None and not callable(check)):
             raise PluginError(f"op {name!r}: apply and check must be callables")
-        validator = Draft202012Validator(_with_op(name, schema))
+        validator = SpecValidator(_with_op(name, schema))
         for i, example in enumerate(examples):
             if not isinstance(example, dict):
                 raise PluginError(f"op {name!r}: example {i} must be a dict of params, got {type(example).__name__}")

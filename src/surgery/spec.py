@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import OpError, SpecError, did_you_mean
-from .registry import STEP_KEYS, Registry
+from .registry import STEP_KEYS, Registry, SpecValidator
 from .schema import SPEC_VERSION, core_schema
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of JSON; anything this big is a mistake
@@ -164,8 +163,9 @@ def _short(x) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def schema_error(validator: Draft202012Validator, instance, prefix=()) -> str | None:
-    err = best_match(validator.iter_errors(instance))
+def schema_error(schema: dict, instance, prefix=()) -> str | None:
+    """The most relevant schema error as one sentence with its JSON path, or None."""
+    err = best_match(SpecValidator(schema).iter_errors(instance))
     if err is None:
         return None
     parts = list(prefix) + list(err.absolute_path)
@@ -183,7 +183,7 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
     steps = data.get("steps")
     # The step entries are checked one by one below, with their op's own schema,
     # so that errors name the step and op rather than "one of N schemas".
-    msg = schema_error(Draft202012Validator(core_schema(registry)), data)
+    msg = schema_error(core_schema(registry), data)
     if msg:
         raise SpecError(msg, file=file)
     spec = Spec(data, file, base if base is not None else Path.cwd())
@@ -204,7 +204,7 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
                             file=file, where=where)
         if i > 0 and info.source:
             raise SpecError("only the first step may start a model", file=file, where=where)
-        msg = schema_error(Draft202012Validator(registry.step_schema(op)), step)
+        msg = schema_error(registry.step_schema(op), step)
         if msg:
             raise SpecError(msg, file=file, where=where)
         if "as" in step:

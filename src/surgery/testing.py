@@ -28,7 +28,7 @@ from jsonschema import Draft202012Validator
 
 from .errors import PluginError
 from .plugins import plugin_name, registration_of
-from .registry import Registry
+from .registry import Registry, SpecValidator
 from .spec import Spec, StepContext, schema_error
 from .state import State
 
@@ -140,7 +140,7 @@ def _check_op(op, make, registry, spec) -> list[str]:
         return [f"{where}: invalid JSON Schema: {e}"]
     if not op.examples:
         return [f"{where}: has no examples; register examples=[{{...params...}}] so it can be tried"]
-    validator = Draft202012Validator(registry.step_schema(op.name))
+    validator = SpecValidator(registry.step_schema(op.name))
     problems = []
     for i, params in enumerate(op.examples):
         step = {"op": op.name, **params}
@@ -186,7 +186,7 @@ def _check_backbone(info, options) -> list[str]:
     missing = [k for k, v in info.options.items() if v.get("x-required") and k not in options]
     if missing:
         return [f"{where}: needs options {missing}; pass backbone_options={{{info.name!r}: {{...}}}}"]
-    msg = schema_error(Draft202012Validator(info.options_schema()), {"op": "backbone", "name": info.name, **options})
+    msg = schema_error(info.options_schema(), {"op": "backbone", "name": info.name, **options})
     if msg:
         return [f"{where}: options {options} do not match its own options schema: {msg}"]
     return (_attempt(f"{where} with {options}", _build, info, options) +
