@@ -108,8 +108,8 @@ def describe(err: ValidationError) -> str:
     """One readable sentence for a schema error."""
     v, inst, sch = err.validator, err.instance, err.validator_value
     if v == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = sorted(set(inst) - set(allowed))
+        allowed = sorted(set(err.schema.get("properties", {})) - {"op"})  # "op" is there already
+        extra = sorted(set(inst) - set(allowed) - {"op"})
         key = extra[0] if extra else "?"
         return f'unknown key "{key}"' + did_you_mean(key, allowed)
     if v == "required":

@@ -28,7 +28,7 @@ from jsonschema import Draft202012Validator
 
 from .errors import PluginError
 from .plugins import plugin_name, registration_of
-from .registry import Registry, SpecValidator
+from .registry import Registry
 from .spec import Spec, StepContext, schema_error
 from .state import State
 
@@ -140,11 +140,11 @@ def _check_op(op, make, registry, spec) -> list[str]:
         return [f"{where}: invalid JSON Schema: {e}"]
     if not op.examples:
         return [f"{where}: has no examples; register examples=[{{...params...}}] so it can be tried"]
-    validator = SpecValidator(registry.step_schema(op.name))
+    schema = registry.step_schema(op.name)
     problems = []
     for i, params in enumerate(op.examples):
         step = {"op": op.name, **params}
-        msg = schema_error(validator, step)
+        msg = schema_error(schema, step)
         if msg:
             problems.append(f"{where} example {i}: does not validate: {msg}")
             continue
