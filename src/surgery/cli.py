@@ -157,6 +157,8 @@ def plugins(as_json):
     from .plugins import load_plugins
 
     loaded = load_plugins()
+    for warning in loaded.warnings:
+        click.echo(warning, err=True)
     if as_json:
         click.echo(json.dumps([
             {"name": r.name, "distribution": r.dist, "version": r.version, "builtin": r.builtin,
