@@ -231,6 +231,18 @@ def test_random_augmentation_layers_are_left_out(tmp_path, keras):
     assert_onnx_matches(path, model, "features", (24, 24, 3))
 
 
+def test_what_tf2onnx_cannot_trace_alone(tmp_path, keras):
+    """The three export workarounds, each on its own layer: captured constants, grouped conv, exact GELU."""
+    inputs = keras.Input((12, 12, 4))
+    x = keras.layers.Normalization(mean=[0.5, 1.0, 1.5, 2.0], variance=[4.0, 1.0, 0.25, 2.0])(inputs)
+    x = keras.layers.Conv2D(6, 3, groups=2)(x)
+    x = keras.layers.Activation("gelu")(x)
+    outputs = keras.layers.Flatten(name="flat")(x)
+    model = keras.Model(inputs, outputs, name="traced")
+    path, _ = _export(model, tmp_path)
+    assert_onnx_matches(path, model, "flat", (12, 12, 4))
+
+
 def test_layer_without_onnx_conversion_is_named(tmp_path, keras):
     import tensorflow as tf
 

@@ -66,7 +66,9 @@ def _grouped_conv_without_xla():
     try:
         from keras.src.backend import standardize_data_format
         from keras.src.backend.tensorflow import nn
-    except ImportError:  # another Keras layout: export as is; refuse_unconverted names the layer
+
+        nn.conv, nn._convert_data_format  # noqa: B018 (both are used below)
+    except (ImportError, AttributeError):  # another Keras layout: export as is; finish_onnx names the layer
         yield
         return
     import tensorflow as tf
@@ -76,10 +78,10 @@ def _grouped_conv_without_xla():
     def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
         data_format = standardize_data_format(data_format)
         channels = inputs.shape[-1] if data_format == "channels_last" else inputs.shape[1]
-        if channels == kernel.shape[-2] or len(inputs.shape) != 4:
+        if channels == kernel.shape[-2]:
             return original(inputs, kernel, strides, padding, data_format, dilation_rate)
-        tf_format = "NHWC" if data_format == "channels_last" else "NCHW"
-        return tf.nn.convolution(inputs, kernel, strides, padding.upper(), data_format=tf_format,
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(),
+                                 data_format=nn._convert_data_format(data_format, len(inputs.shape)),
                                  dilations=dilation_rate)
 
     nn.conv = conv
@@ -128,7 +130,7 @@ def _traceable(model):
 
 @contextlib.contextmanager
 def _tf2onnx_quiet():
-    """tf2onnx logs every op it cannot convert; we say it once, naming the layer (refuse_unconverted)."""
+    """tf2onnx logs every op it cannot convert; we say it once, naming the layer (finish_onnx)."""
     import logging
 
     from surgery import keras_env
@@ -161,12 +163,11 @@ def export(model, path, options):
             raise onnx_check.ExportError(f"the ONNX conversion failed: {type(e).__name__}: "
                                          f"{' '.join(str(e).split())[:300]}") from None
     seconds = time.monotonic() - start
-    onnx_check.refuse_unconverted(path, model)
-    onnx_check.finish_onnx(path, target, {"producer": f"surgery {__version__}", "keras_model": model.name})
+    onnx_check.finish_onnx(path, target, model, {"producer": f"surgery {__version__}", "keras_model": model.name})
     with onnx_check.progress("checking the ONNX file in onnxruntime"):
         diff = onnx_check.verify_onnx(path, target, options["atol"])
     notes = "".join(f"; {n}" for n in target.notes)
-    return (f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.2g} (atol {options['atol']:g})"
+    return (f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.1e} (atol {options['atol']:g})"
             f"; {seconds:.1f} s{notes}")
 
 

@@ -50,7 +50,7 @@ def export(model, path, options):
     seconds = time.monotonic() - start
     with onnx_check.progress("checking the SavedModel"), native_stderr_muted():
         diff = _verify(path, target, options["atol"])
-    return (f"signature {SIGNATURE}: {target.describe()}; max abs diff vs Keras {diff:.2g} "
+    return (f"signature {SIGNATURE}: {target.describe()}; max abs diff vs Keras {diff:.1e} "
             f"(atol {options['atol']:g}); {seconds:.1f} s")
 
 

@@ -294,15 +294,17 @@ def progress(message: str, stream=None, every: float = 10.0):
             thread.join()
 
 
-def finish_onnx(path, target: Target, metadata: dict) -> None:
-    """Name the batch dimension ``batch`` everywhere and record where the file came from.
+def finish_onnx(path, target: Target, model, metadata: dict) -> None:
+    """Refuse unconverted ops, name the batch dimension ``batch`` and record where the file came from.
 
     tf2onnx names every free dimension ``unk__N``, a different one per tensor,
     so nothing says that the inputs and outputs share their first dimension.
+    One load and one save: the file can be as large as the model's weights.
     """
     import onnx
 
     proto = onnx.load(str(path))
+    _refuse_unconverted(proto, model)
     graph = proto.graph
     symbols = set()
     for value in list(graph.input) + list(graph.output):
@@ -321,30 +323,29 @@ def finish_onnx(path, target: Target, metadata: dict) -> None:
     onnx.save(proto, str(path))
 
 
-def unconverted_nodes(path) -> list:
+def unconverted_nodes(proto) -> list:
     """Nodes that are not ONNX operators: TensorFlow ops tf2onnx left in the graph because it cannot convert them."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
     default = {"", "ai.onnx"}
     return [n for n in proto.graph.node
             if (n.domain in default and not onnx.defs.has(n.op_type, ""))
             or n.domain not in default | {"ai.onnx.ml", "com.microsoft"}]
 
 
-def refuse_unconverted(path, model) -> None:
+def _refuse_unconverted(proto, model) -> None:
     """One error naming the first layer whose operation has no ONNX equivalent."""
-    nodes = unconverted_nodes(path)
+    nodes = unconverted_nodes(proto)
     if not nodes:
         return
     ops = sorted({n.op_type for n in nodes})
+    layers = {layer.name: layer for layer in _all_layers(model)}
     for node in nodes:
-        layer = layer_for_node(model, node.name)
-        if layer is not None:
-            kind = type(next(l for l in _all_layers(model) if l.name == layer)).__name__
-            raise ExportError(f'layer "{layer}" ({kind}) cannot be exported to ONNX: tf2onnx has no conversion for '
-                              f"the TensorFlow op {node.op_type} (all unconverted ops: {', '.join(ops)}); remove "
-                              "the layer from the model or replace it")
+        name = layer_for_node(model, node.name)
+        if name is not None:
+            raise ExportError(f'layer "{name}" ({type(layers[name]).__name__}) cannot be exported to ONNX: tf2onnx '
+                              f"has no conversion for the TensorFlow op {node.op_type} (all unconverted ops: "
+                              f"{', '.join(ops)}); remove the layer from the model or replace it")
     raise ExportError(f"tf2onnx could not convert the TensorFlow ops {', '.join(ops)} (in {nodes[0].name})")
 
 
