@@ -8,6 +8,8 @@ for folders), the backbone's ``preprocess_input``, cache, shuffle, batch, prefet
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -189,7 +191,8 @@ def check_readable(files: list, image: ImageSpec) -> None:
     tf = _tf()
     paths = [str(f) for f in files]
     ds = tf.data.Dataset.from_tensor_slices(paths)
-    ds = ds.map(lambda p: (p, tf.shape(decode(tf, p, image))[0]), num_parallel_calls=tf.data.AUTOTUNE)
+    # Use the pixels: from a shape alone, which is static after the resize, tf.data would prune the decode.
+    ds = ds.map(lambda p: (p, tf.reduce_max(decode(tf, p, image))), num_parallel_calls=tf.data.AUTOTUNE)
     readable = {p.decode() for p, _ in ds.ignore_errors().as_numpy_iterator()}
     bad = [p for p in paths if p not in readable]
     if bad:
@@ -237,10 +240,12 @@ def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float
     k = keras()
     common = dict(labels="inferred", label_mode="int", class_names=source.class_names, color_mode=image.color_mode,
                   batch_size=None, image_size=(image.height, image.width), shuffle=True, seed=seed, verbose=False)
-    if split > 0:
-        return tuple(k.utils.image_dataset_from_directory(str(source.path), validation_split=split, subset="both",
-                                                          **common))
-    return k.utils.image_dataset_from_directory(str(source.path), **common), None
+    # Keras prints "Using N files for training" whatever verbose says; the run reports its own counts.
+    with contextlib.redirect_stdout(io.StringIO()):
+        if split > 0:
+            return tuple(k.utils.image_dataset_from_directory(str(source.path), validation_split=split,
+                                                              subset="both", **common))
+        return k.utils.image_dataset_from_directory(str(source.path), **common), None
 
 
 def _pipeline(ds, n: int, prep, batch_size: int, cache: bool, shuffle_seed: int | None):

@@ -207,3 +207,15 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
     logs = f", {folder.tensorboard.name}/" if folder.tensorboard.exists() else ""
     echo(f"wrote {folder.final} (final), {folder.classes.name}, {folder.log.name}{logs}")
     return TrainResult(folder, state, model, resumed_from)
+
+
+def train_spec(spec, out, *, plugins=None, resume: bool = False, force: bool = False, echo=print,
+               verbose: int | None = 2, **overrides) -> TrainResult | None:
+    """From Python: ``train_spec("spec.json", "runs/x", data="train/", epochs=3)``; overrides as on the command line."""
+    from .. import load
+    from .config import resolve
+
+    parsed, plugins = load(spec, plugins)
+    config = resolve(parsed, overrides)
+    return train(parsed, plugins.registry, config, Path(out), resume=resume, force=force, created_default=True,
+                 echo=echo, verbose=verbose)
