@@ -1,4 +1,10 @@
-"""The ``append`` op: add any built-in Keras layer, by class name and config, after the current output."""
+"""The ``append`` op: add any built-in Keras layer, by class name and config, after the current output.
+
+With ``"input"`` the layer branches from an earlier tensor (a name given with
+``"as"``, or a layer's name) instead. The new layer's output becomes the
+model's output; the head it branched away from is kept aside (``State.with_outputs``),
+so an ``outputs`` step can still name it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import re
 
 from surgery import OpError, hookimpl
 from surgery.errors import did_you_mean
-from surgery.graph import make_model
 from surgery.layer_catalog import REFUSED, layer_names, nested_class_names
 
 SCHEMA = {
@@ -15,6 +20,8 @@ SCHEMA = {
         "layer": {"type": "string", "minLength": 1, "description": "a keras.layers class name: Conv2D, Flatten, Dense, ..."},
         "config": {"type": "object", "description": "the layer's constructor arguments, as in Keras"},
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "the new layer's name"},
+        "input": {"type": "string", "minLength": 1,
+                  "description": "branch from this named tensor (\"as\") or layer's output instead of the current output"},
     },
     "required": ["layer"],
 }
@@ -49,6 +56,15 @@ def snake(class_name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
+def new_layer_name(state, cls_name: str, requested: str | None = None, reusable: str | None = None) -> str:
+    """A new layer's name: ``requested`` if no layer in any branch has it (or it is ``reusable``),
+    else an error; without a request, Keras' own style (``dense``, ``dense_1``)."""
+    taken = [layer.name for layer in state.workspace().layers]
+    if requested and requested in taken and requested != reusable:
+        raise OpError(f'a layer named "{requested}" already exists; choose another name')
+    return requested or unique_name(snake(cls_name), taken)
+
+
 def make_layer(keras, cls_name: str, config: dict, name: str):
     """Construct the layer the way Keras deserialises it, so nested configs work too."""
     cls = getattr(keras.layers, cls_name)
@@ -65,15 +81,9 @@ def apply(state, params, ctx):
 
     k = keras()
     check(params, ctx)
-    model = state.model
     config = dict(params.get("config", {}))
-    taken = [layer.name for layer in model.layers]
-    requested = params.get("name") or config.pop("name", None)
-    if requested and requested in taken:
-        raise OpError(f'a layer named "{requested}" already exists; choose another name')
-    config.pop("name", None)
-    name = requested or unique_name(snake(params["layer"]), taken)
-    x = state.output
+    name = new_layer_name(state, params["layer"], params.get("name") or config.pop("name", None))
+    x = state.tensor(params["input"]) if "input" in params else state.output
     seeded(ctx.seed)
     layer = make_layer(k, params["layer"], config, name)
     try:
@@ -83,16 +93,17 @@ def apply(state, params, ctx):
         raise OpError(f"cannot append {params['layer']} to the output of shape {tuple(x.shape)}: {msg[:300]}") from None
     if isinstance(y, (list, tuple)):
         raise OpError(f"{params['layer']} returns {len(y)} tensors; append takes single-output layers")
-    new = make_model(model.inputs, y)
-    note = f"append: {params['layer']} \"{name}\" -> {tuple(y.shape)}, {layer.count_params():,} params"
+    source = f" on {params['input']}" if "input" in params else ""
+    note = f"append: {params['layer']} \"{name}\"{source} -> {tuple(y.shape)}, {layer.count_params():,} params"
     if params["layer"] == "Dense" and len(x.shape) > 2:
         note += (f" (Dense on a {len(x.shape)}-D input acts on the last axis only; put Flatten or "
                  "GlobalAveragePooling2D before it for one vector per image)")
-    return state.evolve(note, model=new)
+    return state.with_outputs(note, [y])
 
 
 @hookimpl
 def surgery_register_ops(register):
     register("append", SCHEMA, apply, check=check,
              description="Add a built-in Keras layer (by class name and config) after the current output",
-             examples=[{"layer": "Dense", "config": {"units": 10, "activation": "softmax"}}, {"layer": "Flatten"}])
+             examples=[{"layer": "Dense", "config": {"units": 10, "activation": "softmax"}}, {"layer": "Flatten"},
+                       {"layer": "Dense", "config": {"units": 64}, "input": "block2_pool"}])

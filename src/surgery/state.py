@@ -13,7 +13,9 @@ class State:
     models of earlier steps, so kept layers keep their weights by construction.
     ``notes`` are the one-line reports of what each step did, in order.
     ``tensors`` maps the names given with a step's ``"as"`` to that step's output
-    tensor, which later steps can branch from.
+    tensor, which later steps can branch from. ``preprocess`` is what the input
+    data still needs before the model (the backbone's ``preprocess_input``);
+    ``None`` once a step has put the preprocessing into the graph.
     """
 
     model: object
@@ -36,3 +38,29 @@ class State:
 
             raise OpError(f"the model has {len(outputs)} outputs; this op needs exactly one")
         return outputs[0]
+
+    def tensor(self, name: str):
+        """A named tensor, or the output of the layer of that name in any branch (OpError if neither)."""
+        from .graph import find_tensor
+
+        return find_tensor(self.model, self.tensors, name)
+
+    def workspace(self):
+        """One model over the current outputs and the named tensors: every branch, to search or draw."""
+        from .graph import workspace
+
+        return workspace(self.model, self.tensors)
+
+    def retraced(self, note: str | None = None, *, around=None, inputs=None, feeds=None) -> "State":
+        """The model and its named tensors re-traced (see ``graph.rebuild``), as a new state."""
+        from .graph import rebuild
+
+        model, tensors = rebuild(self.model, self.tensors, around=around, inputs=inputs, feeds=feeds)
+        return self.evolve(note, model=model, tensors=tensors)
+
+    def with_outputs(self, note: str | None, outputs) -> "State":
+        """The model with new outputs; old outputs they do not use stay reachable by their layers' names."""
+        from .graph import left_behind, make_model
+
+        tensors = left_behind(self.model, self.tensors, outputs)
+        return self.evolve(note, model=make_model(self.model.inputs, outputs), tensors=tensors)
