@@ -1,9 +1,10 @@
 """Transfer vs scratch vs two-stage fine-tuning on the digits task, over several seeds.
 
 For each seed: a source CNN trained on digits 0-4, then for N = 5, 10, 20 labelled
-images per digit of 5-9, the three specs of examples/digits/ trained with
-``surgery train`` (in this process) and scored on every other image of 5-9.
-Prints mean and standard deviation of the test accuracy, and the range.
+images per digit of 5-9, the three specs of examples/digits/ (and a control:
+transfer's spec on an untrained copy of the source) trained with ``surgery train``
+(in this process) and scored on every other image of 5-9. Prints the mean and
+standard deviation of the test accuracy, and its range.
 
     python bench/transfer.py [--seeds 5] [--labels 5 10 20] [-o out/bench_transfer]
 """
@@ -48,7 +49,8 @@ def main(argv=None):
     rows = [[n, len(target_split(n, 0)[3])] + [cell(scores[(n, m)]) for m in METHODS] for n in args.labels]
     print(f"test accuracy on held-out digits 5-9, {args.seeds} seeds (mean ± sd, min-max), "
           f"{time.perf_counter() - started:.0f} s")
-    print(table(["N per digit", "test images", "transfer (frozen)", "scratch", "two-stage fine-tune"], rows))
+    print(table(["N per digit", "test images", "transfer (frozen)", "scratch", "two-stage fine-tune",
+                 "control: frozen random backbone"], rows))
 
 
 if __name__ == "__main__":

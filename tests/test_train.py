@@ -124,6 +124,12 @@ def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, i
     assert keras.saving.load_model(str(run / "best.keras")).output.shape[-1] == 3
     # 18 images, a quarter held out: 14 train, 4 validate.
     assert "training on 14, validating on 4" in result.output
+    from surgery.training.run import tensorboard_available
+
+    if tensorboard_available():
+        assert list((run / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+    else:
+        assert "note: no TensorBoard logs: the tensorboard package is not installed" in result.output
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

@@ -8,7 +8,8 @@
    - transfer.json: the source cut before its head, frozen, with a new head;
    - scratch.json: the same architecture from random weights, everything trained;
    - finetune.json: transfer's stage, then a second stage that unfreezes the top of
-     the backbone at a 10x lower learning rate.
+     the backbone at a 10x lower learning rate;
+   and, as a control, transfer.json on the untrained copy (a frozen random backbone).
 4. Print each model's accuracy on the test set.
 
     python examples/digits/run_demo.py --labels 10 --seed 0 -o out/digits
@@ -35,8 +36,15 @@ from source_model import build_source, digits, train_source  # noqa: E402
 
 SOURCE_CLASSES = [0, 1, 2, 3, 4]
 TARGET_CLASSES = [5, 6, 7, 8, 9]
-METHODS = {"transfer": "transfer.json", "scratch": "scratch.json", "fine_tune": "finetune.json"}
-SOURCE_FILES = {"source.keras": "trained", "source_untrained.keras": "untrained"}
+# method -> (its spec in this folder, which source model the spec's keras_file backbone loads)
+METHODS = {
+    "transfer": ("transfer.json", "trained"),
+    "scratch": ("scratch.json", "untrained"),
+    "fine_tune": ("finetune.json", "trained"),
+    # A control: transfer's recipe on the untrained copy shows what the source's weights add.
+    "frozen_random": ("transfer.json", "untrained"),
+}
+SOURCE_FILES = {"trained": "source.keras", "untrained": "source_untrained.keras"}
 
 
 def target_split(n_per_class: int, seed: int):
@@ -59,7 +67,7 @@ def make_sources(folder: Path, seed: int = 0) -> dict:
     from surgery.keras_env import keras
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {kind: folder / name for name, kind in SOURCE_FILES.items()}
+    paths = {kind: folder / name for kind, name in SOURCE_FILES.items()}
     train_source(paths["trained"], seed=seed)
     k = keras()
     k.utils.set_random_seed(seed + 1)
@@ -68,10 +76,10 @@ def make_sources(folder: Path, seed: int = 0) -> dict:
 
 
 def spec_for(method: str, sources: dict) -> dict:
-    """The method's spec from this folder, pointed at these source files."""
-    spec = json.loads((HERE / METHODS[method]).read_text())
-    name = Path(spec["steps"][0]["path"]).name
-    spec["steps"][0]["path"] = str(sources[SOURCE_FILES[name]])
+    """The method's spec from this folder, pointed at one of these source files."""
+    file, kind = METHODS[method]
+    spec = json.loads((HERE / file).read_text())
+    spec["steps"][0]["path"] = str(sources[kind])
     return spec
 
 

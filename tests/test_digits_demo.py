@@ -1,0 +1,68 @@
+"""The offline transfer demo: a source CNN on digits 0-4, then `surgery train` on 10 labelled images of each
+of the digits 5-9, scored on every other image of 5-9 (846 held out), with fixed seeds and deterministic ops.
+
+Thresholds come from bench/transfer.py (seed 0, N=10: transfer 0.937, two-stage 0.939; over five seeds
+0.92-0.95), less a margin for other CPUs' floating point. A pipeline that trains on the wrong labels, or
+does not train, scores about 0.2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_spec
+
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+from run_demo import accuracy, make_sources, spec_for, target_split, write_npz  # noqa: E402
+
+N_PER_DIGIT = 10
+THRESHOLD = 0.90
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    sources = make_sources(folder / "sources", seed=0)
+    x, y, tx, ty = target_split(N_PER_DIGIT, seed=0)
+    return {"folder": folder, "sources": sources, "data": write_npz(folder / "target.npz", x, y), "test": (tx, ty)}
+
+
+def _train(cli, demo, method, out):
+    spec = write_spec(demo["folder"], spec_for(method, demo["sources"]), f"{method}.json")
+    result = cli("train", spec, "--data", demo["data"], "-o", out)
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def test_split_holds_out_every_other_target_image(demo):
+    x, y, tx, ty = target_split(N_PER_DIGIT, seed=0)
+    assert np.bincount(y).tolist() == [N_PER_DIGIT] * 5
+    assert len(tx) == 846 and len(x) + len(tx) == 896  # scikit-learn's digits has 896 images of 5-9
+
+
+@pytest.mark.parametrize("method", ["transfer", "fine_tune"])
+def test_transfer_reaches_the_threshold_on_held_out_digits(cli, tmp_path, keras, demo, method):
+    result = _train(cli, demo, method, tmp_path / method)
+    name = spec_for(method, demo["sources"])["name"]
+    model = keras.saving.load_model(str(tmp_path / method / f"{name}.keras"))
+    acc = accuracy(model, *demo["test"])
+    assert acc >= THRESHOLD, f"{method}: test accuracy {acc:.3f} < {THRESHOLD}"
+    if method == "fine_tune":
+        assert "unfreeze: 1 layers (conv2)" in result.output
+        # Only the new head and conv2 moved away from the source; conv1 is the source's.
+        source = keras.saving.load_model(str(demo["sources"]["trained"]))
+        np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0])
+        assert not np.array_equal(model.get_layer("conv2").get_weights()[0], source.get_layer("conv2").get_weights()[0])
+
+
+def test_same_seed_same_model(cli, tmp_path, keras, demo):
+    weights = []
+    for run in ("a", "b"):
+        _train(cli, demo, "transfer", tmp_path / run)
+        model = keras.saving.load_model(str(tmp_path / run / "digits_transfer.keras"))
+        weights.append(model.get_layer("digits_5_9").get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
