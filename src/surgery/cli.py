@@ -220,3 +220,6 @@ main.add_command(predict_command, "predict")
 
 from .cli_export import export_command  # noqa: E402
 main.add_command(export_command, "export")
+
+from .cli_plan import plan_command  # noqa: E402
+main.add_command(plan_command, "plan")
