@@ -38,7 +38,7 @@ def _train(cli, demo, method, out):
 
 
 def test_split_holds_out_every_other_target_image(demo):
-    x, y, tx, ty = target_split(N_PER_DIGIT, seed=0)
+    x, y, tx, _ = target_split(N_PER_DIGIT, seed=0)
     assert np.bincount(y).tolist() == [N_PER_DIGIT] * 5
     assert len(tx) == 846 and len(x) + len(tx) == 896  # scikit-learn's digits has 896 images of 5-9
 

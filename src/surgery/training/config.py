@@ -75,6 +75,8 @@ def resolve(spec, overrides: dict) -> TrainConfig:
         if key in given:
             given[key] = Path(given[key]).resolve()
     epochs = given.pop("epochs", None)
+    if "validation_split" in given and "validation_data" not in given:
+        section.pop("validation_data", None)  # a split asked for on the command line beats the spec's folder
     section.update(given)
     if "data" not in section:
         raise SpecError("no training data: pass --data PATH, or set train.data in the spec", file=spec.file)

@@ -145,7 +145,7 @@ class ImageSpec:
     channels: int
 
     @classmethod
-    def of(cls, model, image_size=None) -> "ImageSpec":
+    def of(cls, model, image_size=None) -> ImageSpec:
         shape = tuple(model.inputs[0].shape)
         if len(model.inputs) != 1 or len(shape) != 4:
             raise DataError(f"the model's input is {shape if len(model.inputs) == 1 else 'several tensors'}; "
@@ -238,8 +238,9 @@ def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float
     from ..keras_env import keras
 
     k = keras()
-    common = dict(labels="inferred", label_mode="int", class_names=source.class_names, color_mode=image.color_mode,
-                  batch_size=None, image_size=(image.height, image.width), shuffle=True, seed=seed, verbose=False)
+    common = {"labels": "inferred", "label_mode": "int", "class_names": source.class_names,
+              "color_mode": image.color_mode, "batch_size": None, "image_size": (image.height, image.width),
+              "shuffle": True, "seed": seed, "verbose": False}
     # Keras prints "Using N files for training" whatever verbose says; the run reports its own counts.
     with contextlib.redirect_stdout(io.StringIO()):
         if split > 0:

@@ -40,7 +40,7 @@ def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose)
     arrays = {"features": np.asarray(features).astype("float32"),  # bfloat16 has no numpy file format
               "labels": np.asarray(labels, dtype="int64"),
               "class_names": np.array(source.class_names, dtype=str), "files": np.array(files, dtype=str)}
-    with atomic_output(out) as tmp:
-        with open(tmp, "wb") as f:  # a file object, so numpy does not add a second .npz suffix
-            np.savez(f, **arrays)
+    # A file object, so that numpy does not add a second .npz suffix to the temporary name.
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return arrays

@@ -139,20 +139,24 @@ def train(spec, registry, config, out: Path, *, resume: bool = False, force: boo
         return quietly(_train, spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose)
 
 
-def _train(spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose):
-    k = keras()
-    if resume:
-        ckpt = folder.checkpoints / state.checkpoint if state.checkpoint else None
-        preprocess = json.loads(folder.classes.read_text()).get("preprocess")
-        model = k.saving.load_model(str(ckpt), safe_mode=True) if ckpt else _build(spec, registry, config, echo)[0]
-        echo(f"resuming {folder.folder} after epoch {state.epochs_done}"
-             + (f" from checkpoints/{state.checkpoint}" if ckpt else ""))
-    else:
+def _model(spec, registry, config, folder, state, resume, echo):
+    """(model, preprocess): the checkpoint to resume from, or the spec built now."""
+    if not resume:
         model, preprocess = _build(spec, registry, config, echo)
         if not isinstance(preprocess, (str, type(None))):
             preprocess = f"{preprocess.__module__}.{preprocess.__qualname__}"
+        return model, preprocess
+    preprocess = json.loads(folder.classes.read_text()).get("preprocess")
+    if state.checkpoint is None:  # killed before the first epoch ended
+        return _build(spec, registry, config, echo)[0], preprocess
+    echo(f"resuming {folder.folder} after epoch {state.epochs_done} from checkpoints/{state.checkpoint}")
+    return keras().saving.load_model(str(folder.checkpoints / state.checkpoint), safe_mode=True), preprocess
+
+
+def _check_fit(model, config, state, train_src, val_src, spec, registry):
+    """Everything about the model and the data that could still be wrong; the image spec if nothing is."""
     image = data.ImageSpec.of(model, config.image_size)
-    stages.loss_and_metrics(model, train_src.class_names, spec.file)  # the head must fit the data, before any write
+    stages.loss_and_metrics(model, train_src.class_names, spec.file)
     bounds = config.stage_bounds()
     first = next((i for i, (_, end) in enumerate(bounds) if end > state.epochs_done), None)
     if first is not None:  # None: killed after the last epoch, before the final model was written
@@ -160,41 +164,59 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
     for src in (train_src, val_src):
         if src is not None and src.kind == "folder":
             data.check_readable(src.files, image)
+    return image
+
+
+def _start_folder(folder, state, class_names, preprocess, image) -> None:
+    folder.clear()
+    folder.checkpoints.mkdir(parents=True)
+    write_json(folder.classes, {"class_names": class_names, "preprocess": preprocess, "input_shape": list(image.shape)})
+    folder.write_state(state)
+
+
+def _callbacks(folder, state, config, echo) -> list:
+    k = keras()
+    callbacks = [k.callbacks.CSVLogger(str(folder.log), append=True)]
+    if tensorboard_available():
+        callbacks.append(k.callbacks.TensorBoard(str(folder.tensorboard)))
+    else:
+        echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
+    stage_ends = {end for _, end in config.stage_bounds()}
+    return callbacks + [_checkpointer(folder, state, config.monitor_metric, stage_ends)]
+
+
+def _run_stages(model, sets, spec, registry, config, state, class_names, callbacks, echo, verbose) -> None:
+    bounds = config.stage_bounds()
+    for i, (stage, (start, end)) in enumerate(zip(config.stages, bounds)):
+        if end <= state.epochs_done:
+            continue
+        echo(f"stage {i + 1}/{len(bounds)} {stage.name}: {stage.describe()}")
+        if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
+            for note in stages.apply_selectors(model, stage, i, spec, registry):
+                echo(f"  {note}")
+            stages.compile_stage(model, stage, *stages.loss_and_metrics(model, class_names, spec.file))
+        echo(f"  {stages.trainable_report(model)}")
+        keras().utils.set_random_seed(config.seed + state.epochs_done)
+        model.fit(sets.train, validation_data=sets.validation, initial_epoch=max(start, state.epochs_done),
+                  epochs=end, callbacks=callbacks, verbose=verbose, shuffle=False)
+
+
+def _train(spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose):
+    model, preprocess = _model(spec, registry, config, folder, state, resume, echo)
+    image = _check_fit(model, config, state, train_src, val_src, spec, registry)
     sets = data.datasets(train_src, val_src, image, preprocess, split=config.validation_split,
                          batch_size=config.batch_size, seed=config.seed, cache=config.cache)
     echo(f"data: {train_src.describe()}; training on {sets.n_train:,}, validating on {sets.n_validation:,}"
          + (f" (precision {config.precision})" if config.precision != "float32" else ""))
-
+    # Nothing was written up to here: bad input leaves no partial run.
     if not resume:
-        folder.clear()
-        folder.checkpoints.mkdir(parents=True)
-        write_json(folder.classes, {"class_names": train_src.class_names, "preprocess": preprocess,
-                                    "input_shape": list(image.shape)})
-        folder.write_state(state)
+        _start_folder(folder, state, train_src.class_names, preprocess, image)
     folder.trim_log(state.epochs_done)
     resumed_from = state.epochs_done if resume else None
-    monitor = config.monitor_metric
-    callbacks = [k.callbacks.CSVLogger(str(folder.log), append=True),
-                 _checkpointer(folder, state, monitor, {end for _, end in bounds})]
-    if tensorboard_available():
-        callbacks.insert(1, k.callbacks.TensorBoard(str(folder.tensorboard)))
-    else:
-        echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
-    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    callbacks = _callbacks(folder, state, config, echo)
     try:
-        for i, (stage, (start, end)) in enumerate(zip(config.stages, bounds)):
-            if end <= state.epochs_done:
-                continue
-            echo(f"stage {i + 1}/{len(bounds)} {stage.name}: {stage.describe()}")
-            if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
-                for note in stages.apply_selectors(model, stage, i, spec, registry):
-                    echo(f"  {note}")
-                loss, metrics = stages.loss_and_metrics(model, train_src.class_names, spec.file)
-                stages.compile_stage(model, stage, loss, metrics)
-            echo(f"  {stages.trainable_report(model)}")
-            k.utils.set_random_seed(config.seed + state.epochs_done)
-            model.fit(sets.train, validation_data=sets.validation, initial_epoch=max(start, state.epochs_done),
-                      epochs=end, callbacks=callbacks, verbose=verbose, shuffle=False)
+        _run_stages(model, sets, spec, registry, config, state, train_src.class_names, callbacks, echo,
+                    verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {state.epochs_done} epochs; continue with --resume",
                           file=str(folder.folder)) from None
@@ -203,7 +225,7 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
     state.finished = True
     folder.write_state(state)
     if state.best is not None:
-        echo(f"best {monitor} {state.best:.4f} at epoch {state.best_epoch}: {folder.best}")
+        echo(f"best {config.monitor_metric} {state.best:.4f} at epoch {state.best_epoch}: {folder.best}")
     logs = f", {folder.tensorboard.name}/" if folder.tensorboard.exists() else ""
     echo(f"wrote {folder.final} (final), {folder.classes.name}, {folder.log.name}{logs}")
     return TrainResult(folder, state, model, resumed_from)
