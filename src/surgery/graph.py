@@ -118,7 +118,7 @@ def make_model(inputs, outputs, name=None):
 # tensor, so a name resolves, and an edit re-wires, in all branches at once.
 
 
-def _history(tensors):
+def walk_history(tensors):
     """Each tensor of ``tensors``' Keras history once, with the call node that made it (None for an input)."""
     seen, stack = set(), list(tensors)
     while stack:
@@ -138,12 +138,12 @@ def _history(tensors):
 
 def history_ids(tensors) -> set:
     """ids of ``tensors`` and of every tensor they are computed from."""
-    return {id(t) for t, _ in _history(tensors)}
+    return {id(t) for t, _ in walk_history(tensors)}
 
 
 def sources(tensor) -> set:
     """ids of the graph inputs ``tensor`` is computed from."""
-    return {id(t) for t, node in _history([tensor]) if node is None}
+    return {id(t) for t, node in walk_history([tensor]) if node is None}
 
 
 def reachable(tensor, inputs) -> bool:
