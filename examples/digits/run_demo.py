@@ -117,7 +117,7 @@ def main(argv=None):
     held_out = len(target_split(args.labels, args.seed)[3])
     print(f"test accuracy on {held_out} held-out images of digits 5-9, {args.labels} labelled images per digit:")
     for method, acc in scores.items():
-        print(f"  {method:10s} {acc:.3f}")
+        print(f"  {method:13s} {acc:.3f}")
 
 
 if __name__ == "__main__":
