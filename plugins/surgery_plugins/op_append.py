@@ -69,7 +69,11 @@ def make_layer(keras, cls_name: str, config: dict, name: str):
     """Construct the layer the way Keras deserialises it, so nested configs work too."""
     cls = getattr(keras.layers, cls_name)
     try:
-        return cls.from_config({**config, "name": name})
+        try:
+            return cls.from_config({**config, "name": name})
+        except KeyError:
+            # Some from_config read keys that the constructor defaults (Rescaling's "offset"): construct directly.
+            return cls(**config, name=name)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         # Keras wraps the real reason in "Error when deserializing class ... Exception encountered: <reason>".
         msg = " ".join(str(e).split()).split("Exception encountered: ")[-1]
