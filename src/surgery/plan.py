@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .registry import Registry
+from .state import State
 
 
 @dataclass
@@ -43,12 +44,13 @@ class StepChange:
         return dataclasses.asdict(self)
 
 
-def snapshot(model) -> Snapshot:
+def snapshot(state) -> Snapshot:
+    """Layers of every branch (a head set aside by a branch is not "removed"); counts of the model itself."""
     from .summary import totals
 
-    total, trainable, _ = totals(model)
-    return Snapshot({id(layer): (layer.name, layer.trainable) for layer in model.layers}, total, trainable,
-                    [str(tuple(t.shape)) for t in model.outputs])
+    total, trainable, _ = totals(state.model)
+    layers = {id(layer): (layer.name, layer.trainable) for layer in state.workspace().layers}
+    return Snapshot(layers, total, trainable, [str(tuple(t.shape)) for t in state.model.outputs])
 
 
 def compare(index: int, op: str, note: str, before: Snapshot | None, after: Snapshot) -> StepChange:
@@ -76,9 +78,8 @@ def _recording(registry: Registry, snaps: list) -> Registry:
     def wrap(apply):
         def recorded(state, params, ctx):
             after = apply(state, params, ctx)
-            model = getattr(after, "model", None)
-            if model is not None:
-                snaps.append((ctx.index, ctx.op, after.notes[-1] if after.notes else "", snapshot(model)))
+            if isinstance(after, State):  # anything else the executor reports as the plugin's error
+                snaps.append((ctx.index, ctx.op, after.notes[-1] if after.notes else "", snapshot(after)))
             return after
         return recorded
 
