@@ -75,9 +75,12 @@ def make_layer(keras, cls_name: str, config: dict, name: str):
             # Some from_config read keys that the constructor defaults (Rescaling's "offset"): construct directly.
             return cls(**config, name=name)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
-        # Keras wraps the real reason in "Error when deserializing class ... Exception encountered: <reason>".
-        msg = " ".join(str(e).split()).split("Exception encountered: ")[-1]
-        raise OpError(f"bad config for {cls_name}: {msg[:300]}") from None
+        raise OpError(f"bad config for {cls_name}: {keras_reason(e)}") from None
+
+
+def keras_reason(e: Exception) -> str:
+    """One line of a Keras error: the real reason, not the "Error when deserializing ..." wrapper around it."""
+    return " ".join(str(e).split()).split("Exception encountered: ")[-1][:300]
 
 
 def apply(state, params, ctx):

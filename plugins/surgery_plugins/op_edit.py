@@ -14,7 +14,7 @@ from surgery.graph import find_layer, layer_nodes
 
 from .op_append import SCHEMA as APPEND_SCHEMA
 from .op_append import check as check_layer
-from .op_append import make_layer, new_layer_name
+from .op_append import keras_reason, make_layer, new_layer_name
 
 _LAYER = {k: APPEND_SCHEMA["properties"][k] for k in ("layer", "config", "name")}
 _TARGET = {"type": "string", "minLength": 1, "description": "the name of the layer to edit"}
@@ -43,10 +43,6 @@ REPLACE_SCHEMA = {
     "required": ["target"],
 }
 REMOVE_SCHEMA = {"type": "object", "properties": {"target": _TARGET}, "required": ["target"]}
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 def _target(state, name: str):
@@ -128,8 +124,8 @@ def _replacement(target, params, name):
     config = {**inherited, **params.get("config", {}), "name": name}
     try:
         return type(target).from_config(config)
-    except Exception as e:
-        raise OpError(f"bad config for {type(target).__name__}: {_one_line(e)}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise OpError(f"bad config for {type(target).__name__}: {keras_reason(e)}") from None
 
 
 def _shapes(layer) -> list:

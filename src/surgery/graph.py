@@ -265,7 +265,8 @@ def _explained(around):
                 raise
             except Exception as e:
                 shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
-                reason = " ".join(str(e).split())
+                # Keras' shape errors start "Input 0 with name 'None' of layer 'x' is incompatible with the layer:".
+                reason = " ".join(str(e).split()).split("is incompatible with the layer: ")[-1]
                 raise OpError(f'layer "{layer.name}" ({type(layer).__name__}) cannot take its new input '
                               f"{shapes}: {reason[:300]}") from None
 
