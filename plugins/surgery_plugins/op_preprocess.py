@@ -105,8 +105,8 @@ def _layers(keras, m, b, channels: int, name: str):
         # the counterpart of the "mean" kernel rule for an image whose channels are all the same.
         scale, offset = float(m.sum(axis=1).mean()), float(b.mean())
         return [keras.layers.Rescaling(scale, offset, name=name)], (
-            f"Rescaling (scale {scale:.6g}, offset {offset:.6g}: the mean over the {len(b)} channels the function "
-            f"was written for, on {channels})")
+            f"Rescaling (scale {scale:.6g}, offset {offset:.6g}: the means over the function's {len(b)} channels, "
+            f"for a {channels}-channel input)")
     if np.allclose(m, np.diag(np.diag(m)), atol=0):
         scale, offset = np.diag(m), b
 
