@@ -18,16 +18,11 @@ from .cli import _plugins, guarded
 @guarded
 def plan_command(spec, as_json, plot_path, force):
     """Show what each step of SPEC changes, built with random weights (no weights file needed)."""
-    from pathlib import Path
-
-    from .writing import check_writable
-
     plugins = _plugins()
     if plot_path:
         from .plot import check_target
 
-        check_target(plot_path)
-        check_writable(Path(plot_path), force, "--plot")
+        check_target(plot_path, force)
     from .plan import plan, render
 
     changes, state = plan(spec, plugins)

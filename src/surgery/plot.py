@@ -201,8 +201,15 @@ def to_png(lay: Layout, path) -> None:
     image.save(str(path), format="PNG")
 
 
-def check_target(path) -> None:
-    """Before any work: the suffix is one we draw (the folder is checked by the writer's usual checks)."""
+def check_target(path, force: bool = False) -> None:
+    """Before any work: a suffix we draw, and a path that may be written (as for every output)."""
+    from .writing import check_writable
+
+    _check_suffix(path)
+    check_writable(Path(path), force, "--plot")
+
+
+def _check_suffix(path) -> None:
     if Path(path).suffix.lower() not in SUFFIXES:
         raise SpecError(f"cannot plot to {Path(path).name}: give a file ending in .svg or .png", where="--plot")
 
@@ -211,7 +218,7 @@ def write_plot(model, path) -> str:
     """Draw ``model`` to ``path`` (.svg, or .png with Pillow), atomically; returns a one-line report."""
     from .writing import atomic_output
 
-    check_target(path)
+    _check_suffix(path)
     lay = layout(model)
     with atomic_output(Path(path)) as tmp:
         if Path(path).suffix.lower() == ".svg":
