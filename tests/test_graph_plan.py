@@ -92,3 +92,26 @@ def test_validating_the_graph_specs_imports_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "LOADED:"
+
+
+def test_plot_layout_statuses_and_lanes(keras):
+    """Statuses as training sees them, and a shortcut edge that runs beside the boxes it skips, never across."""
+    from surgery.plot import BOX_W, layout
+
+    layers = keras.layers
+    x = inputs = keras.Input((8, 8, 3), name="x")
+    a = layers.Conv2D(4, 3, padding="same", name="a")(x)
+    b = layers.BatchNormalization(name="b")(layers.Conv2D(4, 3, padding="same", name="conv_b")(a))
+    c = layers.ReLU(name="c")(layers.Conv2D(4, 3, padding="same", name="conv_c")(b))
+    model = keras.Model(inputs, layers.Add(name="sum")([a, c]))
+    model.get_layer("conv_b").trainable = False
+    lay = layout(model)
+    status = {box.name: box.status for box in lay.boxes}
+    assert status == {"x": "no weights", "a": "trainable", "conv_b": "frozen", "b": "trainable",
+                      "conv_c": "trainable", "c": "no weights", "sum": "no weights"}
+    index = {box.name: i for i, box in enumerate(lay.boxes)}
+    lanes = [(s, t, lane) for s, t, lane in lay.edges if lane is not None]
+    assert [(lay.boxes[s].name, lay.boxes[t].name) for s, t, _ in lanes] == [("a", "sum")]
+    _, _, lane = lanes[0]
+    skipped = [box for box in lay.boxes if lay.boxes[index["a"]].rank < box.rank < lay.boxes[index["sum"]].rank]
+    assert len(skipped) == 4 and all(box.x + BOX_W < lane for box in skipped)

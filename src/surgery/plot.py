@@ -49,14 +49,14 @@ class Layout:
 
 
 def _status(layer) -> str:
-    from .summary import _size
-
+    """Moving statistics (BatchNormalization) never train, so a trainable BN layer is "trainable", not "partly"."""
     if not layer.weights:
         return "no weights"
-    trainable = _size(layer.trainable_weights)
-    if trainable == 0:
+    trainable = {id(w) for w in layer.trainable_weights}
+    if not trainable:
         return "frozen"
-    return "trainable" if trainable == _size(layer.weights) else "partly"
+    learnable = [w for w in layer.weights if getattr(w, "trainable", True)]
+    return "trainable" if all(id(w) in trainable for w in learnable) else "partly"
 
 
 def layout(model) -> Layout:
