@@ -115,3 +115,22 @@ def test_plot_layout_statuses_and_lanes(keras):
     _, _, lane = lanes[0]
     skipped = [box for box in lay.boxes if lay.boxes[index["a"]].rank < box.rank < lay.boxes[index["sum"]].rank]
     assert len(skipped) == 4 and all(box.x + BOX_W < lane for box in skipped)
+
+
+def _apply_has_plot() -> bool:
+    from surgery.cli import apply
+
+    return any(p.name == "plot_path" for p in apply.params)
+
+
+@pytest.mark.skipif(not _apply_has_plot(), reason="surgery apply has no --plot option yet (cli.py wires plot.py)")
+def test_apply_plots_the_model_it_writes(cli, tmp_path):
+    target = tmp_path / "graph.svg"
+    result = cli("apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "m.keras",
+                 "--plot", target)
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {target} (22 layers, 7 frozen)" in result.stdout
+    bad = cli("apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "n.keras",
+              "--plot", tmp_path / "graph.gif")
+    assert bad.exit_code == 2 and not (tmp_path / "n.keras").exists()
+    assert_one_error_line(bad.stderr, "--plot: cannot plot to graph.gif")
