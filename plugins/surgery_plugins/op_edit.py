@@ -71,6 +71,11 @@ def _single_output(layer, nodes, what: str) -> None:
             raise OpError(f'"{layer.name}" ({type(layer).__name__}) has {len(node.outputs)} outputs; {what}')
 
 
+def _requested_name(params) -> str | None:
+    """The new layer's name, given as "name" or, as in Keras, in its config (check_layer refuses both)."""
+    return params.get("name") or params.get("config", {}).get("name")
+
+
 def check_insert(params, ctx):
     if ("after" in params) == ("before" in params):
         raise OpError('give exactly one of "after" or "before" (a layer name)')
@@ -88,7 +93,7 @@ def insert(state, params, ctx):
         _single_input(target, nodes, 'insert before works on single-input layers; insert "after" the layer '
                                      "that makes the input you mean")
     config = {k: v for k, v in params.get("config", {}).items() if k != "name"}
-    name = new_layer_name(state, params["layer"], params.get("name"))
+    name = new_layer_name(state, params["layer"], _requested_name(params))
     seeded(ctx.seed)
     new = make_layer(keras(), params["layer"], config, name)
 
@@ -136,7 +141,7 @@ def replace(state, params, ctx):
     from surgery.keras_env import seeded
 
     target, _ = _target(state, params["target"])
-    name = new_layer_name(state, type(target).__name__, params.get("name") or target.name, target.name)
+    name = new_layer_name(state, type(target).__name__, _requested_name(params) or target.name, target.name)
     seeded(ctx.seed)
     new = _replacement(target, params, name)
     after = state.retraced(around=lambda layer: new if layer is target else layer)
