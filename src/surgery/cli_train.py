@@ -16,7 +16,7 @@ import click
 
 from .cli import _load, _plugins, guarded
 from .training import quietly
-from .training.schema import PRECISIONS
+from .training.schema import PRECISIONS, STRATEGIES
 
 
 def _progress() -> int:
@@ -38,11 +38,16 @@ def _progress() -> int:
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Data split, shuffling, new weights.")
 @click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (slower on GPU).")
 @click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="default: one device; mirrored: every local GPU; multiworker: the machines TF_CONFIG lists "
+                   "(see docs/training.md).")
+@click.option("--no-cache", is_flag=True, help="Run the frozen layers every epoch instead of training the "
+                                                "layers after them on their outputs, computed once.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in the output folder.")
 @click.option("--force", is_flag=True, help="Start over in an output folder that holds a run.")
 @guarded
 def train_command(spec, data, validation_data, validation_split, out, epochs, batch_size, precision, seed,
-                  deterministic, weights, resume, force):
+                  deterministic, weights, strategy, no_cache, resume, force):
     """Build SPEC's model and train it, stage by stage, on --data."""
     from .errors import SpecError
     from .training.config import resolve
@@ -53,7 +58,8 @@ def train_command(spec, data, validation_data, validation_split, out, epochs, ba
     parsed = _load(spec, plugins, weights)
     config = resolve(parsed, {"data": data, "validation_data": validation_data, "validation_split": validation_split,
                               "epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
-                              "deterministic": deterministic or None})
+                              "deterministic": deterministic or None, "strategy": strategy,
+                              "feature_cache": False if no_cache else None})
     folder = Path(out) if out else Path("runs") / parsed.name
 
     from .training.run import train

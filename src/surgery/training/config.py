@@ -14,6 +14,8 @@ from ..errors import OpError, SpecError
 from ..selectors import parse_slice
 
 DEFAULT_EPOCHS = 10
+# How a run is carried out, not what it computes: --resume may change them.
+EXECUTION_ONLY = ("strategy", "feature_cache", "feature_cache_memory_mb")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class TrainConfig:
     precision: str = "float32"
     monitor: str | None = None
     cache: bool = True
+    strategy: str = "default"
+    feature_cache: bool = True
+    feature_cache_memory_mb: int = 1024
 
     @property
     def has_validation(self) -> bool:
@@ -61,7 +66,8 @@ class TrainConfig:
 
     def fingerprint(self) -> dict:
         """What must not change between a run and its --resume (paths included: other data is another run)."""
-        return json.loads(json.dumps(asdict(self), default=str))
+        fields = {k: v for k, v in asdict(self).items() if k not in EXECUTION_ONLY}
+        return json.loads(json.dumps(fields, default=str))
 
 
 def resolve(spec, overrides: dict) -> TrainConfig:

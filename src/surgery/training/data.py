@@ -249,15 +249,20 @@ def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float
         return k.utils.image_dataset_from_directory(str(source.path), **common), None
 
 
-def _pipeline(ds, n: int, prep, batch_size: int, cache: bool, shuffle_seed: int | None):
+def _prepared(ds, prep, cache: bool):
+    """Preprocessed images in the order the pipeline shuffles them from (what a feature cache runs over)."""
     tf = _tf()
     if prep is not None:
         ds = ds.map(lambda x, y: (prep(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if shuffle_seed is not None:
-        ds = ds.shuffle(min(n, SHUFFLE_BUFFER), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.cache() if cache else ds
+
+
+def _shuffled(ds, n: int, seed: int):
+    return ds.shuffle(min(n, SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+
+
+def _batched(ds, batch_size: int):
+    return ds.batch(batch_size).prefetch(_tf().data.AUTOTUNE)
 
 
 @dataclass
@@ -267,6 +272,13 @@ class Datasets:
     n_train: int
     n_validation: int
     class_names: list
+    batch_size: int = 32
+    # Unbatched preprocessed images before the shuffle, and the shuffle's twin over their indices (the same
+    # seed and buffer, made under the same global seed, so the same order): what a feature cache needs to
+    # feed the same batches as the training pipeline.
+    train_images: object = None
+    validation_images: object = None
+    train_order: object = None
 
 
 def datasets(train_src: Source, val_src: Source | None, image: ImageSpec, preprocess, *, split: float,
@@ -283,10 +295,13 @@ def datasets(train_src: Source, val_src: Source | None, image: ImageSpec, prepro
                         "add images, raise the split, or give separate validation data", file=str(train_src.path))
     if n_train == 0:
         raise DataError(f"a validation split of {split:g} leaves no training image", file=str(train_src.path))
+    train_images = _prepared(train, prep, cache)
+    val_images = _prepared(val, prep, cache) if val is not None else None
     return Datasets(
-        _pipeline(train, n_train, prep, batch_size, cache, shuffle_seed=seed),
-        _pipeline(val, n_val, prep, batch_size, cache, shuffle_seed=None) if val is not None else None,
-        n_train, n_val, train_src.class_names)
+        _batched(_shuffled(train_images, n_train, seed), batch_size),
+        _batched(val_images, batch_size) if val is not None else None,
+        n_train, n_val, train_src.class_names, batch_size, train_images, val_images,
+        _shuffled(_tf().data.Dataset.range(n_train), n_train, seed))
 
 
 def ordered(source: Source, image: ImageSpec, preprocess, batch_size: int):

@@ -11,13 +11,15 @@ import contextlib
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SpecError, SurgeryError
 from ..keras_env import keras
 from ..writing import atomic_output, temporary_sibling
-from . import data, precision, quietly, stages
+from . import data, distribute, precision, quietly, stages
+from .feature_cache import FeatureCache
 from .run_folder import RunFolder, RunState, write_json
 
 
@@ -31,6 +33,8 @@ class TrainResult:
     state: RunState
     model: object
     resumed_from: int | None = None
+    epoch_seconds: list = field(default_factory=list)  # training and validation, checkpointing left out
+    feature_cache_seconds: float = 0.0
 
 
 def fingerprint(spec, config) -> dict:
@@ -75,18 +79,20 @@ def tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def _checkpointer(folder: RunFolder, state: RunState, monitor: str, stage_ends: set[int]):
+def _checkpointer(folder: RunFolder, state: RunState, monitor: str, stage_ends: set[int], model):
     k = keras()
     better = (lambda a, b: a < b) if _mode(monitor) == "min" else (lambda a, b: a > b)
 
     class Checkpointer(k.callbacks.Callback):
-        """Saves every epoch for --resume, copies an improved epoch to best.keras, then records the state."""
+        """Saves every epoch for --resume, copies an improved epoch to best.keras, then records the state.
+
+        It saves ``model``, the full model, also when fit trains only its suffix on cached features."""
 
         def on_epoch_end(self, epoch, logs=None):
             done = epoch + 1
             path = folder.checkpoint_path(done)
             tmp = temporary_sibling(path)
-            self.model.save(str(tmp))
+            model.save(str(tmp))
             tmp.replace(path)
             value = (logs or {}).get(monitor)
             if value is not None and (state.best is None or better(float(value), state.best)):
@@ -99,6 +105,19 @@ def _checkpointer(folder: RunFolder, state: RunState, monitor: str, stage_ends: 
             folder.prune({path.name} | {folder.checkpoint_path(e).name for e in stage_ends})
 
     return Checkpointer()
+
+
+def _epoch_timer(seconds: list):
+    class EpochTimer(keras().callbacks.Callback):
+        """First in the list, so an epoch's time leaves out the other callbacks' work (checkpoints)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
 
 
 def _inputs(config):
@@ -127,16 +146,23 @@ def train(spec, registry, config, out: Path, *, resume: bool = False, force: boo
     fp = fingerprint(spec, config)
     _check_monitor(config, spec)
     train_src, val_src = _inputs(config)
+    worker = distribute.worker(config.strategy)
+    note = distribute.ignored_config_note(config.strategy)
+    if note:
+        echo(note)
     if resume:
         state = folder.read_state(fp)
         if state.finished:
             echo(f"nothing to resume: the run in {out} finished after {state.epochs_done} epochs")
             return None
     else:
-        folder.check_fresh(force, created_default)
+        if worker.is_chief:  # the other workers of a cluster write nothing
+            folder.check_fresh(force, created_default)
         state = RunState(fp)
-    with _global_settings(config):
-        return quietly(_train, spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose)
+    runner = distribute.Runner.start(config.strategy, worker)  # before anything else starts TensorFlow
+    with _global_settings(config), runner.scope():
+        return quietly(_train, spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose,
+                       runner)
 
 
 def _model(spec, registry, config, folder, state, resume, echo):
@@ -174,7 +200,7 @@ def _start_folder(folder, state, class_names, preprocess, image) -> None:
     folder.write_state(state)
 
 
-def _callbacks(folder, state, config, echo) -> list:
+def _callbacks(folder, state, config, echo, model) -> list:
     k = keras()
     callbacks = [k.callbacks.CSVLogger(str(folder.log), append=True)]
     if tensorboard_available():
@@ -182,44 +208,76 @@ def _callbacks(folder, state, config, echo) -> list:
     else:
         echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
     stage_ends = {end for _, end in config.stage_bounds()}
-    return callbacks + [_checkpointer(folder, state, config.monitor_metric, stage_ends)]
+    return callbacks + [_checkpointer(folder, state, config.monitor_metric, stage_ends, model)]
 
 
-def _run_stages(model, sets, spec, registry, config, state, class_names, callbacks, echo, verbose) -> None:
+def _compile_suffix(model, suffix, class_names, where):
+    """Compile the suffix with the full model's optimizer, built on the full model's variables in their
+    order, so that a checkpoint holds its state as the full model's own and --resume reads it back."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    loss, metrics = stages.loss_and_metrics(suffix, class_names, where)
+    suffix.compile(optimizer=model.optimizer, loss=loss, metrics=metrics)
+    return loss, metrics
+
+
+def _run_stages(model, sets, spec, registry, config, state, class_names, callbacks, echo, verbose, runner,
+                cache) -> None:
     bounds = config.stage_bounds()
     for i, (stage, (start, end)) in enumerate(zip(config.stages, bounds)):
         if end <= state.epochs_done:
             continue
         echo(f"stage {i + 1}/{len(bounds)} {stage.name}: {stage.describe()}")
+        loss, metrics = stages.loss_and_metrics(model, class_names, spec.file)
         if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
             for note in stages.apply_selectors(model, stage, i, spec, registry):
                 echo(f"  {note}")
-            stages.compile_stage(model, stage, *stages.loss_and_metrics(model, class_names, spec.file))
+            stages.compile_stage(model, stage, loss, metrics)
         echo(f"  {stages.trainable_report(model)}")
         keras().utils.set_random_seed(config.seed + state.epochs_done)
-        model.fit(sets.train, validation_data=sets.validation, initial_epoch=max(start, state.epochs_done),
-                  epochs=end, callbacks=callbacks, verbose=verbose, shuffle=False)
+        fitted, fitted_sets = cache.for_stage(model)
+        if fitted is not model:
+            loss, metrics = _compile_suffix(model, fitted, class_names, spec.file)
+        runner.fit(fitted, fitted_sets, loss=loss, metric=metrics[0], initial_epoch=max(start, state.epochs_done),
+                   epochs=end, callbacks=callbacks, verbose=verbose)
+        state.epochs_done = end  # the chief's checkpointer recorded it; the other workers keep count here
 
 
-def _train(spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose):
+def _train(spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose, runner):
+    chief = runner.worker.is_chief
     model, preprocess = _model(spec, registry, config, folder, state, resume, echo)
     image = _check_fit(model, config, state, train_src, val_src, spec, registry)
     sets = data.datasets(train_src, val_src, image, preprocess, split=config.validation_split,
                          batch_size=config.batch_size, seed=config.seed, cache=config.cache)
     echo(f"data: {train_src.describe()}; training on {sets.n_train:,}, validating on {sets.n_validation:,}"
          + (f" (precision {config.precision})" if config.precision != "float32" else ""))
+    if runner.describe():
+        echo(runner.describe())
     # Nothing was written up to here: bad input leaves no partial run.
-    if not resume:
+    if chief and not resume:
         _start_folder(folder, state, train_src.class_names, preprocess, image)
-    folder.trim_log(state.epochs_done)
+    if chief:
+        folder.trim_log(state.epochs_done)
     resumed_from = state.epochs_done if resume else None
-    callbacks = _callbacks(folder, state, config, echo)
+    epoch_seconds = []
+    callbacks = [_epoch_timer(epoch_seconds)] + (_callbacks(folder, state, config, echo, model) if chief else [])
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    cache = FeatureCache(config.feature_cache, config.feature_cache_memory_mb, sets, echo)
     try:
         _run_stages(model, sets, spec, registry, config, state, train_src.class_names, callbacks, echo,
-                    verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
+                    verbose if chief else 0, runner, cache)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted after {state.epochs_done} epochs; continue with --resume",
                           file=str(folder.folder)) from None
+    finally:
+        cache.close()
+    result = TrainResult(folder, state, model, resumed_from, epoch_seconds, cache.seconds)
+    if runner.name == "multiworker":  # equal on every worker: the replicas stayed in sync
+        echo(f"{runner.worker.describe()} finished: weights {distribute.weights_digest(model)}"
+             + ("" if chief else "; the chief writes the run folder"))
+    if not chief:
+        return result
     with atomic_output(folder.final) as tmp:
         model.save(str(tmp))
     state.finished = True
@@ -228,7 +286,7 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
         echo(f"best {config.monitor_metric} {state.best:.4f} at epoch {state.best_epoch}: {folder.best}")
     logs = f", {folder.tensorboard.name}/" if folder.tensorboard.exists() else ""
     echo(f"wrote {folder.final} (final), {folder.classes.name}, {folder.log.name}{logs}")
-    return TrainResult(folder, state, model, resumed_from)
+    return result
 
 
 def train_spec(spec, out, *, plugins=None, resume: bool = False, force: bool = False, echo=print,

@@ -10,6 +10,7 @@ from surgery_plugins.op_freeze import FREEZE_SCHEMA, UNFREEZE_SCHEMA
 
 OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "nadam", "adamax", "adagrad", "lion"]
 PRECISIONS = ["float32", "mixed_float16", "mixed_bfloat16"]
+STRATEGIES = ["default", "mirrored", "multiworker"]
 
 
 def _closed(schema: dict) -> dict:
@@ -50,6 +51,14 @@ TRAIN_SCHEMA = {
         "monitor": {"type": "string", "minLength": 1,
                     "description": "the metric that picks the best checkpoint; default val_accuracy"},
         "cache": {"type": "boolean", "default": True, "description": "cache decoded images in memory"},
+        "strategy": {"enum": STRATEGIES, "default": "default",
+                     "description": "default: one device; mirrored: every local GPU; multiworker: the machines "
+                                    "TF_CONFIG lists"},
+        "feature_cache": {"type": "boolean", "default": True,
+                          "description": "train the layers after the frozen prefix on its outputs, computed once"},
+        "feature_cache_memory_mb": {"type": "integer", "minimum": 0, "default": 1024,
+                                    "description": "cached features larger than this go to a file in the "
+                                                   "temporary folder instead of memory"},
         "stages": {"type": "array", "minItems": 1, "items": STAGE_SCHEMA},
     },
     "additionalProperties": False,
