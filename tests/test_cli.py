@@ -138,3 +138,35 @@ def test_imagenet_offline_fails_fast_with_advice(tmp_path):
                                  str(cache / "models"), '"weights"')
     assert "local weights file" in line
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_report_names_the_model_file_of_a_keras_file_backbone(cli, tmp_path, keras):
+    inputs = keras.Input((8, 8, 1))
+    keras.Model(inputs, keras.layers.Flatten(name="flat")(inputs)).save(str(tmp_path / "src.keras"))
+    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "src.keras"}]})
+    result = cli("apply", spec, "-o", tmp_path / "m.keras")
+    assert result.exit_code == 0, result.stderr
+    assert "keras_file: 2 layers, 0 params (from src.keras)" in result.stdout
+
+
+def test_trainable_column_counts_batchnorm_statistics_as_never_trainable(cli, tmp_path):
+    spec = write_spec(tmp_path, {"surgery": 1, "steps": [
+        {"op": "backbone", "name": "mobilenetv2", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
+        {"op": "freeze", "names": ["Conv1"]}]})
+    result = cli("apply", spec, "-o", tmp_path / "m.keras")
+    assert result.exit_code == 0, result.stderr
+    rows = {line.split()[1]: line.split()[-1] for line in result.stdout.splitlines() if line[:4].strip().isdigit()}
+    assert rows["Conv1"] == "no"
+    assert rows["bn_Conv1"] == "yes"  # gamma and beta train; its moving statistics never do
+    assert rows["Conv1_relu"] == "-"
+
+
+def test_output_closed_early_is_not_an_error():
+    """`surgery schema | head -1`: the reader goes away; no traceback, no internal error."""
+    proc = subprocess.Popen([sys.executable, "-m", "surgery", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert err.decode().strip() == ""
+    assert proc.returncode == 0

@@ -63,7 +63,8 @@ def check(params, ctx):
     if shape and _weights(info, params) == "imagenet" and info.input_shape:
         if shape[2] != 3:
             raise OpError(f"input_shape {shape}: ImageNet weights need 3 channels; "
-                          'use "weights": null for another channel count')
+                          'build it with 3 and add an adapt_input step (the first kernel is adapted), '
+                          'or use "weights": null')
         if params.get("include_top", True) and tuple(shape) != info.input_shape:
             raise OpError(f"input_shape {shape}: with include_top and ImageNet weights {info.name} takes only "
                           f"{list(info.input_shape)}; set \"include_top\": false for another size")
@@ -76,7 +77,13 @@ def apply(state, params, ctx):
     seeded(ctx.seed)  # so that a random-init backbone is the same on every build
     model = info.build(**_options(info, params, ctx))
     weights = _weights(info, params)
-    source = "random init" if weights is None else ("ImageNet weights" if weights == "imagenet" else weights)
+    files = ", ".join(params[k] for k in _path_keys(info, params))
+    if "weights" not in info.options:
+        source = f"from {files}" if files else "weights as the backbone builds them"
+    elif weights is None:
+        source = "random init"
+    else:
+        source = "ImageNet weights" if weights == "imagenet" else f"weights {weights}"
     note = f"{info.name}: {len(model.layers)} layers, {model.count_params():,} params ({source})"
     return State(model=model, backbone=info.name, preprocess=info.preprocess, notes=(note,))
 

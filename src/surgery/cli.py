@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -40,6 +41,10 @@ def guarded(fn):
             _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; no output was written", 130)
+        except BrokenPipeError:
+            # `surgery schema | head`: the reader left; nothing is wrong and nothing more to say.
+            sys.stderr.close()
+            os._exit(0)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:
@@ -112,8 +117,10 @@ def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], for
 @click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
 @click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--plot", "plot_path", metavar="FILE",
+              help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).")
 @guarded
-def apply(spec, out, onnx_path, weights, force):
+def apply(spec, out, onnx_path, weights, force, plot_path):
     """Build the model SPEC describes, print it, and save it."""
     from .writing import atomic_output
 
@@ -121,6 +128,10 @@ def apply(spec, out, onnx_path, weights, force):
     parsed = _load(spec, plugins, weights)
     registry = plugins.registry
     planned = _planned_outputs(parsed, registry, out, {"onnx": onnx_path} if onnx_path else {}, force)
+    if plot_path:
+        from .plot import check_target
+
+        check_target(plot_path, force)
 
     from .executor import run_steps
     from .summary import render
@@ -134,6 +145,10 @@ def apply(spec, out, onnx_path, weights, force):
         with atomic_output(path) as tmp:
             report = exporter.export(state.model, tmp, {})
         click.echo(f"wrote {path}" + (f" ({report})" if report else ""))
+    if plot_path:
+        from .plot import write_plot
+
+        click.echo(f"wrote {plot_path} ({write_plot(state.model, plot_path)})")
 
 
 @main.command()

@@ -48,25 +48,14 @@ class Layout:
     primitives: list = field(default_factory=list)
 
 
-def _status(layer) -> str:
-    """Moving statistics (BatchNormalization) never train, so a trainable BN layer is "trainable", not "partly"."""
-    if not layer.weights:
-        return "no weights"
-    trainable = {id(w) for w in layer.trainable_weights}
-    if not trainable:
-        return "frozen"
-    learnable = [w for w in layer.weights if getattr(w, "trainable", True)]
-    return "trainable" if all(id(w) in trainable for w in learnable) else "partly"
-
-
 def layout(model) -> Layout:
     """Boxes on rows (longest path from an input) and edges; long edges get a lane on the right."""
     from .graph import model_nodes
-    from .summary import layer_rows
+    from .summary import layer_rows, trainable_status
 
     rows = layer_rows(model)
     index = {id(layer): i for i, layer in enumerate(model.layers)}
-    boxes = [Box(name, kind, shape, _status(layer)) for layer, (_, name, kind, shape, _, _) in zip(model.layers, rows)]
+    boxes = [Box(name, kind, shape, trainable_status(layer)) for layer, (_, name, kind, shape, _, _) in zip(model.layers, rows)]
     edges = []
     for node in model_nodes(model):  # execution order, so every source's rank is final before it is read
         if node.operation is None or id(node.operation) not in index:

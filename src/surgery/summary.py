@@ -24,13 +24,27 @@ def _shape(tensors) -> str:
     return text if len(shapes) == 1 else f"[{text}]"
 
 
-def _trainable(layer) -> str:
+def trainable_status(layer) -> str:
+    """"trainable", "frozen", "partly" or "no weights".
+
+    Moving statistics (BatchNormalization) are variables that never train, so a
+    trainable BN layer is "trainable", not "partly": only variables that could
+    train are compared.
+    """
     if not layer.weights:
-        return "-"
-    t = _size(layer.trainable_weights)
-    if t == 0:
-        return "no"
-    return "yes" if t == _size(layer.weights) else "partly"
+        return "no weights"
+    trainable = {id(w) for w in layer.trainable_weights}
+    if not trainable:
+        return "frozen"
+    learnable = [w for w in layer.weights if getattr(w, "trainable", True)]
+    return "trainable" if all(id(w) in trainable for w in learnable) else "partly"
+
+
+_COLUMN = {"trainable": "yes", "frozen": "no", "partly": "partly", "no weights": "-"}
+
+
+def _trainable(layer) -> str:
+    return _COLUMN[trainable_status(layer)]
 
 
 def layer_rows(model) -> list[tuple]:
