@@ -126,6 +126,10 @@ def fit(model, sets, strategy, *, loss, metric, initial_epoch: int, epochs: int,
         for i, batch in enumerate(train):
             callbacks.on_train_batch_begin(i)
             callbacks.on_train_batch_end(i, totals.add(train_step(batch)))
+        # Keras' EpochIterator makes an iterator at the end of each epoch and another at the start of the
+        # next, so each epoch of fit uses up two of the shuffle's reshuffles; do the same, so that a worker
+        # sees the batches one process would.
+        iter(train)
         logs = totals.logs()
         if validation is not None:
             logs.update({f"val_{name}": value for name, value in _evaluate(validation, test_step, callbacks).items()})

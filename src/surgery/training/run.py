@@ -11,6 +11,7 @@ import contextlib
 import json
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,22 @@ def _checkpointer(folder: RunFolder, state: RunState, monitor: str, stage_ends: 
             folder.prune({path.name} | {folder.checkpoint_path(e).name for e in stage_ends})
 
     return Checkpointer()
+
+
+def _save_discarded(model) -> None:
+    """A worker other than the chief saves too, to a file it deletes: under MultiWorkerMirroredStrategy,
+    saving can run collective ops (Keras creates reference variables, which the strategy broadcasts), and
+    every worker must take part in those (TensorFlow's advice for multi-worker checkpoints)."""
+    with tempfile.TemporaryDirectory(prefix="surgery-worker-") as folder:
+        model.save(str(Path(folder) / "discarded.keras"))
+
+
+def _shadow_checkpointer(model):
+    class ShadowCheckpointer(keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            _save_discarded(model)
+
+    return ShadowCheckpointer()
 
 
 def _epoch_timer(seconds: list):
@@ -260,7 +277,8 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
         folder.trim_log(state.epochs_done)
     resumed_from = state.epochs_done if resume else None
     epoch_seconds = []
-    callbacks = [_epoch_timer(epoch_seconds)] + (_callbacks(folder, state, config, echo, model) if chief else [])
+    callbacks = [_epoch_timer(epoch_seconds)] + (_callbacks(folder, state, config, echo, model) if chief
+                                                 else [_shadow_checkpointer(model)])
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     cache = FeatureCache(config.feature_cache, config.feature_cache_memory_mb, sets, echo)
@@ -277,6 +295,7 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
         echo(f"{runner.worker.describe()} finished: weights {distribute.weights_digest(model)}"
              + ("" if chief else "; the chief writes the run folder"))
     if not chief:
+        _save_discarded(model)  # as the chief saves the final model
         return result
     with atomic_output(folder.final) as tmp:
         model.save(str(tmp))
