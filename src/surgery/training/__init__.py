@@ -9,6 +9,9 @@ validate`` and ``surgery schema`` can use them):
 - ``precision``: mixed-precision policies and a float32 output;
 - ``stages``: freeze/unfreeze before a stage, the loss for the model's head, compiling;
 - ``run_folder``: the output folder, checkpoints, and what ``--resume`` reads back;
+- ``distribute``: the strategy (``TF_CONFIG`` read without TensorFlow) and which ``fit`` runs under it;
+- ``loop``: ``fit`` as a custom loop, for multi-worker training, where Keras' ``fit`` fails;
+- ``feature_cache``: training the layers after a frozen prefix on its outputs, computed once;
 - ``run``: the training run itself;
 - ``features`` and ``predict``: the standalone feature extractor and classifier modes.
 """
