@@ -9,7 +9,7 @@ Parts (each a fresh process, so a failing part is a row saying so and the rest g
   overhead  bench/overhead.py: surgery.build against hand-built on the largest backbones
   gpu       bench/throughput.py: training img/s, built vs hand-written, mixed precision (needs a GPU)
 
-The defaults take about 10 minutes on 2 CPU cores. Each part's own table goes to stderr as it ends;
+The defaults take about 5 minutes on 2 CPU cores. Each part's own table goes to stderr as it ends;
 the summary table to stdout.
 
     python -m bench                      # or: python bench/run.py
