@@ -3,6 +3,7 @@ mirrored trains with fit; a missing or malformed TF_CONFIG is one error line."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_error_line, write_spec
-from test_train import CLASSES, save_tiny_backbone, tiny_spec
+from test_train import CLASSES, _wait_for_epochs, save_tiny_backbone, tiny_spec
 
 # Two workers against one process on the same global batches: the sums run in another order (each
 # worker's half, then the all-reduce), so weights agree to float32 rounding, not bit for bit. Measured:
@@ -67,11 +68,11 @@ def tf_config(ports, index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-def run_workers(tmp_path, args: list) -> list[tuple[int, str, str]]:
-    """Start two workers, each in its own empty folder and TMPDIR; (exit status, stdout, stderr) of each."""
+@contextlib.contextmanager
+def workers(tmp_path, args: list):
+    """Two workers, each in its own empty folder and TMPDIR; killed on the way out if still running."""
     ports = free_ports(2)
     procs = []
-    deadline = time.monotonic() + WORKER_TIMEOUT
     try:
         for i in range(2):
             for folder in (f"w{i}", f"tmp{i}"):
@@ -80,11 +81,7 @@ def run_workers(tmp_path, args: list) -> list[tuple[int, str, str]]:
             procs.append(subprocess.Popen([sys.executable, "-m", "surgery", "train", *map(str, args)],
                                           cwd=tmp_path / f"w{i}", env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            results.append((proc.returncode, out, err))
-        return results
+        yield procs
     finally:
         for proc in procs:  # a worker left waiting for its peer would wait for ever
             if proc.poll() is None:
@@ -92,11 +89,21 @@ def run_workers(tmp_path, args: list) -> list[tuple[int, str, str]]:
                 proc.wait()
 
 
+def finish(procs) -> list[tuple[int, str, str]]:
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        results.append((proc.returncode, out, err))
+    return results
+
+
 def test_two_workers_train_in_step_and_match_one_process(cli, tmp_path, keras, backbone, npz):
     from surgery.training.distribute import weights_digest
 
     spec = write_spec(tmp_path, two_stage_spec(backbone))
-    results = run_workers(tmp_path, [spec, "--data", npz, "-o", "run", "--strategy", "multiworker"])
+    with workers(tmp_path, [spec, "--data", npz, "-o", "run", "--strategy", "multiworker"]) as procs:
+        results = finish(procs)
     for i, (code, out, err) in enumerate(results):
         assert code == 0, f"worker {i} failed:\n{out}\n{err}"
     (_, chief_out, _), (_, worker_out, _) = results
@@ -130,6 +137,19 @@ def test_two_workers_train_in_step_and_match_one_process(cli, tmp_path, keras, b
     for a, b in zip(rows, alone_rows):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=1e-5)
         assert float(a["val_accuracy"]) == pytest.approx(float(b["val_accuracy"]))
+
+
+def test_a_worker_that_dies_stops_the_chief_with_one_line(tmp_path, backbone, npz):
+    spec = two_stage_spec(backbone)
+    spec["train"]["stages"][1]["epochs"] = 200  # still training when the worker is killed
+    args = [write_spec(tmp_path, spec), "--data", npz, "-o", "run", "--strategy", "multiworker"]
+    with workers(tmp_path, args) as procs:
+        _wait_for_epochs(tmp_path / "w0" / "run" / "checkpoints" / "state.json", 4, procs[0], WORKER_TIMEOUT)
+        procs[1].kill()
+        procs[1].wait()
+        _, err = procs[0].communicate(timeout=WORKER_TIMEOUT)
+    assert procs[0].returncode == 1
+    assert_one_error_line(err, "worker 0 (chief) of 2: lost contact with another worker", "with --resume")
 
 
 def test_mirrored_trains_with_fit(cli, tmp_path, keras, backbone, npz):

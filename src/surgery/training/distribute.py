@@ -171,10 +171,10 @@ class Runner:
                      epochs=epochs, callbacks=callbacks, verbose=verbose)
         except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
                 tf.errors.AbortedError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise WorkerLost(f"lost contact with another worker ({type(e).__name__}: {first}); start every "
-                             "worker again, with --resume to go on from the chief's last checkpoint",
-                             where=self.worker.describe()) from None
+            # TensorFlow's message is a page of gRPC detail; --debug shows it.
+            raise WorkerLost(f"lost contact with another worker ({type(e).__name__}); start every worker again, "
+                             "with --resume to go on from the chief's last checkpoint",
+                             where=self.worker.describe()) from e
 
 
 def weights_digest(model) -> str:
