@@ -81,9 +81,10 @@ def light(args) -> list[list]:
 def apply(args) -> list[list]:
     found = {r[""]: r for r in parse_table(_script("apply", "--runs", args.runs, timeout=args.timeout))}
     hand, ours, ratio = (found[k] for k in ("hand-written Keras", "surgery apply", "ratio surgery / hand-written"))
-    return [["apply overhead", "surgery apply vs hand-written Keras, VGG16 seed model (fresh processes)",
-             f"wall {ratio['wall (s)']}x ({ours['wall (s)']} s vs {hand['wall (s)']} s), peak memory "
-             f"{ratio['peak RSS (MiB)']}x ({ours['peak RSS (MiB)']} vs {hand['peak RSS (MiB)']} MiB)", "about 1x"]]
+    result = (f"wall {ratio['wall (s)']}x ({ours['wall (s)']} s vs {hand['wall (s)']} s), peak memory "
+              f"{ratio['peak RSS (MiB)']}x ({ours['peak RSS (MiB)']} vs {hand['peak RSS (MiB)']} MiB)")
+    return [["apply overhead", "surgery apply vs hand-written Keras, VGG16 seed model (fresh processes)", result,
+             "about 1x"]]
 
 
 def onnx(args) -> list[list]:
@@ -98,9 +99,10 @@ def onnx(args) -> list[list]:
             out.append(["ONNX", f"{r['backbone']}: export, parity, throughput", f"FAILED: {r['error'][:100]}",
                         f"diff <= {ONNX_PARITY:g}"])
             continue
-        out.append(["ONNX", f"{r['backbone']} {r['input']}: max abs diff vs Keras; onnxruntime/Keras img/s",
-                    f"{r['max_abs_diff']:.1e}; {r['ort_img_s'] / r['keras_img_s']:.2f}x "
-                    f"({r['ort_img_s']:.1f} vs {r['keras_img_s']:.1f} img/s, batch 8)", f"diff <= {ONNX_PARITY:g}"])
+        result = (f"{r['max_abs_diff']:.1e}; {r['ort_img_s'] / r['keras_img_s']:.2f}x "
+                  f"({r['ort_img_s']:.1f} vs {r['keras_img_s']:.1f} img/s, batch 8)")
+        out.append(["ONNX", f"{r['backbone']} {r['input']}: max abs diff vs Keras; onnxruntime/Keras img/s", result,
+                    f"diff <= {ONNX_PARITY:g}"])
     return out
 
 
@@ -111,12 +113,11 @@ def caching(args) -> list[list]:
     epoch = {m: statistics.median(runs[m]["epoch_seconds"]) for m in ("uncached", "cached")}
     what = (f"epoch with vs without the feature cache: frozen {s['backbone']}, {s['size']}x{s['size']} digits, "
             f"{s['images']} images, batch {s['batch']}")
-    return [["feature caching", what,
-             f"{s['epoch_speedup']:.0f}x ({epoch['uncached']:.1f} s -> {epoch['cached']:.2f} s); whole "
-             f"{s['epochs']}-epoch run {s['total_speedup']:.1f}x (cache built once in "
-             f"{runs['cached']['cache_seconds']:.0f} s); val accuracy {runs['uncached']['val_accuracy']:.4f} vs "
-             f"{runs['cached']['val_accuracy']:.4f}, weights differ by {s['max_weight_difference']:.0e}",
-             ">= 10x, same accuracy"]]
+    result = (f"{s['epoch_speedup']:.0f}x ({epoch['uncached']:.1f} s -> {epoch['cached']:.2f} s); whole "
+              f"{s['epochs']}-epoch run {s['total_speedup']:.1f}x (cache built once in "
+              f"{runs['cached']['cache_seconds']:.0f} s); val accuracy {runs['uncached']['val_accuracy']:.4f} vs "
+              f"{runs['cached']['val_accuracy']:.4f}, weights differ by {s['max_weight_difference']:.0e}")
+    return [["feature caching", what, result, ">= 10x, same accuracy"]]
 
 
 def overhead(args) -> list[list]:

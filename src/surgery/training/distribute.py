@@ -162,9 +162,9 @@ class Runner:
             model.fit(sets.train, validation_data=sets.validation, initial_epoch=initial_epoch, epochs=epochs,
                       callbacks=callbacks, verbose=verbose, shuffle=False)
             return
-        from . import loop
-
         import tensorflow as tf
+
+        from . import loop
 
         try:
             loop.fit(model, sets, self.strategy, loss=loss, metric=metric, initial_epoch=initial_epoch,
