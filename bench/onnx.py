@@ -53,44 +53,75 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     keras()
     registry = load_plugins().registry
     side = registry.backbones[name].input_shape
-    model = surgery.build({"surgery": 1, "name": name, "seed": 0, "steps": [
-        {"op": "backbone", "name": name, "weights": None, "include_top": False, "input_shape": list(side)}]})
+    spec = {"surgery": 1, "name": name, "seed": 0, "steps": [
+        {"op": "backbone", "name": name, "weights": None, "include_top": False, "input_shape": list(side)}]}
+    model = surgery.build(spec)
     x = np.random.default_rng(0).standard_normal((batch, *side)).astype("float32")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{name}.onnx"
         started = time.perf_counter()
         # The exporter's check must not stop the bench: the difference is measured and reported here.
-        registry.exporters["onnx"].export(model, path, {"atol": 1e9})
+        registry.exporters["onnx"].export(model, path, {"atol": float("inf")})
         export_s = time.perf_counter() - started
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         runs = {"onnxruntime": lambda: session.run(None, {"image": x})[0],
                 "keras": lambda: model.predict_on_batch(x)}
-        outputs, seconds = {}, {}
-        for runtime, run in runs.items():
-            outputs[runtime] = np.asarray(run())  # warm-up (graph building, allocation)
-            times = []
-            for _ in range(repeats):
+        # Warm-up (graph building, allocation), then alternating runs, so that drift in
+        # the machine's load (it is shared) hits both runtimes alike.
+        outputs = {runtime: np.asarray(run()) for runtime, run in runs.items()}
+        times = {runtime: [] for runtime in runs}
+        for _ in range(repeats):
+            for runtime, run in runs.items():
                 t = time.perf_counter()
                 run()
-                times.append(time.perf_counter() - t)
-            seconds[runtime] = median(times)
+                times[runtime].append(time.perf_counter() - t)
+        seconds = {runtime: median(t) for runtime, t in times.items()}
     diff = float(np.abs(outputs["onnxruntime"] - outputs["keras"]).max())
+    scale = float(np.abs(outputs["keras"]).max())
+    # Only where the difference is not plainly float32 rounding (1e-5 relative); float64 runs are slow
+    # (ConvNeXt's grouped convolutions: half an hour at batch 8).
+    noise = _float32_noise(spec, model, x[:2], outputs["keras"][:2]) if diff > max(PARITY, 1e-5 * scale) else None
     return {"backbone": name, "input": "x".join(map(str, side)), "params_m": model.count_params() / 1e6,
-            "export_s": export_s, "max_abs_diff": diff, "max_abs_output": float(np.abs(outputs["keras"]).max()),
+            "export_s": export_s, "max_abs_diff": diff, "max_abs_output": scale,
+            "float32_noise": noise,
             "ort_img_s": batch / seconds["onnxruntime"], "keras_img_s": batch / seconds["keras"]}
+
+
+def _float32_noise(spec: dict, model, x, keras_y) -> float:
+    """How far Keras' own float32 result is from float64: the floor under any float32 runtime's difference.
+
+    Measured on two images where ONNX and Keras differ by more than rounding: random weights
+    can make a deep network amplify rounding (EfficientNetV2B3's features
+    reach 4e3), and then Keras differs from exact arithmetic as much as
+    onnxruntime differs from Keras.
+    """
+    import numpy as np
+
+    import surgery
+    from surgery.keras_env import keras
+
+    k = keras()
+    k.mixed_precision.set_global_policy("float64")
+    try:
+        exact = surgery.build(spec)
+    finally:
+        k.mixed_precision.set_global_policy("float32")
+    exact.set_weights([w.astype("float64") for w in model.get_weights()])
+    return float(np.abs(np.asarray(exact(x.astype("float64"), training=False)) - keras_y).max())
 
 
 def _row(r: dict) -> list:
     if "error" in r:
-        return [r["backbone"], r.get("input", ""), "", "", "FAILED", "", "", "", "", r["error"][:120]]
-    ok = r["max_abs_diff"] <= PARITY
+        return [r["backbone"], r.get("input", ""), "", "", "FAILED", "", "", "", "", "", "", r["error"][:120]]
+    noise = r.get("float32_noise")
     return [r["backbone"], r["input"], f"{r['params_m']:.1f}", f"{r['export_s']:.0f}", f"{r['max_abs_diff']:.1e}",
-            f"{r['max_abs_output']:.2g}", f"{r['ort_img_s']:.1f}", f"{r['keras_img_s']:.1f}",
-            f"{r['ort_img_s'] / r['keras_img_s']:.2f}x", "" if ok else "above 1e-5"]
+            f"{r['max_abs_output']:.2g}", f"{r['max_abs_diff'] / (r['max_abs_output'] or 1):.0e}", "" if noise is None else f"{noise:.1e}", f"{r['ort_img_s']:.1f}",
+            f"{r['keras_img_s']:.1f}", f"{r['ort_img_s'] / r['keras_img_s']:.2f}x",
+            "" if r["max_abs_diff"] <= PARITY else "above 1e-5"]
 
 
-HEADER = ["backbone", "input", "params (M)", "export s", "max abs diff", "max |output|", "ORT img/s",
-          "Keras img/s", "ORT/Keras", "note"]
+HEADER = ["backbone", "input", "params (M)", "export s", "max abs diff", "max |output|", "relative", "Keras f32 vs f64",
+          "ORT img/s", "Keras img/s", "ORT/Keras", "note"]
 
 
 def _done(results: Path) -> dict:
