@@ -9,22 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import write_spec
-from test_train import save_tiny_backbone, tiny_spec, write_pngs
+from test_train import backbone, images, tiny_spec  # noqa: F401  (fixtures shared with the training tests)
 
 # The prefix runs in other batch sizes than training's (a different summation order in oneDNN), so the
 # features, and the weights after training on them, agree to float32 rounding.
 ATOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    return {"train": write_pngs(root / "train", 6), "val": write_pngs(root / "val", 2, seed=1)}
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory, keras):
-    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny.keras", keras)
 
 
 def weights(keras, path) -> dict:

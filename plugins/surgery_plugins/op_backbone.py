@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from surgery import OpError, State, hookimpl
 from surgery.errors import did_you_mean, shown
