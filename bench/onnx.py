@@ -120,7 +120,7 @@ def _row(r: dict) -> list:
             "" if r["max_abs_diff"] <= PARITY else "above 1e-5"]
 
 
-HEADER = ["backbone", "input", "params (M)", "export s", "max abs diff", "max |output|", "relative", "Keras f32 vs f64",
+HEADER = ["backbone", "input", "params (M)", "export s", "max abs diff", "max abs output", "relative", "Keras f32 vs f64",
           "ORT img/s", "Keras img/s", "ORT/Keras", "note"]
 
 
@@ -144,11 +144,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.batch, args.repeats)))
         return
-    if not args.table:
-        from surgery.plugins import load_plugins
+    from surgery.plugins import load_plugins
 
-        names = args.backbones or [b.name for b in load_plugins().registry.backbones.values()
-                                   if b.plugin == "applications"]
+    every = [b.name for b in load_plugins().registry.backbones.values() if b.plugin == "applications"]
+    names = args.backbones or every
+    if not args.table:
         done = _done(args.results)
         for name in names:
             if name in done:
@@ -156,17 +156,23 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", name, "--batch", str(args.batch),
                    "--repeats", str(args.repeats)]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.timeout,
                                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
                 lines = proc.stdout.strip().splitlines()
-                result = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-                    "backbone": name, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+                if proc.returncode == 0 and lines:
+                    result = json.loads(lines[-1])
+                elif proc.returncode < 0:  # SIGKILL, with nothing on stderr, is the kernel's out-of-memory killer
+                    result = {"backbone": name, "error": f"killed by signal {-proc.returncode}"
+                              + (" (out of memory?)" if proc.returncode == -9 else "")}
+                else:
+                    result = {"backbone": name, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
             except subprocess.TimeoutExpired:
                 result = {"backbone": name, "error": f"no result within {args.timeout} s"}
             with args.results.open("a") as f:
                 f.write(json.dumps(result) + "\n")
             print(" | ".join(_row(result)), flush=True)
-    rows = list(_done(args.results).values())
+    done = _done(args.results)
+    rows = [done[n] for n in every if n in done] + [r for n, r in done.items() if n not in every]
     print(table(HEADER, [_row(r) for r in rows]))
     ok = [r for r in rows if "error" not in r]
     if ok:

@@ -159,7 +159,7 @@ def export(model, path, options):
             with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
                 target.model.export(str(path), format="onnx", verbose=False, opset_version=opset,
                                     input_signature=target.signature())
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (TensorFlow and tf2onnx fail in many ways; one line for all)
             raise onnx_check.ExportError(f"the ONNX conversion failed: {type(e).__name__}: "
                                          f"{' '.join(str(e).split())[:300]}") from None
     seconds = time.monotonic() - start

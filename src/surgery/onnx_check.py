@@ -120,7 +120,7 @@ def float32_twin(model):
     try:
         twin = k.models.clone_model(model, clone_function=rebuild, recursive=True)
         twin.set_weights(model.get_weights())
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (whatever Keras raises, the user gets one line)
         raise ExportError(f"could not make a float32 copy of the mixed-precision model: {type(e).__name__}: "
                           f"{str(e)[:300]}") from None
     return twin
@@ -185,7 +185,7 @@ def prepare(model, options: dict, *, float32: bool) -> Target:
     output_names = _names(options.get("output_name"), _default_output_names(model, len(outputs)), "output")
     clash = set(input_names) & set(output_names)
     if clash:
-        raise SpecError(f'"{sorted(clash)[0]}" names both an input and an output; give the output another '
+        raise SpecError(f'"{min(clash)}" names both an input and an output; give the output another '
                         "name (option output_name, --output-name)")
     wrapped = k.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,
                       dict(zip(output_names, outputs)), name=f"{model.name}_export")
@@ -237,7 +237,7 @@ def compare(target: Target, run, atol: float, what: str) -> float:
     expected = keras_outputs(target, inputs)
     try:
         actual = run(inputs)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a runtime's own error types; one line either way)
         raise ExportError(f"{what} could not run the exported model: {type(e).__name__}: "
                           f"{' '.join(str(e).split())[:300]}") from None
     diff = max_abs_diff(expected, actual)
@@ -360,7 +360,7 @@ def verify_onnx(path, target: Target, atol: float) -> float:
         raise ExportError(f"onnx.checker rejected the file: {' '.join(str(e).split())[:300]}") from None
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (onnxruntime raises its own, unexported, exception types)
         raise ExportError(f"onnxruntime cannot load the file: {' '.join(str(e).split())[:300]}") from None
 
     def run(inputs):
