@@ -169,3 +169,17 @@ def test_output_closed_early_is_not_an_error():
     _, err = proc.communicate(timeout=60)
     assert err.decode().strip() == ""
     assert proc.returncode == 0
+
+
+def test_apply_passes_onnx_options_and_names_the_output_in_errors(cli, tmp_path):
+    spec = write_spec(tmp_path, {"surgery": 1, "steps": [
+        {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
+        {"op": "slice", "layers": ":4"}]})
+    ok = cli("apply", spec, "-o", tmp_path / "a.keras", "--onnx", tmp_path / "a.onnx", "--opset", "13")
+    assert ok.exit_code == 0, ok.stderr
+    assert "opset 13" in ok.stdout
+    bad = cli("apply", spec, "-o", tmp_path / "b.keras", "--onnx", tmp_path / "b.onnx", "--opset", "99")
+    assert bad.exit_code == 2
+    assert_one_error_line(bad.stderr, f"error: {tmp_path / 'b.onnx'}: output onnx: ")
+    assert not (tmp_path / "b.onnx").exists()
+    assert not (tmp_path / "b.keras").exists()  # all outputs or none

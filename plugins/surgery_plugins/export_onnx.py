@@ -137,7 +137,7 @@ def _tf2onnx_quiet():
 
     logger = logging.getLogger("tf2onnx")
     level = logger.level
-    if keras_env._quiet:
+    if keras_env.is_quiet():
         logger.setLevel(logging.CRITICAL)
     try:
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -115,12 +116,14 @@ def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], for
 @click.argument("spec", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "out", help="Folder for <name>.keras, or a path ending in .keras.")
 @click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
+@click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--atol", type=float, help="Largest difference from Keras an export may show (default 1e-4).")
 @click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--plot", "plot_path", metavar="FILE",
               help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).")
 @guarded
-def apply(spec, out, onnx_path, weights, force, plot_path):
+def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
     """Build the model SPEC describes, print it, and save it."""
     from .writing import atomic_output
 
@@ -140,11 +143,19 @@ def apply(spec, out, onnx_path, weights, force, plot_path):
     for note in state.notes:
         click.echo(f"  {note}")
     click.echo(render(state.model))
+    onnx_options = {k: v for k, v in {"opset": opset, "atol": atol}.items() if v is not None}
+    reports = {}
+    # All outputs or none: each is renamed into place only when every export has succeeded.
+    with contextlib.ExitStack() as outputs:
+        for fmt, path in planned.items():
+            tmp = outputs.enter_context(atomic_output(path))
+            try:
+                # Exporters refuse options they do not take, so the ONNX ones go to ONNX alone.
+                reports[fmt] = registry.exporters[fmt].export(state.model, tmp, onnx_options if fmt == "onnx" else {})
+            except SurgeryError as e:
+                raise e.located(file=str(path), where=f"output {fmt}") from None
     for fmt, path in planned.items():
-        exporter = registry.exporters[fmt]
-        with atomic_output(path) as tmp:
-            report = exporter.export(state.model, tmp, {})
-        click.echo(f"wrote {path}" + (f" ({report})" if report else ""))
+        click.echo(f"wrote {path}" + (f" ({reports[fmt]})" if reports[fmt] else ""))
     if plot_path:
         from .plot import write_plot
 

@@ -25,6 +25,11 @@ def set_verbose(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def is_quiet() -> bool:
+    """Whether library logs are to be hidden (no --verbose)."""
+    return _quiet
+
+
 @contextlib.contextmanager
 def native_stderr_muted():
     """Send fd 2 to a temporary file for the duration; replay it if the body fails."""
