@@ -154,14 +154,10 @@ def export(model, path, options):
     opset = _opset(options.get("opset", DEFAULT_OPSET))
     target = onnx_check.prepare(model, options, float32=True)
     start = time.monotonic()
-    with onnx_check.progress(f"exporting to ONNX (opset {opset})"):
-        try:
-            with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
-                target.model.export(str(path), format="onnx", verbose=False, opset_version=opset,
-                                    input_signature=target.signature())
-        except Exception as e:  # noqa: BLE001 (TensorFlow and tf2onnx fail in many ways; one line for all)
-            raise onnx_check.ExportError(f"the ONNX conversion failed: {type(e).__name__}: "
-                                         f"{' '.join(str(e).split())[:300]}") from None
+    with onnx_check.converting(f"exporting to ONNX (opset {opset})", "the ONNX conversion"):
+        with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
+            target.model.export(str(path), format="onnx", verbose=False, opset_version=opset,
+                                input_signature=target.signature())
     seconds = time.monotonic() - start
     onnx_check.finish_onnx(path, target, model, {"producer": f"surgery {__version__}", "keras_model": model.name})
     with onnx_check.progress("checking the ONNX file in onnxruntime"):

@@ -39,14 +39,10 @@ def export(model, path, options):
     options = onnx_check.read_options(options, OPTIONS, "saved_model")
     target = onnx_check.prepare(model, options, float32=False)
     start = time.monotonic()
-    with onnx_check.progress("exporting the SavedModel"):
-        try:
-            with native_stderr_muted():
-                target.model.export(str(path), format="tf_saved_model", verbose=False,
-                                    input_signature=target.signature())
-        except Exception as e:  # noqa: BLE001 (TensorFlow fails in many ways; one line for all)
-            raise onnx_check.ExportError(f"the SavedModel export failed: {type(e).__name__}: "
-                                         f"{' '.join(str(e).split())[:300]}") from None
+    with onnx_check.converting("exporting the SavedModel", "the SavedModel export"):
+        with native_stderr_muted():
+            target.model.export(str(path), format="tf_saved_model", verbose=False,
+                                input_signature=target.signature())
     seconds = time.monotonic() - start
     with onnx_check.progress("checking the SavedModel"), native_stderr_muted():
         diff = _verify(path, target, options["atol"])

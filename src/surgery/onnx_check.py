@@ -294,6 +294,22 @@ def progress(message: str, stream=None, every: float = 10.0):
             thread.join()
 
 
+@contextlib.contextmanager
+def converting(message: str, failure: str):
+    """Progress while a conversion runs; whatever it raises becomes one ExportError line naming ``failure``.
+
+    TensorFlow and tf2onnx fail in many ways (ValueError, ConverterError, KeyError, ...), none of
+    them bad input the user can name, so one message shape serves them all.
+    """
+    with progress(message):
+        try:
+            yield
+        except ExportError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ExportError(f"{failure} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+
+
 def finish_onnx(path, target: Target, model, metadata: dict) -> None:
     """Refuse unconverted ops, name the batch dimension ``batch`` and record where the file came from.
 
