@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from surgery import OpError, hookimpl
+from surgery import OpError, SurgeryError, hookimpl
+from surgery.errors import shown
+from surgery.files import check_hdf5, check_hdf5_links
+from surgery.model_files import check_model_file
 from surgery.registry import APPLICATION_OPTIONS
 
 # (Keras class, keras.applications module with its preprocess_input, default side, smallest side, extra options)
@@ -66,10 +69,42 @@ def keras_cache_dir() -> Path:
     return Path(home) / "models"
 
 
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+
+
+def check(options):
+    """A weights file Keras can load, checked before TensorFlow starts (a FIFO, an empty or foreign file)."""
+    weights = options.get("weights")
+    if weights in (None, "imagenet"):
+        return
+    where = f'weights: "{shown(weights)}"'
+    if not weights.endswith(WEIGHTS_SUFFIXES):
+        raise OpError(f"{where} is not a weights file Keras loads: the name must end in "
+                      + ", ".join(WEIGHTS_SUFFIXES))
+    try:
+        if weights.endswith(".keras"):
+            check_model_file(weights, error=OpError)
+        else:
+            check_hdf5(weights)
+    except SurgeryError as e:
+        raise OpError(f"{where}: {e.message}") from None
+
+
+def _load_checked(weights):
+    """The deep check of an HDF5 weights file (h5py, no TensorFlow): damaged, or reaching outside itself."""
+    if weights in (None, "imagenet") or weights.endswith(".keras"):
+        return
+    try:
+        check_hdf5_links(weights)
+    except SurgeryError as e:
+        raise OpError(f'weights: "{shown(weights)}": {e.message}') from None
+
+
 def _builder(class_name: str):
     def build(weights="imagenet", **options):
         from surgery.keras_env import keras
 
+        _load_checked(weights)
         constructor = getattr(keras().applications, class_name)
         if "input_shape" in options and options["input_shape"] is not None:
             options["input_shape"] = tuple(options["input_shape"])
@@ -77,6 +112,9 @@ def _builder(class_name: str):
             return constructor(weights=weights, **options)
         except ValueError as e:
             raise OpError(_keras_message(class_name, weights, e)) from None
+        except OSError as e:  # h5py: a file that passed the checks but cannot be read to the end
+            raise OpError(f'weights: "{shown(weights)}": the weights file cannot be read: '
+                          f'{" ".join(str(e).split())[:200]}') from None
         except Exception as e:
             if weights == "imagenet" and "URL fetch failure" in str(e):
                 reason = str(e).split(" -- ")[-1].strip()
@@ -109,4 +147,5 @@ def surgery_register_backbones(register):
             input_shape=(side, side, 3),
             min_input_size=min_side,
             description=f"keras.applications.{class_name}",
+            check=check,
         )

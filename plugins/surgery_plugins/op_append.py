@@ -8,18 +8,20 @@ so an ``outputs`` step can still name it.
 
 from __future__ import annotations
 
+import json
 import re
 
 from surgery import OpError, hookimpl
 from surgery.errors import did_you_mean
-from surgery.layer_catalog import REFUSED, layer_names, nested_class_names
+from surgery.layer_catalog import REFUSED, file_arguments, layer_names, nested_class_names
 
+NAME_PATTERN = "^[A-Za-z0-9_.-]+$"
 SCHEMA = {
     "type": "object",
     "properties": {
         "layer": {"type": "string", "minLength": 1, "description": "a keras.layers class name: Conv2D, Flatten, Dense, ..."},
         "config": {"type": "object", "description": "the layer's constructor arguments, as in Keras"},
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "the new layer's name"},
+        "name": {"type": "string", "pattern": NAME_PATTERN, "description": "the new layer's name"},
         "input": {"type": "string", "minLength": 1,
                   "description": "branch from this named tensor (\"as\") or layer's output instead of the current output"},
     },
@@ -34,11 +36,22 @@ def check(params, ctx):
     known = layer_names()
     if known and cls not in known:
         raise OpError(f'unknown layer class "{cls}"' + did_you_mean(cls, known))
-    for inner in nested_class_names(params.get("config", {})):
-        if inner in REFUSED:
-            raise OpError(f'config contains "{inner}", which is refused: {REFUSED[inner]}')
+    check_config(params.get("config", {}))
     if "name" in params.get("config", {}) and "name" in params:
         raise OpError('give the layer\'s name once, either as "name" or in "config"')
+
+
+def check_config(config: dict) -> None:
+    """What a layer config may not hold: a refused layer class, a file for Keras to read, an odd name."""
+    name = config.get("name")
+    if name is not None and not (isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)):
+        raise OpError(f"config.name {json.dumps(name)} is not a layer name; use letters, digits, _ . -")
+    for inner in nested_class_names(config):
+        if inner in REFUSED:
+            raise OpError(f'config contains "{inner}", which is refused: {REFUSED[inner]}')
+    for where in file_arguments(config):
+        raise OpError(f"{where} is a file path, and a spec may not make Keras read files through a layer config "
+                      "(it names files only in its documented path fields); give the values as a list")
 
 
 def unique_name(base: str, taken) -> str:
@@ -65,9 +78,44 @@ def new_layer_name(state, cls_name: str, requested: str | None = None, reusable:
     return requested or unique_name(snake(cls_name), taken)
 
 
+def _declared_default(cls, key: str):
+    """The default of constructor argument ``key`` (``inspect.Parameter.empty`` if required), or None if unknown."""
+    import inspect
+
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            parameters = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            continue
+        if key in parameters and parameters[key].kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                                inspect.Parameter.VAR_POSITIONAL):
+            return parameters[key].default
+    return None
+
+
+def _misused_booleans(cls, config: dict) -> list[str]:
+    """Keys given true/false where the argument is not a flag: Python's bool is an int, so Keras would take
+    ``"units": true`` as 1 unit without a word."""
+    import inspect
+
+    wrong = []
+    for key, value in config.items():
+        if isinstance(value, bool):
+            default = _declared_default(cls, key)
+            if default is inspect.Parameter.empty or (default is not None and not isinstance(default, bool)):
+                wrong.append(key)
+    return wrong
+
+
 def make_layer(keras, cls_name: str, config: dict, name: str):
     """Construct the layer the way Keras deserialises it, so nested configs work too."""
     cls = getattr(keras.layers, cls_name)
+    for key in _misused_booleans(cls, config):
+        raise OpError(f"config.{key}: {str(config[key]).lower()} is a boolean, but {cls_name}'s {key} is not a "
+                      "flag; give a number (or the value the argument takes)")
     try:
         try:
             return cls.from_config({**config, "name": name})

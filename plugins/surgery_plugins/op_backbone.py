@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-from surgery import OpError, State, hookimpl
+from surgery import OpError, State, SurgeryError, hookimpl
 from surgery.errors import did_you_mean, shown
+from surgery.files import check_regular
 from surgery.spec import schema_error
 
 SCHEMA = {
@@ -54,6 +55,12 @@ def check(params, ctx):
             raise OpError(f'{key}: file "{params[key]}" does not exist (looked for {shown(path)})')
         if path.is_dir():
             raise OpError(f'{key}: "{params[key]}" is a directory, not a file')
+        try:
+            check_regular(path)
+        except SurgeryError as e:
+            raise OpError(f'{key}: "{params[key]}" {e.message}') from None
+    if info.check is not None:
+        info.check(_options(info, params, ctx))
     shape = params.get("input_shape")
     if shape and info.min_input_size:
         if min(shape[0], shape[1]) < info.min_input_size:

@@ -14,6 +14,7 @@ from surgery.graph import find_layer, layer_nodes
 
 from .op_append import SCHEMA as APPEND_SCHEMA
 from .op_append import check as check_layer
+from .op_append import check_config
 from .op_append import keras_reason, make_layer, new_layer_name
 
 _LAYER = {k: APPEND_SCHEMA["properties"][k] for k in ("layer", "config", "name")}
@@ -114,8 +115,10 @@ def insert(state, params, ctx):
 def check_replace(params, ctx):
     if "layer" in params:
         check_layer(params, ctx)
-    elif "name" in params.get("config", {}):
+        return
+    if "name" in params.get("config", {}):
         raise OpError('give the new layer\'s name as "name", not in "config"')
+    check_config(params.get("config", {}))
 
 
 def _replacement(target, params, name):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from surgery import OpError, hookimpl
 
-from .op_append import make_layer, new_layer_name
+from .op_append import check_config, make_layer, new_layer_name
 
 ELEMENTWISE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 MERGE_LAYERS = ELEMENTWISE + ("Concatenate",)
@@ -31,6 +31,7 @@ def check(params, ctx):
         raise OpError(f"Subtract takes exactly 2 inputs, got {len(params['inputs'])}")
     if "name" in params.get("config", {}):
         raise OpError('give the layer\'s name as "name", not in "config"')
+    check_config(params.get("config", {}))
 
 
 def _shapes_text(names, tensors) -> str:

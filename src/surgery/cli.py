@@ -13,12 +13,35 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import EXIT_INTERNAL, SpecError, SurgeryError
+from .errors import (ENVIRONMENT_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL, SpecError, SurgeryError, Terminated,
+                     environment_error, interrupted_exit)
+
+
+def one_line(message: str) -> str:
+    """The promise of the error model: one line, whatever a library put in the message.
+
+    Line breaks fold into spaces; other control characters (a NUL in a layer name
+    from a spec, terminal escapes) are shown as escapes, never sent to the terminal.
+    """
+    folded = " ".join(message.split())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in folded)
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {one_line(message)}", err=True)
     sys.exit(code)
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def _handle_signals() -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread (an embedding program)
+            signal.signal(sig, _terminate)
 
 
 def guarded(fn):
@@ -34,14 +57,16 @@ def guarded(fn):
         verbose = verbose or ctx.find_root().params.get("verbose", False)
         debug = debug or ctx.find_root().params.get("debug", False)
         set_verbose(verbose)
+        _handle_signals()
         try:
             return fn(*args, **kwargs)
         except SurgeryError as e:
             if debug:
                 traceback.print_exc()
             _fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; no output was written", 130)
+        except KeyboardInterrupt as e:
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            _fail(f"{what}; no output was written", interrupted_exit(e))
         except BrokenPipeError:
             # `surgery schema | head`: the reader left; nothing is wrong and nothing more to say.
             sys.stderr.close()
@@ -51,6 +76,9 @@ def guarded(fn):
         except Exception as e:
             if debug:
                 traceback.print_exc()
+            if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRORS:
+                # The machine, not surgery: a full disk, a read-only file system, a file over the size limit.
+                _fail(environment_error(e), EXIT_BAD_INPUT)
             hint = "" if debug else " (run with --debug for the traceback)"
             _fail(f"internal error: {type(e).__name__}: {e}{hint}", EXIT_INTERNAL)
 
@@ -78,6 +106,8 @@ def _load(spec_path: str, plugins, weights: str | None = None):
 
     if weights is None:
         return load_spec(spec_path, plugins.registry, plugins.broken)
+    if not weights.strip():
+        raise SpecError('is empty; give "imagenet", "none", or the path of a weights file', where="--weights")
     data, name = read_spec_file(spec_path)
     if isinstance(data, dict) and data.get("steps") and isinstance(data["steps"][0], dict):
         step = data["steps"][0]
@@ -95,9 +125,9 @@ def _load(spec_path: str, plugins, weights: str | None = None):
 
 def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], force: bool) -> dict:
     """Format -> path for everything this run writes, checked before anything is built."""
-    from .writing import check_writable, output_path
+    from .writing import check_output, output_path
 
-    planned = {fmt: spec.resolve(p) for fmt, p in spec.outputs.items()}
+    planned = {fmt: spec.output_file(fmt) for fmt in spec.outputs}
     creatable = set()
     if out is not None or "keras" not in planned:
         planned["keras"], named_folder = output_path(out, spec.name, ".keras")
@@ -105,10 +135,11 @@ def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], for
             creatable.add("keras")
     for fmt, path in extra.items():
         planned[fmt] = Path(path)
+    inputs = ([spec.file] if spec.file != "<dict>" else []) + list(spec.inputs)
     for fmt, path in planned.items():
         if fmt not in registry.exporters:
             raise SpecError(f'no exporter for "{fmt}" is installed', file=spec.file, where="outputs")
-        check_writable(path, force, f"output {fmt}", fmt in creatable)
+        check_output(path, force, f"output {fmt}", fmt in creatable, inputs)
     return planned
 
 
@@ -125,7 +156,7 @@ def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], for
 @guarded
 def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
     """Build the model SPEC describes, print it, and save it."""
-    from .writing import atomic_output
+    from .writing import Outputs
 
     plugins = _plugins()
     parsed = _load(spec, plugins, weights)
@@ -145,15 +176,16 @@ def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
     click.echo(render(state.model))
     onnx_options = {k: v for k, v in {"opset": opset, "atol": atol}.items() if v is not None}
     reports = {}
-    # All outputs or none: each is renamed into place only when every export has succeeded.
-    with contextlib.ExitStack() as outputs:
+    # All outputs or none: each is placed only when every export has succeeded.
+    with Outputs(force) as outputs:
         for fmt, path in planned.items():
-            tmp = outputs.enter_context(atomic_output(path))
+            tmp = outputs.stage(path)
             try:
                 # Exporters refuse options they do not take, so the ONNX ones go to ONNX alone.
                 reports[fmt] = registry.exporters[fmt].export(state.model, tmp, onnx_options if fmt == "onnx" else {})
             except SurgeryError as e:
                 raise e.located(file=str(path), where=f"output {fmt}") from None
+        outputs.commit()
     for fmt, path in planned.items():
         click.echo(f"wrote {path}" + (f" ({reports[fmt]})" if reports[fmt] else ""))
     if plot_path:

@@ -74,7 +74,7 @@ def train_command(spec, data, validation_data, validation_split, out, epochs, ba
 @click.option("-o", "--output", "out", required=True, help="The .npz file to write.")
 @click.option("--layer", help="Take the output of this layer instead of the model's output.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--preprocess", help='A backbone name (its preprocess_input), a dotted path, or "none" '
+@click.option("--preprocess", help='A backbone name (its preprocess_input), a mode (caffe, tf, torch), or "none" '
                                    "(default: the spec's backbone, or classes.json beside the model).")
 @click.option("--weights", help='For a spec: override the backbone\'s weights ("imagenet", "none", a path).')
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
@@ -84,13 +84,13 @@ def features_command(source, data, out, layer, batch_size, preprocess, weights, 
     from .training import data as datamod
     from .training import features, models
 
-    path = features.check_output(out, force)
+    path = features.check_output(out, force, inputs=[data, source])
     src = datamod.inspect(data)
     plugins = _plugins()
     loaded = quietly(models.load, source, plugins, _load, weights=weights, preprocess=preprocess)
     if layer:
         loaded.model = models.cut_at(loaded.model, layer)
-    arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=_progress())
+    arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=_progress(), force=force)
     n = len(arrays["class_names"])
     click.echo(f"wrote {path}: features {arrays['features'].shape}, labels ({len(arrays['labels'])},), "
                f"{n} class{'es' * (n != 1)}, files")
@@ -102,7 +102,7 @@ def features_command(source, data, out, layer, batch_size, preprocess, weights, 
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="How many classes to show.")
 @click.option("--classes", "classes_file", help="A JSON list of class names (default: classes.json beside MODEL, "
                                                  "or ImageNet's for a 1000-class output).")
-@click.option("--preprocess", help='A backbone name (its preprocess_input), a dotted path, or "none".')
+@click.option("--preprocess", help='A backbone name (its preprocess_input), a mode (caffe, tf, torch), or "none".')
 @click.option("--weights", help="For a spec: override the backbone's weights.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @guarded

@@ -8,6 +8,7 @@ command words them the same way: ``error: FILE: WHERE: WHAT``.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 from typing import Iterable
 
@@ -55,6 +56,21 @@ class InternalError(SurgeryError):
     exit_code = EXIT_INTERNAL
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that every cleanup a Ctrl-C runs runs too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def interrupted_exit(e: BaseException) -> int:
+    """128 + the signal's number, as a shell reports a process a signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
+    import signal
+
+    return 128 + (e.signum if isinstance(e, Terminated) else signal.SIGINT)
+
+
 def shown(path) -> str:
     """A path as messages show it: relative to the working folder when inside it, so lines are reproducible."""
     path = os.path.abspath(path)
@@ -75,3 +91,16 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if len(choices) <= 12:
         return "; valid: " + ", ".join(choices)
     return f"; {len(choices)} are valid (see `surgery ops`, `surgery backbones`)"
+
+
+# OSErrors that are the machine's state, not a bug: reported as bad input (exit 2), naming the file.
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
+                      errno.ENAMETOOLONG}
+
+
+def environment_error(e: OSError) -> str:
+    reasons = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+               errno.EFBIG: "the file is larger than this system allows"}
+    reason = reasons.get(e.errno, e.strerror or str(e))
+    name = e.filename if e.filename is not None else "a file"
+    return f"{name}: cannot be written: {reason}"

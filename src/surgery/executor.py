@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from .errors import InternalError, SurgeryError
+from .errors import InternalError, SpecError, SurgeryError
 from .graph import make_model
 from .keras_env import keras, native_stderr_muted
 from .spec import Spec, StepContext, op_params
 from .state import State
+
+
+def out_of_memory(e: Exception) -> str:
+    detail = " ".join(str(e).split()).split(" [Op:")[0][:160]
+    return (f"not enough memory to build this step ({type(e).__name__}: {detail}); a layer or option asks for "
+            "more than this machine has (classes, units, input_shape)")
 
 
 def run_steps(spec: Spec, registry) -> State:
@@ -22,7 +28,11 @@ def run_steps(spec: Spec, registry) -> State:
                 state = info.apply(state, params, ctx)
         except SurgeryError as e:
             raise e.located(file=spec.file, where=ctx.where)
+        except MemoryError as e:
+            raise SpecError(out_of_memory(e), file=spec.file, where=ctx.where) from None
         except Exception as e:
+            if type(e).__name__ == "ResourceExhaustedError":  # TensorFlow's out-of-memory, without importing it
+                raise SpecError(out_of_memory(e), file=spec.file, where=ctx.where) from None
             raise InternalError(
                 f"plugin {info.plugin!r} failed: {type(e).__name__}: {e} (run with --debug for the traceback)",
                 file=spec.file, where=ctx.where) from e

@@ -38,6 +38,29 @@ def layer_names() -> frozenset[str]:
     return frozenset(n for n in names if n[:1].isupper())
 
 
+# Layer arguments that Keras reads as a file when given a string. Found by trying every argument of every
+# keras.layers class with the path of a canary file (tests/test_security.py repeats the search on the
+# installed Keras and fails if it finds one that is not here): StringLookup, IntegerLookup and
+# TextVectorization read `vocabulary`; `idf_weights` is listed because the same layers take it beside
+# `vocabulary` and a later Keras may read it the same way.
+FILE_ARGUMENTS = ("vocabulary", "idf_weights")
+
+
+def file_arguments(config, path: str = "config") -> list[str]:
+    """Where a layer config (nested configs included) names a file Keras would read: ``config.vocabulary``."""
+    found = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            where = f"{path}.{key}"
+            if key in FILE_ARGUMENTS and isinstance(value, str):
+                found.append(where)
+            found.extend(file_arguments(value, where))
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            found.extend(file_arguments(value, f"{path}[{i}]"))
+    return found
+
+
 def nested_class_names(config) -> list[str]:
     """Every ``class_name`` inside a config (a wrapper's inner layer, an initializer, ...)."""
     found = []

@@ -14,16 +14,29 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from .errors import PluginError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
+def _ecma_pattern(validator, pattern, instance, schema):
+    """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of the string.
+
+    Python's ``$`` also matches before a final newline, so "name\\n" would pass ``^[a-z]+$``.
+    """
+    if not validator.is_type(instance, "string"):
+        return
+    python = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    if not re.search(python, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 # JSON Schema counts 1.0 as an integer; Keras does not (a seed of 0.0, a shape of [32.0, 32.0, 3.0]
 # fail deep inside it). So specs are validated with integers meaning Python ints.
 SpecValidator = validators.extend(
     Draft202012Validator,
+    validators={"pattern": _ecma_pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)),
 )
@@ -51,6 +64,7 @@ class BackboneInfo:
     min_input_size: int | None
     description: str
     plugin: str
+    check: Callable | None = None  # check(options): what can be known without TensorFlow; raises OpError
 
     def options_schema(self) -> dict:
         return {
@@ -130,11 +144,11 @@ class Registration:
         self.ops.append(OpInfo(name, schema, apply, check, description, tuple(examples), bool(source), self.plugin))
 
     def register_backbone(self, name, build, *, options=None, preprocess=None, input_shape=None,
-                          min_input_size=None, description=""):
+                          min_input_size=None, description="", check=None):
         self.attempted.append(("backbone", name))
         _check_name("backbone", name)
-        if not callable(build):
-            raise PluginError(f"backbone {name!r}: build must be a callable")
+        if not callable(build) or (check is not None and not callable(check)):
+            raise PluginError(f"backbone {name!r}: build and check must be callables")
         options = APPLICATION_OPTIONS if options is None else options
         _check_schema(f"backbone {name!r} options", {"type": "object", "properties": options})
         if input_shape is not None and not _is_shape(input_shape):
@@ -142,7 +156,7 @@ class Registration:
                               f"got {input_shape!r}")
         self.backbones.append(BackboneInfo(
             name, build, options, preprocess,
-            tuple(input_shape) if input_shape else None, min_input_size, description, self.plugin))
+            tuple(input_shape) if input_shape else None, min_input_size, description, self.plugin, check))
 
     def register_exporter(self, format, export, *, suffix, description=""):
         self.attempted.append(("exporter", format))
@@ -189,10 +203,11 @@ APPLICATION_OPTIONS = {
     "include_top": {"type": "boolean"},
     "input_shape": {
         "type": "array", "minItems": 3, "maxItems": 3,
-        "items": {"type": "integer", "minimum": 1},
+        "items": {"type": "integer", "minimum": 1, "maximum": 65_536},
     },
     "pooling": {"enum": [None, "avg", "max"]},
-    "classes": {"type": "integer", "minimum": 1},
+    "classes": {"type": "integer", "minimum": 1, "maximum": 100_000,
+                "description": "classes of the top layer (include_top); ImageNet-21k has 21,843"},
     "classifier_activation": {"type": ["string", "null"]},
 }
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import OpError, SpecError, did_you_mean
+from .errors import OpError, SpecError, did_you_mean, shown
+from .files import StrictJSONError, read_bounded, strict_json
 from .registry import STEP_KEYS, Registry, SpecValidator
 from .schema import SPEC_VERSION, core_schema
 
@@ -25,6 +26,9 @@ class Spec:
     file: str
     base: Path
     steps: list = field(init=False)
+    # The files the spec's path fields name (weights, a source model, data): what it may read, and what no
+    # output of a command that reads it may overwrite.
+    inputs: list = field(init=False, default_factory=list)
 
     def __post_init__(self):
         self.steps = self.data["steps"]
@@ -48,6 +52,38 @@ class Spec:
         p = Path(os.path.expanduser(path))
         return Path(os.path.normpath(p if p.is_absolute() else self.base / p))
 
+    def input_file(self, path: str) -> Path:
+        """A path field's file, resolved against the spec's folder and recorded as one of its inputs."""
+        resolved = self.resolve(path)
+        if resolved not in self.inputs:
+            self.inputs.append(resolved)
+        return resolved
+
+    def output_file(self, fmt: str) -> Path:
+        """Where ``outputs.<fmt>`` goes: inside the spec's folder (``contained_output`` checked it)."""
+        return Path(os.path.normpath(self.base / self.outputs[fmt]))
+
+
+def contained_output(base: Path, value: str) -> str | None:
+    """Why an output path a spec names may not be written, or None: a spec writes only inside its folder.
+
+    The spec is someone else's file; only paths typed on the command line (-o, --onnx) may go anywhere.
+    """
+    if value.startswith("~") or os.path.isabs(value) or "\\" in value or "\0" in value:
+        return "must be a path relative to the spec's folder"
+    target = Path(os.path.normpath(base / value))
+    if target == base or base not in target.parents:
+        return "leaves the spec's folder; outputs named in a spec stay inside it (use -o to write elsewhere)"
+    # A symbolic link on the way must not lead out either.
+    parent = target.parent
+    while not parent.exists() and parent != base:
+        parent = parent.parent
+    real_base = Path(os.path.realpath(base))
+    real = Path(os.path.realpath(parent))
+    if real != real_base and real_base not in real.parents:
+        return "leads out of the spec's folder through a symbolic link"
+    return None
+
 
 @dataclass
 class StepContext:
@@ -68,20 +104,16 @@ class StepContext:
         return (self.spec.seed * 1_000_003 + self.index) % (2**31 - 1)
 
     def path(self, value: str) -> Path:
-        return self.spec.resolve(value)
+        """A file named by one of the op's path fields (recorded as an input of the spec)."""
+        return self.spec.input_file(value)
 
 
 def read_spec_file(path: str | os.PathLike) -> tuple[Any, str]:
+    """The parsed spec; every way a file can fail to be a spec is one error line naming it."""
     name = str(path)
-    p = Path(path)
-    if not p.exists():
-        raise SpecError("no such file", file=name)
-    if p.is_dir():
+    if Path(path).is_dir():
         raise SpecError("is a directory, not a spec file (expected a .json file)", file=name)
-    size = p.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(f"spec is {size / 1e6:.1f} MB; the limit is {MAX_SPEC_BYTES // 1024} KiB", file=name)
-    raw = p.read_bytes()
+    raw = read_bounded(path, MAX_SPEC_BYTES, what="spec", error=SpecError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -90,9 +122,11 @@ def read_spec_file(path: str | os.PathLike) -> tuple[Any, str]:
     if not text.strip():
         raise SpecError("file is empty; a spec is a JSON object with \"surgery\": 1 and \"steps\"", file=name)
     try:
-        return json.loads(text), name
+        return strict_json(text), name
     except json.JSONDecodeError as e:
         raise SpecError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", file=name) from None
+    except StrictJSONError as e:
+        raise SpecError(f"not a valid spec: {e}", file=name) from None
     except RecursionError:
         raise SpecError("JSON nested too deeply to be a spec", file=name) from None
 
@@ -187,6 +221,13 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
     if msg:
         raise SpecError(msg, file=file)
     spec = Spec(data, file, base if base is not None else Path.cwd())
+    for fmt, value in spec.outputs.items():
+        suffix = registry.exporters[fmt].suffix
+        why = contained_output(spec.base, value)
+        if why is None and not value.endswith(suffix):
+            why = f"must end in {suffix}, the {fmt} exporter's suffix"
+        if why:
+            raise SpecError(f'"{value}" {why}', file=file, where=f"outputs.{fmt}")
     named: dict[str, int] = {}
     for i, step in enumerate(steps):
         op = step["op"]

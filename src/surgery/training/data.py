@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SurgeryError
+from ..files import check_archive, check_regular
 
 # What keras.utils.image_dataset_from_directory reads; other files are skipped.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -66,11 +67,17 @@ def inspect(path, what: str = "--data") -> Source:
                     file=str(p), where=what)
 
 
-def _images_under(folder: Path) -> list[Path]:
+def _images_under(folder: Path, what: str) -> list[Path]:
+    """Image files under ``folder``, sorted; one that is not a regular file (a FIFO would hang the decoder)
+    stops the run by name."""
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found += [Path(root) / f for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                path = Path(root) / name
+                check_regular(path, what, error=DataError)
+                found.append(path)
     return found
 
 
@@ -84,7 +91,7 @@ def _inspect_folder(p: Path, what: str) -> Source:
                         f"{p}/<class name>/<images> ({' '.join(IMAGE_SUFFIXES)})", file=str(p), where=what)
     files = []
     for name in classes:
-        images = _images_under(p / name)
+        images = _images_under(p / name, what)
         if not images:
             raise DataError(f'class folder "{name}" holds no images ({" ".join(IMAGE_SUFFIXES)})',
                             file=str(p), where=what)
@@ -92,7 +99,20 @@ def _inspect_folder(p: Path, what: str) -> Source:
     return Source(p, "folder", classes, files=files)
 
 
+def _npz_limit() -> int:
+    """Half the machine's memory: an .npz is loaded whole, so a larger one would end in the OOM killer."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 35
+
+
 def _inspect_npz(p: Path, what: str) -> Source:
+    members = check_archive(p, what, what=".npz file (a zip of .npy arrays)", error=DataError)
+    declared = sum(m.file_size for m in members)
+    if declared > _npz_limit():
+        raise DataError(f"its arrays declare {declared / 1e9:.1f} GB, more than half of this machine's memory; "
+                        "split the data or use a folder of images", file=str(p), where=what)
     try:
         with np.load(p, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -214,16 +234,6 @@ def check_npz_shape(source: Source, image: ImageSpec) -> np.ndarray:
     return x.astype("float32")
 
 
-def preprocess_fn(preprocess):
-    """A dotted path (as backbones register it) or a callable -> the callable, or None."""
-    if preprocess is None or callable(preprocess):
-        return preprocess
-    import importlib
-
-    module, _, attr = preprocess.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
 def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float = 0.0):
     """Unbatched (image, label) datasets, shuffled once by seed: (train, validation or None)."""
     tf = _tf()
@@ -281,10 +291,11 @@ class Datasets:
     train_order: object = None
 
 
-def datasets(train_src: Source, val_src: Source | None, image: ImageSpec, preprocess, *, split: float,
+def datasets(train_src: Source, val_src: Source | None, image: ImageSpec, prep, *, split: float,
              batch_size: int, seed: int, cache: bool) -> Datasets:
-    """The training and validation pipelines. Files were checked by ``check_readable`` beforehand."""
-    prep = preprocess_fn(preprocess)
+    """The training and validation pipelines (``prep``: the preprocessing function or None).
+
+    Files were checked by ``check_readable`` beforehand."""
     train, val = _images_and_labels(train_src, image, seed, split)
     if val_src is not None:
         val, _ = _images_and_labels(val_src, image, seed)
@@ -304,10 +315,9 @@ def datasets(train_src: Source, val_src: Source | None, image: ImageSpec, prepro
         _shuffled(_tf().data.Dataset.range(n_train), n_train, seed))
 
 
-def ordered(source: Source, image: ImageSpec, preprocess, batch_size: int):
+def ordered(source: Source, image: ImageSpec, prep, batch_size: int):
     """Batched images in the order of ``source.files`` (class by class, then by name) and their labels."""
     tf = _tf()
-    prep = preprocess_fn(preprocess)
     if source.kind == "npz":
         ds = tf.data.Dataset.from_tensor_slices(check_npz_shape(source, image))
         labels = source.y
@@ -320,13 +330,13 @@ def ordered(source: Source, image: ImageSpec, preprocess, batch_size: int):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
 
 
-def load_images(paths: list, image: ImageSpec, preprocess):
+def load_images(paths: list, image: ImageSpec, prep):
     """Image files -> one preprocessed batch (N, H, W, C), as training saw them; unreadable files by name."""
-    missing = [str(p) for p in paths if not Path(p).is_file()]
-    if missing:
-        raise DataError("no such image file", file=missing[0])
+    for p in paths:
+        if not os.path.lexists(p):
+            raise DataError("no such image file", file=str(p))
+        check_regular(p, error=DataError)
     check_readable(paths, image)
     tf = _tf()
     batch = tf.stack([decode(tf, str(p), image) for p in paths])
-    prep = preprocess_fn(preprocess)
     return prep(batch) if prep is not None else batch

@@ -14,24 +14,24 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
-from ..writing import atomic_output, check_writable
+from .. import writing
 from . import data
 
 
-def check_output(out: str, force: bool) -> Path:
+def check_output(out: str, force: bool, inputs=()) -> Path:
     path = Path(out)
     if path.suffix != ".npz":
         raise SpecError("the output must be an .npz file path (features.npz)", file=out, where="-o")
-    check_writable(path, force, "-o")
+    writing.check_output(path, force, "-o", inputs=inputs)
     return path
 
 
-def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose) -> dict:
+def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose, force: bool = False) -> dict:
     """Run ``loaded.model`` over every image of ``source`` in order; write and return the arrays."""
     image = data.ImageSpec.of(loaded.model)
     if source.kind == "folder":
         data.check_readable(source.files, image)
-    images, labels = data.ordered(source, image, loaded.preprocess, batch_size)
+    images, labels = data.ordered(source, image, loaded.prep, batch_size)
     features = loaded.model.predict(images, verbose=verbose)
     if isinstance(features, (list, tuple)):
         raise SpecError(f"the model has {len(features)} outputs; features needs one (choose one with --layer)")
@@ -41,6 +41,6 @@ def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose)
               "labels": np.asarray(labels, dtype="int64"),
               "class_names": np.array(source.class_names, dtype=str), "files": np.array(files, dtype=str)}
     # A file object, so that numpy does not add a second .npz suffix to the temporary name.
-    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+    with writing.atomic_output(out, force) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return arrays

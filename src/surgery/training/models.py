@@ -1,77 +1,96 @@
 """The model that ``features`` and ``predict`` run: a saved ``.keras`` file or a spec built now.
 
 A model trained by ``surgery train`` has ``classes.json`` beside it, which names
-its classes and the ``preprocess_input`` its backbone expects, so it is fed
-images exactly as in training. Anything else gets ``--preprocess``, or none.
+its classes and the preprocessing its backbone expects (by the backbone's name,
+see ``surgery.preprocessing``), so it is fed images exactly as in training.
+Anything else gets ``--preprocess``, or none. The sidecar is someone else's
+data: it is read bounded and checked field by field, and nothing it names is
+imported.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import preprocessing
 from ..errors import SpecError, did_you_mean
+from ..files import MIB, read_json
 from ..keras_env import keras
+from ..model_files import load_model
 from .data import DataError
 
 SIDECAR = "classes.json"
+SIDECAR_LIMIT = 16 * MIB  # a million class names fit
 
 
 @dataclass
 class Loaded:
     model: object
-    preprocess: object  # dotted path, callable or None
+    preprocess: str | None  # a backbone name or mode (surgery.preprocessing), or None
     class_names: list | None
     source: str
+    prep: object = None  # the preprocessing function ``preprocess`` names, resolved by ``load``
 
 
-def sidecar(model_path: Path) -> dict:
+@dataclass
+class Sidecar:
+    class_names: list | None = None
+    preprocess: str | None = None
+    input_shape: list | None = None
+
+
+def read_sidecar(path: Path, registry) -> Sidecar:
+    """``classes.json``: class names, the preprocessing by name and the input shape, each checked."""
+    found = read_json(path, SIDECAR_LIMIT, what=SIDECAR, error=DataError)
+    if isinstance(found, list):  # a bare list of class names
+        found = {"class_names": found}
+    if not isinstance(found, dict):
+        raise DataError('expected an object with "class_names" (a list of names) and "preprocess"', file=str(path))
+    unknown = sorted(set(found) - {"class_names", "preprocess", "input_shape"})
+    if unknown:
+        raise DataError(f'unknown key "{unknown[0]}"; a {SIDECAR} has class_names, preprocess, input_shape',
+                        file=str(path))
+    names = found.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise DataError("class_names must be a list of strings", file=str(path))
+    shape = found.get("input_shape")
+    if shape is not None and (not isinstance(shape, list) or
+                              not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise DataError("input_shape must be a list of positive integers", file=str(path))
+    prep = preprocessing.canonical(found.get("preprocess"), registry, file=str(path), error=DataError)
+    return Sidecar(names, prep, shape)
+
+
+def sidecar_beside(model_path: Path, registry) -> Sidecar:
     path = model_path.parent / SIDECAR
-    if not path.is_file():
-        return {}
-    try:
-        found = json.loads(path.read_text())
-    except ValueError as e:
-        raise DataError(f"not valid JSON ({e})", file=str(path)) from None
-    return found if isinstance(found, dict) else {"class_names": found}
-
-
-def preprocess_named(name: str, registry):
-    """``--preprocess``: a backbone's name (its preprocess_input), a dotted path, or "none"."""
-    if name.lower() == "none":
-        return None
-    if name in registry.backbones:
-        return registry.backbones[name].preprocess
-    if "." in name:
-        return name
-    raise SpecError(f'unknown backbone "{name}"' + did_you_mean(name, registry.backbones), where="--preprocess")
+    return read_sidecar(path, registry) if path.exists() else Sidecar()
 
 
 def load(path: str, plugins, load_spec, *, weights=None, preprocess: str | None = None) -> Loaded:
     """``path`` is a ``.keras`` model or a spec; ``load_spec(path, plugins, weights)`` validates a spec."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError("is a folder; give a .keras model file (a run folder's model is <name>.keras or best.keras in "
+                        "it) or a spec (.json)", file=path)
     if p.suffix == ".keras":
-        if not p.is_file():
+        if not p.exists():
             raise DataError("no such model file", file=path)
         if weights is not None:
             raise SpecError("--weights applies to a spec, not to a saved model", file=path)
-        k = keras()
-        try:
-            model = k.saving.load_model(str(p), safe_mode=True, compile=False)
-        except Exception as e:
-            raise DataError(f"cannot be loaded as a Keras model: {type(e).__name__}: {str(e)[:300]}",
-                            file=path) from None
-        side = sidecar(p)
-        loaded = Loaded(model, side.get("preprocess"), side.get("class_names"), path)
-    else:
+        side = sidecar_beside(p, plugins.registry)  # before the model: a bad sidecar costs no TensorFlow start
+        loaded = Loaded(load_model(p, error=DataError), side.preprocess, side.class_names, path)
+    elif p.suffix == ".json":
         from ..executor import run_steps
 
         spec = load_spec(path, plugins, weights)
         state = run_steps(spec, plugins.registry)
-        loaded = Loaded(state.model, state.preprocess, None, path)
+        loaded = Loaded(state.model, state.backbone if state.preprocess is not None else None, None, path)
+    else:
+        raise DataError("is neither a Keras model (.keras) nor a spec (.json)", file=path)
     if preprocess is not None:
-        loaded.preprocess = preprocess_named(preprocess, plugins.registry)
+        loaded.preprocess = preprocessing.canonical(preprocess, plugins.registry, where="--preprocess")
+    loaded.prep = preprocessing.function(loaded.preprocess, plugins.registry)
     return loaded
 
 

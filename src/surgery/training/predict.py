@@ -99,7 +99,7 @@ def _scores(model, batch):
 
 def predict(loaded, images: list[str], top: int, classes_file: str | None = None) -> dict:
     image = data.ImageSpec.of(loaded.model)
-    batch = data.load_images(images, image, loaded.preprocess)
+    batch = data.load_images(images, image, loaded.prep)
     scores, kind = _scores(loaded.model, batch)
     names = class_names(loaded, scores.shape[1], classes_file)
     results = []

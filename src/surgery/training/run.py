@@ -8,7 +8,6 @@ touched, so bad input leaves no partial run behind.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import sys
 import tempfile
@@ -16,12 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SpecError, SurgeryError
+from ..errors import SpecError, SurgeryError, Terminated, interrupted_exit
 from ..keras_env import keras
 from ..writing import atomic_output, temporary_sibling
+from .. import preprocessing
+from ..model_files import load_model
 from . import data, distribute, precision, quietly, stages
 from .feature_cache import FeatureCache
-from .run_folder import RunFolder, RunState, write_json
+from .models import read_sidecar
+from .run_folder import RunFolder, RunFolderError, RunState, write_json
 
 
 class Interrupted(SurgeryError):
@@ -153,7 +155,8 @@ def _build(spec, registry, config, echo):
     built = run_steps(spec, registry)
     for note in built.notes:
         echo(f"  {note}")
-    return precision.finalize(built.model, config.precision), built.preprocess
+    # The preprocessing is recorded by the backbone's name: classes.json is read back as data, never imported.
+    return precision.finalize(built.model, config.precision), built.backbone if built.preprocess is not None else None
 
 
 def train(spec, registry, config, out: Path, *, resume: bool = False, force: bool = False,
@@ -167,33 +170,34 @@ def train(spec, registry, config, out: Path, *, resume: bool = False, force: boo
     note = distribute.ignored_config_note(config.strategy)
     if note:
         echo(note)
+    recorded = None
     if resume:
         state = folder.read_state(fp)
         if state.finished:
             echo(f"nothing to resume: the run in {out} finished after {state.epochs_done} epochs")
             return None
+        if not folder.classes.exists():
+            raise RunFolderError("classes.json is missing: this is not a complete surgery run", file=str(out),
+                                 where="--resume")
+        recorded = read_sidecar(folder.classes, registry).preprocess
     else:
         if worker.is_chief:  # the other workers of a cluster write nothing
             folder.check_fresh(force, created_default)
         state = RunState(fp)
     runner = distribute.Runner.start(config.strategy, worker)  # before anything else starts TensorFlow
     with _global_settings(config), runner.scope():
-        return quietly(_train, spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose,
-                       runner)
+        return quietly(_train, spec, registry, config, folder, state, train_src, val_src, recorded, resume, echo,
+                       verbose, runner)
 
 
-def _model(spec, registry, config, folder, state, resume, echo):
-    """(model, preprocess): the checkpoint to resume from, or the spec built now."""
+def _model(spec, registry, config, folder, state, recorded, resume, echo):
+    """(model, preprocess name): the checkpoint to resume from, or the spec built now."""
     if not resume:
-        model, preprocess = _build(spec, registry, config, echo)
-        if not isinstance(preprocess, (str, type(None))):
-            preprocess = f"{preprocess.__module__}.{preprocess.__qualname__}"
-        return model, preprocess
-    preprocess = json.loads(folder.classes.read_text()).get("preprocess")
+        return _build(spec, registry, config, echo)
     if state.checkpoint is None:  # killed before the first epoch ended
-        return _build(spec, registry, config, echo)[0], preprocess
+        return _build(spec, registry, config, echo)[0], recorded
     echo(f"resuming {folder.folder} after epoch {state.epochs_done} from checkpoints/{state.checkpoint}")
-    return keras().saving.load_model(str(folder.checkpoints / state.checkpoint), safe_mode=True), preprocess
+    return load_model(folder.checkpoints / state.checkpoint, error=RunFolderError, compile=True), recorded
 
 
 def _check_fit(model, config, state, train_src, val_src, spec, registry):
@@ -211,8 +215,7 @@ def _check_fit(model, config, state, train_src, val_src, spec, registry):
 
 
 def _start_folder(folder, state, class_names, preprocess, image) -> None:
-    folder.clear()
-    folder.checkpoints.mkdir(parents=True)
+    folder.start()
     write_json(folder.classes, {"class_names": class_names, "preprocess": preprocess, "input_shape": list(image.shape)})
     folder.write_state(state)
 
@@ -260,11 +263,12 @@ def _run_stages(model, sets, spec, registry, config, state, class_names, callbac
         state.epochs_done = end  # the chief's checkpointer recorded it; the other workers keep count here
 
 
-def _train(spec, registry, config, folder, state, train_src, val_src, resume, echo, verbose, runner):
+def _train(spec, registry, config, folder, state, train_src, val_src, recorded, resume, echo, verbose, runner):
     chief = runner.worker.is_chief
-    model, preprocess = _model(spec, registry, config, folder, state, resume, echo)
+    model, preprocess = _model(spec, registry, config, folder, state, recorded, resume, echo)
     image = _check_fit(model, config, state, train_src, val_src, spec, registry)
-    sets = data.datasets(train_src, val_src, image, preprocess, split=config.validation_split,
+    sets = data.datasets(train_src, val_src, image, preprocessing.function(preprocess, registry),
+                         split=config.validation_split,
                          batch_size=config.batch_size, seed=config.seed, cache=config.cache)
     echo(f"data: {train_src.describe()}; training on {sets.n_train:,}, validating on {sets.n_validation:,}"
          + (f" (precision {config.precision})" if config.precision != "float32" else ""))
@@ -285,9 +289,11 @@ def _train(spec, registry, config, folder, state, train_src, val_src, resume, ec
     try:
         _run_stages(model, sets, spec, registry, config, state, train_src.class_names, callbacks, echo,
                     verbose if chief else 0, runner, cache)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {state.epochs_done} epochs; continue with --resume",
-                          file=str(folder.folder)) from None
+    except KeyboardInterrupt as e:
+        stopped = Interrupted(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} after "
+                              f"{state.epochs_done} epochs; continue with --resume", file=str(folder.folder))
+        stopped.exit_code = interrupted_exit(e)
+        raise stopped from None
     finally:
         cache.close()
     result = TrainResult(folder, state, model, resumed_from, epoch_seconds, cache.seconds)

@@ -1,5 +1,6 @@
 """The output folder of a training run, and what ``--resume`` reads back from it (no TensorFlow).
 
+    DIR/.surgery              marks the folder as a surgery run (what --force may clear), names the model file
     DIR/<name>.keras          the final model (written when the run ends)
     DIR/best.keras            the best epoch by the monitored validation metric
     DIR/classes.json          class names and the input preprocessing, read by ``surgery predict``
@@ -10,20 +11,32 @@
 Every file is written under a temporary name and renamed. ``state.json`` is
 written after the checkpoint it names, and older checkpoints are deleted after
 that, so a run killed at any point leaves a state that names a complete file.
+
+A run folder may come from someone else (a colleague's run to resume or
+predict with), so what is read back is checked: bounded reads, field types,
+and a checkpoint name that stays inside ``checkpoints/``. ``--force`` removes
+only what a run wrote, and only in a folder that carries the marker.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import SurgeryError
-from ..writing import remove, temporary_sibling
+from ..files import MIB, read_bounded, read_json
+from ..writing import MARKER, is_surgery_folder, mark_folder, remove, temporary_sibling
 
 STATE_VERSION = 1
+STATE_LIMIT = 16 * MIB
+LOG_LIMIT = 256 * MIB
+CHECKPOINT_RE = re.compile(r"epoch-\d{4,9}\.keras")
+EVENTS_RE = re.compile(r"events\.out\.tfevents\..*")
 
 
 class RunFolderError(SurgeryError):
@@ -39,6 +52,12 @@ class RunState:
     best_epoch: int | None = None
     finished: bool = False
     version: int = STATE_VERSION
+
+
+# What each field of state.json must hold: an int is not a bool, a number may be an int.
+_STATE_TYPES = {"fingerprint": (dict,), "epochs_done": (int,), "checkpoint": (str, type(None)),
+                "best": (int, float, type(None)), "best_epoch": (int, type(None)), "finished": (bool,),
+                "version": (int,)}
 
 
 def write_json(path: Path, data) -> None:
@@ -61,44 +80,111 @@ class RunFolder:
     def outputs(self) -> list[Path]:
         return [self.final, self.best, self.classes, self.log, self.tensorboard, self.checkpoints]
 
+    def _error(self, message: str, where: str = "-o") -> RunFolderError:
+        return RunFolderError(message, file=str(self.folder), where=where)
+
     def check_fresh(self, force: bool, created_default: bool) -> None:
         """A new run: the folder can be made, and holds no earlier run unless --force (which clears it)."""
         parent = self.folder.parent
         if not self.folder.exists():
             if not (created_default or parent.is_dir()):
-                raise RunFolderError(f"the folder {parent} does not exist; create it or choose another -o",
-                                     file=str(self.folder), where="-o")
+                raise self._error(f"the folder {parent} does not exist; create it or choose another -o")
             return
         if not self.folder.is_dir():
-            raise RunFolderError("exists and is not a folder", file=str(self.folder), where="-o")
+            raise self._error("exists and is not a folder")
         if not os.access(self.folder, os.W_OK):
-            raise RunFolderError("is not writable", file=str(self.folder), where="-o")
+            raise self._error("is not writable")
         present = [p for p in self.outputs() if p.exists()]
-        if present and not force:
+        if not present:
+            return
+        if not is_surgery_folder(self.folder, "run"):
+            raise self._error(f"holds {present[0].name}, and surgery did not make this folder (it has no {MARKER} "
+                              "marker): --force removes only what a surgery run wrote; choose another -o, or move "
+                              "those files away")
+        if not force:
             hint = "pass --resume to continue it, or" if self.state_file.exists() else "pass"
-            raise RunFolderError(f"already holds a training run ({present[0].name}); {hint} --force to start over",
-                                 file=str(self.folder), where="-o")
+            raise self._error(f"already holds a training run ({present[0].name}); {hint} --force to start over")
+
+    def start(self) -> None:
+        """Clear an earlier run's files (check_fresh allowed it) and mark the folder as this run's."""
+        self.clear()
+        self.checkpoints.mkdir(parents=True)
+        mark_folder(self.folder, "run", model=self.final.name)
 
     def clear(self) -> None:
-        for p in self.outputs():
-            remove(p)
+        """Remove what an earlier run in this folder wrote, and nothing else.
+
+        The earlier model file is the one the marker names (the spec's name may
+        have changed); in checkpoints/ and tensorboard/ only the files a run
+        writes go, and the folders only if nothing else is left in them.
+        """
+        if not is_surgery_folder(self.folder, "run"):
+            return
+        for path in (self.best, self.classes, self.log, self.final, self.folder / self._marked_model()):
+            if path.is_file() and not path.is_symlink():
+                remove(path)
+        self._clear_tree(self.checkpoints, lambda name: CHECKPOINT_RE.fullmatch(name) or name == "state.json"
+                         or ".partial-" in name)
+        self._clear_tree(self.tensorboard, lambda name: EVENTS_RE.fullmatch(name) is not None)
+
+    def _marked_model(self) -> str:
+        try:
+            name = json.loads((self.folder / MARKER).read_text()).get("model", "")
+        except (OSError, ValueError, AttributeError):
+            return self.final.name
+        # A plain file name in this folder, nothing else: the marker is data like the rest.
+        return name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.keras", name) \
+            else self.final.name
+
+    @staticmethod
+    def _clear_tree(top: Path, ours) -> None:
+        if not top.is_dir() or top.is_symlink():
+            return
+        for root, dirs, files in os.walk(top, topdown=False):
+            for name in files:
+                path = Path(root) / name
+                if ours(name) and not path.is_symlink():
+                    remove(path)
+            for name in dirs:
+                path = Path(root) / name
+                if not path.is_symlink():
+                    try:
+                        path.rmdir()  # only if empty: someone else's files keep their folder
+                    except OSError:
+                        pass
+        try:
+            top.rmdir()
+        except OSError:
+            pass
 
     def read_state(self, fingerprint: dict) -> RunState:
+        where = "--resume"
         if not self.state_file.is_file():
-            raise RunFolderError("nothing to resume: no checkpoints/state.json; run without --resume",
-                                 file=str(self.folder), where="--resume")
-        try:
-            state = RunState(**json.loads(self.state_file.read_text()))
-        except (ValueError, TypeError) as e:
-            raise RunFolderError(f"checkpoints/state.json is not a surgery run state ({e})",
-                                 file=str(self.folder), where="--resume") from None
+            raise self._error("nothing to resume: no checkpoints/state.json; run without --resume", where)
+        found = read_json(self.state_file, STATE_LIMIT, where, what="state.json", error=RunFolderError)
+        if not isinstance(found, dict):
+            raise self._error("checkpoints/state.json is not a surgery run state (not a JSON object)", where)
+        known = {f.name for f in fields(RunState)}
+        unknown = sorted(set(found) - known)
+        if unknown or "fingerprint" not in found:
+            key = unknown[0] if unknown else "fingerprint"
+            what = "unknown key" if unknown else "missing key"
+            raise self._error(f'checkpoints/state.json is not a surgery run state ({what} "{key}")', where)
+        for key, value in found.items():
+            types = _STATE_TYPES[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise self._error(f"checkpoints/state.json: {key} has the wrong type ({type(value).__name__})", where)
+        state = RunState(**found)
+        if state.epochs_done < 0:
+            raise self._error("checkpoints/state.json: epochs_done is negative", where)
         if state.fingerprint != fingerprint:
-            raise RunFolderError("the spec or the training options differ from those of the run in this folder; "
-                                 "resume with the same ones, or start over with --force",
-                                 file=str(self.folder), where="--resume")
-        if state.checkpoint and not (self.checkpoints / state.checkpoint).is_file():
-            raise RunFolderError(f"the checkpoint checkpoints/{state.checkpoint} is missing",
-                                 file=str(self.folder), where="--resume")
+            raise self._error(differing(state.fingerprint, fingerprint), where)
+        if state.checkpoint is not None:
+            if not CHECKPOINT_RE.fullmatch(state.checkpoint):
+                raise self._error(f"checkpoints/state.json names the checkpoint {json.dumps(state.checkpoint)[:80]}, "
+                                  "which is not a checkpoint file name (epoch-NNNN.keras in checkpoints/)", where)
+            if not (self.checkpoints / state.checkpoint).is_file():
+                raise self._error(f"the checkpoint checkpoints/{state.checkpoint} is missing", where)
         return state
 
     def write_state(self, state: RunState) -> None:
@@ -114,14 +200,37 @@ class RunFolder:
 
     def trim_log(self, epochs_done: int) -> None:
         """Drop rows of epochs after the checkpoint, which a resumed run trains again."""
-        if not self.log.is_file():
+        if not self.log.exists():
             return
-        with self.log.open(newline="") as f:
-            rows = list(csv.reader(f))
+        raw = read_bounded(self.log, LOG_LIMIT, "--resume", what="log.csv", error=RunFolderError)
+        try:
+            rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done] if rows else []
+        except (UnicodeDecodeError, ValueError, csv.Error) as e:
+            raise RunFolderError(f"log.csv is not the log of a surgery run ({type(e).__name__}: {e})",
+                                 file=str(self.log), where="--resume") from None
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
         tmp = temporary_sibling(self.log)
         with tmp.open("w", newline="") as f:
             csv.writer(f).writerows(kept)
         os.replace(tmp, self.log)
+
+
+def differing(recorded: dict, asked: dict) -> str:
+    """Which option differs between a run and its --resume, said in one line."""
+    for key in ("train", "steps"):
+        old, new = recorded.get(key), asked.get(key)
+        if old == new:
+            continue
+        if key == "steps":
+            return ("the spec's steps differ from those of the run in this folder; resume with the same spec, "
+                    "or start over with --force")
+        if isinstance(old, dict) and isinstance(new, dict):
+            for option in sorted(set(old) | set(new)):
+                if old.get(option) != new.get(option):
+                    return (f"{option} differs from the run in this folder ({json.dumps(old.get(option))[:60]} "
+                            f"then, {json.dumps(new.get(option))[:60]} now); resume with the same {option}, or "
+                            "start over with --force")
+    return ("the spec or the training options differ from those of the run in this folder; resume with the same "
+            "ones, or start over with --force")

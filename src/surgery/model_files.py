@@ -1,0 +1,84 @@
+"""Loading a ``.keras`` file that may come from someone else: the one loader every command uses.
+
+Before Keras sees the file, and without importing TensorFlow, the archive is
+checked (a regular file, a zip whose members declare sane sizes: a 1 MB
+file must not become a 1 GiB ``config.json`` in memory) and its config is read
+and refused if it holds a layer that runs code stored in the file (Lambda) or
+names a file for Keras to read (a lookup layer's ``vocabulary`` path). Then
+Keras loads it with ``safe_mode=True`` and without compiling, and its errors
+become one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .errors import SurgeryError, shown
+from .files import MIB, FileError, check_archive, read_member
+from .layer_catalog import file_arguments, nested_class_names
+
+CONFIG = "config.json"
+MEMBER_LIMITS = {CONFIG: 64 * MIB, "metadata.json": 1 * MIB}
+CODE_LAYERS = ("Lambda",)
+NOT_A_MODEL = 'is not a Keras model file (a .keras file is a zip archive, as model.save("name.keras") writes it)'
+
+
+class ModelFileError(SurgeryError):
+    """A model file that cannot or must not be loaded."""
+
+
+def _refused_code(path) -> str:
+    return (f"{shown(path)}: refused: the model contains a layer that runs Python code stored in the file "
+            "(e.g. a Lambda); surgery loads models with safe_mode=True, since a spec must not run code. "
+            "Rebuild the model without it, or register the layer from a plugin")
+
+
+def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
+    """The model's config, read from a checked archive; no TensorFlow. Raises ``error`` with one line."""
+    try:
+        check_archive(path, limits=MEMBER_LIMITS, what="zip archive")
+        raw = read_member(path, CONFIG, MEMBER_LIMITS[CONFIG])
+    except FileError as e:
+        reason = e.message if "not a zip archive" not in e.message else NOT_A_MODEL
+        raise error(f"{shown(path)} {reason}") from None
+    if raw is None:
+        raise error(f"{shown(path)} is not a Keras model file: the archive has no {CONFIG}")
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise error(f"{shown(path)} is not a Keras model file: its {CONFIG} is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise error(f"{shown(path)} is not a Keras model file: its {CONFIG} is not an object")
+    if any(name in CODE_LAYERS for name in nested_class_names(config)):
+        raise error(_refused_code(path))
+    for where in file_arguments(config, CONFIG):
+        raise error(f"{shown(path)}: refused: {where} names a file for Keras to read (a lookup layer's vocabulary "
+                    "path); a model file may not make surgery read other files. Save the model with the "
+                    "vocabulary inside it (as a list)")
+    return config
+
+
+def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool = False):
+    """A ``keras.Model`` from a checked ``.keras`` file, loaded with ``safe_mode=True`` (compiled only when asked:
+    a checkpoint to resume carries its optimizer's state)."""
+    from .keras_env import keras
+
+    check_model_file(path, error=error)
+    k = keras()
+    try:
+        return k.saving.load_model(str(path), safe_mode=True, compile=compile)
+    except Exception as e:  # Keras and h5py raise many types; each becomes one line
+        raise error(_load_failure(path, e)) from None
+
+
+def _load_failure(path, e: Exception) -> str:
+    text = " ".join(str(e).split())
+    if "arbitrary code" in text or "unsafe" in text.lower() or "safe_mode" in text:
+        return _refused_code(path)
+    if "Could not locate class" in text or "Unknown layer" in text:
+        name = text.split("'")[1] if text.count("'") >= 2 else "?"
+        return (f"{shown(path)} holds a layer of class \"{name}\" that is not registered in this Python (a custom "
+                "class): install the package or plugin that registers it, or rebuild the model from built-in "
+                "layers")
+    return f"{shown(path)} is not a Keras model file: {type(e).__name__}: {text[:300]}"
