@@ -1,34 +1,12 @@
-"""Shared fixtures: weights files made here (no downloads), and ways to run the CLI."""
+"""Fixtures: weights files made here (no downloads), the CLI in this process, small image folders and models.
+
+Plain helper functions live in helpers.py; test modules never import from each other."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
-
-
-def load_spec_json(name: str) -> dict:
-    return json.loads((SPECS / name).read_text())
-
-
-def with_weights(spec: dict, weights) -> dict:
-    """The spec with its backbone's weights replaced (a path made here, or None)."""
-    spec = json.loads(json.dumps(spec))
-    spec["steps"][0]["weights"] = None if weights is None else str(weights)
-    return spec
-
-
-def write_spec(folder: Path, spec: dict, name: str = "spec.json") -> Path:
-    path = folder / name
-    path.write_text(json.dumps(spec))
-    return path
+from helpers import save_tiny_backbone, write_pngs
 
 
 @pytest.fixture(scope="session")
@@ -86,20 +64,12 @@ def cli():
     return invoke
 
 
-def run_surgery(*args, env=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would, in a fresh process."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    return {"train": write_pngs(root / "train", 6), "val": write_pngs(root / "val", 2, seed=1)}
 
 
-def assert_one_error_line(stderr: str, *fragments: str) -> str:
-    """Bad input: exactly one line on stderr, starting "error:", naming what it must, no traceback."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one error line, got:\n{stderr}"
-    line = lines[0]
-    assert line.startswith("error: "), line
-    assert "Traceback" not in stderr
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    return line
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory, keras):
+    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny.keras", keras)

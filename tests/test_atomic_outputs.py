@@ -11,7 +11,7 @@ import sys
 import time
 import zipfile
 
-from conftest import SPECS
+from helpers import SPECS
 from surgery.writing import remove_stale_partials, temporary_sibling
 
 KILLS = 20
@@ -25,7 +25,7 @@ def _start(out):
 
 
 def _partial(folder, pid):
-    return (folder / f".m.partial-{pid}.keras").exists()
+    return any(folder.glob(f".m.partial-{pid}.*.keras"))
 
 
 def _wait_for_partial(proc, folder, timeout=120):

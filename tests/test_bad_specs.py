@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_one_error_line
+from helpers import ROOT, assert_one_error_line
 
 CORPUS = ROOT / "tests" / "bad_specs"
 CASES = sorted(p.name for p in CORPUS.glob("*.json"))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, SPECS, assert_one_error_line, load_spec_json, run_surgery, with_weights, write_spec
+from helpers import ROOT, SPECS, assert_one_error_line, load_spec_json, run_surgery, with_weights, write_spec
 
 NO_TF = """
 import sys

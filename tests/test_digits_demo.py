@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_spec
+from helpers import ROOT, write_spec
 
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 from run_demo import accuracy, make_sources, spec_for, target_split, write_npz  # noqa: E402

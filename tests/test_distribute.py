@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_one_error_line, write_spec
-from test_train import CLASSES, _wait_for_epochs, save_tiny_backbone, tiny_spec
+from helpers import assert_one_error_line, write_spec
+from helpers import CLASSES, save_tiny_backbone, tiny_spec, wait_for_epochs
 
 # Two workers against one process on the same global batches: the sums run in another order (each
 # worker's half, then the all-reduce), so weights agree to float32 rounding, not bit for bit. Measured:
@@ -144,7 +144,7 @@ def test_a_worker_that_dies_stops_the_chief_with_one_line(tmp_path, backbone, np
     spec["train"]["stages"][1]["epochs"] = 200  # still training when the worker is killed
     args = [write_spec(tmp_path, spec), "--data", npz, "-o", "run", "--strategy", "multiworker"]
     with workers(tmp_path, args) as procs:
-        _wait_for_epochs(tmp_path / "w0" / "run" / "checkpoints" / "state.json", 4, procs[0], WORKER_TIMEOUT)
+        wait_for_epochs(tmp_path / "w0" / "run" / "checkpoints" / "state.json", 4, procs[0], WORKER_TIMEOUT)
         procs[1].kill()
         procs[1].wait()
         _, err = procs[0].communicate(timeout=WORKER_TIMEOUT)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_error_line, load_spec_json, with_weights, write_spec
+from helpers import assert_one_error_line, load_spec_json, with_weights, write_spec
 
 
 def seed_spec():
@@ -165,3 +165,261 @@ def test_weights_override_bad_inputs(cli, tmp_path):
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "steps[0] (backbone): weights: file", "does not exist")
     assert not (tmp_path / "a.keras").exists() and not (tmp_path / "b.keras").exists()
+
+
+# --- bad input that used to be an internal error, or accepted: each its exact line -------------------
+
+
+def test_a_spec_name_too_long_for_a_file(cli, tmp_path):
+    data = {k: v for k, v in seed_spec().items() if k != "name"}
+    long_spec = write_spec(tmp_path, data, "s" * 250 + ".json")
+    result = cli("apply", long_spec, "-o", tmp_path)
+    assert result.exit_code == 2
+    line = assert_one_error_line(result.stderr)
+    assert line == (f"error: {tmp_path / ('s' * 250 + '.keras')}: output keras: the file name is 256 bytes; "
+                    'file systems allow 255 (give the spec a shorter "name", or -o a shorter path)')
+    # A name that fits still leaves room for the temporary name beside it.
+    fits = write_spec(tmp_path, {**data, "steps": data["steps"][:2]}, "s" * 240 + ".json")
+    result = cli("apply", fits, "-o", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / ("s" * 240 + ".keras")).is_file()
+
+
+def test_weights_override_that_is_empty(cli, tmp_path):
+    result = cli("apply", write_spec(tmp_path, seed_spec()), "--weights", "", "-o", tmp_path / "m.keras")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == \
+        'error: --weights: is empty; give "imagenet", "none", or the path of a weights file'
+
+
+def test_a_model_with_an_unregistered_custom_class(cli, tmp_path, keras):
+    @keras.saving.register_keras_serializable(package="private")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, Doubler(name="double")(inputs)).save(str(tmp_path / "custom.keras"))
+    keras.saving.get_custom_objects().clear()
+    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file",
+                                                           "path": "custom.keras"}]})
+    result = cli("apply", spec, "-o", tmp_path / "m.keras")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f'error: {spec}: steps[0] (backbone): {tmp_path / "custom.keras"} holds a layer of class "private>Doubler" '
+        "that is not registered in this Python (a custom class): install the package or plugin that registers it, "
+        "or rebuild the model from built-in layers")
+
+
+def test_predict_on_things_that_are_not_models(cli, tmp_path):
+    (tmp_path / "model.h5").write_text("not a model")
+    (tmp_path / "image.png").write_bytes(b"")
+    result = cli("predict", tmp_path / "model.h5", tmp_path / "image.png")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == \
+        f"error: {tmp_path / 'model.h5'}: is neither a Keras model (.keras) nor a spec (.json)"
+    result = cli("predict", tmp_path, tmp_path / "image.png")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f"error: {tmp_path}: is a folder; give a .keras model file (a run folder's model is <name>.keras or "
+        "best.keras in it) or a spec (.json)")
+    (tmp_path / "broken.keras").write_text("not a zip")
+    result = cli("predict", tmp_path / "broken.keras", tmp_path / "image.png")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f'error: {tmp_path / "broken.keras"} is not a Keras model file (a .keras file is a zip archive, as '
+        'model.save("name.keras") writes it)')
+
+
+def test_export_force_replaces_a_savedmodel_surgery_wrote_and_no_other_folder(cli, tmp_path, keras):
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs)).save(str(tmp_path / "m.keras"))
+    target = tmp_path / "m.savedmodel"
+    assert cli("export", tmp_path / "m.keras", "--to", "saved_model").exit_code == 0
+    first = (target / "saved_model.pb").stat().st_mtime_ns
+    result = cli("export", tmp_path / "m.keras", "--to", "saved_model")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == \
+        f"error: {target}: output saved_model: already exists; pass --force to overwrite it"
+    result = cli("export", tmp_path / "m.keras", "--to", "saved_model", "--force")
+    assert result.exit_code == 0, result.stderr
+    assert (target / "saved_model.pb").stat().st_mtime_ns != first
+    foreign = tmp_path / "other.savedmodel"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    result = cli("export", tmp_path / "m.keras", "--to", "saved_model", "-o", foreign, "--force")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f"error: {foreign}: output saved_model: is a folder that surgery did not write (no .surgery marker in it); "
+        "surgery replaces only regular files and folders it wrote: remove it yourself or choose another path")
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def _fsize_limited(limit_bytes: int):
+    def set_limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return set_limit
+
+
+def test_a_write_that_fails_for_lack_of_space_names_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path, seed_spec())
+    out = tmp_path / "m.keras"
+    done = subprocess.run([sys.executable, "-m", "surgery", "apply", str(spec), "-o", str(out)], capture_output=True,
+                          text=True, preexec_fn=_fsize_limited(1 << 20), timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert assert_one_error_line(done.stderr) == (
+        f"error: {out}: cannot be written: the file is larger than this system allows; nothing was written")
+    assert list(tmp_path.iterdir()) == [spec]
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory, images, backbone):
+    """A run folder as a kill after epoch 1 of 2 leaves it, and the spec that made it."""
+    from surgery.training.run import train_spec
+
+    from helpers import tiny_spec
+
+    root = tmp_path_factory.mktemp("interrupted")
+    spec = write_spec(root, tiny_spec(backbone, [{"epochs": 1}, {"epochs": 1}], validation_split=0.0))
+    train_spec(spec, root / "run", data=str(images["train"]), echo=lambda *_: None, verbose=0)
+    state_file = root / "run" / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    state.update(finished=False, epochs_done=1, checkpoint="epoch-0001.keras")
+    state_file.write_text(json.dumps(state))
+    return spec, root / "run"
+
+
+def _damage(run, relative, content):
+    path = run / relative
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+RESUME_DAMAGE = {
+    "missing classes.json": ("classes.json", None, "{run}: --resume: classes.json is missing: this is not a complete "
+                                                  "surgery run"),
+    "classes.json not JSON": ("classes.json", "{", "{run}/classes.json: not valid JSON: Expecting property name "
+                                                  "enclosed in double quotes at line 1 column 2"),
+    "classes.json wrong types": ("classes.json", '{"class_names": "red"}',
+                                 "{run}/classes.json: class_names must be a list of strings"),
+    "state.json wrong types": ("checkpoints/state.json", "STATE_WITH_STRING_EPOCHS",
+                               "{run}: --resume: checkpoints/state.json: epochs_done has the wrong type (str)"),
+    "state.json not an object": ("checkpoints/state.json", "[1]",
+                                 "{run}: --resume: checkpoints/state.json is not a surgery run state (not a JSON "
+                                 "object)"),
+    "truncated checkpoint": ("checkpoints/epoch-0001.keras", b"PK\x03\x04truncated",
+                             "--resume: {run}/checkpoints/epoch-0001.keras is not a Keras model file (a .keras "
+                             'file is a zip archive, as model.save("name.keras") writes it)'),
+    "bad log.csv": ("log.csv", "epoch,loss\nfirst,1.0\n",
+                    "{run}/log.csv: --resume: log.csv is not the log of a surgery run (ValueError: invalid literal "
+                    "for int() with base 10: 'first')"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_DAMAGE))
+def test_resume_on_a_damaged_run_folder(cli, tmp_path, images, interrupted_run, case):
+    import shutil
+
+    spec, original = interrupted_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    relative, content, expected = RESUME_DAMAGE[case]
+    if content == "STATE_WITH_STRING_EPOCHS":
+        content = json.dumps({**json.loads((run / relative).read_text()), "epochs_done": "1"})
+    _damage(run, relative, content)
+    result = cli("train", spec, "--data", images["train"], "-o", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert assert_one_error_line(result.stderr) == "error: " + expected.format(run=run)
+
+
+def test_resume_names_the_option_that_differs(cli, tmp_path, images, interrupted_run):
+    import shutil
+
+    spec, original = interrupted_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    result = cli("train", spec, "--data", images["train"], "-o", run, "--resume", "--batch-size", "2")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f"error: {run}: --resume: batch_size differs from the run in this folder (4 then, 2 now); resume with the "
+        "same batch_size, or start over with --force")
+
+
+def test_one_class_of_data(cli, tmp_path, backbone):
+    from helpers import tiny_spec, write_pngs
+
+    data = write_pngs(tmp_path / "one", 2, classes={"red": (200, 40, 40)})
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], units=1, validation_split=0.0))
+    result = cli("train", spec, "--data", data, "-o", tmp_path / "run")
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f"error: {spec}: the data has 1 class (red); a classifier learns to tell classes apart, so give it at "
+        "least 2 (one subfolder per class, or 2 distinct labels in y)")
+
+
+def _read_only_probe() -> bool:
+    import subprocess
+
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt && ! touch /mnt/x"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def test_train_into_a_read_only_file_system(tmp_path, images, backbone, monkeypatch, cli):
+    """In a private mount namespace with a read-only tmpfs where user namespaces allow it; else the same check
+    against a folder whose file system reports read-only (statvfs and access patched)."""
+    import subprocess
+    import sys
+
+    from helpers import tiny_spec
+
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
+    expected = ("error: {ro}/run: -o: cannot create the run folder: {ro} is on a read-only file system")
+    if _read_only_probe():
+        script = (f"mkdir -p {tmp_path}/ro && mount -t tmpfs -o ro tmpfs {tmp_path}/ro && "
+                  f"{sys.executable} -m surgery train {spec} --data {images['train']} -o {tmp_path}/ro/run")
+        done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        stderr, code = done.stderr, done.returncode
+    else:
+        import os
+
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        real_access, real_statvfs = os.access, os.statvfs
+        monkeypatch.setattr(os, "access", lambda p, m, **k: False if str(p) == str(ro) else real_access(p, m, **k))
+        monkeypatch.setattr(os, "statvfs", lambda p: type("S", (), {"f_flag": os.ST_RDONLY})()
+                            if str(p) == str(ro) else real_statvfs(p))
+        result = cli("train", spec, "--data", images["train"], "-o", ro / "run")
+        stderr, code = result.stderr, result.exit_code
+    assert code == 2, stderr
+    assert assert_one_error_line(stderr) == expected.format(ro=tmp_path / "ro")
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["apply"], "error: Missing argument 'SPEC'. (see `surgery apply --help`)"),
+    (["nope"], "error: No such command 'nope'. (see `surgery --help`)"),
+    (["train", "s.json", "--validation-split", "nan"],
+     "error: Invalid value for '--validation-split': 'nan' is not a finite number (see `surgery train --help`)"),
+    (["apply", "s.json", "--atol", "inf"],
+     "error: Invalid value for '--atol': 'inf' is not a finite number (see `surgery apply --help`)"),
+    (["export", "m.keras", "--to", "onnx", "--atol", "-1"],
+     "error: Invalid value for '--atol': -1.0 is not in the range x>=0. (see `surgery export --help`)"),
+])
+def test_usage_errors_are_one_line(args, expected):
+    from helpers import run_surgery
+
+    done = run_surgery(*args)
+    assert done.returncode == 2
+    assert assert_one_error_line(done.stderr) == expected

@@ -16,7 +16,7 @@ import surgery_tinynet  # noqa: F401  (not installed? pip install -e plugins/sur
 from jsonschema import Draft202012Validator
 
 import surgery
-from conftest import ROOT, assert_one_error_line, run_surgery, write_spec
+from helpers import ROOT, assert_one_error_line, run_surgery, write_spec
 from fault_plugins import no_plugin_selection_from_the_shell  # noqa: F401
 from surgery.testing import check_plugin
 

@@ -8,8 +8,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from conftest import write_spec
-from test_train import backbone, images, tiny_spec  # noqa: F401  (fixtures shared with the training tests)
+from helpers import write_spec
+from helpers import tiny_spec
 
 # The prefix runs in other batch sizes than training's (a different summation order in oneDNN), so the
 # features, and the weights after training on them, agree to float32 rounding.

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_error_line, write_spec
-from test_train import save_tiny_backbone, tiny_spec, write_pngs
+from helpers import assert_one_error_line, write_spec
+from helpers import save_tiny_backbone, tiny_spec, write_pngs
 
 
 @pytest.fixture(scope="module")

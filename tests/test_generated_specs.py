@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_spec
+from helpers import write_spec
 
 BASES = [
     {"surgery": 1, "name": "a", "seed": 0, "steps": [

@@ -13,8 +13,8 @@ import pytest
 
 import surgery
 
-from conftest import load_spec_json, with_weights
-from test_graph_helpers import assert_close, assert_weights_kept, backbone, images, predict, run, spec
+from helpers import load_spec_json, with_weights
+from graph_helpers import assert_close, assert_weights_kept, backbone, images, predict, run, spec
 
 FIRST_CONV = {"vgg16": "block1_conv1", "resnet50": "conv1_conv"}
 WEIGHTS = {"vgg16": "vgg16_notop_weights", "resnet50": "resnet50_notop_weights"}

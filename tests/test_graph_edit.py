@@ -15,7 +15,7 @@ import pytest
 import surgery
 from surgery.graph import model_nodes
 
-from test_graph_helpers import assert_close, assert_differs, assert_weights_kept, backbone, images, predict, run, spec
+from graph_helpers import assert_close, assert_differs, assert_weights_kept, backbone, images, predict, run, spec
 
 # Layers inside a residual block of each backbone (names as keras.applications builds them).
 BLOCKS = {
@@ -140,7 +140,7 @@ def test_insert_then_remove_gives_back_the_original(net):
 
 def test_edit_spec_builds_with_kept_weights(resnet50_notop_weights):
     """specs/resnet50_edit.json: an insert, a replace and a remove in one spec, then a new head."""
-    from conftest import load_spec_json, with_weights
+    from helpers import load_spec_json, with_weights
 
     state = run(with_weights(load_spec_json("resnet50_edit.json"), resnet50_notop_weights))
     model = state.model

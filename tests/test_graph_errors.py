@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_one_error_line, write_spec
-from test_graph_helpers import backbone, spec
+from helpers import assert_one_error_line, write_spec
+from graph_helpers import backbone, spec
 
 RESNET = backbone("resnet50")
 CUT = {"op": "slice", "to": "conv4_block6_out"}

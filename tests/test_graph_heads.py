@@ -6,8 +6,8 @@ import numpy as np
 
 import surgery
 
-from conftest import SPECS
-from test_graph_helpers import assert_close, backbone, images, predict, run, spec
+from helpers import SPECS
+from graph_helpers import assert_close, backbone, images, predict, run, spec
 
 RESNET = backbone("resnet50")  # random init: these tests are about wiring, not weights
 X = images((2, 32, 32, 3))

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import SPECS, assert_one_error_line
+from helpers import SPECS, assert_one_error_line
 
 
 def test_plan_prints_each_steps_changes_without_a_weights_file(cli):

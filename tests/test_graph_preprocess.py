@@ -15,8 +15,8 @@ import pytest
 
 import surgery
 
-from conftest import load_spec_json, with_weights
-from test_graph_helpers import assert_close, assert_weights_kept, backbone, images, predict, run, spec
+from helpers import load_spec_json, with_weights
+from graph_helpers import assert_close, assert_weights_kept, backbone, images, predict, run, spec
 
 STYLES = [
     # backbone, keras.applications module, the layer that does it

@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from surgery import hookspecs
 from surgery.plugins import CALLBACKS
 from surgery.registry import Registration

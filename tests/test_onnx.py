@@ -17,7 +17,7 @@ import pytest
 import surgery
 from surgery import onnx_check
 
-from conftest import SPECS, assert_one_error_line, load_spec_json
+from helpers import SPECS, assert_one_error_line, load_spec_json
 
 # float32 parity; NASNetMobile's random-weight features reach ~30, where float32
 # itself rounds at ~4e-6, so the bound scales with the outputs above 1.

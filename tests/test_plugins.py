@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import run_surgery, write_spec
+from helpers import run_surgery, write_spec
 from fault_plugins import FAULTS, dist_name, install, no_plugin_selection_from_the_shell  # noqa: F401
 from surgery import hookimpl
 from surgery.plugins import Candidate, builtin_candidates, load_plugins, select

@@ -8,7 +8,7 @@ import pytest
 import surgery
 from surgery.summary import totals
 
-from conftest import load_spec_json, with_weights
+from helpers import load_spec_json, with_weights
 
 
 def test_vgg16_seed_figures(vgg16_notop_weights):

@@ -9,62 +9,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import assert_one_error_line, run_surgery, write_spec
-
-CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+from helpers import CLASSES, assert_one_error_line, run_surgery, tiny_spec, wait_for_epochs, write_pngs, write_spec
 
 
-def write_pngs(folder, n_per_class, classes=CLASSES, size=16, seed=0):
-    """Real PNG files, one subfolder per class: the class's colour plus noise."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for name, colour in classes.items():
-        (folder / name).mkdir(parents=True)
-        for i in range(n_per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype("uint8")
-            Image.fromarray(pixels).save(folder / name / f"{i}.png")
-    return folder
 
 
-def save_tiny_backbone(path, keras, size=16):
-    """conv-BN-relu twice and a pooling layer: small, with BatchNormalization to watch."""
-    inputs = keras.Input((size, size, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
-    for i, filters in ((1, 4), (2, 8)):
-        x = keras.layers.Conv2D(filters, 3, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    keras.Model(inputs, x, name="tiny").save(str(path))
-    return path
 
 
-def tiny_spec(backbone, stages, units=3, **train):
-    return {
-        "surgery": 1, "name": "tiny", "seed": 0,
-        "steps": [{"op": "backbone", "name": "keras_file", "path": str(backbone)},
-                  {"op": "freeze", "layers": ":"},
-                  {"op": "append", "layer": "Dense", "config": {"units": units, "activation": "softmax"},
-                   "name": "head"}],
-        "train": {"batch_size": 4, "stages": stages, **train},
-    }
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    return {"train": write_pngs(root / "train", 6), "val": write_pngs(root / "val", 2, seed=1)}
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory, keras):
-    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny.keras", keras)
+
+
+
+
 
 
 def weights_by_path(model) -> dict:
@@ -152,18 +115,7 @@ def test_precision_policy_and_float32_output(cli, tmp_path, keras, images, backb
     assert (type(model.optimizer).__name__ == "LossScaleOptimizer") == (policy == "mixed_float16")
 
 
-def _wait_for_epochs(state_file, n, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed:\n{proc.stderr.read()}")
-        try:
-            if json.loads(state_file.read_text())["epochs_done"] >= n:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.02)
-    pytest.fail("no checkpoint appeared")
+
 
 
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images, backbone):
@@ -175,7 +127,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images
                             stderr=subprocess.PIPE, text=True)
     state_file = tmp_path / "run" / "checkpoints" / "state.json"
     try:
-        _wait_for_epochs(state_file, 4, proc)
+        wait_for_epochs(state_file, 4, proc)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

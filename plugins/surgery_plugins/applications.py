@@ -87,7 +87,7 @@ def check(options):
         else:
             check_hdf5(weights)
     except SurgeryError as e:
-        raise OpError(f"{where}: {e.message}") from None
+        raise OpError(f"{where}{' ' if e.message.startswith('is ') else ': '}{e.message}") from None
 
 
 def _load_checked(weights):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from .cli_types import FiniteFloat
+
 from . import __version__
 from .errors import (ENVIRONMENT_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL, SpecError, SurgeryError, Terminated,
                      environment_error, interrupted_exit)
@@ -85,7 +87,28 @@ def guarded(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Click's usage errors (a missing argument, a bad option value) as one ``error:`` line, like every other
+    bad input, instead of click's three lines of usage, hint and message."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+            _fail(e.format_message() + where, e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted; no output was written", 130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="surgery")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's start-up log and library warnings.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
@@ -148,7 +171,7 @@ def _planned_outputs(spec, registry, out: str | None, extra: dict[str, str], for
 @click.option("-o", "--output", "out", help="Folder for <name>.keras, or a path ending in .keras.")
 @click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
-@click.option("--atol", type=float, help="Largest difference from Keras an export may show (default 1e-4).")
+@click.option("--atol", type=FiniteFloat(min=0), help="Largest difference from Keras an export may show (default 1e-4).")
 @click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--plot", "plot_path", metavar="FILE",

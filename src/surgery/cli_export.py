@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from .cli_types import FiniteFloat
+
 from .cli import _plugins, guarded
 from .errors import SpecError, SurgeryError, did_you_mean
 
@@ -44,7 +46,7 @@ def _target(model_path: Path, out: str | None, exporter, force: bool) -> Path:
 @click.option("-o", "--output", "out", help="The output file (ending in the format's suffix: .onnx, .savedmodel, "
               ".keras) or a folder for MODEL's name with that suffix. Default: next to MODEL.")
 @click.option("--opset", type=int, help="ONNX opset (onnx; default 17).")
-@click.option("--atol", type=float, help="Largest max abs difference from Keras that passes the check "
+@click.option("--atol", type=FiniteFloat(min=0), help="Largest max abs difference from Keras that passes the check "
               "(onnx, saved_model; default 1e-4).")
 @click.option("--input-name", "input_names", multiple=True,
               help="Name of the input (default: image); repeat for a model with several inputs.")
@@ -73,7 +75,7 @@ def export_command(model, fmt, out, opset, atol, input_names, output_names, forc
     # Its errors already name the file.
     loaded = registry.backbones["keras_file"].build(path=str(model_path))
     try:
-        with atomic_output(path) as tmp:
+        with atomic_output(path, force) as tmp:
             report = exporter.export(loaded, tmp, options)
     except SurgeryError as e:
         raise e.located(file=str(path)) from None

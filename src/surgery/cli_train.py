@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from .cli_types import FiniteFloat
+
 from .cli import _load, _plugins, guarded
 from .training import quietly
 from .training.schema import PRECISIONS, STRATEGIES
@@ -29,7 +31,7 @@ def _progress() -> int:
 @click.option("--data", help="A folder of class subfolders of images, or an .npz with x and y "
                              "(default: the spec's train.data).")
 @click.option("--validation-data", help="A separate validation folder or .npz (instead of a split).")
-@click.option("--validation-split", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--validation-split", type=FiniteFloat(0, 1, max_open=True),
               help="Fraction of --data held out for validation (default 0.2).")
 @click.option("-o", "--output", "out", help="Folder for the run (default runs/<name>).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs of every stage (overrides the spec).")

@@ -98,9 +98,13 @@ ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errn
                       errno.ENAMETOOLONG}
 
 
-def environment_error(e: OSError) -> str:
+def environment_reason(e: OSError) -> str:
+    """Why a write failed, in words: the machine's state (full disk, read-only file system), not a bug."""
     reasons = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
-               errno.EFBIG: "the file is larger than this system allows"}
-    reason = reasons.get(e.errno, e.strerror or str(e))
+               errno.EFBIG: "the file is larger than this system allows", errno.EDQUOT: "the disk quota is used up"}
+    return reasons.get(e.errno, e.strerror or type(e).__name__)
+
+
+def environment_error(e: OSError) -> str:
     name = e.filename if e.filename is not None else "a file"
-    return f"{name}: cannot be written: {reason}"
+    return f"{name}: cannot be written: {environment_reason(e)}"

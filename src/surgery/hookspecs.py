@@ -32,7 +32,7 @@ def surgery_register_backbones(register):
     """Register backbones for the ``backbone`` op.
 
     ``register(name, build, *, options=None, preprocess=None, input_shape=None,
-    min_input_size=None, description="")``
+    min_input_size=None, description="", check=None)``
 
     - ``build(**options) -> keras.Model``: imports Keras only when called.
     - ``options``: JSON Schema ``properties`` of the options the backbone takes;
@@ -40,6 +40,8 @@ def surgery_register_backbones(register):
       input_shape, pooling, classes, classifier_activation).
     - ``preprocess``: dotted path (or callable) of its ``preprocess_input``.
     - ``input_shape``: default input shape; ``min_input_size``: smallest side.
+    - ``check(options)``: optional checks that need no TensorFlow (a file's contents),
+      run by ``surgery validate`` and before every build.
     """
 
 

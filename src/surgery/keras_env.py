@@ -15,6 +15,8 @@ import sys
 import tempfile
 import warnings
 
+from .errors import SurgeryError
+
 _quiet = True
 
 
@@ -32,7 +34,11 @@ def is_quiet() -> bool:
 
 @contextlib.contextmanager
 def native_stderr_muted():
-    """Send fd 2 to a temporary file for the duration; replay it if the body fails."""
+    """Send fd 2 to a temporary file for the duration; replay it if the body fails.
+
+    Not for bad input (its one line says it all) nor for Ctrl-C or SIGTERM: only a
+    failure of our own or a library's may be explained by what the libraries logged.
+    """
     if not _quiet:
         yield
         return
@@ -44,6 +50,8 @@ def native_stderr_muted():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 yield
+        except (SurgeryError, KeyboardInterrupt):
+            raise
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from .errors import SurgeryError, shown
 from .files import MIB, FileError, check_archive, read_member
@@ -76,8 +77,10 @@ def _load_failure(path, e: Exception) -> str:
     text = " ".join(str(e).split())
     if "arbitrary code" in text or "unsafe" in text.lower() or "safe_mode" in text:
         return _refused_code(path)
-    if "Could not locate class" in text or "Unknown layer" in text:
-        name = text.split("'")[1] if text.count("'") >= 2 else "?"
+    missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if missing:
+        registered = re.search(r"'registered_name': '([^']*>" + re.escape(missing.group(1)) + ")'", text)
+        name = registered.group(1) if registered else missing.group(1)
         return (f"{shown(path)} holds a layer of class \"{name}\" that is not registered in this Python (a custom "
                 "class): install the package or plugin that registers it, or rebuild the model from built-in "
                 "layers")

@@ -23,7 +23,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .errors import SurgeryError
+from .errors import SurgeryError, environment_reason
 from .files import same_file
 
 NAME_MAX = 255
@@ -125,15 +125,17 @@ check_writable = check_output  # TEMPORARY alias while plot.py is rewritten; rem
 
 
 def _partial_prefix(path: Path, pid: int) -> str:
-    # Room for ".", ".partial-", the pid and the suffix within one file name, however long the stem.
-    room = NAME_MAX - len(os.fsencode(f"..partial-{pid}{path.suffix}"))
+    # Room for ".", ".partial-", the pid, a writer's token and the suffix in one file name, however long the stem.
+    room = NAME_MAX - len(os.fsencode(f"..partial-{pid}.{'x' * 8}{path.suffix}"))
     stem = os.fsencode(path.stem)[:room].decode("utf-8", "ignore")
     return f".{stem}.partial-"
 
 
 def temporary_sibling(path: Path, pid: int | None = None) -> Path:
+    """``.NAME.partial-PID.TOKEN.SUFFIX``: the pid says whether its writer still runs, the token tells two
+    writers of one process apart."""
     pid = os.getpid() if pid is None else pid
-    return path.with_name(f"{_partial_prefix(path, pid)}{pid}{path.suffix}")
+    return path.with_name(f"{_partial_prefix(path, pid)}{pid}.{os.urandom(4).hex()}{path.suffix}")
 
 
 def _alive(pid: int) -> bool:
@@ -150,7 +152,7 @@ def remove_stale_partials(path: Path) -> None:
     """Temporary files left by runs that were killed (their process is gone) are removed."""
     prefix = _partial_prefix(path, os.getpid())
     for candidate in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = candidate.name[len(prefix):len(candidate.name) - len(path.suffix)]
+        pid = candidate.name[len(prefix):].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             remove(candidate)
 
@@ -226,12 +228,7 @@ def place(tmp: Path, path: Path, force: bool) -> None:
 
 
 def _written_error(path: Path, e: OSError) -> OutputError:
-    reason = e.strerror or type(e).__name__
-    if e.errno == errno.ENOSPC:
-        reason = "no space left on the device"
-    elif e.errno == errno.EROFS:
-        reason = "the file system is read-only"
-    return OutputError(f"cannot be written: {reason}; nothing was written", file=str(path))
+    return OutputError(f"cannot be written: {environment_reason(e)}; nothing was written", file=str(path))
 
 
 class Outputs:

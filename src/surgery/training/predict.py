@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SpecError
+from ..files import read_json
 from ..keras_env import keras, native_stderr_muted
 from . import data
+from .models import SIDECAR_LIMIT
 from .stages import output_activation
 
 IMAGENET_CLASSES = 1000
@@ -55,16 +56,17 @@ def imagenet_names() -> Names:
                          f"{IMAGENET_INDEX} on first use (as decode_predictions does) and could not ({reason}), "
                          f"and no copy is cached in {cached.parent}; showing class indices. Connect to the "
                          "internet once, or copy the file there")
-    index = json.loads(cached.read_text())
-    return Names([index[str(i)][1] for i in range(IMAGENET_CLASSES)], "ImageNet")
+    index = read_json(cached, SIDECAR_LIMIT, what=IMAGENET_INDEX, error=SpecError)
+    try:
+        return Names([str(index[str(i)][1]) for i in range(IMAGENET_CLASSES)], "ImageNet")
+    except (KeyError, IndexError, TypeError):
+        raise SpecError("is not Keras' ImageNet class index; delete it and Keras downloads it again",
+                        file=str(cached)) from None
 
 
 def read_classes(path: str, units: int) -> Names:
     p = Path(path)
-    try:
-        found = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise SpecError(f"cannot read class names ({e})", file=path, where="--classes") from None
+    found = read_json(p, SIDECAR_LIMIT, "--classes", what="class names file", error=SpecError)
     names = found.get("class_names") if isinstance(found, dict) else found
     if not isinstance(names, list):
         raise SpecError('expected a JSON list of names, or an object with "class_names"', file=path,

@@ -58,10 +58,10 @@ def _mode(monitor: str) -> str:
 @contextlib.contextmanager
 def _global_settings(config):
     """The precision policy and op determinism are process-wide: restore them, for callers that go on."""
+    k = keras()  # first: TensorFlow's import logs at start-up, and keras() imports it quietly
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config  # the only way to read/undo determinism
 
-    k = keras()
     policy = k.mixed_precision.global_policy().name
     was_deterministic = tf_config.is_op_determinism_enabled()
     if config.deterministic:
@@ -197,7 +197,9 @@ def _model(spec, registry, config, folder, state, recorded, resume, echo):
     if state.checkpoint is None:  # killed before the first epoch ended
         return _build(spec, registry, config, echo)[0], recorded
     echo(f"resuming {folder.folder} after epoch {state.epochs_done} from checkpoints/{state.checkpoint}")
-    return load_model(folder.checkpoints / state.checkpoint, error=RunFolderError, compile=True), recorded
+    checkpoint = load_model(folder.checkpoints / state.checkpoint, compile=True,
+                            error=lambda message: RunFolderError(message, where="--resume"))
+    return checkpoint, recorded
 
 
 def _check_fit(model, config, state, train_src, val_src, spec, registry):

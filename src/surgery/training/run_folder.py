@@ -60,6 +60,15 @@ _STATE_TYPES = {"fingerprint": (dict,), "epochs_done": (int,), "checkpoint": (st
                 "version": (int,)}
 
 
+def _unwritable(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "on a read-only file system"
+    except (OSError, AttributeError):
+        pass
+    return "not writable"
+
+
 def write_json(path: Path, data) -> None:
     tmp = temporary_sibling(path)
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -89,11 +98,14 @@ class RunFolder:
         if not self.folder.exists():
             if not (created_default or parent.is_dir()):
                 raise self._error(f"the folder {parent} does not exist; create it or choose another -o")
+            existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+            if existing is not None and not os.access(existing, os.W_OK):
+                raise self._error(f"cannot create the run folder: {existing} is {_unwritable(existing)}")
             return
         if not self.folder.is_dir():
             raise self._error("exists and is not a folder")
         if not os.access(self.folder, os.W_OK):
-            raise self._error("is not writable")
+            raise self._error(f"is {_unwritable(self.folder)}")
         present = [p for p in self.outputs() if p.exists()]
         if not present:
             return
@@ -108,7 +120,7 @@ class RunFolder:
     def start(self) -> None:
         """Clear an earlier run's files (check_fresh allowed it) and mark the folder as this run's."""
         self.clear()
-        self.checkpoints.mkdir(parents=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)  # kept when someone else's files are in it
         mark_folder(self.folder, "run", model=self.final.name)
 
     def clear(self) -> None:

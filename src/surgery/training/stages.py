@@ -84,11 +84,15 @@ def loss_and_metrics(model, class_names: list, where: str):
         raise SpecError(f"the model's output has shape {shape}, not (batch, classes); append a head such as "
                         "GlobalAveragePooling2D or Flatten, then Dense(units=<classes>)", file=where)
     units = shape[1]
+    if n < 2:
+        raise SpecError(f"the data has {n} class ({', '.join(class_names)}); a classifier learns to tell classes "
+                        "apart, so give it at least 2 (one subfolder per class, or 2 distinct labels in y)",
+                        file=where)
     if units == 1 and n == 2:
         logits = activation != "sigmoid"
         return (k.losses.BinaryCrossentropy(from_logits=logits),
                 [k.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)])
-    if units != n or n < 2:
+    if units != n:
         shown = ", ".join(class_names[:6]) + (", ..." if n > 6 else "")
         raise SpecError(f"the data has {n} class{'es' * (n != 1)} ({shown}) but the model's output has {units} "
                         f"unit{'s' * (units != 1)}; make the last layer's units {n}"

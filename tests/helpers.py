@@ -1,0 +1,109 @@
+"""What the tests share besides fixtures: paths, spec editing, running the CLI, small data and models.
+
+conftest.py holds the fixtures; test modules import these functions from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+
+def load_spec_json(name: str) -> dict:
+    return json.loads((SPECS / name).read_text())
+
+
+def with_weights(spec: dict, weights) -> dict:
+    """The spec with its backbone's weights replaced (a path made here, or None)."""
+    spec = json.loads(json.dumps(spec))
+    spec["steps"][0]["weights"] = None if weights is None else str(weights)
+    return spec
+
+
+def write_spec(folder: Path, spec: dict, name: str = "spec.json") -> Path:
+    path = folder / name
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def run_surgery(*args, env=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in a fresh process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+def assert_one_error_line(stderr: str, *fragments: str) -> str:
+    """Bad input: exactly one line on stderr, starting "error:", naming what it must, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got:\n{stderr}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
+CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def write_pngs(folder, n_per_class, classes=CLASSES, size=16, seed=0):
+    """Real PNG files, one subfolder per class: the class's colour plus noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in classes.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    return folder
+
+
+def save_tiny_backbone(path, keras, size=16):
+    """conv-BN-relu twice and a pooling layer: small, with BatchNormalization to watch."""
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    for i, filters in ((1, 4), (2, 8)):
+        x = keras.layers.Conv2D(filters, 3, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    keras.Model(inputs, x, name="tiny").save(str(path))
+    return path
+
+
+def tiny_spec(backbone, stages, units=3, **train):
+    return {
+        "surgery": 1, "name": "tiny", "seed": 0,
+        "steps": [{"op": "backbone", "name": "keras_file", "path": str(backbone)},
+                  {"op": "freeze", "layers": ":"},
+                  {"op": "append", "layer": "Dense", "config": {"units": units, "activation": "softmax"},
+                   "name": "head"}],
+        "train": {"batch_size": 4, "stages": stages, **train},
+    }
+
+
+def wait_for_epochs(state_file, n, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed:\n{proc.stderr.read()}")
+        try:
+            if json.loads(state_file.read_text())["epochs_done"] >= n:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    pytest.fail("no checkpoint appeared")

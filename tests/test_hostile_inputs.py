@@ -1,0 +1,145 @@
+"""Inputs that would hang or exhaust memory are refused in seconds with one line: FIFOs, /dev/zero, zip bombs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from helpers import assert_one_error_line, write_spec
+
+QUICK = 30  # seconds: a hang is a test failure (timeout), not a stuck suite
+
+
+def surgery(*args, cwd=None):
+    """The CLI in a fresh process, killed if it hangs."""
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True,
+                              timeout=QUICK, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"surgery {' '.join(map(str, args))} hung for {QUICK} s")
+    return done, time.monotonic() - start
+
+
+def fifo(path):
+    os.mkfifo(path)
+    return path
+
+
+def keras_file_spec(folder, path):
+    return write_spec(folder, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": str(path)}]})
+
+
+def test_a_fifo_spec_is_refused(tmp_path):
+    for command in ("validate", "apply", "plan"):
+        done, _ = surgery(command, fifo(tmp_path / f"{command}.json"))
+        assert done.returncode == 2
+        assert_one_error_line(done.stderr, "is a FIFO (named pipe), not a regular file")
+
+
+def test_dev_zero_as_a_spec_is_refused():
+    done, _ = surgery("validate", "/dev/zero")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "/dev/zero", "is a character device, not a regular file")
+
+
+@pytest.mark.parametrize("where", ["fifo", "/dev/zero"])
+def test_a_source_model_that_never_ends_is_refused(tmp_path, where):
+    path = fifo(tmp_path / "m.keras") if where == "fifo" else "/dev/zero"
+    done, seconds = surgery("validate", keras_file_spec(tmp_path, path))
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "steps[0] (backbone)", "not a regular file")
+
+
+def test_a_fifo_weights_file_is_refused(tmp_path):
+    fifo(tmp_path / "w.weights.h5")
+    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": "w.weights.h5",
+                                                           "include_top": False, "input_shape": [32, 32, 3]}]})
+    done, _ = surgery("apply", spec, "-o", tmp_path / "m.keras")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "steps[0] (backbone)", "weights", "is a FIFO")
+
+
+def test_fifo_data_and_images_are_refused(tmp_path, backbone):
+    fifo(tmp_path / "d.npz")
+    done, _ = surgery("features", backbone, "--data", tmp_path / "d.npz", "-o", tmp_path / "f.npz")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "d.npz", "is a FIFO")
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    fifo(tmp_path / "images" / "cat" / "0.png")
+    done, _ = surgery("features", backbone, "--data", tmp_path / "images", "-o", tmp_path / "f.npz")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "0.png", "is a FIFO")
+    done, _ = surgery("predict", backbone, tmp_path / "images" / "cat" / "0.png")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "0.png", "is a FIFO")
+    assert not (tmp_path / "f.npz").exists()
+
+
+def test_a_fifo_sidecar_and_run_state_are_refused(tmp_path, backbone):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "m.keras").write_bytes(backbone.read_bytes())
+    fifo(tmp_path / "run" / "classes.json")
+    done, _ = surgery("predict", tmp_path / "run" / "m.keras", "x.png")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "classes.json", "is a FIFO")
+
+
+def _peak_rss_mib(*args) -> tuple[subprocess.CompletedProcess, float]:
+    """Run surgery in a child of a fresh interpreter, whose RUSAGE_CHILDREN then holds only that child's peak."""
+    code = ("import resource, subprocess, sys\n"
+            f"done = subprocess.run([sys.executable, '-m', 'surgery', *{[str(a) for a in args]!r}], "
+            "capture_output=True, text=True)\n"
+            "sys.stderr.write(done.stderr)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(done.returncode)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return done, int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory):
+    """A .keras archive of about 0.3 MB whose config.json inflates to 300 MiB."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.keras"
+    chunk = b" " * (1 << 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("config.json", "w", force_zip64=True) as member:
+            member.write(b'{"class_name": "Functional", "config": {"pad": "')
+            for _ in range(300):
+                member.write(chunk)
+            member.write(b'"}}')
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3"}))
+    assert path.stat().st_size < 2 << 20
+    return path
+
+
+def test_a_zip_bomb_model_is_refused_in_little_memory(tmp_path, zip_bomb):
+    spec = keras_file_spec(tmp_path, zip_bomb)
+    for args in (["apply", spec, "-o", tmp_path / "m.keras"], ["export", zip_bomb, "--to", "onnx"],
+                 ["predict", zip_bomb, "x.png"]):
+        done, peak = _peak_rss_mib(*args)
+        assert done.returncode == 2, done.stderr
+        assert_one_error_line(done.stderr, "config.json declares 300.0 MiB; the limit is 64 MiB")
+        assert peak < 250, f"{args[0]} peaked at {peak:.0f} MiB"
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_an_npz_bomb_member_is_refused(tmp_path, backbone):
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            for _ in range(300):
+                member.write(bytes(1 << 20))
+        buffer = __import__("io").BytesIO()
+        np.save(buffer, np.array([0, 1]))
+        archive.writestr("y.npy", buffer.getvalue())
+    done, _ = surgery("features", backbone, "--data", path, "-o", tmp_path / "f.npz")
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "x.npy declares 300.0 MiB", "decompression bomb")
