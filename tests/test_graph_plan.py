@@ -61,7 +61,7 @@ def test_plot_marks_frozen_layers(cli, tmp_path, suffix):
     target = tmp_path / f"graph{suffix}"
     result = cli("plan", SPECS / "vgg16_grayscale.json", "--plot", target)
     assert result.exit_code == 0, result.stderr
-    assert f"wrote {target} (22 layers, 7 frozen)" in result.stdout
+    assert f"wrote {target} (22 layers, 7 of 14 with weights frozen)" in result.stdout
     if suffix == ".png":
         from PIL import Image
 
@@ -129,7 +129,7 @@ def test_apply_plots_the_model_it_writes(cli, tmp_path):
     result = cli("apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "m.keras",
                  "--plot", target)
     assert result.exit_code == 0, result.stderr
-    assert f"wrote {target} (22 layers, 7 frozen)" in result.stdout
+    assert f"wrote {target} (22 layers, 7 of 14 with weights frozen)" in result.stdout
     bad = cli("apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "n.keras",
               "--plot", tmp_path / "graph.gif")
     assert bad.exit_code == 2 and not (tmp_path / "n.keras").exists()

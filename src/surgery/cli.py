@@ -92,7 +92,8 @@ class _OneLineErrors(click.Group):
     bad input, instead of click's three lines of usage, hint and message."""
 
     def main(self, args=None, prog_name=None, **extra):
-        extra.pop("standalone_mode", None)
+        if not extra.pop("standalone_mode", True):  # an embedding program handles click's exceptions itself
+            return super().main(args, prog_name, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
@@ -214,7 +215,7 @@ def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
     if plot_path:
         from .plot import write_plot
 
-        click.echo(f"wrote {plot_path} ({write_plot(state.model, plot_path)})")
+        click.echo(f"wrote {plot_path} ({write_plot(state.model, plot_path, force)})")
 
 
 @main.command()

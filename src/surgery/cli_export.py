@@ -27,7 +27,7 @@ def _options(opset, atol, input_names, output_names) -> dict:
 
 
 def _target(model_path: Path, out: str | None, exporter, force: bool) -> Path:
-    from .writing import check_writable, output_path
+    from .writing import check_output, output_path
 
     if out is None:
         path, may_create = model_path.with_suffix(exporter.suffix), False
@@ -35,7 +35,7 @@ def _target(model_path: Path, out: str | None, exporter, force: bool) -> Path:
         path, may_create = output_path(out, model_path.stem, exporter.suffix)
     if path.resolve() == model_path.resolve():
         raise SpecError("is the model being exported; choose another output path", file=str(path), where="-o")
-    check_writable(path, force, f"output {exporter.format}", may_create)
+    check_output(path, force, f"output {exporter.format}", may_create)
     return path
 
 

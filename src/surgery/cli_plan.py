@@ -33,5 +33,5 @@ def plan_command(spec, as_json, plot_path, force):
     if plot_path:
         from .plot import write_plot
 
-        report = write_plot(state.model, plot_path)
+        report = write_plot(state.model, plot_path, force)
         click.echo(f"wrote {plot_path} ({report})", err=as_json)

@@ -121,9 +121,6 @@ def check_output(path: Path, force: bool, where: str, may_create_folder: bool = 
         raise OutputError("already exists; pass --force to overwrite it", file=name, where=where)
 
 
-check_writable = check_output  # TEMPORARY alias while plot.py is rewritten; removed with the layout change
-
-
 def _partial_prefix(path: Path, pid: int) -> str:
     # Room for ".", ".partial-", the pid, a writer's token and the suffix in one file name, however long the stem.
     room = NAME_MAX - len(os.fsencode(f"..partial-{pid}.{'x' * 8}{path.suffix}"))
