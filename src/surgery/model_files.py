@@ -42,7 +42,7 @@ def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
         raw = read_member(path, CONFIG, MEMBER_LIMITS[CONFIG])
     except FileError as e:
         reason = e.message if "not a zip archive" not in e.message else NOT_A_MODEL
-        raise error(f"{shown(path)} {reason}") from None
+        raise error(f"{shown(path)}{' ' if reason.startswith('is ') else ': '}{reason}") from None
     if raw is None:
         raise error(f"{shown(path)} is not a Keras model file: the archive has no {CONFIG}")
     try:

@@ -1,0 +1,145 @@
+"""Choosing channels: group importance, criteria, local vs global scope, rounding, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pruning_helpers import keras
+
+
+@pytest.fixture(scope="module")
+def k():
+    return keras()
+
+
+def _dense_pair(k):
+    """Input(4) -> Dense(2) 'p' -> Dense(1): channel 0 has l1 4 / l2 4, channel 1 has l1 3 / l2 9."""
+    inp = k.Input((4,))
+    h = k.layers.Dense(2, use_bias=False, name="p")(inp)
+    y = k.layers.Dense(1, use_bias=False, name="out")(h)
+    model = k.Model(inp, y)
+    model.get_layer("p").set_weights([np.array([[1, 3], [1, 0], [1, 0], [1, 0]], dtype="float32")])
+    model.get_layer("out").set_weights([np.ones((2, 1), dtype="float32")])
+    return model
+
+
+def test_l1_and_l2_rank_by_their_norms_over_the_group(k):
+    from surgery.pruning import analyze, select
+
+    model = _dense_pair(k)
+    a = analyze(model)
+    # l1: channel 0 = mean(4, 1) = 2.5, channel 1 = mean(3, 1) = 2  -> remove channel 1
+    assert select(a, model, 0.5, criterion="l1").channels_of("p") == [1]
+    # l2 (sum of squares): channel 0 = mean(4, 1) = 2.5, channel 1 = mean(9, 1) = 5 -> remove channel 0
+    assert select(a, model, 0.5, criterion="l2").channels_of("p") == [0]
+
+
+def _two_groups(k, seed=0):
+    """Group 'a' (16 channels, even norms) and group 'b' (16 channels, half of them near zero), with BN on 'a'."""
+    k.utils.set_random_seed(seed)
+    inp = k.Input((6, 6, 3))
+    x = k.layers.Conv2D(16, 1, use_bias=False, name="a")(inp)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.Conv2D(16, 1, use_bias=False, name="b")(x)
+    x = k.layers.Conv2D(4, 1, use_bias=False, name="head")(x)
+    model = k.Model(inp, x)
+    ones = np.ones((1, 1, 3, 16), "float32")
+    model.get_layer("a").set_weights([ones])
+    wb = np.ones((1, 1, 16, 16), "float32")
+    wb[..., :8] = 0.01
+    model.get_layer("b").set_weights([wb])
+    model.get_layer("head").set_weights([np.ones((1, 1, 16, 4), "float32")])
+    bn = model.get_layer("bn")
+    gamma = np.linspace(2.0, 0.5, 16).astype("float32")  # the last channels have the smallest |gamma|
+    bn.set_weights([gamma] + bn.get_weights()[1:])
+    return model
+
+
+def test_local_takes_the_ratio_of_every_group(k):
+    from surgery.pruning import analyze, select
+
+    model = _two_groups(k)
+    a = analyze(model)
+    r = select(a, model, 0.25, scope="local")
+    assert len(r.channels_of("a")) == 4 and len(r.channels_of("b")) == 4
+    assert set(r.channels_of("b")) <= set(range(8))  # the near-zero ones
+
+
+def test_global_takes_more_from_the_group_with_unimportant_channels(k):
+    from surgery.pruning import analyze, select
+
+    model = _two_groups(k)
+    a = analyze(model)
+    r = select(a, model, 0.25, scope="global")
+    removed_a, removed_b = r.channels_of("a"), r.channels_of("b")
+    assert len(removed_a) + len(removed_b) == 8  # 25% of all 32 channels
+    assert removed_b == list(range(8)) and removed_a == []
+
+
+def test_bn_scale_uses_gamma_and_falls_back_to_l1_without_bn(k):
+    from surgery.pruning import analyze, select
+
+    model = _two_groups(k)
+    a = analyze(model)
+    r = select(a, model, 0.25, criterion="bn_scale", scope="local")
+    assert r.channels_of("a") == [12, 13, 14, 15]  # smallest |gamma|
+    assert set(r.channels_of("b")) <= set(range(8))  # no BN: l1
+    assert any("bn_scale" in note and "l1" in note for note in r.notes)
+
+
+def test_random_is_seeded_and_deterministic(k):
+    from surgery.pruning import analyze, select
+
+    model = _two_groups(k)
+    a = analyze(model)
+    one = select(a, model, 0.5, criterion="random", seed=1)
+    assert one.classes == select(a, model, 0.5, criterion="random", seed=1).classes
+    assert one.classes != select(a, model, 0.5, criterion="random", seed=2).classes
+    assert len(one.channels_of("a")) == 8
+
+
+def test_round_to_and_min_channels(k):
+    from surgery.pruning import analyze, select
+
+    model = _two_groups(k)
+    a = analyze(model)
+    r = select(a, model, 0.3, round_to=8)  # 16 - floor(4.8) = 12 -> rounded up to 16: not pruned
+    assert r.channels_of("a") == [] and r.channels_of("b") == []
+    r = select(a, model, 0.6, round_to=8)  # 16 - 9 = 7 -> 8 kept
+    assert len(r.channels_of("a")) == 8 and len(r.channels_of("b")) == 8
+    r = select(a, model, 0.9, min_channels=5)
+    assert len(r.channels_of("a")) == 11 and len(r.channels_of("b")) == 11
+    r = select(a, model, 0.9, scope="global", min_channels=5)
+    assert len(r.channels_of("a")) == 11 and len(r.channels_of("b")) == 11
+
+
+def test_groups_subset(k):
+    from surgery.pruning import analyze, select
+
+    model = _two_groups(k)
+    a = analyze(model)
+    gid = next(g.id for g in a.groups if g.producers == ["b"])
+    r = select(a, model, 0.5, groups=[gid])
+    assert r.channels_of("a") == [] and len(r.channels_of("b")) == 8
+
+
+def test_a_producer_keeps_at_least_one_channel(k):
+    """A concatenation piece joined to a residual stream must not lose all its filters (Conv2D(filters=0))."""
+    from surgery.pruning import analyze, prune, select
+
+    k.utils.set_random_seed(0)
+    inp = k.Input((6, 6, 3))
+    small = k.layers.Conv2D(2, 1, use_bias=False, name="small")(inp)
+    big = k.layers.Conv2D(14, 1, use_bias=False, name="big")(inp)
+    cat = k.layers.Concatenate(name="cat")([small, big])
+    stream = k.layers.Conv2D(16, 1, use_bias=False, name="stream")(inp)
+    x = k.layers.Add(name="add")([cat, stream])
+    y = k.layers.Conv2D(3, 1, name="head")(x)
+    model = k.Model(inp, y)
+    model.get_layer("small").set_weights([np.full((1, 1, 3, 2), 1e-3, "float32")])
+    a = analyze(model)
+    r = select(a, model, 0.5)
+    assert len(r.channels_of("small")) == 1 and len(r.channels_of("add")) == 8
+    pruned, _ = prune(model, r)
+    assert pruned.get_layer("small").filters == 1
