@@ -159,7 +159,7 @@ def test_weights_override_bad_inputs(cli, tmp_path):
     not_a_backbone = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "slice", "layers": ":3"}]}, "a.json")
     result = cli("apply", not_a_backbone, "--weights", "none", "-o", tmp_path / "a.keras")
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "steps[0]", "--weights applies to a first step that is a backbone")
+    assert_one_error_line(result.stderr, "steps[0]", '--weights applies to a first step that starts a model (backbone), not "slice"')
     missing = tmp_path / "missing.weights.h5"
     result = cli("apply", write_spec(tmp_path, seed_spec(), "b.json"), "--weights", missing, "-o", tmp_path / "b.keras")
     assert result.exit_code == 2

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import surgery
-from surgery import onnx_check
+from surgery import export_check
 
 from helpers import SPECS, assert_one_error_line, load_spec_json
 
@@ -163,7 +163,7 @@ def test_export_command_names_and_saved_model(seed_outputs, tmp_path, cli, keras
 
 @pytest.mark.parametrize("fmt", ["onnx", "saved_model"])
 def test_failed_verification_leaves_nothing(seed_outputs, tmp_path, cli, monkeypatch, fmt):
-    monkeypatch.setattr(onnx_check, "max_abs_diff", lambda expected, actual: 0.5)
+    monkeypatch.setattr(export_check, "max_abs_diff", lambda expected, actual: 0.5)
     target = tmp_path / ("out.onnx" if fmt == "onnx" else "out.savedmodel")
     result = cli("export", seed_outputs / "vgg16_seed.keras", "--to", fmt, "-o", target)
     assert result.exit_code == 1
@@ -204,7 +204,7 @@ def test_mixed_precision_model_exports_a_float32_twin(tmp_path, keras):
     assert model.layers[1].compute_dtype == "float16"
     path, report = _export(model, tmp_path)
     assert "float32 twin of a mixed_float16 model" in report
-    twin = onnx_check.float32_twin(model)
+    twin = export_check.float32_twin(model)
     assert all(l.compute_dtype == "float32" for l in twin.layers)
     assert_onnx_matches(path, twin, "probs", (16, 16, 3))
     x = np.random.default_rng(4).standard_normal((2, 16, 16, 3)).astype("float32")
@@ -253,7 +253,7 @@ def test_layer_without_onnx_conversion_is_named(tmp_path, keras):
 
     inputs = keras.Input((8,))
     model = keras.Model(inputs, Bessel(name="bessel")(keras.layers.Dense(4)(inputs)), name="odd")
-    with pytest.raises(onnx_check.ExportError, match=r'layer "bessel" \(Bessel\) .*BesselI1e'):
+    with pytest.raises(export_check.ExportError, match=r'layer "bessel" \(Bessel\) .*BesselI1e'):
         _export(model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -289,9 +289,9 @@ def test_progress_only_on_a_terminal():
     import time
 
     quiet, terminal = _Terminal(False), _Terminal(True)
-    with onnx_check.progress("exporting", quiet, every=0.01):
+    with export_check.progress("exporting", quiet, every=0.01):
         time.sleep(0.05)
-    with onnx_check.progress("exporting", terminal, every=0.01):
+    with export_check.progress("exporting", terminal, every=0.01):
         time.sleep(0.05)
     assert quiet.text == ""
     assert terminal.text.startswith("exporting ...\n") and "still exporting (" in terminal.text

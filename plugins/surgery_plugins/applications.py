@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from surgery import OpError, SurgeryError, hookimpl
-from surgery.errors import shown
-from surgery.files import check_hdf5, check_hdf5_links
-from surgery.model_files import check_model_file
-from surgery.registry import APPLICATION_OPTIONS
+from surgery import (APPLICATION_OPTIONS, OpError, check_weights_content, check_weights_file, hookimpl, keras,
+                     keras_cache_dir, one_line, shown)
 
 # (Keras class, keras.applications module with its preprocess_input, default side, smallest side, extra options)
 _ALPHA = {"alpha": {"type": "number", "exclusiveMinimum": 0}}
@@ -63,48 +57,16 @@ TABLE = [
 ]
 
 
-def keras_cache_dir() -> Path:
-    """Where keras.utils.get_file keeps downloads (KERAS_HOME, else ~/.keras)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
-
-
-WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
-
-
 def check(options):
     """A weights file Keras can load, checked before TensorFlow starts (a FIFO, an empty or foreign file)."""
-    weights = options.get("weights")
-    if weights in (None, "imagenet"):
-        return
-    where = f'weights: "{shown(weights)}"'
-    if not weights.endswith(WEIGHTS_SUFFIXES):
-        raise OpError(f"{where} is not a weights file Keras loads: the name must end in "
-                      + ", ".join(WEIGHTS_SUFFIXES))
-    try:
-        if weights.endswith(".keras"):
-            check_model_file(weights, error=OpError)
-        else:
-            check_hdf5(weights)
-    except SurgeryError as e:
-        raise OpError(f"{where}{' ' if e.message.startswith('is ') else ': '}{e.message}") from None
-
-
-def _load_checked(weights):
-    """The deep check of an HDF5 weights file (h5py, no TensorFlow): damaged, or reaching outside itself."""
-    if weights in (None, "imagenet") or weights.endswith(".keras"):
-        return
-    try:
-        check_hdf5_links(weights)
-    except SurgeryError as e:
-        raise OpError(f'weights: "{shown(weights)}": {e.message}') from None
+    if options.get("weights") not in (None, "imagenet"):
+        check_weights_file(options["weights"], error=OpError)
 
 
 def _builder(class_name: str):
     def build(weights="imagenet", **options):
-        from surgery.keras_env import keras
-
-        _load_checked(weights)
+        if weights not in (None, "imagenet"):
+            check_weights_content(weights, error=OpError)
         constructor = getattr(keras().applications, class_name)
         if "input_shape" in options and options["input_shape"] is not None:
             options["input_shape"] = tuple(options["input_shape"])
@@ -114,7 +76,7 @@ def _builder(class_name: str):
             raise OpError(_keras_message(class_name, weights, e)) from None
         except OSError as e:  # h5py: a file that passed the checks but cannot be read to the end
             raise OpError(f'weights: "{shown(weights)}": the weights file cannot be read: '
-                          f'{" ".join(str(e).split())[:200]}') from None
+                          f'{one_line(e, 200)}') from None
         except Exception as e:
             if weights == "imagenet" and "URL fetch failure" in str(e):
                 reason = str(e).split(" -- ")[-1].strip()
@@ -129,7 +91,7 @@ def _builder(class_name: str):
 
 
 def _keras_message(class_name: str, weights, err: Exception) -> str:
-    text = " ".join(str(err).split())
+    text = one_line(err, None)
     if weights not in ("imagenet", None) and ("shape" in text or "layer" in text.lower()):
         return (f"the weights file {weights} does not fit {class_name} with these options "
                 f"(include_top, input_shape, classes must match the model it was saved from): {text[:300]}")

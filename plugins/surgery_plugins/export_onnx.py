@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import time
 
-from surgery import SpecError, hookimpl
+from surgery import (SpecError, __version__, converting, export_progress, finish_onnx, hookimpl, is_quiet, keras,
+                     native_stderr_muted, prepare_export, read_export_options, verify_onnx)
 
 DEFAULT_OPSET = 17
 OPTIONS = ("opset", "atol", "input_name", "output_name")
@@ -133,11 +134,9 @@ def _tf2onnx_quiet():
     """tf2onnx logs every op it cannot convert; we say it once, naming the layer (finish_onnx)."""
     import logging
 
-    from surgery import keras_env
-
     logger = logging.getLogger("tf2onnx")
     level = logger.level
-    if keras_env.is_quiet():
+    if is_quiet():
         logger.setLevel(logging.CRITICAL)
     try:
         yield
@@ -146,22 +145,19 @@ def _tf2onnx_quiet():
 
 
 def export(model, path, options):
-    from surgery import __version__, onnx_check
-    from surgery.keras_env import keras, native_stderr_muted
-
     keras()
-    options = onnx_check.read_options(options, OPTIONS, "onnx")
+    options = read_export_options(options, OPTIONS, "onnx")
     opset = _opset(options.get("opset", DEFAULT_OPSET))
-    target = onnx_check.prepare(model, options, float32=True)
+    target = prepare_export(model, options, float32=True)
     start = time.monotonic()
-    with onnx_check.converting(f"exporting to ONNX (opset {opset})", "the ONNX conversion"):
+    with converting(f"exporting to ONNX (opset {opset})", "the ONNX conversion"):
         with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
             target.model.export(str(path), format="onnx", verbose=False, opset_version=opset,
                                 input_signature=target.signature())
     seconds = time.monotonic() - start
-    onnx_check.finish_onnx(path, target, model, {"producer": f"surgery {__version__}", "keras_model": model.name})
-    with onnx_check.progress("checking the ONNX file in onnxruntime"):
-        diff = onnx_check.verify_onnx(path, target, options["atol"])
+    finish_onnx(path, target, model, {"producer": f"surgery {__version__}", "keras_model": model.name})
+    with export_progress("checking the ONNX file in onnxruntime"):
+        diff = verify_onnx(path, target, options["atol"])
     notes = "".join(f"; {n}" for n in target.notes)
     return (f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.1e} (atol {options['atol']:g})"
             f"; {seconds:.1f} s{notes}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from surgery import hookimpl
+from surgery import (compare_export, converting, export_progress, hookimpl, keras, native_stderr_muted, prepare_export,
+                     read_export_options)
 
 OPTIONS = ("atol", "input_name", "output_name")
 SIGNATURE = "serving_default"
@@ -20,31 +21,26 @@ SIGNATURE = "serving_default"
 def _verify(path, target, atol) -> float:
     import tensorflow as tf
 
-    from surgery import onnx_check
-
     serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
 
     def run(inputs):
         result = serve(**{name: tf.constant(value) for name, value in inputs.items()})
         return {name: result[name].numpy() for name in target.output_names}
 
-    return onnx_check.compare(target, run, atol, "the SavedModel")
+    return compare_export(target, run, atol, "the SavedModel")
 
 
 def export(model, path, options):
-    from surgery import onnx_check
-    from surgery.keras_env import keras, native_stderr_muted
-
     keras()
-    options = onnx_check.read_options(options, OPTIONS, "saved_model")
-    target = onnx_check.prepare(model, options, float32=False)
+    options = read_export_options(options, OPTIONS, "saved_model")
+    target = prepare_export(model, options, float32=False)
     start = time.monotonic()
-    with onnx_check.converting("exporting the SavedModel", "the SavedModel export"):
+    with converting("exporting the SavedModel", "the SavedModel export"):
         with native_stderr_muted():
             target.model.export(str(path), format="tf_saved_model", verbose=False,
                                 input_signature=target.signature())
     seconds = time.monotonic() - start
-    with onnx_check.progress("checking the SavedModel"), native_stderr_muted():
+    with export_progress("checking the SavedModel"), native_stderr_muted():
         diff = _verify(path, target, options["atol"])
     return (f"signature {SIGNATURE}: {target.describe()}; max abs diff vs Keras {diff:.1e} "
             f"(atol {options['atol']:g}); {seconds:.1f} s")

@@ -21,7 +21,7 @@ Rules, for a kernel of C0 input channels adapted to C (``kh, kw, C0, F`` ->
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl
+from surgery import OpError, hookimpl, keras, model_nodes
 
 RULES = ("mean", "repeat", "zeros")
 
@@ -58,9 +58,8 @@ def _check_size(size, info) -> None:
 def check(params, ctx):
     if "rule" in params and "channels" not in params:
         raise OpError('"rule" applies when "channels" is given')
-    first = ctx.spec.steps[0]
-    if "size" in params and first.get("op") == "backbone" and isinstance(first.get("name"), str):
-        _check_size(params["size"], ctx.registry.backbones.get(first["name"].lower()))
+    if "size" in params:
+        _check_size(params["size"], ctx.source_backbone())
 
 
 def adapt_kernel(kernel, channels: int, rule: str):
@@ -90,8 +89,6 @@ def _blind(layer) -> bool:
 
 def first_convolutions(model, start) -> list:
     """The Conv2D layers that first mix the channels of tensor ``start``, past channel-blind layers."""
-    from surgery.graph import model_nodes
-
     readers = {}
     for node in model_nodes(model):
         for t in node.input_tensors:
@@ -116,8 +113,6 @@ def first_convolutions(model, start) -> list:
 
 
 def apply(state, params, ctx):
-    from surgery.keras_env import keras
-
     model = state.model
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         shapes = ", ".join(str(tuple(t.shape)) for t in model.inputs)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-
-from surgery import OpError, State, SurgeryError, hookimpl
-from surgery.errors import did_you_mean, shown
-from surgery.files import check_regular
-from surgery.spec import schema_error
+from surgery import OpError, State, SurgeryError, check_regular, hookimpl, schema_error, seeded, shown
 
 SCHEMA = {
     "type": "object",
@@ -17,18 +13,10 @@ SCHEMA = {
 }
 
 
-def _lookup(params, ctx):
-    name = params["name"]
-    info = ctx.registry.backbones.get(name) or ctx.registry.backbones.get(name.lower())
-    if info is None:
-        raise OpError(f'unknown backbone "{name}"' + did_you_mean(name.lower(), ctx.registry.backbones))
-    return info
-
-
 def _path_keys(info, params) -> list[str]:
     """The options whose values are file paths: a weights file, or an option declared ``format: path``."""
     return [k for k, v in params.items() if isinstance(v, str) and k != "name" and (
-        (k == "weights" and v != "imagenet") or info.options.get(k, {}).get("format") == "path")]
+        (k == "weights" and v not in ("imagenet", "file")) or info.options.get(k, {}).get("format") == "path")]
 
 
 def _options(info, params, ctx) -> dict:
@@ -45,7 +33,7 @@ def _weights(info, params):
 
 
 def check(params, ctx):
-    info = _lookup(params, ctx)
+    info = ctx.registry.backbone(params["name"])
     msg = schema_error(info.options_schema(), {"op": "backbone", **params, "name": info.name})
     if msg:
         raise OpError(msg)
@@ -77,14 +65,12 @@ def check(params, ctx):
 
 
 def apply(state, params, ctx):
-    from surgery.keras_env import seeded
-
-    info = _lookup(params, ctx)
+    info = ctx.registry.backbone(params["name"])
     seeded(ctx.seed)  # so that a random-init backbone is the same on every build
     model = info.build(**_options(info, params, ctx))
     weights = _weights(info, params)
     files = ", ".join(params[k] for k in _path_keys(info, params))
-    if "weights" not in info.options:
+    if "weights" not in info.options or weights == "file":
         source = f"from {files}" if files else "weights as the backbone builds them"
     elif weights is None:
         source = "random init"
@@ -94,8 +80,27 @@ def apply(state, params, ctx):
     return State(model=model, backbone=info.name, preprocess=info.preprocess, notes=(note,))
 
 
+def with_weights(params, weights, registry):
+    """``--weights``: the backbone's own ``weights`` option; None if it has none."""
+    info = registry.backbone(params["name"])
+    return {**params, "weights": weights} if "weights" in info.options else None
+
+
+def editor_schema(registry) -> dict:
+    """For editors: the backbone names as an enum, and each backbone's options (with their descriptions)."""
+    schema = {**SCHEMA, "properties": dict(SCHEMA["properties"])}
+    if registry.backbones:
+        schema["properties"]["name"] = {"enum": sorted(registry.backbones),
+                                        "description": "a registered backbone (surgery backbones)"}
+        schema["allOf"] = [
+            {"if": {"properties": {"name": {"const": b}}, "required": ["name"]}, "then": info.options_schema()}
+            for b, info in sorted(registry.backbones.items())]
+    return schema
+
+
 @hookimpl
 def surgery_register_ops(register):
-    register("backbone", SCHEMA, apply, check=check, source=True,
+    register("backbone", SCHEMA, apply, check=check, source=True, weights=with_weights,
+             backbone=lambda params: params.get("name"), editor_schema=editor_schema,
              description="Start from a registered backbone (keras.applications or a plugin's)",
              examples=[{"name": "vgg16", "weights": None, "include_top": False, "input_shape": [64, 64, 3]}])

@@ -9,15 +9,10 @@ last one: both paths of the block see the edit where they read its tensor.
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl
-from surgery.graph import find_layer, layer_nodes
+from surgery import (LAYER_PROPERTIES, OpError, check_layer_config, check_new_layer, find_layer, hookimpl,
+                     keras_reason, layer_nodes, make_layer, new_layer_name, seeded)
 
-from .op_append import SCHEMA as APPEND_SCHEMA
-from .op_append import check as check_layer
-from .op_append import check_config
-from .op_append import keras_reason, make_layer, new_layer_name
-
-_LAYER = {k: APPEND_SCHEMA["properties"][k] for k in ("layer", "config", "name")}
+_LAYER = LAYER_PROPERTIES
 _TARGET = {"type": "string", "minLength": 1, "description": "the name of the layer to edit"}
 
 INSERT_SCHEMA = {
@@ -80,12 +75,10 @@ def _requested_name(params) -> str | None:
 def check_insert(params, ctx):
     if ("after" in params) == ("before" in params):
         raise OpError('give exactly one of "after" or "before" (a layer name)')
-    check_layer(params, ctx)
+    check_new_layer(params)
 
 
 def insert(state, params, ctx):
-    from surgery.keras_env import keras, seeded
-
     where = "after" if "after" in params else "before"
     target, nodes = _target(state, params[where])
     if where == "after":
@@ -96,7 +89,7 @@ def insert(state, params, ctx):
     config = {k: v for k, v in params.get("config", {}).items() if k != "name"}
     name = new_layer_name(state, params["layer"], _requested_name(params))
     seeded(ctx.seed)
-    new = make_layer(keras(), params["layer"], config, name)
+    new = make_layer(params["layer"], config, name)
 
     def around(layer):
         if layer is not target:
@@ -114,20 +107,18 @@ def insert(state, params, ctx):
 
 def check_replace(params, ctx):
     if "layer" in params:
-        check_layer(params, ctx)
+        check_new_layer(params)
         return
     if "name" in params.get("config", {}):
         raise OpError('give the new layer\'s name as "name", not in "config"')
-    check_config(params.get("config", {}))
+    check_layer_config(params.get("config", {}))
 
 
 def _replacement(target, params, name):
     """The new layer: a class and config of its own, or the target's class and config with changes."""
-    from surgery.keras_env import keras
-
     if "layer" in params:
         config = {k: v for k, v in params.get("config", {}).items() if k != "name"}
-        return make_layer(keras(), params["layer"], config, name)
+        return make_layer(params["layer"], config, name)
     inherited = {k: v for k, v in target.get_config().items() if k != "trainable"}
     config = {**inherited, **params.get("config", {}), "name": name}
     try:
@@ -141,8 +132,6 @@ def _shapes(layer) -> list:
 
 
 def replace(state, params, ctx):
-    from surgery.keras_env import seeded
-
     target, _ = _target(state, params["target"])
     name = new_layer_name(state, type(target).__name__, _requested_name(params) or target.name, target.name)
     seeded(ctx.seed)

@@ -6,9 +6,7 @@ that shows every input's shape rather than Keras' multi-line traceback text.
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl
-
-from .op_append import check_config, make_layer, new_layer_name
+from surgery import OpError, check_layer_config, hookimpl, make_layer, new_layer_name, seeded
 
 ELEMENTWISE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 MERGE_LAYERS = ELEMENTWISE + ("Concatenate",)
@@ -31,7 +29,7 @@ def check(params, ctx):
         raise OpError(f"Subtract takes exactly 2 inputs, got {len(params['inputs'])}")
     if "name" in params.get("config", {}):
         raise OpError('give the layer\'s name as "name", not in "config"')
-    check_config(params.get("config", {}))
+    check_layer_config(params.get("config", {}))
 
 
 def _shapes_text(names, tensors) -> str:
@@ -61,8 +59,6 @@ def check_shapes(cls: str, names, tensors, axis: int = -1) -> None:
 
 
 def apply(state, params, ctx):
-    from surgery.keras_env import keras, seeded
-
     check(params, ctx)
     cls, names = params["layer"], params["inputs"]
     tensors = [state.tensor(n) for n in names]
@@ -70,7 +66,7 @@ def apply(state, params, ctx):
     check_shapes(cls, names, tensors, config.get("axis", -1))
     name = new_layer_name(state, cls, params.get("name"))
     seeded(ctx.seed)
-    layer = make_layer(keras(), cls, config, name)
+    layer = make_layer(cls, config, name)
     try:
         y = layer(tensors)
     except Exception as e:

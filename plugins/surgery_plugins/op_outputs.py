@@ -8,7 +8,7 @@ no weights, so the name survives saving without custom objects.
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl
+from surgery import OpError, hookimpl, keras
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
 
@@ -44,8 +44,6 @@ def check(params, ctx):
 
 
 def apply(state, params, ctx):
-    from surgery.keras_env import keras
-
     check(params, ctx)
     taken = {layer.name: layer for layer in state.workspace().layers}
     outputs, names = [], []

@@ -15,12 +15,9 @@ kernel is ``M`` and bias ``b`` ("caffe": the RGB->BGR swap and the mean).
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl
-from surgery.errors import did_you_mean
+from surgery import OpError, hookimpl, keras, preprocess_function, preprocess_modes, unique_name
 
-from .op_append import unique_name
-
-MODES = ("caffe", "tf", "torch")
+MODES = preprocess_modes
 
 SCHEMA = {
     "type": "object",
@@ -40,9 +37,7 @@ def check(params, ctx):
 
 
 def _registered(name: str, ctx):
-    info = ctx.registry.backbones.get(name) or ctx.registry.backbones.get(name.lower())
-    if info is None:
-        raise OpError(f'unknown backbone "{name}"' + did_you_mean(name.lower(), ctx.registry.backbones))
+    info = ctx.registry.backbone(name)
     if info.preprocess is None:
         raise OpError(f'backbone "{info.name}" registers no preprocess_input; give "mode"')
     return info
@@ -50,34 +45,25 @@ def _registered(name: str, ctx):
 
 def _function(params, state, ctx):
     """(callable, its name for messages, the channel count it was written for)."""
-    import importlib
-
     if "mode" in params:
-        from keras.applications import imagenet_utils
-
         mode = params["mode"]
-        return (lambda x: imagenet_utils.preprocess_input(x, mode=mode)), f'mode "{mode}"', 3
+        return preprocess_function(mode, ctx.registry), f'mode "{mode}"', 3
     if "backbone" in params:
         info = _registered(params["backbone"], ctx)
-        fn = info.preprocess
     else:
-        info = ctx.registry.backbones.get(state.backbone or "")
-        fn = state.preprocess
-    if fn is None:
+        info = ctx.registry.backbones.get(state.backbone or "") if state.preprocess is not None else None
+    if info is None or info.preprocess is None:
         raise OpError('no preprocessing left to add: the backbone registers none, or an earlier step put it in '
                       'the model; give "backbone" or "mode" to choose one')
-    channels = info.input_shape[-1] if info is not None and info.input_shape else 3
-    if isinstance(fn, str):
-        module, _, attr = fn.rpartition(".")
-        return getattr(importlib.import_module(module), attr), fn, channels
-    return fn, getattr(fn, "__qualname__", repr(fn)), channels
+    channels = info.input_shape[-1] if info.input_shape else 3
+    fn = info.preprocess
+    name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
+    return preprocess_function(info.name, ctx.registry), name, channels
 
 
 def measure(fn, channels: int, name: str):
     """(M, b) with fn(x) == x @ M.T + b on pixels; OpError if fn is not such a map."""
     import numpy as np
-
-    from surgery.keras_env import keras
 
     def call(x):
         return np.asarray(keras().ops.convert_to_numpy(fn(x.copy())), dtype="float64").reshape(-1, channels)
@@ -128,8 +114,6 @@ def _layers(keras, m, b, channels: int, name: str):
 
 def apply(state, params, ctx):
     import numpy as np
-
-    from surgery.keras_env import keras
 
     k = keras()
     check(params, ctx)

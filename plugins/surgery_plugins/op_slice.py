@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl
-from surgery.errors import did_you_mean
-from surgery.graph import cut_map, make_model, output_tensor_of, retrace
-from surgery.selectors import parse_slice
+from surgery import OpError, cut_map, did_you_mean, hookimpl, keras, make_model, output_tensor_of, parse_slice, retrace
 
 SCHEMA = {
     "type": "object",
@@ -47,8 +44,6 @@ def _describe(layer, k) -> str:
 
 
 def apply(state, params, ctx):
-    from surgery.keras_env import keras
-
     model = state.model
     layers = model.layers
     start, stop = _bounds(params, layers)

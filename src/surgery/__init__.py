@@ -1,38 +1,112 @@
 """surgery: model surgery and transfer learning for Keras 3, from JSON specs.
 
-Importing this package is cheap: TensorFlow is imported only when a model is
-built (``build``), never by validation, listing or the CLI's help.
+This module is the public API: the pipeline (``build``, ``apply``, ``plan``, ``export``, ...) and
+everything a plugin needs. Plugins, the built-in ones included, import only the names in ``__all__``.
+
+Importing it is cheap: each name is imported from its module on first use (PEP 562), and TensorFlow
+only when a model is built, never by validation, listing or the command line's help.
 """
 
 from __future__ import annotations
 
-from importlib import metadata
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .errors import OpError, PluginError, SpecError, SurgeryError
-from .hookspecs import hookimpl
-from .state import State
-
-try:
-    __version__ = metadata.version("surgery")
-except metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
-
-__all__ = ["build", "load", "hookimpl", "State", "OpError", "PluginError", "SpecError", "SurgeryError",
-           "__version__"]
+# name -> (module, attribute in it); the attribute is the name unless given.
+_EXPORTS: dict[str, tuple[str, str]] = {}
 
 
-def load(spec, plugins=None):
-    """Validate a spec (a path or a dict) without building it; returns (Spec, Plugins)."""
-    from .plugins import load_plugins
-    from .spec import load_spec
-
-    plugins = plugins or load_plugins()
-    return load_spec(spec, plugins.registry, plugins.broken), plugins
+def _export(module: str, *names: str, **renamed: str) -> None:
+    for name in names:
+        _EXPORTS[name] = (module, name)
+    for public, attribute in renamed.items():
+        _EXPORTS[public] = (module, attribute)
 
 
-def build(spec, plugins=None):
-    """Build the ``keras.Model`` a spec describes (a path or a dict). Raises SurgeryError on bad input."""
-    from .executor import run_steps
+# The pipeline.
+_export("api", "build", "load", "apply", "plan", "export", "Applied")
+_export("version", "__version__")
+# Errors and messages.
+_export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "shown", "one_line")
+_export("spec", "StepContext", "schema_error")
+# Plugins: the hook marker, the state ops transform, loading and conformance.
+_export("hookspecs", "hookimpl", "OpApply", "OpCheck", "Exporter")
+_export("state", "State")
+_export("plugins", "load_plugins", "Candidate", "builtin_candidates")
+_export("registry", "APPLICATION_OPTIONS")
+_export("testing", "check_plugin", "probe_model")
+# Keras, imported lazily and quietly.
+_export("keras_env", "keras", "seeded", "native_stderr_muted", "is_quiet", "keras_cache_dir")
+# Choosing layers and what trains.
+_export("selectors", "SELECTOR_PROPERTIES", "SELECTOR_ANY_OF", "FREEZE_SCHEMA", "UNFREEZE_SCHEMA", "parse_slice",
+        "freeze_layers", "unfreeze_layers", select_layers="resolve")
+# Layers from a class name and a config.
+_export("layers", "NAME_PATTERN", "LAYER_PROPERTIES", "check_layer_class", "check_layer_config", "check_new_layer", "make_layer", "call_layer",
+        "new_layer_name", "unique_name", "keras_reason")
+# The functional graph.
+_export("graph", "make_model", "model_nodes", "cut_map", "output_tensor_of", "retrace", "find_layer", "layer_nodes")
+# Files from someone else.
+_export("files", "check_regular", "check_hdf5", "check_hdf5_links", "read_json")
+_export("model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
+_export("preprocessing", preprocess_modes="MODES", preprocess_function="function")
+# Exporters: the graph to export and the check that it computes what Keras does.
+_export("export_check", "ExportError", "finish_onnx", "verify_onnx", "converting", ExportTarget="Target",
+        read_export_options="read_options", prepare_export="prepare", compare_export="compare",
+        export_progress="progress")
+# Reports.
+_export("summary", "layer_rows", param_totals="totals")
+# Structural pruning.
+_export("pruning", "masked_twin", analyze_channels="analyze", select_channels="select", prune_channels="prune",
+        count_flops="flops")
 
-    spec, plugins = load(spec, plugins)
-    return run_steps(spec, plugins.registry).model
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'surgery' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
+    from .api import Applied, apply, build, export, load, plan
+    from .errors import OpError, PluginError, SpecError, SurgeryError, did_you_mean, one_line, shown
+    from .export_check import ExportError, converting, finish_onnx, verify_onnx
+    from .export_check import Target as ExportTarget
+    from .export_check import compare as compare_export
+    from .export_check import prepare as prepare_export
+    from .export_check import progress as export_progress
+    from .export_check import read_options as read_export_options
+    from .files import check_hdf5, check_hdf5_links, check_regular, read_json
+    from .graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
+    from .hookspecs import Exporter, OpApply, OpCheck, hookimpl
+    from .keras_env import is_quiet, keras, keras_cache_dir, native_stderr_muted, seeded
+    from .layers import (LAYER_PROPERTIES, NAME_PATTERN, call_layer, check_layer_class, check_layer_config,
+                         check_new_layer, keras_reason, make_layer,
+                         new_layer_name, unique_name)
+    from .model_files import check_model_file, check_weights_content, check_weights_file, load_model
+    from .plugins import Candidate, builtin_candidates, load_plugins
+    from .preprocessing import MODES as preprocess_modes
+    from .preprocessing import function as preprocess_function
+    from .pruning import analyze as analyze_channels
+    from .pruning import flops as count_flops
+    from .pruning import masked_twin
+    from .pruning import prune as prune_channels
+    from .pruning import select as select_channels
+    from .registry import APPLICATION_OPTIONS
+    from .selectors import (FREEZE_SCHEMA, SELECTOR_ANY_OF, SELECTOR_PROPERTIES, UNFREEZE_SCHEMA, freeze_layers,
+                            parse_slice, unfreeze_layers)
+    from .selectors import resolve as select_layers
+    from .spec import StepContext, schema_error
+    from .state import State
+    from .summary import layer_rows
+    from .summary import totals as param_totals
+    from .testing import check_plugin, probe_model
+    from .version import __version__

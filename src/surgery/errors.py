@@ -71,6 +71,17 @@ def interrupted_exit(e: BaseException) -> int:
     return 128 + (e.signum if isinstance(e, Terminated) else signal.SIGINT)
 
 
+def one_line(text, limit: int | None = 300) -> str:
+    """Any text (an exception, a library's message) as one line, cut to ``limit`` characters.
+
+    The error model promises one line: libraries put line breaks and whole tracebacks in their messages.
+    """
+    folded = " ".join(str(text).split())
+    if limit is not None and len(folded) > limit:
+        return folded[:limit - 3] + "..."
+    return folded
+
+
 def shown(path) -> str:
     """A path as messages show it: relative to the working folder when inside it, so lines are reproducible."""
     path = os.path.abspath(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import InternalError, SpecError, SurgeryError
+from .errors import InternalError, SpecError, SurgeryError, one_line
 from .graph import make_model
 from .keras_env import keras, native_stderr_muted
 from .spec import Spec, StepContext, op_params
@@ -10,7 +10,7 @@ from .state import State
 
 
 def out_of_memory(e: Exception) -> str:
-    detail = " ".join(str(e).split()).split(" [Op:")[0][:160]
+    detail = one_line(one_line(e, None).split(" [Op:")[0], 160)
     return (f"not enough memory to build this step ({type(e).__name__}: {detail}); a layer or option asks for "
             "more than this machine has (classes, units, input_shape)")
 

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import SurgeryError
+from .errors import SurgeryError, one_line
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -261,7 +261,7 @@ def check_hdf5_links(path: str | os.PathLike, where: str | None = None, *, error
             check_group("/", f)
             f.visititems(visit)
     except OSError as e:
-        reason = " ".join(str(e).split())[:200]
+        reason = one_line(e, 200)
         raise error(f"the weights file is damaged or truncated ({reason})", file=str(path), where=where) from None
     if problems:
         raise error(f"refused: the weights file reaches outside itself: {problems[0]}", file=str(path),

@@ -253,7 +253,7 @@ def rebuild(model, tensors: dict, *, around=None, inputs=None, feeds=None):
 
 def _explained(around):
     """``around`` whose calls, when a layer cannot take its new input, fail with one line naming that layer."""
-    from .errors import OpError, SurgeryError
+    from .errors import OpError, SurgeryError, one_line
 
     def wrapped(layer):
         fn = around(layer) if around else layer
@@ -266,7 +266,7 @@ def _explained(around):
             except Exception as e:
                 shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
                 # Keras' shape errors start "Input 0 with name 'None' of layer 'x' is incompatible with the layer:".
-                reason = " ".join(str(e).split()).split("is incompatible with the layer: ")[-1]
+                reason = one_line(e, None).split("is incompatible with the layer: ")[-1]
                 raise OpError(f'layer "{layer.name}" ({type(layer).__name__}) cannot take its new input '
                               f"{shapes}: {reason[:300]}") from None
 

@@ -5,30 +5,66 @@ host checks names, clashes and schemas in one place and knows which plugin
 registered what. Registering must be cheap and must not import TensorFlow.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .spec import StepContext
+    from .state import State
 
 hookspec = pluggy.HookspecMarker("surgery")
 hookimpl = pluggy.HookimplMarker("surgery")
 
 
+class OpApply(Protocol):
+    """``apply(state, params, ctx) -> State``: builds the step (may import Keras); ``state`` is None for a source op."""
+
+    def __call__(self, state: State | None, params: dict[str, Any], ctx: StepContext) -> State: ...
+
+
+class OpCheck(Protocol):
+    """``check(params, ctx)``: what can be known without a model or TensorFlow; raises ``OpError``."""
+
+    def __call__(self, params: dict[str, Any], ctx: StepContext) -> None: ...
+
+
+class Exporter(Protocol):
+    """``export(model, path, options) -> str | None``: writes ``path`` (the host places it) and returns a report."""
+
+    def __call__(self, model: Any, path: Path, options: dict[str, Any]) -> str | None: ...
+
+
+Register = Callable[..., None]
+
+
 @hookspec
-def surgery_register_ops(register):
+def surgery_register_ops(register: Register) -> None:
     """Register spec operations.
 
-    ``register(name, schema, apply, *, check=None, description="", examples=(), source=False)``
+    ``register(name, schema, apply, *, check=None, description="", examples=(), source=False,
+    weights=None, backbone=None, editor_schema=None)``
 
     - ``name``: the ``op`` value in a spec step (lowercase, ``[a-z][a-z0-9_]*``).
     - ``schema``: JSON Schema (draft 2020-12) of the step's params, ``op`` excluded.
-    - ``apply(state, params, ctx) -> State``: builds; may import Keras.
+    - ``apply(state, params, ctx) -> State``: builds; may import Keras (``OpApply``).
     - ``check(params, ctx)``: optional checks that need no model and no TensorFlow,
-      run by ``surgery validate`` and before every build.
+      run by ``surgery validate`` and before every build (``OpCheck``).
+    - ``description``: one line for ``surgery ops``.
     - ``examples``: params that must validate (the conformance helper tries them).
     - ``source``: the op starts a model (it must be the first step).
+    - ``weights(params, value, registry) -> params | None``: a source op's step with ``--weights``
+      applied (``value``: None for random init, "imagenet", or a file path); None if it takes no weights.
+    - ``backbone(params) -> str | None``: the registered backbone a source op's step builds.
+    - ``editor_schema(registry) -> dict``: the params schema editors get from ``surgery schema``.
     """
 
 
 @hookspec
-def surgery_register_backbones(register):
+def surgery_register_backbones(register: Register) -> None:
     """Register backbones for the ``backbone`` op.
 
     ``register(name, build, *, options=None, preprocess=None, input_shape=None,
@@ -46,7 +82,7 @@ def surgery_register_backbones(register):
 
 
 @hookspec
-def surgery_register_exporters(register):
+def surgery_register_exporters(register: Register) -> None:
     """Register output formats.
 
     ``register(format, export, *, suffix, description="")``

@@ -85,3 +85,11 @@ def keras():
 def seeded(seed: int):
     """Make Keras' next random initialisations a function of ``seed`` alone."""
     keras().utils.set_random_seed(seed)
+
+
+def keras_cache_dir():
+    """Where keras.utils.get_file keeps downloads (KERAS_HOME, else ~/.keras): ImageNet weights, class index."""
+    from pathlib import Path
+
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"

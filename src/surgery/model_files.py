@@ -15,8 +15,8 @@ import json
 import os
 import re
 
-from .errors import SurgeryError, shown
-from .files import MIB, FileError, check_archive, read_member
+from .errors import SurgeryError, one_line, shown
+from .files import MIB, FileError, check_archive, check_hdf5, check_hdf5_links, read_member
 from .layer_catalog import file_arguments, nested_class_names
 
 CONFIG = "config.json"
@@ -74,7 +74,7 @@ def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool =
 
 
 def _load_failure(path, e: Exception) -> str:
-    text = " ".join(str(e).split())
+    text = one_line(e, None)
     if "arbitrary code" in text or "unsafe" in text.lower() or "safe_mode" in text:
         return _refused_code(path)
     missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
@@ -85,3 +85,36 @@ def _load_failure(path, e: Exception) -> str:
                 "class): install the package or plugin that registers it, or rebuild the model from built-in "
                 "layers")
     return f"{shown(path)} is not a Keras model file: {type(e).__name__}: {text[:300]}"
+
+
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+
+
+def _prefixed(where: str, message: str) -> str:
+    return f"{where}{' ' if message.startswith('is ') else ': '}{message}"
+
+
+def check_weights_file(path: str | os.PathLike, *, error=ModelFileError) -> None:
+    """A weights file Keras' ``load_weights`` takes, checked before TensorFlow starts: its suffix, and an
+    HDF5 signature (``.h5``) or a checked archive (``.keras``). A FIFO, an empty or a foreign file is one line."""
+    where = f'weights: "{shown(path)}"'
+    if not str(path).endswith(WEIGHTS_SUFFIXES):
+        raise error(f"{where} is not a weights file Keras loads: the name must end in " + ", ".join(WEIGHTS_SUFFIXES))
+    try:
+        if str(path).endswith(".keras"):
+            check_model_file(path, error=FileError)
+        else:
+            check_hdf5(path)
+    except SurgeryError as e:
+        raise error(_prefixed(where, e.message)) from None
+
+
+def check_weights_content(path: str | os.PathLike, *, error=ModelFileError) -> None:
+    """The deep check of an HDF5 weights file before Keras reads it (h5py, no TensorFlow): damaged, or
+    reaching outside itself through an external link."""
+    if str(path).endswith(".keras"):
+        return
+    try:
+        check_hdf5_links(path)
+    except SurgeryError as e:
+        raise error(_prefixed(f'weights: "{shown(path)}"', e.message)) from None

@@ -1,4 +1,4 @@
-"""``surgery plan``: what each step of a spec changes, built with random weights.
+"""``surgery plan``: what each step of a spec changes, built with random weights where the source allows.
 
 The spec runs through the normal executor, with every op's ``apply`` wrapped to
 take a snapshot of the model after it (which layers, their trainable flags,
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .registry import Registry
 from .state import State
@@ -89,36 +88,31 @@ def _recording(registry: Registry, snaps: list) -> Registry:
     return copy
 
 
-def random_init(data: dict, registry: Registry) -> dict:
-    """The spec with its backbone's weights set to null, where the backbone takes a ``weights`` option."""
-    steps = data.get("steps") if isinstance(data, dict) else None
-    if not steps or not isinstance(steps[0], dict) or steps[0].get("op") != "backbone":
-        return data
-    info = registry.backbones.get(str(steps[0].get("name", "")).lower())
-    if info is None or "weights" not in info.options:
-        return data
-    return {**data, "steps": [{**steps[0], "weights": None}, *steps[1:]]}
+@dataclass
+class Plan:
+    changes: list  # StepChange per step
+    state: State  # the final state
+    random_init: bool  # whether the source step was built with random weights
 
 
-def plan(source, plugins):
-    """Build ``source`` (a path or a dict) with random weights; returns (list of StepChange, final State)."""
+def plan(source, plugins) -> Plan:
+    """Build ``source`` (a path or a dict), with random weights where its source op allows it, recording each step."""
     from .executor import run_steps
-    from .spec import read_spec_file, validate
+    from .spec import WeightsNotApplicable, load_spec
 
-    if isinstance(source, dict):
-        data, name, base = source, "<dict>", None
-    else:
-        data, name = read_spec_file(source)
-        base = Path(source).resolve().parent
-    spec = validate(random_init(data, plugins.registry), plugins.registry, file=name, base=base,
-                    broken_plugins=plugins.broken)
+    try:
+        spec = load_spec(source, plugins.registry, plugins.broken, weights="none")
+        random_init = True
+    except WeightsNotApplicable:  # a source without a weights option builds as the spec says
+        spec = load_spec(source, plugins.registry, plugins.broken)
+        random_init = False
     snaps: list = []
     state = run_steps(spec, _recording(plugins.registry, snaps))
     changes, before = [], None
     for index, op, note, snap in snaps:
         changes.append(compare(index, op, note, before, snap))
         before = snap
-    return changes, state
+    return Plan(changes, state, random_init)
 
 
 def _names(names: list, limit: int = 6) -> str:
@@ -127,11 +121,12 @@ def _names(names: list, limit: int = 6) -> str:
     return ", ".join(names[:limit - 1]) + f", ... ({len(names) - limit} more), {names[-1]}"
 
 
-def render(changes: list, state) -> str:
+def render(planned: Plan) -> str:
     from .summary import totals
 
+    state = planned.state
     lines = []
-    for c in changes:
+    for c in planned.changes:
         note = c.note[len(c.op) + 2:] if c.note.startswith(f"{c.op}: ") else c.note
         lines.append(f"steps[{c.index}] {c.op}: {note}")
         for label, names in (("added", c.added), ("removed", c.removed), ("replaced", c.replaced),
@@ -143,5 +138,6 @@ def render(changes: list, state) -> str:
         lines.append(f"    output {', '.join(c.outputs)}")
     total, trainable, frozen = totals(state.model)
     lines.append(f'model "{state.model.name}": {len(state.model.layers)} layers, {total:,} params '
-                 f"({trainable:,} trainable, {frozen:,} frozen); built with random weights")
+                 f"({trainable:,} trainable, {frozen:,} frozen); built with "
+                 + ("random weights" if planned.random_init else "the weights the spec names"))
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, one_line
 from .registry import Registration, Registry
 
 GROUP = "surgery"
@@ -31,7 +31,6 @@ CALLBACKS = {
 HOOKS = tuple(CALLBACKS)
 LOAD_VAR = "SURGERY_LOAD_PLUGINS"
 BLOCK_VAR = "SURGERY_BLOCK_PLUGINS"
-MAX_REASON = 300  # a reason is shown on one line next to others
 
 
 @dataclass
@@ -182,11 +181,6 @@ def load_plugins(candidates: Iterable[Candidate] | None = None) -> Plugins:
         record.backbones = [b.name for b in reg.backbones]
         record.exporters = [e.format for e in reg.exporters]
     return Plugins(registry, records, pm, warnings)
-
-
-def one_line(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
 
 
 def _load_one(pm: pluggy.PluginManager, cand: Candidate, records: list[PluginRecord], reg: Registration) -> None:

@@ -52,6 +52,12 @@ class OpInfo:
     examples: tuple
     source: bool
     plugin: str
+    # A source op's answers for the host, which knows no op by name: the step with ``--weights`` applied
+    # (None: random init, "imagenet", a file path), and the registered backbone the step builds.
+    weights: Callable | None = None
+    backbone: Callable | None = None
+    # The op's params schema as an editor should see it (richer than the one that validates).
+    editor_schema: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,8 @@ class Registration:
     # unknown op name the disabled plugin that tried to provide it.
     attempted: list = field(default_factory=list)
 
-    def register_op(self, name, schema, apply, *, check=None, description="", examples=(), source=False):
+    def register_op(self, name, schema, apply, *, check=None, description="", examples=(), source=False,
+                    weights=None, backbone=None, editor_schema=None):
         self.attempted.append(("op", name))
         _check_name("op", name)
         _check_schema(f"op {name!r}", schema)
@@ -132,16 +139,20 @@ class Registration:
             raise PluginError(f"op {name!r}: schema must describe an object")
         if "op" in schema.get("properties", {}):
             raise PluginError(f"op {name!r}: schema must not declare 'op' (the host adds it)")
-        if not callable(apply) or (check is not None and not callable(check)):
-            raise PluginError(f"op {name!r}: apply and check must be callables")
-        validator = SpecValidator(_with_op(name, schema))
+        if not callable(apply) or any(f is not None and not callable(f) for f in (check, weights, backbone,
+                                                                                   editor_schema)):
+            raise PluginError(f"op {name!r}: apply, check, weights, backbone and editor_schema must be callables")
+        if (weights is not None or backbone is not None) and not source:
+            raise PluginError(f"op {name!r}: weights and backbone describe a source op; pass source=True")
+        validator = SpecValidator(with_op(name, schema))
         for i, example in enumerate(examples):
             if not isinstance(example, dict):
                 raise PluginError(f"op {name!r}: example {i} must be a dict of params, got {type(example).__name__}")
             err = next(iter(validator.iter_errors({"op": name, **example})), None)
             if err is not None:
                 raise PluginError(f"op {name!r}: example {i} does not match its schema: {err.message}")
-        self.ops.append(OpInfo(name, schema, apply, check, description, tuple(examples), bool(source), self.plugin))
+        self.ops.append(OpInfo(name, schema, apply, check, description, tuple(examples), bool(source), self.plugin,
+                               weights, backbone, editor_schema))
 
     def register_backbone(self, name, build, *, options=None, preprocess=None, input_shape=None,
                           min_input_size=None, description="", check=None):
@@ -180,7 +191,7 @@ STEP_KEYS = {
 }
 
 
-def _with_op(name: str, schema: dict) -> dict:
+def with_op(name: str, schema: dict) -> dict:
     """The step schema: the op's params plus ``op`` and the host's step keys, no unknown keys."""
     props = {"op": {"const": name}, **STEP_KEYS, **schema.get("properties", {})}
     return {
@@ -241,5 +252,14 @@ class Registry:
         self.backbones.update((b.name, b) for b in reg.backbones)
         self.exporters.update((e.format, e) for e in reg.exporters)
 
+    def backbone(self, name: str) -> BackboneInfo:
+        """A registered backbone by name (any case); an OpError naming the close ones if there is none."""
+        from .errors import OpError, did_you_mean
+
+        info = self.backbones.get(name) or self.backbones.get(name.lower())
+        if info is None:
+            raise OpError(f'unknown backbone "{name}"' + did_you_mean(name.lower(), self.backbones))
+        return info
+
     def step_schema(self, op: str) -> dict:
-        return _with_op(op, self.ops[op].schema)
+        return with_op(op, self.ops[op].schema)

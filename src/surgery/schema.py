@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .registry import Registry
-from .training.schema import TRAIN_SCHEMA
+from .registry import Registry, with_op
+from .train_schema import TRAIN_SCHEMA
 
 SPEC_VERSION = 1
 
@@ -67,16 +67,9 @@ def full_schema(registry: Registry) -> dict:
 
 
 def _op_step(registry: Registry, op: str) -> dict:
-    sub = registry.step_schema(op)
-    sub = {"description": registry.ops[op].description, **sub} if registry.ops[op].description else sub
-    if op == "backbone" and registry.backbones:
-        sub["properties"]["name"] = {"enum": sorted(registry.backbones)}
-        sub["allOf"] = [
-            {"if": {"properties": {"name": {"const": b}}, "required": ["name"]},
-             "then": info.options_schema()}
-            for b, info in sorted(registry.backbones.items())
-        ]
-    return sub
+    info = registry.ops[op]
+    sub = with_op(op, info.editor_schema(registry)) if info.editor_schema else registry.step_schema(op)
+    return {"description": info.description, **sub} if info.description else sub
 
 
 def _copy(obj):

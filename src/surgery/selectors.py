@@ -70,3 +70,69 @@ def resolve(layers: list, params: dict) -> list[int]:
 def _near(word: str, names: list[str]) -> str:
     hint = did_you_mean(word, names)
     return hint if "did you mean" in hint else f"; the model has {len(names)} layers (see the layer table)"
+
+
+# --- freezing: what the freeze and unfreeze ops and a training stage's selectors do -------------------
+
+FREEZE_SCHEMA = {"type": "object", "properties": dict(SELECTOR_PROPERTIES), "anyOf": SELECTOR_ANY_OF}
+UNFREEZE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **SELECTOR_PROPERTIES,
+        "batchnorm": {"enum": ["keep_frozen", "train"], "default": "keep_frozen",
+                      "description": "whether BatchNormalization layers in the selection train too"},
+    },
+    "anyOf": SELECTOR_ANY_OF,
+}
+
+
+def _is_bn(layer) -> bool:
+    return type(layer).__name__ in ("BatchNormalization", "SyncBatchNormalization")
+
+
+def _params(layers) -> int:
+    import math
+
+    return sum(math.prod(w.shape) for layer in layers for w in layer.weights)
+
+
+def _span(layers) -> str:
+    return layers[0].name if len(layers) == 1 else f"{layers[0].name} .. {layers[-1].name}"
+
+
+def freeze_layers(model, params: dict) -> str:
+    """Make the selected layers non-trainable; the one-line note of what changed.
+
+    Keras 3 runs a BatchNormalization layer whose ``trainable`` is False in
+    inference mode (moving statistics used, not updated), so BN layers in a
+    frozen range stay in inference mode.
+    """
+    picked = [model.layers[i] for i in resolve(model.layers, params)]
+    for layer in picked:
+        layer.trainable = False
+    return f"freeze: {len(picked)} layers ({_span(picked)}), {_params(picked):,} params"
+
+
+def unfreeze_layers(model, params: dict) -> str:
+    """Make the selected layers trainable, BatchNormalization kept frozen unless ``"batchnorm": "train"``.
+
+    Fine-tuning on a small dataset with unfrozen BN layers replaces the statistics
+    learnt on the source data with those of small batches.
+    """
+    picked = [model.layers[i] for i in resolve(model.layers, params)]
+    keep_bn = params.get("batchnorm", "keep_frozen") == "keep_frozen"
+    if keep_bn and all(_is_bn(layer) for layer in picked):
+        raise OpError('selects only BatchNormalization layers, which unfreeze keeps frozen; '
+                      'add "batchnorm": "train" to train them')
+    kept_bn = 0
+    for layer in picked:
+        layer.trainable = True
+        if keep_bn:
+            for sub in layer._flatten_layers(include_self=True, recursive=True):
+                if _is_bn(sub):
+                    sub.trainable = False
+                    kept_bn += 1
+    note = f"unfreeze: {len(picked)} layers ({_span(picked)})"
+    if kept_bn:
+        note += f"; {kept_bn} BatchNormalization layers kept frozen (inference mode)"
+    return note

@@ -10,7 +10,7 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import OpError, SpecError, did_you_mean, shown
+from .errors import OpError, SpecError, did_you_mean
 from .files import StrictJSONError, read_bounded, strict_json
 from .registry import STEP_KEYS, Registry, SpecValidator
 from .schema import SPEC_VERSION, core_schema
@@ -106,6 +106,15 @@ class StepContext:
     def path(self, value: str) -> Path:
         """A file named by one of the op's path fields (recorded as an input of the spec)."""
         return self.spec.input_file(value)
+
+    def source_backbone(self):
+        """The registered backbone the spec's first step builds (its source op says which), or None."""
+        first = self.spec.steps[0]
+        info = self.registry.ops.get(first.get("op"))
+        if info is None or info.backbone is None:
+            return None
+        name = info.backbone(op_params(first))
+        return self.registry.backbones.get(name) if isinstance(name, str) else None
 
 
 def read_spec_file(path: str | os.PathLike) -> tuple[Any, str]:
@@ -267,10 +276,50 @@ def op_params(step: dict) -> dict:
     return {k: v for k, v in step.items() if k != "op" and k not in STEP_KEYS}
 
 
-def load_spec(source, registry: Registry, broken_plugins: list | None = None) -> Spec:
-    """A path or an already-parsed dict -> validated Spec."""
+NO_WEIGHTS = ("none", "null")
+
+
+class WeightsNotApplicable(SpecError):
+    """``--weights`` given for a spec whose source step takes no weights."""
+
+
+def with_weights(data: Any, registry: Registry, weights: str | None, file: str) -> Any:
+    """The spec with its source step's weights replaced, as the source op says (``--weights``, random init).
+
+    ``weights`` is "imagenet", "none" (random init) or a file path typed on the command line (resolved
+    against the working folder, as a user typing it expects). The host knows no op by name: the source op
+    registered what a weights override means for its step.
+    """
+    if weights is None or not isinstance(data, dict) or not data.get("steps"):
+        return data
+    if not weights.strip():
+        raise SpecError('is empty; give "imagenet", "none", or the path of a weights file', where="--weights")
+    first = data["steps"][0]
+    if not isinstance(first, dict) or first.get("op") not in registry.ops:
+        return data  # validate() says what is wrong with the step
+    info = registry.ops[first["op"]]
+    if not info.source:
+        starts = ", ".join(sorted(n for n, o in registry.ops.items() if o.source))
+        raise SpecError(f'--weights applies to a first step that starts a model ({starts}), not "{first["op"]}"',
+                        file=file, where="steps[0]")
+    value = None if weights.lower() in NO_WEIGHTS else weights if weights == "imagenet" \
+        else str(Path(weights).resolve())
+    params = {k: v for k, v in first.items() if k != "op" and k not in STEP_KEYS}
+    try:
+        changed = info.weights(params, value, registry) if info.weights is not None else None
+    except OpError as e:
+        raise e.located(file=file, where=f"steps[0] ({first['op']})") from None
+    if changed is None:
+        raise WeightsNotApplicable(f"--weights does not apply: {first['op']} {first.get('name', '')}".rstrip()
+                                   + " takes no weights", file=file, where=f"steps[0] ({first['op']})")
+    keys = {k: v for k, v in first.items() if k == "op" or k in STEP_KEYS}
+    return {**data, "steps": [{**keys, **changed}, *data["steps"][1:]]}
+
+
+def load_spec(source, registry: Registry, broken_plugins: list | None = None, *, weights: str | None = None) -> Spec:
+    """A path or an already-parsed dict -> validated Spec, with ``weights`` applied to its source step."""
     if isinstance(source, dict):
-        return validate(source, registry, broken_plugins=broken_plugins)
+        return validate(with_weights(source, registry, weights, "<dict>"), registry, broken_plugins=broken_plugins)
     data, name = read_spec_file(source)
-    return validate(data, registry, file=name, base=Path(source).resolve().parent,
-                    broken_plugins=broken_plugins)
+    return validate(with_weights(data, registry, weights, name), registry, file=name,
+                    base=Path(source).resolve().parent, broken_plugins=broken_plugins)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from .errors import PluginError
+from .errors import PluginError, one_line
 from .plugins import plugin_name, registration_of
 from .registry import Registry
 from .spec import Spec, StepContext, schema_error
@@ -128,7 +128,7 @@ def _attempt(what: str, fn, *args) -> list[str]:
     except AssertionError as e:
         return [f"{what}: {e}"]
     except Exception as e:
-        return [f"{what}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"]
+        return [f"{what}: {type(e).__name__}: {one_line(e)}"]
     return []
 
 
@@ -214,7 +214,9 @@ def _preprocess(preprocess):
 def _export(exporter, model, folder: Path):
     path = folder / f"probe{exporter.suffix}"
     report = exporter.export(model, path, {})
-    assert path.is_file() and path.stat().st_size > 0, f"wrote nothing to {path.name}"
+    # A file, or a folder format (a SavedModel): something non-empty either way.
+    written = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    assert written and any(p.stat().st_size > 0 for p in written), f"wrote nothing to {path.name}"
     assert report is None or (isinstance(report, str) and "\n" not in report), \
         f"must return None or a one-line report, got {report!r}"
 

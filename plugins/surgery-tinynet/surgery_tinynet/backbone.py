@@ -6,8 +6,7 @@ name and glob (``"names": ["block1_*"]``), the robust choice over indices.
 
 from __future__ import annotations
 
-from surgery import OpError
-from surgery.registry import APPLICATION_OPTIONS
+from surgery import APPLICATION_OPTIONS, OpError, keras, make_model
 
 INPUT_SHAPE = (32, 32, 3)
 PREPROCESS = "surgery_tinynet.backbone.preprocess_input"
@@ -36,9 +35,6 @@ def preprocess_input(x):
 
 def build(weights=None, include_top=True, input_shape=None, pooling=None, classes=10,
           classifier_activation="softmax", width=16, blocks=3):
-    from surgery.graph import make_model
-    from surgery.keras_env import keras
-
     if weights == "imagenet":
         raise OpError('tinynet has no ImageNet weights; use "weights": null or a weights file')
     shape = tuple(input_shape or INPUT_SHAPE)

@@ -9,7 +9,7 @@ FIELDS = ("index", "name", "class", "output_shape", "params", "trainable")
 
 def export(model, path, options):
     # The same rows `surgery apply` prints, so the file and the terminal agree.
-    from surgery.summary import layer_rows
+    from surgery import layer_rows
 
     table = [dict(zip(FIELDS, row)) for row in layer_rows(model)]
     with open(path, "w", encoding="utf-8") as f:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery import OpError
+from surgery import OpError, keras, make_model, seeded
 
 SCHEMA = {
     "type": "object",
@@ -38,9 +38,6 @@ def _pool_layer(layers, kind, rank, name):
 
 
 def apply(state, params, ctx):
-    from surgery.graph import make_model
-    from surgery.keras_env import keras, seeded
-
     check(params, ctx)
     layers = keras().layers
     name = params.get("name", "head")

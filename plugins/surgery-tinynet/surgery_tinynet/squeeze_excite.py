@@ -7,8 +7,7 @@ gated tensor (they keep their weights: layers are reused, not copied).
 
 from __future__ import annotations
 
-from surgery import OpError
-from surgery.errors import did_you_mean
+from surgery import OpError, did_you_mean, keras, make_model, output_tensor_of, retrace, seeded
 
 SCHEMA = {
     "type": "object",
@@ -36,9 +35,6 @@ def _se_block(layers, channels, ratio, name):
 
 
 def apply(state, params, ctx):
-    from surgery.graph import make_model, output_tensor_of, retrace
-    from surgery.keras_env import keras, seeded
-
     model = state.model
     names = [layer.name for layer in model.layers]
     after = params["after"]

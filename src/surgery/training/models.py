@@ -67,8 +67,8 @@ def sidecar_beside(model_path: Path, registry) -> Sidecar:
     return read_sidecar(path, registry) if path.exists() else Sidecar()
 
 
-def load(path: str, plugins, load_spec, *, weights=None, preprocess: str | None = None) -> Loaded:
-    """``path`` is a ``.keras`` model or a spec; ``load_spec(path, plugins, weights)`` validates a spec."""
+def load(path: str, plugins, *, weights=None, preprocess: str | None = None) -> Loaded:
+    """``path`` is a ``.keras`` model or a spec (``weights`` overrides a spec's, as ``--weights`` does)."""
     p = Path(path)
     if p.is_dir():
         raise DataError("is a folder; give a .keras model file (a run folder's model is <name>.keras or best.keras in "
@@ -82,8 +82,9 @@ def load(path: str, plugins, load_spec, *, weights=None, preprocess: str | None 
         loaded = Loaded(load_model(p, error=DataError), side.preprocess, side.class_names, path)
     elif p.suffix == ".json":
         from ..executor import run_steps
+        from ..spec import load_spec
 
-        spec = load_spec(path, plugins, weights)
+        spec = load_spec(path, plugins.registry, plugins.broken, weights=weights)
         state = run_steps(spec, plugins.registry)
         loaded = Loaded(state.model, state.backbone if state.preprocess is not None else None, None, path)
     else:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import SpecError, one_line
 from ..files import read_json
-from ..keras_env import keras, native_stderr_muted
+from ..keras_env import keras, keras_cache_dir, native_stderr_muted
 from . import data
 from .models import SIDECAR_LIMIT
 from .stages import output_activation
@@ -35,15 +35,9 @@ class Names:
     note: str | None = None  # said on stderr: why there are no names
 
 
-def _keras_cache() -> Path:
-    from surgery_plugins.applications import keras_cache_dir
-
-    return keras_cache_dir()
-
-
 def imagenet_names() -> Names:
     """ImageNet's 1000 class names from Keras' cache, downloading the index as decode_predictions would."""
-    cached = _keras_cache() / IMAGENET_INDEX
+    cached = keras_cache_dir() / IMAGENET_INDEX
     if not cached.is_file():
         try:
             # get_file announces the download on stdout, which is this command's output.
@@ -51,7 +45,7 @@ def imagenet_names() -> Names:
                 keras().utils.get_file(IMAGENET_INDEX, IMAGENET_INDEX_URL, cache_dir=str(cached.parent.parent),
                                        cache_subdir=cached.parent.name)
         except Exception as e:
-            reason = " ".join(str(e).split())[:160]
+            reason = one_line(e, 160)
             return Names(None, "indices", f"ImageNet class names are not available offline: Keras downloads "
                          f"{IMAGENET_INDEX} on first use (as decode_predictions does) and could not ({reason}), "
                          f"and no copy is cached in {cached.parent}; showing class indices. Connect to the "

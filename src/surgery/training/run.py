@@ -209,7 +209,7 @@ def _check_fit(model, config, state, train_src, val_src, spec, registry):
     bounds = config.stage_bounds()
     first = next((i for i, (_, end) in enumerate(bounds) if end > state.epochs_done), None)
     if first is not None:  # None: killed after the last epoch, before the final model was written
-        stages.rehearse(model, config, first, spec, registry, resumed_mid_stage=bounds[first][0] < state.epochs_done)
+        stages.rehearse(model, config, first, spec, resumed_mid_stage=bounds[first][0] < state.epochs_done)
     for src in (train_src, val_src):
         if src is not None and src.kind == "folder":
             data.check_readable(src.files, image)
@@ -252,7 +252,7 @@ def _run_stages(model, sets, spec, registry, config, state, class_names, callbac
         echo(f"stage {i + 1}/{len(bounds)} {stage.name}: {stage.describe()}")
         loss, metrics = stages.loss_and_metrics(model, class_names, spec.file)
         if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
-            for note in stages.apply_selectors(model, stage, i, spec, registry):
+            for note in stages.apply_selectors(model, stage, i, spec):
                 echo(f"  {note}")
             stages.compile_stage(model, stage, loss, metrics)
         echo(f"  {stages.trainable_report(model)}")
@@ -319,10 +319,12 @@ def _train(spec, registry, config, folder, state, train_src, val_src, recorded, 
 def train_spec(spec, out, *, plugins=None, resume: bool = False, force: bool = False, echo=print,
                verbose: int | None = 2, **overrides) -> TrainResult | None:
     """From Python: ``train_spec("spec.json", "runs/x", data="train/", epochs=3)``; overrides as on the command line."""
-    from .. import load
+    from ..plugins import load_plugins
+    from ..spec import load_spec
     from .config import resolve
 
-    parsed, plugins = load(spec, plugins)
+    plugins = plugins or load_plugins()
+    parsed = load_spec(spec, plugins.registry, plugins.broken)
     config = resolve(parsed, overrides)
     return train(parsed, plugins.registry, config, Path(out), resume=resume, force=force, created_default=True,
                  echo=echo, verbose=verbose)

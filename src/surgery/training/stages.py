@@ -1,7 +1,7 @@
 """One stage of training: freeze/unfreeze, then compile with the stage's optimizer.
 
-The selectors run through the registry's ``freeze`` and ``unfreeze`` ops, so a
-stage selects layers exactly as a spec step does, and ``unfreeze`` keeps
+The selectors are those of the spec's ``freeze`` and ``unfreeze`` steps (the same
+core functions, ``surgery.selectors``), and ``unfreeze`` keeps
 BatchNormalization layers frozen (inference mode: moving statistics used, not
 updated) unless the stage says ``"batchnorm": "train"``. Recompiling after the
 change is what makes Keras see the new trainable weights.
@@ -9,50 +9,38 @@ change is what makes Keras see the new trainable weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from ..errors import SpecError, SurgeryError
 from ..keras_env import keras
-from ..spec import StepContext
-from ..state import State
+from ..selectors import freeze_layers, unfreeze_layers
 from ..summary import totals
 
 
-@dataclass
-class StageContext(StepContext):
-    """The context an op gets when it runs before a training stage; errors name the stage."""
+def apply_selectors(model, stage, index: int, spec) -> list[str]:
+    """Run the stage's freeze, then unfreeze, on the model in place; their one-line notes.
 
-    stage: int = 0
-
-    @property
-    def where(self) -> str:
-        return f"train.stages[{self.stage}].{self.op}"
-
-
-def apply_selectors(model, stage, index: int, spec, registry) -> list[str]:
-    """Run the stage's freeze, then unfreeze, on the model in place; the ops' one-line notes."""
+    They select layers exactly as the spec's freeze and unfreeze steps do (the same core functions).
+    """
     notes = []
-    for op in ("freeze", "unfreeze"):
+    for op, change in (("freeze", freeze_layers), ("unfreeze", unfreeze_layers)):
         params = getattr(stage, op)
         if params is None:
             continue
-        ctx = StageContext(spec, len(spec.steps) + index, op, registry, stage=index)
         try:
-            state = registry.ops[op].apply(State(model=model), dict(params), ctx)
+            notes.append(change(model, dict(params)))
         except SurgeryError as e:
-            raise e.located(file=spec.file, where=ctx.where)
-        notes += state.notes
+            raise e.located(file=spec.file, where=f"train.stages[{index}].{op}")
     return notes
 
 
-def rehearse(model, config, first: int, spec, registry, resumed_mid_stage: bool) -> None:
+def rehearse(model, config, first: int, spec, resumed_mid_stage: bool) -> None:
     """Apply the selectors of stages ``first``.. in order and undo them: a selector that matches nothing,
     or a stage with nothing to train, is reported before anything is written or trained."""
     saved = [(layer, layer.trainable) for layer in model._flatten_layers(include_self=False, recursive=True)]
     try:
         for i in range(first, len(config.stages)):
             if not (i == first and resumed_mid_stage):
-                apply_selectors(model, config.stages[i], i, spec, registry)
+                apply_selectors(model, config.stages[i], i, spec)
             if not model.trainable_weights:
                 raise SpecError(f"stage {config.stages[i].name} has nothing to train: every layer is frozen; "
                                 "add an unfreeze to the stage", file=spec.file, where=f"train.stages[{i}]")

@@ -1,7 +1,7 @@
 """``surgery train``, ``surgery features`` and ``surgery predict``.
 
-Registered on the main group at the end of cli.py. Keras and TensorFlow are
-imported inside the command bodies only, so ``surgery --help`` stays light.
+Keras and TensorFlow are imported inside the command bodies only, so
+``surgery --help`` stays light.
 Everything that can be checked without TensorFlow (spec, data paths, output
 paths) is checked first, so bad input fails in a fraction of a second.
 """
@@ -9,21 +9,13 @@ paths) is checked first, so bad input fails in a fraction of a second.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from .cli_types import FiniteFloat
-
-from .cli import _load, _plugins, guarded
-from .training import quietly
-from .training.schema import PRECISIONS, STRATEGIES
-
-
-def _progress() -> int:
-    """Keras' progress bar on a terminal; one line per epoch or batch run in a log file."""
-    return 1 if sys.stdout.isatty() else 2
+from ..train_schema import PRECISIONS, STRATEGIES
+from .common import guarded, installed_plugins, progress
+from .types import FiniteFloat
 
 
 @click.command("train")
@@ -48,26 +40,27 @@ def _progress() -> int:
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in the output folder.")
 @click.option("--force", is_flag=True, help="Start over in an output folder that holds a run.")
 @guarded
-def train_command(spec, data, validation_data, validation_split, out, epochs, batch_size, precision, seed,
+def train(spec, data, validation_data, validation_split, out, epochs, batch_size, precision, seed,
                   deterministic, weights, strategy, no_cache, resume, force):
     """Build SPEC's model and train it, stage by stage, on --data."""
-    from .errors import SpecError
-    from .training.config import resolve
+    from ..errors import SpecError
+    from ..spec import load_spec
+    from ..training.config import resolve
 
     if resume and force:
         raise SpecError("--resume continues a run and --force starts it over; give one")
-    plugins = _plugins()
-    parsed = _load(spec, plugins, weights)
+    plugins = installed_plugins()
+    parsed = load_spec(spec, plugins.registry, plugins.broken, weights=weights)
     config = resolve(parsed, {"data": data, "validation_data": validation_data, "validation_split": validation_split,
                               "epochs": epochs, "batch_size": batch_size, "precision": precision, "seed": seed,
                               "deterministic": deterministic or None, "strategy": strategy,
                               "feature_cache": False if no_cache else None})
     folder = Path(out) if out else Path("runs") / parsed.name
 
-    from .training.run import train
+    from ..training.run import train as run_training
 
-    train(parsed, plugins.registry, config, folder, resume=resume, force=force, created_default=out is None,
-          echo=click.echo, verbose=_progress())
+    run_training(parsed, plugins.registry, config, folder, resume=resume, force=force, created_default=out is None,
+          echo=click.echo, verbose=progress())
 
 
 @click.command("features")
@@ -81,18 +74,18 @@ def train_command(spec, data, validation_data, validation_split, out, epochs, ba
 @click.option("--weights", help='For a spec: override the backbone\'s weights ("imagenet", "none", a path).')
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @guarded
-def features_command(source, data, out, layer, batch_size, preprocess, weights, force):
+def features(source, data, out, layer, batch_size, preprocess, weights, force):
     """Run SPEC_OR_MODEL over --data and save features, labels and file names to an .npz."""
-    from .training import data as datamod
-    from .training import features, models
+    from ..training import data as datamod
+    from ..training import features, models, quietly
 
     path = features.check_output(out, force, inputs=[data, source])
     src = datamod.inspect(data)
-    plugins = _plugins()
-    loaded = quietly(models.load, source, plugins, _load, weights=weights, preprocess=preprocess)
+    plugins = installed_plugins()
+    loaded = quietly(models.load, source, plugins, weights=weights, preprocess=preprocess)
     if layer:
         loaded.model = models.cut_at(loaded.model, layer)
-    arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=_progress(), force=force)
+    arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=progress(), force=force)
     n = len(arrays["class_names"])
     click.echo(f"wrote {path}: features {arrays['features'].shape}, labels ({len(arrays['labels'])},), "
                f"{n} class{'es' * (n != 1)}, files")
@@ -108,13 +101,13 @@ def features_command(source, data, out, layer, batch_size, preprocess, weights, 
 @click.option("--weights", help="For a spec: override the backbone's weights.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @guarded
-def predict_command(model, images, top, classes_file, preprocess, weights, as_json):
+def predict(model, images, top, classes_file, preprocess, weights, as_json):
     """Classify IMAGE files with MODEL (a .keras file or a spec): the top classes and their scores."""
-    from .training import models
-    from .training.predict import predict
+    from ..training import models, quietly
+    from ..training.predict import predict
 
-    plugins = _plugins()
-    loaded = quietly(models.load, model, plugins, _load, weights=weights, preprocess=preprocess)
+    plugins = installed_plugins()
+    loaded = quietly(models.load, model, plugins, weights=weights, preprocess=preprocess)
     found = quietly(predict, loaded, list(images), top, classes_file)
     names = found["names"]
     if names.note:

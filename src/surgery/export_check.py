@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .errors import EXIT_INTERNAL, SpecError, SurgeryError
+from .errors import EXIT_INTERNAL, SpecError, SurgeryError, one_line
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_INPUT_NAME = "image"
@@ -239,7 +239,7 @@ def compare(target: Target, run, atol: float, what: str) -> float:
         actual = run(inputs)
     except Exception as e:  # noqa: BLE001 (a runtime's own error types; one line either way)
         raise ExportError(f"{what} could not run the exported model: {type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:300]}") from None
+                          f"{one_line(e)}") from None
     diff = max_abs_diff(expected, actual)
     if not diff <= atol:
         raise ExportError(f"verification failed: {what} and Keras differ by up to {diff:.3g} on a random batch "
@@ -307,7 +307,7 @@ def converting(message: str, failure: str):
         except ExportError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise ExportError(f"{failure} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+            raise ExportError(f"{failure} failed: {type(e).__name__}: {one_line(e)}") from None
 
 
 def finish_onnx(path, target: Target, model, metadata: dict) -> None:
@@ -373,11 +373,11 @@ def verify_onnx(path, target: Target, atol: float) -> float:
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
-        raise ExportError(f"onnx.checker rejected the file: {' '.join(str(e).split())[:300]}") from None
+        raise ExportError(f"onnx.checker rejected the file: {one_line(e)}") from None
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 (onnxruntime raises its own, unexported, exception types)
-        raise ExportError(f"onnxruntime cannot load the file: {' '.join(str(e).split())[:300]}") from None
+        raise ExportError(f"onnxruntime cannot load the file: {one_line(e)}") from None
 
     def run(inputs):
         return dict(zip(target.output_names, session.run(target.output_names, inputs)))

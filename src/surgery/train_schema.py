@@ -1,12 +1,12 @@
 """The JSON Schema of a spec's optional ``train`` section (pure data: no TensorFlow).
 
-A stage's ``freeze`` and ``unfreeze`` take exactly the params of the ``freeze``
-and ``unfreeze`` ops, so their schemas are the ops' own.
+A stage's ``freeze`` and ``unfreeze`` take the same selectors as the ``freeze``
+and ``unfreeze`` ops: both use ``selectors.FREEZE_SCHEMA`` and ``UNFREEZE_SCHEMA``.
 """
 
 from __future__ import annotations
 
-from surgery_plugins.op_freeze import FREEZE_SCHEMA, UNFREEZE_SCHEMA
+from .selectors import FREEZE_SCHEMA, UNFREEZE_SCHEMA
 
 OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "nadam", "adamax", "adagrad", "lion"]
 PRECISIONS = ["float32", "mixed_float16", "mixed_bfloat16"]

@@ -1,0 +1,121 @@
+"""``surgery apply``, ``validate``, ``plan`` and ``export``: thin wrappers over ``surgery.api``.
+
+Only commands that build import TensorFlow, and only after every check that needs none has passed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import guarded, installed_plugins
+from .types import FiniteFloat
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "out", help="Folder for <name>.keras, or a path ending in .keras.")
+@click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
+@click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--atol", type=FiniteFloat(min=0), help="Largest difference from Keras an export may show "
+              "(default 1e-4).")
+@click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--plot", "plot_path", metavar="FILE",
+              help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).")
+@guarded
+def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
+    """Build the model SPEC describes, print it, and save it."""
+    from ..api import apply as build_and_write
+
+    def show(state):
+        from ..summary import render
+
+        for note in state.notes:
+            click.echo(f"  {note}")
+        click.echo(render(state.model))
+
+    # Exporters refuse options they do not take, so the ONNX ones go to ONNX alone.
+    onnx_options = {k: v for k, v in {"opset": opset, "atol": atol}.items() if v is not None}
+    done = build_and_write(spec, output=out, onnx=onnx_path, force=force, weights=weights, plot=plot_path,
+                           options={"onnx": onnx_options}, plugins=installed_plugins(), before_writing=show)
+    for fmt, path in done.written.items():
+        click.echo(f"wrote {path}" + (f" ({done.reports[fmt]})" if done.reports[fmt] else ""))
+    if plot_path:
+        click.echo(f"wrote {plot_path} ({done.plot})")
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@guarded
+def validate(spec):
+    """Check SPEC against the schema and the installed plugins, without building (no TensorFlow)."""
+    from ..api import load
+
+    parsed, _ = load(spec, installed_plugins())
+    click.echo(f"ok: {spec}: {len(parsed.steps)} steps; checked the schema, op and backbone names and options, "
+               "layer class names, slice text and file paths")
+    click.echo("not checked until `surgery apply` builds it: layer configs, index ranges and names against "
+               "the model, shapes, and the contents of weights and model files")
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per step.")
+@click.option("--plot", "plot_path", metavar="FILE", help="Also draw the model's graph to FILE.svg or FILE.png "
+              "(frozen layers marked).")
+@click.option("--force", is_flag=True, help="Overwrite an existing plot file.")
+@guarded
+def plan(spec, as_json, plot_path, force):
+    """Show what each step of SPEC changes, built with random weights (no weights file needed)."""
+    from ..api import plan as plan_spec
+
+    plugins = installed_plugins()
+    if plot_path:
+        from ..plot import check_target
+
+        check_target(plot_path, force)
+    from ..plan import render
+
+    planned = plan_spec(spec, plugins)
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in planned.changes], indent=2))
+    else:
+        click.echo(render(planned))
+    if plot_path:
+        from ..plot import write_plot
+
+        report = write_plot(planned.state.model, plot_path, force)
+        click.echo(f"wrote {plot_path} ({report})", err=as_json)
+
+
+def _names(given: tuple):
+    """A repeated option: one name as a string, several as a list, none as None."""
+    return list(given) if len(given) > 1 else (given[0] if given else None)
+
+
+@click.command()
+@click.argument("model", metavar="MODEL.keras")
+@click.option("--to", "fmt", metavar="FORMAT", help="onnx, saved_model, keras, or another installed exporter "
+              "(`surgery plugins` lists them).")
+@click.option("-o", "--output", "out", help="The output file (ending in the format's suffix: .onnx, .savedmodel, "
+              ".keras) or a folder for MODEL's name with that suffix. Default: next to MODEL.")
+@click.option("--opset", type=int, help="ONNX opset (onnx; default 17).")
+@click.option("--atol", type=FiniteFloat(min=0), help="Largest max abs difference from Keras that passes the check "
+              "(onnx, saved_model; default 1e-4).")
+@click.option("--input-name", "input_names", multiple=True,
+              help="Name of the input (default: image); repeat for a model with several inputs.")
+@click.option("--output-name", "output_names", multiple=True,
+              help="Name of the output (default: the output layer's name); repeat for several outputs.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@guarded
+def export(model, fmt, out, opset, atol, input_names, output_names, force):
+    """Write MODEL (a .keras file) in another format, checked against Keras where the format can run."""
+    from ..api import export as export_model
+
+    # Only what the user gave: each exporter applies its own defaults and refuses what it does not take.
+    options = {k: v for k, v in {"opset": opset, "atol": atol, "input_name": _names(input_names),
+                                 "output_name": _names(output_names)}.items() if v is not None}
+    path, report = export_model(model, fmt, output=out, force=force, options=options, plugins=installed_plugins())
+    click.echo(f"wrote {path}" + (f" ({report})" if report else ""))
