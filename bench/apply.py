@@ -42,8 +42,10 @@ model.save(out)
 
 def make_weights(folder: Path) -> Path:
     path = folder / "vgg16_notop.weights.h5"
-    code = ("import keras, sys; keras.applications.VGG16(weights=None, include_top=False, "
-            "input_shape=(224, 224, 3)).save_weights(sys.argv[1])")
+    code = (
+        "import keras, sys; keras.applications.VGG16(weights=None, include_top=False, "
+        "input_shape=(224, 224, 3)).save_weights(sys.argv[1])"
+    )
     run_measured([sys.executable, "-c", code, str(path)])
     return path
 
@@ -59,12 +61,21 @@ def main() -> None:
         script.write_text(HAND_WRITTEN)
         commands = {
             "hand-written Keras": lambda i: [sys.executable, str(script), str(weights), str(tmp / f"hand{i}.keras")],
-            "surgery apply": lambda i: [sys.executable, "-m", "surgery", "apply", str(ROOT / "specs/vgg16_seed.json"),
-                                        "--weights", str(weights), "-o", str(tmp / f"surgery{i}.keras")],
+            "surgery apply": lambda i: [
+                sys.executable,
+                "-m",
+                "surgery",
+                "apply",
+                str(ROOT / "specs/vgg16_seed.json"),
+                "--weights",
+                str(weights),
+                "-o",
+                str(tmp / f"surgery{i}.keras"),
+            ],
         }
         results = {name: [] for name in commands}
         env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
-        for name, cmd in commands.items():  # one warm-up each: file cache, .pyc files
+        for cmd in commands.values():  # one warm-up each: file cache, .pyc files
             run_measured(cmd("warm"), env)
         for i in range(args.runs):
             for name, cmd in commands.items():

@@ -41,13 +41,18 @@ def digits_npz(path: Path, size: int, images: int) -> None:
 
 
 def spec(backbone: str, size: int, epochs: int, batch: int) -> dict:
-    return {"surgery": 1, "name": f"{backbone}_cache_bench", "seed": 0, "steps": [
-        {"op": "backbone", "name": backbone, "weights": None, "include_top": False, "input_shape": [size, size, 3]},
-        {"op": "freeze", "layers": ":"},
-        {"op": "append", "layer": "Flatten"},
-        {"op": "append", "layer": "Dense", "config": {"units": 10, "activation": "softmax"}},
-    ], "train": {"batch_size": batch, "validation_split": 0.2,
-                 "stages": [{"epochs": epochs, "learning_rate": 1e-3}]}}
+    return {
+        "surgery": 1,
+        "name": f"{backbone}_cache_bench",
+        "seed": 0,
+        "steps": [
+            {"op": "backbone", "name": backbone, "weights": None, "include_top": False, "input_shape": [size, size, 3]},
+            {"op": "freeze", "layers": ":"},
+            {"op": "append", "layer": "Flatten"},
+            {"op": "append", "layer": "Dense", "config": {"units": 10, "activation": "softmax"}},
+        ],
+        "train": {"batch_size": batch, "validation_split": 0.2, "stages": [{"epochs": epochs, "learning_rate": 1e-3}]},
+    }
 
 
 def child(mode: str, spec_path: str, data: str, out: str) -> dict:
@@ -58,8 +63,14 @@ def child(mode: str, spec_path: str, data: str, out: str) -> dict:
     wall = time.perf_counter() - started
     with (Path(out) / "log.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
-    return {"mode": mode, "epoch_seconds": result.epoch_seconds, "cache_seconds": result.feature_cache_seconds,
-            "train_wall": wall, "val_accuracy": float(last["val_accuracy"]), "model": str(result.folder.final)}
+    return {
+        "mode": mode,
+        "epoch_seconds": result.epoch_seconds,
+        "cache_seconds": result.feature_cache_seconds,
+        "train_wall": wall,
+        "val_accuracy": float(last["val_accuracy"]),
+        "model": str(result.folder.final),
+    }
 
 
 def max_weight_difference(a: str, b: str) -> float:
@@ -89,25 +100,43 @@ def measure(backbone: str, size: int, images: int, epochs: int, batch: int) -> d
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
         difference = max_weight_difference(results["uncached"]["model"], results["cached"]["model"])
     uncached, cached = (statistics.median(results[m]["epoch_seconds"]) for m in MODES)
-    return {"backbone": backbone, "size": size, "images": images, "epochs": epochs, "batch": batch,
-            "runs": results, "epoch_speedup": uncached / cached,
-            "total_speedup": results["uncached"]["train_wall"] / results["cached"]["train_wall"],
-            "max_weight_difference": difference}
+    return {
+        "backbone": backbone,
+        "size": size,
+        "images": images,
+        "epochs": epochs,
+        "batch": batch,
+        "runs": results,
+        "epoch_speedup": uncached / cached,
+        "total_speedup": results["uncached"]["train_wall"] / results["cached"]["train_wall"],
+        "max_weight_difference": difference,
+    }
 
 
 def render(summary: dict) -> str:
     rows = []
     for mode in MODES:
         r = summary["runs"][mode]
-        rows.append([mode, f"{statistics.median(r['epoch_seconds']):.3f}",
-                     f"{r['cache_seconds']:.1f}" if mode == "cached" else "-", f"{r['train_wall']:.1f}",
-                     f"{r['val_accuracy']:.4f}"])
+        rows.append(
+            [
+                mode,
+                f"{statistics.median(r['epoch_seconds']):.3f}",
+                f"{r['cache_seconds']:.1f}" if mode == "cached" else "-",
+                f"{r['train_wall']:.1f}",
+                f"{r['val_accuracy']:.4f}",
+            ]
+        )
     rows.append(["speed-up", f"{summary['epoch_speedup']:.0f}x", "", f"{summary['total_speedup']:.1f}x", ""])
-    head = (f"{summary['backbone']} frozen, {summary['size']}x{summary['size']} digits, {summary['images']} images "
-            f"(a fifth for validation), batch {summary['batch']}, {summary['epochs']} epochs; max weight difference "
-            f"cached vs uncached {summary['max_weight_difference']:.1e}")
-    return head + "\n" + table(["run", "epoch (s, median)", "feature cache (s, once)", "whole run (s)",
-                                "val accuracy"], rows)
+    head = (
+        f"{summary['backbone']} frozen, {summary['size']}x{summary['size']} digits, {summary['images']} images "
+        f"(a fifth for validation), batch {summary['batch']}, {summary['epochs']} epochs; max weight difference "
+        f"cached vs uncached {summary['max_weight_difference']:.1e}"
+    )
+    return (
+        head
+        + "\n"
+        + table(["run", "epoch (s, median)", "feature cache (s, once)", "whole run (s)", "val accuracy"], rows)
+    )
 
 
 def main() -> None:

@@ -53,8 +53,12 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     keras()
     registry = load_plugins().registry
     side = registry.backbones[name].input_shape
-    spec = {"surgery": 1, "name": name, "seed": 0, "steps": [
-        {"op": "backbone", "name": name, "weights": None, "include_top": False, "input_shape": list(side)}]}
+    spec = {
+        "surgery": 1,
+        "name": name,
+        "seed": 0,
+        "steps": [{"op": "backbone", "name": name, "weights": None, "include_top": False, "input_shape": list(side)}],
+    }
     model = surgery.build(spec)
     x = np.random.default_rng(0).standard_normal((batch, *side)).astype("float32")
     with tempfile.TemporaryDirectory() as folder:
@@ -64,8 +68,7 @@ def measure(name: str, batch: int, repeats: int) -> dict:
         registry.exporters["onnx"].export(model, path, {"atol": float("inf")})
         export_s = time.perf_counter() - started
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        runs = {"onnxruntime": lambda: session.run(None, {"image": x})[0],
-                "keras": lambda: model.predict_on_batch(x)}
+        runs = {"onnxruntime": lambda: session.run(None, {"image": x})[0], "keras": lambda: model.predict_on_batch(x)}
         # Warm-up (graph building, allocation), then alternating runs, so that drift in
         # the machine's load (it is shared) hits both runtimes alike.
         outputs = {runtime: np.asarray(run()) for runtime, run in runs.items()}
@@ -81,10 +84,17 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     # Only where the difference is not plainly float32 rounding (1e-5 relative); float64 runs are slow
     # (ConvNeXt's grouped convolutions: half an hour at batch 8).
     noise = _float32_noise(spec, model, x[:2], outputs["keras"][:2]) if diff > max(PARITY, 1e-5 * scale) else None
-    return {"backbone": name, "input": "x".join(map(str, side)), "params_m": model.count_params() / 1e6,
-            "export_s": export_s, "max_abs_diff": diff, "max_abs_output": scale,
-            "float32_noise": noise,
-            "ort_img_s": batch / seconds["onnxruntime"], "keras_img_s": batch / seconds["keras"]}
+    return {
+        "backbone": name,
+        "input": "x".join(map(str, side)),
+        "params_m": model.count_params() / 1e6,
+        "export_s": export_s,
+        "max_abs_diff": diff,
+        "max_abs_output": scale,
+        "float32_noise": noise,
+        "ort_img_s": batch / seconds["onnxruntime"],
+        "keras_img_s": batch / seconds["keras"],
+    }
 
 
 def _float32_noise(spec: dict, model, x, keras_y) -> float:
@@ -114,14 +124,36 @@ def _row(r: dict) -> list:
     if "error" in r:
         return [r["backbone"], r.get("input", ""), "", "", "FAILED", "", "", "", "", "", "", r["error"][:120]]
     noise = r.get("float32_noise")
-    return [r["backbone"], r["input"], f"{r['params_m']:.1f}", f"{r['export_s']:.0f}", f"{r['max_abs_diff']:.1e}",
-            f"{r['max_abs_output']:.2g}", f"{r['max_abs_diff'] / (r['max_abs_output'] or 1):.0e}", "" if noise is None else f"{noise:.1e}", f"{r['ort_img_s']:.1f}",
-            f"{r['keras_img_s']:.1f}", f"{r['ort_img_s'] / r['keras_img_s']:.2f}x",
-            "" if r["max_abs_diff"] <= PARITY else "above 1e-5"]
+    return [
+        r["backbone"],
+        r["input"],
+        f"{r['params_m']:.1f}",
+        f"{r['export_s']:.0f}",
+        f"{r['max_abs_diff']:.1e}",
+        f"{r['max_abs_output']:.2g}",
+        f"{r['max_abs_diff'] / (r['max_abs_output'] or 1):.0e}",
+        "" if noise is None else f"{noise:.1e}",
+        f"{r['ort_img_s']:.1f}",
+        f"{r['keras_img_s']:.1f}",
+        f"{r['ort_img_s'] / r['keras_img_s']:.2f}x",
+        "" if r["max_abs_diff"] <= PARITY else "above 1e-5",
+    ]
 
 
-HEADER = ["backbone", "input", "params (M)", "export s", "max abs diff", "max abs output", "relative", "Keras f32 vs f64",
-          "ORT img/s", "Keras img/s", "ORT/Keras", "note"]
+HEADER = [
+    "backbone",
+    "input",
+    "params (M)",
+    "export s",
+    "max abs diff",
+    "max abs output",
+    "relative",
+    "Keras f32 vs f64",
+    "ORT img/s",
+    "Keras img/s",
+    "ORT/Keras",
+    "note",
+]
 
 
 def _done(results: Path) -> dict:
@@ -153,17 +185,34 @@ def main() -> None:
         for name in names:
             if name in done:
                 continue
-            cmd = [sys.executable, __file__, "--child", name, "--batch", str(args.batch),
-                   "--repeats", str(args.repeats)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--batch",
+                str(args.batch),
+                "--repeats",
+                str(args.repeats),
+            ]
             try:
-                proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.timeout,
-                                      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                proc = subprocess.run(
+                    cmd,
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
+                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                )
                 lines = proc.stdout.strip().splitlines()
                 if proc.returncode == 0 and lines:
                     result = json.loads(lines[-1])
                 elif proc.returncode < 0:  # SIGKILL, with nothing on stderr, is the kernel's out-of-memory killer
-                    result = {"backbone": name, "error": f"killed by signal {-proc.returncode}"
-                              + (" (out of memory?)" if proc.returncode == -9 else "")}
+                    result = {
+                        "backbone": name,
+                        "error": f"killed by signal {-proc.returncode}"
+                        + (" (out of memory?)" if proc.returncode == -9 else ""),
+                    }
                 else:
                     result = {"backbone": name, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
             except subprocess.TimeoutExpired:
@@ -177,9 +226,11 @@ def main() -> None:
     ok = [r for r in rows if "error" not in r]
     if ok:
         ratios = sorted(r["ort_img_s"] / r["keras_img_s"] for r in ok)
-        print(f"\n{sum(r['max_abs_diff'] <= PARITY for r in ok)}/{len(rows)} within {PARITY:g}; "
-              f"ORT/Keras median {median(ratios):.2f}x (range {ratios[0]:.2f}x to {ratios[-1]:.2f}x); "
-              f"batch {args.batch}, {os.cpu_count()} CPUs")
+        print(
+            f"\n{sum(r['max_abs_diff'] <= PARITY for r in ok)}/{len(rows)} within {PARITY:g}; "
+            f"ORT/Keras median {median(ratios):.2f}x (range {ratios[0]:.2f}x to {ratios[-1]:.2f}x); "
+            f"batch {args.batch}, {os.cpu_count()} CPUs"
+        )
 
 
 if __name__ == "__main__":

@@ -37,11 +37,15 @@ print(model.count_params())
 
 
 def spec_for(model: str) -> dict:
-    return {"surgery": 1, "name": model.lower(), "steps": [
-        {"op": "backbone", "name": model.lower(), "weights": None, "include_top": False},
-        {"op": "append", "layer": "GlobalAveragePooling2D"},
-        {"op": "append", "layer": "Dense", "config": {"units": 10, "activation": "softmax"}},
-    ]}
+    return {
+        "surgery": 1,
+        "name": model.lower(),
+        "steps": [
+            {"op": "backbone", "name": model.lower(), "weights": None, "include_top": False},
+            {"op": "append", "layer": "GlobalAveragePooling2D"},
+            {"op": "append", "layer": "Dense", "config": {"units": 10, "activation": "softmax"}},
+        ],
+    }
 
 
 def main() -> None:
@@ -65,11 +69,19 @@ def main() -> None:
                     runs[name].append(run_measured(cmd, env))
             hand_wall, ours_wall = (median([w for w, _ in runs[n]]) for n in commands)
             hand_mem, ours_mem = (median([m for _, m in runs[n]]) for n in commands)
-            rows.append([model, f"{hand_wall:.2f}", f"{ours_wall:.2f}", f"{ours_wall / hand_wall:.3f}",
-                         f"{hand_mem:.0f}", f"{ours_mem:.0f}", f"{ours_mem / hand_mem:.3f}"])
+            rows.append(
+                [
+                    model,
+                    f"{hand_wall:.2f}",
+                    f"{ours_wall:.2f}",
+                    f"{ours_wall / hand_wall:.3f}",
+                    f"{hand_mem:.0f}",
+                    f"{ours_mem:.0f}",
+                    f"{ours_mem / hand_mem:.3f}",
+                ]
+            )
     print(f"Building with random weights, {args.runs} alternating fresh-process runs each, medians")
-    print(table(["backbone", "hand (s)", "surgery (s)", "wall ratio", "hand MiB", "surgery MiB", "memory ratio"],
-                rows))
+    print(table(["backbone", "hand (s)", "surgery (s)", "wall ratio", "hand MiB", "surgery MiB", "memory ratio"], rows))
 
 
 if __name__ == "__main__":

@@ -85,9 +85,12 @@ def randomize(model, seed: int = 0) -> None:
         values = []
         for v, w in zip(layer.weights, layer.get_weights()):
             if type(layer).__name__ == "BatchNormalization":
-                w = {"gamma": rng.uniform(0.5, 1.5, w.shape), "beta": rng.normal(0, 0.2, w.shape),
-                     "moving_mean": rng.normal(0, 0.2, w.shape),
-                     "moving_variance": rng.uniform(0.5, 1.5, w.shape)}.get(v.name, w)
+                w = {
+                    "gamma": rng.uniform(0.5, 1.5, w.shape),
+                    "beta": rng.normal(0, 0.2, w.shape),
+                    "moving_mean": rng.normal(0, 0.2, w.shape),
+                    "moving_variance": rng.uniform(0.5, 1.5, w.shape),
+                }.get(v.name, w)
             elif v.name == "bias":
                 w = rng.normal(0, 0.1, w.shape)
             values.append(np.asarray(w, dtype=v.dtype))
@@ -124,8 +127,12 @@ def measure(name: str, side: int, repeats: int, onnx: bool, round_to: int = 1) -
         r["unprunable"] = len(a.groups) - r["prunable"]
         removal = select(a, model, RATIO, criterion=CRITERION, scope=SCOPE, round_to=round_to)
         pruned, report = prune(model, removal)
-        r.update(params_before=report.params_before, params_after=report.params_after,
-                 flops_before=flops(model), flops_after=flops(pruned))
+        r.update(
+            params_before=report.params_before,
+            params_after=report.params_after,
+            flops_before=flops(model),
+            flops_after=flops(pruned),
+        )
         x = np.random.default_rng(1).standard_normal((2, side, side, 3)).astype("float32")
         y_pruned = np.asarray(pruned(x, training=False))
     except Exception as e:  # noqa: BLE001 - a row that says so
@@ -186,8 +193,9 @@ def _float64_check(name: str, side: int, model, removal, x) -> tuple:
     y64 = np.asarray(m64(x64, training=False))
     floor = float(np.abs(np.asarray(model(x, training=False)) - y64).max())
     pruned64, _ = prune(m64, r64)
-    diff64 = float(np.abs(np.asarray(pruned64(x64, training=False))
-                          - np.asarray(masked_twin(m64, r64)(x64, training=False))).max())
+    diff64 = float(
+        np.abs(np.asarray(pruned64(x64, training=False)) - np.asarray(masked_twin(m64, r64)(x64, training=False))).max()
+    )
     return floor, diff64, float(np.abs(y64).max())
 
 
@@ -205,8 +213,13 @@ def _onnx(r: dict, name: str, model, pruned, side: int, repeats: int) -> None:
             message = _step(r, f"onnx_{which}", lambda m=m, path=path: exporter.export(m, path, {}) or "ok")
             if message is not None:
                 sessions[which] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        r["onnx"] = "ok" if len(sessions) == 2 else "; ".join(
-            f"{w}: {r.get(f'onnx_{w}', 'not exported')}" for w in ("before", "after") if w not in sessions)
+        r["onnx"] = (
+            "ok"
+            if len(sessions) == 2
+            else "; ".join(
+                f"{w}: {r.get(f'onnx_{w}', 'not exported')}" for w in ("before", "after") if w not in sessions
+            )
+        )
         x = np.random.default_rng(2).standard_normal((1, side, side, 3)).astype("float32")
         feeds = {w: {s.get_inputs()[0].name: x} for w, s in sessions.items()}
         for w, s in sessions.items():  # warm-up
@@ -231,24 +244,47 @@ def _fmt_change(before, after, scale=1.0, digits=2) -> str:
 def _row(r: dict) -> list:
     if "error" in r and "build" not in r:
         return [r["backbone"], r.get("input", ""), "FAILED", "", "", "", "", "", "", "", r["error"][:100]]
-    twin = r.get("twin") or (f"{r['twin_diff']:.1e} ({r['twin_diff'] / (r['output_scale'] or 1):.0e} rel)"
-                            if "twin_diff" in r else "")
+    twin = r.get("twin") or (
+        f"{r['twin_diff']:.1e} ({r['twin_diff'] / (r['output_scale'] or 1):.0e} rel)" if "twin_diff" in r else ""
+    )
     if "twin_diff_float64" in r:
-        twin += (f"; float32 noise {r['float32_floor']:.1e}, in float64 {r['twin_diff_float64']:.1e}"
-                 f" ({r['twin_diff_float64'] / (r['output_scale_float64'] or 1):.0e} rel)")
+        twin += (
+            f"; float32 noise {r['float32_floor']:.1e}, in float64 {r['twin_diff_float64']:.1e}"
+            f" ({r['twin_diff_float64'] / (r['output_scale_float64'] or 1):.0e} rel)"
+        )
     elif "float64" in r:
         twin += "; float64 check " + r["float64"]
     onnx = r.get("onnx", "skipped")
     latency = _fmt_change(r.get("ort_ms_before"), r.get("ort_ms_after"), 1.0, 1)
     notes = [r[key] for key in ("error",) if key in r]
-    return [r["backbone"], r["input"], r.get("build", ""), twin, r.get("keras", ""),
-            "ok" if onnx == "ok" else onnx[:60], _fmt_change(r.get("params_before"), r.get("params_after"), 1e6),
-            _fmt_change(r.get("flops_before"), r.get("flops_after"), 1e9, 3), latency,
-            f"{r.get('prunable', '')}/{r.get('unprunable', '')}", "; ".join(notes)[:100]]
+    return [
+        r["backbone"],
+        r["input"],
+        r.get("build", ""),
+        twin,
+        r.get("keras", ""),
+        "ok" if onnx == "ok" else onnx[:60],
+        _fmt_change(r.get("params_before"), r.get("params_after"), 1e6),
+        _fmt_change(r.get("flops_before"), r.get("flops_after"), 1e9, 3),
+        latency,
+        f"{r.get('prunable', '')}/{r.get('unprunable', '')}",
+        "; ".join(notes)[:100],
+    ]
 
 
-HEADER = ["backbone", "input", "builds", "pruned vs twin (max abs diff)", ".keras round trip", "ONNX",
-          "params (M)", "GFLOPs", "ORT ms, batch 1", "groups prunable/unprunable", "error"]
+HEADER = [
+    "backbone",
+    "input",
+    "builds",
+    "pruned vs twin (max abs diff)",
+    ".keras round trip",
+    "ONNX",
+    "params (M)",
+    "GFLOPs",
+    "ORT ms, batch 1",
+    "groups prunable/unprunable",
+    "error",
+]
 
 
 def _run_child(name: str, side: int, args) -> dict:
@@ -257,16 +293,25 @@ def _run_child(name: str, side: int, args) -> dict:
         cmd.append("--no-onnx")
     cmd += ["--round-to", str(args.round_to)]
     try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.timeout,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
     except subprocess.TimeoutExpired:
         return {"backbone": name, "input": side, "error": f"no result within {args.timeout} s"}
     lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1])
     if proc.returncode < 0:
-        return {"backbone": name, "input": side, "error": f"killed by signal {-proc.returncode}"
-                + (" (out of memory?)" if proc.returncode == -9 else "")}
+        return {
+            "backbone": name,
+            "input": side,
+            "error": f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else ""),
+        }
     return {"backbone": name, "input": side, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
 
 
@@ -277,8 +322,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="onnxruntime runs per model for the median")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per backbone")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and latency")
-    parser.add_argument("--round-to", type=int, default=1,
-                        help="kept channels per group a multiple of this (16 suits onnxruntime on AVX-512)")
+    parser.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        help="kept channels per group a multiple of this (16 suits onnxruntime on AVX-512)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here, one JSON object a line")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,9 +355,11 @@ def main() -> None:
                 f.write(json.dumps(r) + "\n")
     print(table(HEADER, [_row(r) for r in rows]))
     ok = [r for r in rows if "twin_diff" in r]
-    print(f"\nratio {RATIO}, {SCOPE}, {CRITERION}, round_to {args.round_to}; {len(ok)}/{len(rows)} pruned and compared; "
-          f"{sum(r.get('keras') == 'ok' for r in rows)} round-tripped; "
-          f"{sum(r.get('onnx') == 'ok' for r in rows)} exported to ONNX; {os.cpu_count()} CPUs.")
+    print(
+        f"\nratio {RATIO}, {SCOPE}, {CRITERION}, round_to {args.round_to}; {len(ok)}/{len(rows)} pruned and compared; "
+        f"{sum(r.get('keras') == 'ok' for r in rows)} round-tripped; "
+        f"{sum(r.get('onnx') == 'ok' for r in rows)} exported to ONNX; {os.cpu_count()} CPUs."
+    )
     print("No plain-Keras baseline: Keras has no structural (channel) pruning to compare with.")
 
 

@@ -40,8 +40,13 @@ ONNX_PARITY = 1e-5
 
 def _script(name: str, *args, timeout: int) -> str:
     """Run bench/<name>.py; its stdout (its table goes on to stderr for the reader)."""
-    proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [sys.executable, str(HERE / f"{name}.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
     print(proc.stdout, file=sys.stderr, flush=True)
@@ -81,10 +86,18 @@ def light(args) -> list[list]:
 def apply(args) -> list[list]:
     found = {r[""]: r for r in parse_table(_script("apply", "--runs", args.runs, timeout=args.timeout))}
     hand, ours, ratio = (found[k] for k in ("hand-written Keras", "surgery apply", "ratio surgery / hand-written"))
-    result = (f"wall {ratio['wall (s)']}x ({ours['wall (s)']} s vs {hand['wall (s)']} s), peak memory "
-              f"{ratio['peak RSS (MiB)']}x ({ours['peak RSS (MiB)']} vs {hand['peak RSS (MiB)']} MiB)")
-    return [["apply overhead", "surgery apply vs hand-written Keras, VGG16 seed model (fresh processes)", result,
-             "about 1x"]]
+    result = (
+        f"wall {ratio['wall (s)']}x ({ours['wall (s)']} s vs {hand['wall (s)']} s), peak memory "
+        f"{ratio['peak RSS (MiB)']}x ({ours['peak RSS (MiB)']} vs {hand['peak RSS (MiB)']} MiB)"
+    )
+    return [
+        [
+            "apply overhead",
+            "surgery apply vs hand-written Keras, VGG16 seed model (fresh processes)",
+            result,
+            "about 1x",
+        ]
+    ]
 
 
 def onnx(args) -> list[list]:
@@ -96,35 +109,62 @@ def onnx(args) -> list[list]:
     out = []
     for r in rows:
         if "error" in r:
-            out.append(["ONNX", f"{r['backbone']}: export, parity, throughput", f"FAILED: {r['error'][:100]}",
-                        f"diff <= {ONNX_PARITY:g}"])
+            out.append(
+                [
+                    "ONNX",
+                    f"{r['backbone']}: export, parity, throughput",
+                    f"FAILED: {r['error'][:100]}",
+                    f"diff <= {ONNX_PARITY:g}",
+                ]
+            )
             continue
-        result = (f"{r['max_abs_diff']:.1e}; {r['ort_img_s'] / r['keras_img_s']:.2f}x "
-                  f"({r['ort_img_s']:.1f} vs {r['keras_img_s']:.1f} img/s, batch 8)")
-        out.append(["ONNX", f"{r['backbone']} {r['input']}: max abs diff vs Keras; onnxruntime/Keras img/s", result,
-                    f"diff <= {ONNX_PARITY:g}"])
+        result = (
+            f"{r['max_abs_diff']:.1e}; {r['ort_img_s'] / r['keras_img_s']:.2f}x "
+            f"({r['ort_img_s']:.1f} vs {r['keras_img_s']:.1f} img/s, batch 8)"
+        )
+        out.append(
+            [
+                "ONNX",
+                f"{r['backbone']} {r['input']}: max abs diff vs Keras; onnxruntime/Keras img/s",
+                result,
+                f"diff <= {ONNX_PARITY:g}",
+            ]
+        )
     return out
 
 
 def caching(args) -> list[list]:
-    s = _json_line(_script("caching", "--images", args.caching_images, "--epochs", args.caching_epochs, "--json",
-                           timeout=args.timeout))
+    s = _json_line(
+        _script(
+            "caching", "--images", args.caching_images, "--epochs", args.caching_epochs, "--json", timeout=args.timeout
+        )
+    )
     runs = s["runs"]
     epoch = {m: statistics.median(runs[m]["epoch_seconds"]) for m in ("uncached", "cached")}
-    what = (f"epoch with vs without the feature cache: frozen {s['backbone']}, {s['size']}x{s['size']} digits, "
-            f"{s['images']} images, batch {s['batch']}")
-    result = (f"{s['epoch_speedup']:.0f}x ({epoch['uncached']:.1f} s -> {epoch['cached']:.2f} s); whole "
-              f"{s['epochs']}-epoch run {s['total_speedup']:.1f}x (cache built once in "
-              f"{runs['cached']['cache_seconds']:.0f} s); val accuracy {runs['uncached']['val_accuracy']:.4f} vs "
-              f"{runs['cached']['val_accuracy']:.4f}, weights differ by {s['max_weight_difference']:.0e}")
+    what = (
+        f"epoch with vs without the feature cache: frozen {s['backbone']}, {s['size']}x{s['size']} digits, "
+        f"{s['images']} images, batch {s['batch']}"
+    )
+    result = (
+        f"{s['epoch_speedup']:.0f}x ({epoch['uncached']:.1f} s -> {epoch['cached']:.2f} s); whole "
+        f"{s['epochs']}-epoch run {s['total_speedup']:.1f}x (cache built once in "
+        f"{runs['cached']['cache_seconds']:.0f} s); val accuracy {runs['uncached']['val_accuracy']:.4f} vs "
+        f"{runs['cached']['val_accuracy']:.4f}, weights differ by {s['max_weight_difference']:.0e}"
+    )
     return [["feature caching", what, result, ">= 10x, same accuracy"]]
 
 
 def overhead(args) -> list[list]:
     rows = parse_table(_script("overhead", "--runs", args.overhead_runs, timeout=args.timeout * 4))
-    return [["build overhead", f"surgery.build vs keras.applications by hand: {r['backbone']} (fresh processes)",
-             f"wall {r['wall ratio']}x ({r['surgery (s)']} s vs {r['hand (s)']} s), memory {r['memory ratio']}x",
-             "<= 1.10x"] for r in rows]
+    return [
+        [
+            "build overhead",
+            f"surgery.build vs keras.applications by hand: {r['backbone']} (fresh processes)",
+            f"wall {r['wall ratio']}x ({r['surgery (s)']} s vs {r['hand (s)']} s), memory {r['memory ratio']}x",
+            "<= 1.10x",
+        ]
+        for r in rows
+    ]
 
 
 def gpu(args) -> list[list]:
@@ -132,8 +172,14 @@ def gpu(args) -> list[list]:
     what = "training img/s, surgery's model vs hand-written, mixed_float16"
     if "skipped" in s:
         return [["GPU training", what, f"not measured: {s['skipped']}", ">= 0.98x"]]
-    return [["GPU training", f"{what}, {s['backbone']} batch {s['batch']}, {s['device']}",
-             f"{s['ratio']:.3f}x ({s['surgery_img_s']:.0f} vs {s['hand_img_s']:.0f} img/s)", ">= 0.98x"]]
+    return [
+        [
+            "GPU training",
+            f"{what}, {s['backbone']} batch {s['batch']}, {s['device']}",
+            f"{s['ratio']:.3f}x ({s['surgery_img_s']:.0f} vs {s['hand_img_s']:.0f} img/s)",
+            ">= 0.98x",
+        ]
+    ]
 
 
 def main(argv=None) -> None:
@@ -142,8 +188,12 @@ def main(argv=None) -> None:
     parser.add_argument("--skip", nargs="+", choices=PARTS, default=[], help="leave these parts out")
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (light, apply, onnx, gpu)")
     parser.add_argument("--overhead-runs", type=int, default=1, help="runs per backbone in overhead (slow)")
-    parser.add_argument("--onnx", nargs="+", default=["mobilenetv2", "resnet50"],
-                        help='backbones for the ONNX part, or "all" (every backbone: an hour or more)')
+    parser.add_argument(
+        "--onnx",
+        nargs="+",
+        default=["mobilenetv2", "resnet50"],
+        help='backbones for the ONNX part, or "all" (every backbone: an hour or more)',
+    )
     parser.add_argument("--caching-images", type=int, default=1797)
     parser.add_argument("--caching-epochs", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per part (onnx and overhead get more)")

@@ -32,10 +32,16 @@ GOAL = 0.98
 
 
 def spec(backbone: str, size: int) -> dict:
-    return {"surgery": 1, "name": f"{backbone}_throughput", "seed": 0, "steps": [
-        {"op": "backbone", "name": backbone, "weights": None, "include_top": False, "input_shape": [size, size, 3]},
-        {"op": "append", "layer": "GlobalAveragePooling2D"},
-        {"op": "append", "layer": "Dense", "config": {"units": CLASSES, "activation": "softmax"}}]}
+    return {
+        "surgery": 1,
+        "name": f"{backbone}_throughput",
+        "seed": 0,
+        "steps": [
+            {"op": "backbone", "name": backbone, "weights": None, "include_top": False, "input_shape": [size, size, 3]},
+            {"op": "append", "layer": "GlobalAveragePooling2D"},
+            {"op": "append", "layer": "Dense", "config": {"units": CLASSES, "activation": "softmax"}},
+        ],
+    }
 
 
 def by_hand(keras, backbone: str, size: int):
@@ -94,8 +100,20 @@ def measure(backbone: str, size: int, batch: int, steps: int, runs: int, cpu: bo
     device = None
     for _ in range(runs):
         for which in results:
-            cmd = [sys.executable, __file__, "--child", which, "--backbone", backbone, "--size", str(size),
-                   "--batch", str(batch), "--steps", str(steps)] + (["--cpu"] if cpu else [])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                which,
+                "--backbone",
+                backbone,
+                "--size",
+                str(size),
+                "--batch",
+                str(batch),
+                "--steps",
+                str(steps),
+            ] + (["--cpu"] if cpu else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"{which} failed:\n{proc.stderr[-3000:]}")
@@ -105,19 +123,33 @@ def measure(backbone: str, size: int, batch: int, steps: int, runs: int, cpu: bo
             device = found["device"]
             results[which].append(found["img_s"])
     surgery_img_s, hand_img_s = median(results["surgery"]), median(results["hand"])
-    return {"backbone": backbone, "size": size, "batch": batch, "steps": steps, "runs": runs, "device": device,
-            "policy": POLICY, "surgery_img_s": surgery_img_s, "hand_img_s": hand_img_s,
-            "ratio": surgery_img_s / hand_img_s}
+    return {
+        "backbone": backbone,
+        "size": size,
+        "batch": batch,
+        "steps": steps,
+        "runs": runs,
+        "device": device,
+        "policy": POLICY,
+        "surgery_img_s": surgery_img_s,
+        "hand_img_s": hand_img_s,
+        "ratio": surgery_img_s / hand_img_s,
+    }
 
 
 def render(summary: dict) -> str:
     if "skipped" in summary:
         return f"training throughput under {POLICY}: not measured ({summary['skipped']})"
-    rows = [["hand-written Keras", f"{summary['hand_img_s']:.1f}"], ["surgery", f"{summary['surgery_img_s']:.1f}"],
-            ["ratio surgery / hand-written", f"{summary['ratio']:.3f} (goal >= {GOAL})"]]
-    return (f"{summary['backbone']} {summary['size']}x{summary['size']}, {summary['policy']}, batch {summary['batch']}, "
-            f"{summary['steps']} steps timed, median of {summary['runs']} runs, {summary['device']}\n"
-            + table(["", "training img/s"], rows))
+    rows = [
+        ["hand-written Keras", f"{summary['hand_img_s']:.1f}"],
+        ["surgery", f"{summary['surgery_img_s']:.1f}"],
+        ["ratio surgery / hand-written", f"{summary['ratio']:.3f} (goal >= {GOAL})"],
+    ]
+    return (
+        f"{summary['backbone']} {summary['size']}x{summary['size']}, {summary['policy']}, batch {summary['batch']}, "
+        f"{summary['steps']} steps timed, median of {summary['runs']} runs, {summary['device']}\n"
+        + table(["", "training img/s"], rows)
+    )
 
 
 def main() -> None:

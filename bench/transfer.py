@@ -44,13 +44,29 @@ def main(argv=None):
         for n in args.labels:
             for method, acc in compare(n, seed, folder, sources).items():
                 scores[(n, method)].append(acc)
-            print(f"seed {seed}, N={n}: " + ", ".join(f"{m} {scores[(n, m)][-1]:.3f}" for m in METHODS),
-                  file=sys.stderr, flush=True)
+            print(
+                f"seed {seed}, N={n}: " + ", ".join(f"{m} {scores[(n, m)][-1]:.3f}" for m in METHODS),
+                file=sys.stderr,
+                flush=True,
+            )
     rows = [[n, len(target_split(n, 0)[3])] + [cell(scores[(n, m)]) for m in METHODS] for n in args.labels]
-    print(f"test accuracy on held-out digits 5-9, {args.seeds} seeds (mean ± sd, min-max), "
-          f"{time.perf_counter() - started:.0f} s")
-    print(table(["N per digit", "test images", "transfer (frozen)", "scratch", "two-stage fine-tune",
-                 "control: frozen random backbone"], rows))
+    print(
+        f"test accuracy on held-out digits 5-9, {args.seeds} seeds (mean ± sd, min-max), "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    print(
+        table(
+            [
+                "N per digit",
+                "test images",
+                "transfer (frozen)",
+                "scratch",
+                "two-stage fine-tune",
+                "control: frozen random backbone",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

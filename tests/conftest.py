@@ -28,27 +28,39 @@ def _weights_file(factory, keras, name, build):
 
 @pytest.fixture(scope="session")
 def vgg16_notop_weights(tmp_path_factory, keras):
-    return _weights_file(tmp_path_factory, keras, "vgg16_notop",
-                         lambda k: k.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3)))
+    return _weights_file(
+        tmp_path_factory,
+        keras,
+        "vgg16_notop",
+        lambda k: k.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3)),
+    )
 
 
 @pytest.fixture(scope="session")
 def vgg16_top_weights(tmp_path_factory, keras):
-    return _weights_file(tmp_path_factory, keras, "vgg16_top",
-                         lambda k: k.applications.VGG16(weights=None, include_top=True))
+    return _weights_file(
+        tmp_path_factory, keras, "vgg16_top", lambda k: k.applications.VGG16(weights=None, include_top=True)
+    )
 
 
 @pytest.fixture(scope="session")
 def resnet50_notop_weights(tmp_path_factory, keras):
-    return _weights_file(tmp_path_factory, keras, "resnet50_notop",
-                         lambda k: k.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3)))
+    return _weights_file(
+        tmp_path_factory,
+        keras,
+        "resnet50_notop",
+        lambda k: k.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3)),
+    )
 
 
 @pytest.fixture(scope="session")
 def mobilenetv2_notop_weights(tmp_path_factory, keras):
-    return _weights_file(tmp_path_factory, keras, "mobilenetv2_notop",
-                         lambda k: k.applications.MobileNetV2(weights=None, include_top=False,
-                                                              input_shape=(224, 224, 3)))
+    return _weights_file(
+        tmp_path_factory,
+        keras,
+        "mobilenetv2_notop",
+        lambda k: k.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3)),
+    )
 
 
 @pytest.fixture

@@ -12,8 +12,14 @@ import surgery
 
 
 def backbone(name: str, weights=None, side: int = 32, **options) -> dict:
-    return {"op": "backbone", "name": name, "weights": None if weights is None else str(weights),
-            "include_top": False, "input_shape": [side, side, 3], **options}
+    return {
+        "op": "backbone",
+        "name": name,
+        "weights": None if weights is None else str(weights),
+        "include_top": False,
+        "input_shape": [side, side, 3],
+        **options,
+    }
 
 
 def spec(*steps, name: str = "m", seed: int = 0) -> dict:

@@ -39,8 +39,14 @@ def write_spec(folder: Path, spec: dict, name: str = "spec.json") -> Path:
 def run_surgery(*args, env=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     """Run the CLI as a user would, in a fresh process."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "surgery", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def assert_one_error_line(stderr: str, *fragments: str) -> str:
@@ -86,11 +92,14 @@ def save_tiny_backbone(path, keras, size=16):
 
 def tiny_spec(backbone, stages, units=3, **train):
     return {
-        "surgery": 1, "name": "tiny", "seed": 0,
-        "steps": [{"op": "backbone", "name": "keras_file", "path": str(backbone)},
-                  {"op": "freeze", "layers": ":"},
-                  {"op": "append", "layer": "Dense", "config": {"units": units, "activation": "softmax"},
-                   "name": "head"}],
+        "surgery": 1,
+        "name": "tiny",
+        "seed": 0,
+        "steps": [
+            {"op": "backbone", "name": "keras_file", "path": str(backbone)},
+            {"op": "freeze", "layers": ":"},
+            {"op": "append", "layer": "Dense", "config": {"units": units, "activation": "softmax"}, "name": "head"},
+        ],
         "train": {"batch_size": 4, "stages": stages, **train},
     }
 

@@ -25,9 +25,12 @@ def randomize(model, seed: int = 0):
         new = []
         for v, w in zip(layer.weights, layer.get_weights()):
             if name == "BatchNormalization":
-                w = {"gamma": rng.uniform(0.5, 1.5, w.shape), "beta": rng.normal(0, 0.2, w.shape),
-                     "moving_mean": rng.normal(0, 0.2, w.shape),
-                     "moving_variance": rng.uniform(0.5, 1.5, w.shape)}.get(v.name, w)
+                w = {
+                    "gamma": rng.uniform(0.5, 1.5, w.shape),
+                    "beta": rng.normal(0, 0.2, w.shape),
+                    "moving_mean": rng.normal(0, 0.2, w.shape),
+                    "moving_variance": rng.uniform(0.5, 1.5, w.shape),
+                }.get(v.name, w)
             elif name == "LayerScale":
                 w = rng.uniform(0.5, 1.5, w.shape)
             elif v.name == "bias":
@@ -58,9 +61,15 @@ def outputs(model, x) -> np.ndarray:
 def _tapped_layers(analysis) -> list:
     """Layers whose single output can be read from a pruned model by name (not nested models, not inputs)."""
     k = keras()
-    return [rec.name for rec in analysis.records
-            if rec.is_layer and rec.rule.kind != "input" and len(rec.node.outputs) == 1 and len(rec.out_ids) == 1
-            and not isinstance(rec.op, k.Model)]
+    return [
+        rec.name
+        for rec in analysis.records
+        if rec.is_layer
+        and rec.rule.kind != "input"
+        and len(rec.node.outputs) == 1
+        and len(rec.out_ids) == 1
+        and not isinstance(rec.op, k.Model)
+    ]
 
 
 def check_twin(model, removal, x=None, rtol: float = 1e-4, atol: float = 1e-6):

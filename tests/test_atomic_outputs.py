@@ -11,17 +11,30 @@ import sys
 import time
 import zipfile
 
-from helpers import SPECS
 from surgery.writing import remove_stale_partials, temporary_sibling
+
+from helpers import SPECS
 
 KILLS = 20
 
 
 def _start(out):
     return subprocess.Popen(
-        [sys.executable, "-m", "surgery", "apply", str(SPECS / "vgg16_seed.json"), "--weights", "none",
-         "-o", str(out), "--force"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "apply",
+            str(SPECS / "vgg16_seed.json"),
+            "--weights",
+            "none",
+            "-o",
+            str(out),
+            "--force",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _partial(folder, pid):

@@ -23,10 +23,18 @@ print("LOADED:" + ",".join(loaded))
 """
 
 
-@pytest.mark.parametrize("args", [
-    ["--help"], ["validate", str(SPECS / "vgg16_seed.json")], ["plugins"], ["ops"], ["backbones"], ["schema"],
-    ["apply", "--help"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["validate", str(SPECS / "vgg16_seed.json")],
+        ["plugins"],
+        ["ops"],
+        ["backbones"],
+        ["schema"],
+        ["apply", "--help"],
+    ],
+)
 def test_light_commands_do_not_import_tensorflow(args):
     out = subprocess.run([sys.executable, "-c", NO_TF.format(args=args)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -56,8 +64,14 @@ def test_apply_prints_table_and_writes(cli, tmp_path, vgg16_notop_weights):
     result = cli("apply", SPECS / "vgg16_seed.json", "--weights", vgg16_notop_weights, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
     text = result.stdout
-    for fragment in ("block3_pool", "Total params: 1,852,514", "Trainable params: 555,328",
-                     "Non-trainable params: 1,297,186", "output shape", "trainable"):
+    for fragment in (
+        "block3_pool",
+        "Total params: 1,852,514",
+        "Trainable params: 555,328",
+        "Non-trainable params: 1,297,186",
+        "output shape",
+        "trainable",
+    ):
         assert fragment in text
     written = tmp_path / "out" / "vgg16_seed.keras"
     assert written.exists() and f"wrote {written}" in text
@@ -114,12 +128,12 @@ def test_own_saved_model_as_backbone(cli, tmp_path, keras):
     result = cli("apply", tmp_path / "specs" / "digits_transfer.json", "-o", tmp_path / "out" / "t.keras")
     assert result.exit_code == 0, result.stderr
     model = keras.saving.load_model(str(tmp_path / "out" / "t.keras"))
-    assert [l.name for l in model.layers][-2:] == ["features", "digits_5_9"]
+    assert [lay.name for lay in model.layers][-2:] == ["features", "digits_5_9"]
     assert tuple(model.output.shape) == (None, 5)
     src_w = source.get_layer("features").get_weights()
     for a, b in zip(model.get_layer("features").get_weights(), src_w):
         assert (a == b).all()
-    trainable = [l.name for l in model.layers if l.trainable_weights]
+    trainable = [lay.name for lay in model.layers if lay.trainable_weights]
     assert trainable == ["digits_5_9"]
 
 
@@ -133,8 +147,9 @@ def test_imagenet_offline_fails_fast_with_advice(tmp_path):
     out = run_surgery("apply", path, "-o", tmp_path / "m.keras", env=env)
     assert time.monotonic() - started < 60
     assert out.returncode == 2
-    line = assert_one_error_line(out.stderr, "steps[0] (backbone)", "could not download the ImageNet weights",
-                                 str(cache / "models"), '"weights"')
+    line = assert_one_error_line(
+        out.stderr, "steps[0] (backbone)", "could not download the ImageNet weights", str(cache / "models"), '"weights"'
+    )
     assert "local weights file" in line
     assert not (tmp_path / "m.keras").exists()
 
@@ -142,16 +157,31 @@ def test_imagenet_offline_fails_fast_with_advice(tmp_path):
 def test_report_names_the_model_file_of_a_keras_file_backbone(cli, tmp_path, keras):
     inputs = keras.Input((8, 8, 1))
     keras.Model(inputs, keras.layers.Flatten(name="flat")(inputs)).save(str(tmp_path / "src.keras"))
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "src.keras"}]})
+    spec = write_spec(
+        tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "src.keras"}]}
+    )
     result = cli("apply", spec, "-o", tmp_path / "m.keras")
     assert result.exit_code == 0, result.stderr
     assert "keras_file: 2 layers, 0 params (from src.keras)" in result.stdout
 
 
 def test_trainable_column_counts_batchnorm_statistics_as_never_trainable(cli, tmp_path):
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [
-        {"op": "backbone", "name": "mobilenetv2", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
-        {"op": "freeze", "names": ["Conv1"]}]})
+    spec = write_spec(
+        tmp_path,
+        {
+            "surgery": 1,
+            "steps": [
+                {
+                    "op": "backbone",
+                    "name": "mobilenetv2",
+                    "weights": None,
+                    "include_top": False,
+                    "input_shape": [32, 32, 3],
+                },
+                {"op": "freeze", "names": ["Conv1"]},
+            ],
+        },
+    )
     result = cli("apply", spec, "-o", tmp_path / "m.keras")
     assert result.exit_code == 0, result.stderr
     rows = {line.split()[1]: line.split()[-1] for line in result.stdout.splitlines() if line[:4].strip().isdigit()}
@@ -162,8 +192,7 @@ def test_trainable_column_counts_batchnorm_statistics_as_never_trainable(cli, tm
 
 def test_output_closed_early_is_not_an_error():
     """`surgery schema | head -1`: the reader goes away; no traceback, no internal error."""
-    proc = subprocess.Popen([sys.executable, "-m", "surgery", "schema"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "surgery", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.readline()
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
@@ -172,9 +201,16 @@ def test_output_closed_early_is_not_an_error():
 
 
 def test_apply_passes_onnx_options_and_names_the_output_in_errors(cli, tmp_path):
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [
-        {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
-        {"op": "slice", "layers": ":4"}]})
+    spec = write_spec(
+        tmp_path,
+        {
+            "surgery": 1,
+            "steps": [
+                {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
+                {"op": "slice", "layers": ":4"},
+            ],
+        },
+    )
     ok = cli("apply", spec, "-o", tmp_path / "a.keras", "--onnx", tmp_path / "a.onnx", "--opset", "13")
     assert ok.exit_code == 0, ok.stderr
     assert "opset 13" in ok.stdout

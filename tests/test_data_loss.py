@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import SPECS, assert_one_error_line, run_surgery, tiny_spec, wait_for_epochs, write_spec
 from surgery.errors import SurgeryError
 from surgery.writing import atomic_output
+
+from helpers import SPECS, assert_one_error_line, run_surgery, tiny_spec, wait_for_epochs, write_spec
 
 VGG_SMALL = {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]}
 
 
 def small_spec(folder, **extra):
-    return write_spec(folder, {"surgery": 1, "name": "m", "steps": [VGG_SMALL, {"op": "slice", "layers": ":4"}],
-                               **extra})
+    return write_spec(
+        folder, {"surgery": 1, "name": "m", "steps": [VGG_SMALL, {"op": "slice", "layers": ":4"}], **extra}
+    )
 
 
 # --- train --force ---------------------------------------------------------------------------------
@@ -116,8 +118,9 @@ def test_force_replaces_a_regular_file(cli, tmp_path):
 def test_apply_does_not_overwrite_its_source_model(cli, tmp_path, backbone):
     source = tmp_path / "source.keras"
     source.write_bytes(backbone.read_bytes())
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file",
-                                                           "path": "source.keras"}]})
+    spec = write_spec(
+        tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "source.keras"}]}
+    )
     before = source.read_bytes()
     for args in (["-o", source], ["-o", tmp_path / "linked.keras"]):
         if args[-1].name == "linked.keras":
@@ -166,8 +169,17 @@ def test_a_second_writer_does_not_clobber_the_first(tmp_path):
 
 def test_two_runs_to_one_output_do_not_both_succeed(tmp_path):
     out = tmp_path / "m.keras"
-    cmd = [sys.executable, "-m", "surgery", "apply", str(SPECS / "vgg16_seed.json"), "--weights", "none", "-o",
-           str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "surgery",
+        "apply",
+        str(SPECS / "vgg16_seed.json"),
+        "--weights",
+        "none",
+        "-o",
+        str(out),
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)
@@ -194,12 +206,22 @@ def _wait_for(predicate, proc, timeout=120):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_during_the_save_leaves_nothing_behind(tmp_path, sig, code):
     # VGG16 with its top (528 MB) takes a second or more to save: the signal lands inside the save.
-    spec = write_spec(tmp_path, {"surgery": 1, "name": "m", "steps": [
-        {"op": "backbone", "name": "vgg16", "weights": None, "include_top": True}]})
+    spec = write_spec(
+        tmp_path,
+        {
+            "surgery": 1,
+            "name": "m",
+            "steps": [{"op": "backbone", "name": "vgg16", "weights": None, "include_top": True}],
+        },
+    )
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "surgery", "apply", str(spec), "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "surgery", "apply", str(spec), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert _wait_for(lambda: any(p.name.startswith(".m.partial-") for p in out.iterdir()), proc)
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == code
@@ -210,12 +232,15 @@ def test_a_signal_during_the_save_leaves_nothing_behind(tmp_path, sig, code):
 def test_sigterm_during_training_removes_the_feature_cache(tmp_path, images, backbone):
     cache_root = tmp_path / "tmp"
     cache_root.mkdir()
-    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 200}], validation_split=0.0,
-                                          feature_cache_memory_mb=0))
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 200}], validation_split=0.0, feature_cache_memory_mb=0))
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "surgery", "train", str(spec), "--data", str(images["train"]),
-                             "-o", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(cache_root)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "surgery", "train", str(spec), "--data", str(images["train"]), "-o", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(cache_root)},
+    )
     wait_for_epochs(run / "checkpoints" / "state.json", 2, proc)
     assert any(cache_root.iterdir()), "the run kept its features in memory; the test needs the disk cache"
     proc.send_signal(signal.SIGTERM)
@@ -230,8 +255,9 @@ def test_resume_after_sigterm_continues(tmp_path, images, backbone):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 30}], validation_split=0.0))
     run = tmp_path / "run"
     args = ["train", spec, "--data", images["train"], "-o", run]
-    proc = subprocess.Popen([sys.executable, "-m", "surgery", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "surgery", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wait_for_epochs(run / "checkpoints" / "state.json", 2, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143

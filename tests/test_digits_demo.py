@@ -54,7 +54,9 @@ def test_transfer_reaches_the_threshold_on_held_out_digits(cli, tmp_path, keras,
         assert "unfreeze: 1 layers (conv2)" in result.output
         # Only the new head and conv2 moved away from the source; conv1 is the source's.
         source = keras.saving.load_model(str(demo["sources"]["trained"]))
-        np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0])
+        np.testing.assert_array_equal(
+            model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0]
+        )
         assert not np.array_equal(model.get_layer("conv2").get_weights()[0], source.get_layer("conv2").get_weights()[0])
 
 

@@ -16,8 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import assert_one_error_line, write_spec
-from helpers import CLASSES, save_tiny_backbone, tiny_spec, wait_for_epochs
+from helpers import CLASSES, assert_one_error_line, save_tiny_backbone, tiny_spec, wait_for_epochs, write_spec
 
 # Two workers against one process on the same global batches: the sums run in another order (each
 # worker's half, then the all-reduce), so weights agree to float32 rounding, not bit for bit. Measured:
@@ -45,9 +44,14 @@ def npz(tmp_path_factory):
 
 def two_stage_spec(backbone):
     """Stage 1 trains the head on cached features; stage 2 trains every layer, with no cache possible."""
-    spec = tiny_spec(backbone, [{"name": "head", "epochs": 3, "learning_rate": 0.05},
-                                {"name": "all", "epochs": 2, "learning_rate": 0.01, "unfreeze": {"layers": ":"}}],
-                     validation_split=0.25)
+    spec = tiny_spec(
+        backbone,
+        [
+            {"name": "head", "epochs": 3, "learning_rate": 0.05},
+            {"name": "all", "epochs": 2, "learning_rate": 0.01, "unfreeze": {"layers": ":"}},
+        ],
+        validation_split=0.25,
+    )
     spec["train"]["batch_size"] = 8
     return spec
 
@@ -64,8 +68,9 @@ def free_ports(n: int) -> list[int]:
 
 
 def tf_config(ports, index: int) -> str:
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+    )
 
 
 @contextlib.contextmanager
@@ -78,9 +83,16 @@ def workers(tmp_path, args: list):
             for folder in (f"w{i}", f"tmp{i}"):
                 (tmp_path / folder).mkdir()
             env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "TMPDIR": str(tmp_path / f"tmp{i}")}
-            procs.append(subprocess.Popen([sys.executable, "-m", "surgery", "train", *map(str, args)],
-                                          cwd=tmp_path / f"w{i}", env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "surgery", "train", *map(str, args)],
+                    cwd=tmp_path / f"w{i}",
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         yield procs
     finally:
         for proc in procs:  # a worker left waiting for its peer would wait for ever
@@ -176,13 +188,20 @@ BAD_TF_CONFIG = {
     "not set": (None, ["--strategy multiworker needs the TF_CONFIG environment variable"]),
     "not JSON": ("{cluster: 1}", ["TF_CONFIG: not valid JSON"]),
     "no task": (json.dumps({"cluster": {"worker": ADDRESSES}}), ['needs a "cluster" object and a "task" object']),
-    "index out of range": (json.dumps({"cluster": {"worker": ADDRESSES}, "task": {"type": "worker", "index": 2}}),
-                           ["task.index is 2; cluster.worker has 2 addresses (0..1)"]),
-    "parameter servers": (json.dumps({"cluster": {"worker": ADDRESSES, "ps": ["127.0.0.1:40003"]},
-                                      "task": {"type": "worker", "index": 0}}),
-                          ['"ps" tasks, which are for parameter-server training']),
-    "no port": (json.dumps({"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}),
-                ['cluster.worker has "127.0.0.1", not a "host:port" address']),
+    "index out of range": (
+        json.dumps({"cluster": {"worker": ADDRESSES}, "task": {"type": "worker", "index": 2}}),
+        ["task.index is 2; cluster.worker has 2 addresses (0..1)"],
+    ),
+    "parameter servers": (
+        json.dumps(
+            {"cluster": {"worker": ADDRESSES, "ps": ["127.0.0.1:40003"]}, "task": {"type": "worker", "index": 0}}
+        ),
+        ['"ps" tasks, which are for parameter-server training'],
+    ),
+    "no port": (
+        json.dumps({"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}),
+        ['cluster.worker has "127.0.0.1", not a "host:port" address'],
+    ),
 }
 
 

@@ -24,59 +24,130 @@ def _set(path, value):
             target = target[key]
         target[path[-1]] = value
         return spec
+
     return mutate
 
 
 CASES = {
-    "unknown layer class": (seed_spec, _set(["steps", 2, "layer"], "Dense2"),
-                            ['steps[2] (append): unknown layer class "Dense2"; did you mean "Dense"?']),
-    "slice out of range": (seed_spec, _set(["steps", 1, "layers"], ":40"),
-                           ["steps[1] (slice): layer index 40 is out of range; the model has 19 layers (0..18)"]),
+    "unknown layer class": (
+        seed_spec,
+        _set(["steps", 2, "layer"], "Dense2"),
+        ['steps[2] (append): unknown layer class "Dense2"; did you mean "Dense"?'],
+    ),
+    "slice out of range": (
+        seed_spec,
+        _set(["steps", 1, "layers"], ":40"),
+        ["steps[1] (slice): layer index 40 is out of range; the model has 19 layers (0..18)"],
+    ),
     "slice keeps nothing": (seed_spec, _set(["steps", 1, "layers"], "5:5"), ["steps[1] (slice)", "keeps no layer"]),
-    "slice text not a slice": (seed_spec, _set(["steps", 1, "layers"], "first eleven"),
-                               ["steps[1] (slice)", "is not slice text", '":11"']),
+    "slice text not a slice": (
+        seed_spec,
+        _set(["steps", 1, "layers"], "first eleven"),
+        ["steps[1] (slice)", "is not slice text", '":11"'],
+    ),
     "slice with a step": (seed_spec, _set(["steps", 1, "layers"], "::2"), ["steps[1] (slice)", "only contiguous"]),
-    "cut at unknown layer": (resnet_spec, _set(["steps", 1, "to"], "conv4_block6_outt"),
-                             ['steps[1] (slice): no layer named "conv4_block6_outt"; did you mean "conv4_block6_out"?']),
-    "cut inside a residual block": (resnet_spec, _set(["steps", 1, "to"], "conv4_block6_2_conv"),
-                                    ["steps[1] (slice): cannot cut after conv4_block6_2_conv", "tensors are live",
-                                     "nearest valid cut points: conv4_block5_out (index 132), conv4_block6_add (index 141)"]),
-    "bad layer config": (seed_spec, _set(["steps", 4, "config"], {"units": -1}),
-                         ["steps[4] (append): bad config for Dense"]),
-    "unknown activation": (seed_spec, _set(["steps", 4, "config"], {"units": 2, "activation": "relu2"}),
-                           ["steps[4] (append): bad config for Dense", "relu2"]),
-    "unknown config key": (seed_spec, _set(["steps", 4, "config"], {"units": 2, "unitz": 3}),
-                           ["steps[4] (append): bad config for Dense", "unitz"]),
-    "conv after a vector": (seed_spec, lambda s: {**s, "steps": s["steps"][:5] + [
-                                {"op": "append", "layer": "Conv2D", "config": {"filters": 4, "kernel_size": 3}}]},
-                            ["steps[5] (append): cannot append Conv2D to the output of shape (None, 2)"]),
-    "freeze matches nothing": (seed_spec, _set(["steps", 5], {"op": "freeze", "names": ["block9_*"]}),
-                               ['steps[5] (freeze): names: "block9_*" matches no layer']),
-    "freeze unknown type": (seed_spec, _set(["steps", 5], {"op": "freeze", "types": ["BatchNormalization"]}),
-                            ['steps[5] (freeze): types: no layer of type "BatchNormalization"', "Conv2D"]),
+    "cut at unknown layer": (
+        resnet_spec,
+        _set(["steps", 1, "to"], "conv4_block6_outt"),
+        ['steps[1] (slice): no layer named "conv4_block6_outt"; did you mean "conv4_block6_out"?'],
+    ),
+    "cut inside a residual block": (
+        resnet_spec,
+        _set(["steps", 1, "to"], "conv4_block6_2_conv"),
+        [
+            "steps[1] (slice): cannot cut after conv4_block6_2_conv",
+            "tensors are live",
+            "nearest valid cut points: conv4_block5_out (index 132), conv4_block6_add (index 141)",
+        ],
+    ),
+    "bad layer config": (
+        seed_spec,
+        _set(["steps", 4, "config"], {"units": -1}),
+        ["steps[4] (append): bad config for Dense"],
+    ),
+    "unknown activation": (
+        seed_spec,
+        _set(["steps", 4, "config"], {"units": 2, "activation": "relu2"}),
+        ["steps[4] (append): bad config for Dense", "relu2"],
+    ),
+    "unknown config key": (
+        seed_spec,
+        _set(["steps", 4, "config"], {"units": 2, "unitz": 3}),
+        ["steps[4] (append): bad config for Dense", "unitz"],
+    ),
+    "conv after a vector": (
+        seed_spec,
+        lambda s: {
+            **s,
+            "steps": s["steps"][:5] + [{"op": "append", "layer": "Conv2D", "config": {"filters": 4, "kernel_size": 3}}],
+        },
+        ["steps[5] (append): cannot append Conv2D to the output of shape (None, 2)"],
+    ),
+    "freeze matches nothing": (
+        seed_spec,
+        _set(["steps", 5], {"op": "freeze", "names": ["block9_*"]}),
+        ['steps[5] (freeze): names: "block9_*" matches no layer'],
+    ),
+    "freeze unknown type": (
+        seed_spec,
+        _set(["steps", 5], {"op": "freeze", "types": ["BatchNormalization"]}),
+        ['steps[5] (freeze): types: no layer of type "BatchNormalization"', "Conv2D"],
+    ),
     "freeze without selector": (seed_spec, _set(["steps", 5], {"op": "freeze"}), ["steps[5] (freeze)"]),
-    "weights file missing": (seed_spec, _set(["steps", 0, "weights"], "nope.weights.h5"),
-                             ['steps[0] (backbone): weights: file "nope.weights.h5" does not exist']),
-    "unknown key in a step": (seed_spec, _set(["steps", 1, "layer"], ":11"),
-                              ['steps[1] (slice): unknown key "layer"; did you mean "layers"?']),
-    "unknown backbone": (seed_spec, _set(["steps", 0, "name"], "vgg61"),
-                         ['steps[0] (backbone): unknown backbone "vgg61"; did you mean "vgg']),
-    "unknown backbone option": (seed_spec, _set(["steps", 0, "pooling"], "mean"),
-                                ['steps[0] (backbone): pooling: "mean" is not one of null, "avg", "max"']),
-    "first step not a backbone": (seed_spec, lambda s: {**s, "steps": s["steps"][1:]},
-                                  ['steps[0] (slice): the first step must start a model (backbone), not "slice"']),
-    "unknown op": (seed_spec, _set(["steps", 1, "op"], "slise"), ['steps[1]: unknown op "slise"; did you mean "slice"?']),
+    "weights file missing": (
+        seed_spec,
+        _set(["steps", 0, "weights"], "nope.weights.h5"),
+        ['steps[0] (backbone): weights: file "nope.weights.h5" does not exist'],
+    ),
+    "unknown key in a step": (
+        seed_spec,
+        _set(["steps", 1, "layer"], ":11"),
+        ['steps[1] (slice): unknown key "layer"; did you mean "layers"?'],
+    ),
+    "unknown backbone": (
+        seed_spec,
+        _set(["steps", 0, "name"], "vgg61"),
+        ['steps[0] (backbone): unknown backbone "vgg61"; did you mean "vgg'],
+    ),
+    "unknown backbone option": (
+        seed_spec,
+        _set(["steps", 0, "pooling"], "mean"),
+        ['steps[0] (backbone): pooling: "mean" is not one of null, "avg", "max"'],
+    ),
+    "first step not a backbone": (
+        seed_spec,
+        lambda s: {**s, "steps": s["steps"][1:]},
+        ['steps[0] (slice): the first step must start a model (backbone), not "slice"'],
+    ),
+    "unknown op": (
+        seed_spec,
+        _set(["steps", 1, "op"], "slise"),
+        ['steps[1]: unknown op "slise"; did you mean "slice"?'],
+    ),
     "wrong format version": (seed_spec, _set(["surgery"], 2), ["surgery: format version 2 is not supported"]),
     "missing steps": (seed_spec, lambda s: {"surgery": 1}, ['missing required key "steps"']),
     "empty steps": (seed_spec, _set(["steps"], []), ["steps: must not be empty"]),
-    "lambda refused": (seed_spec, _set(["steps", 3], {"op": "append", "layer": "Lambda", "config": {}}),
-                       ['steps[3] (append): layer "Lambda" is refused', "must not run code"]),
-    "input too small": (seed_spec, _set(["steps", 0, "input_shape"], [16, 16, 3]),
-                        ["steps[0] (backbone): input_shape [16, 16, 3]: vgg16 needs at least 32x32"]),
+    "lambda refused": (
+        seed_spec,
+        _set(["steps", 3], {"op": "append", "layer": "Lambda", "config": {}}),
+        ['steps[3] (append): layer "Lambda" is refused', "must not run code"],
+    ),
+    "input too small": (
+        seed_spec,
+        _set(["steps", 0, "input_shape"], [16, 16, 3]),
+        ["steps[0] (backbone): input_shape [16, 16, 3]: vgg16 needs at least 32x32"],
+    ),
     "string for a number": (seed_spec, _set(["seed"], "zero"), ['seed: expected integer, got string "zero"']),
-    "number for a list": (seed_spec, _set(["steps", 0, "input_shape"], 224),
-                          ["steps[0] (backbone): input_shape: expected array, got integer 224"]),
-    "zero size": (seed_spec, _set(["steps", 0, "input_shape"], [224, 0, 3]), ["steps[0] (backbone): input_shape[1]: 0 is too small; the minimum is 1"]),
+    "number for a list": (
+        seed_spec,
+        _set(["steps", 0, "input_shape"], 224),
+        ["steps[0] (backbone): input_shape: expected array, got integer 224"],
+    ),
+    "zero size": (
+        seed_spec,
+        _set(["steps", 0, "input_shape"], [224, 0, 3]),
+        ["steps[0] (backbone): input_shape[1]: 0 is too small; the minimum is 1"],
+    ),
 }
 
 
@@ -118,13 +189,16 @@ def test_keras_file_with_lambda_is_refused(cli, tmp_path, keras):
     assert_one_error_line(result.stderr, "steps[0] (backbone)", "refused", "safe_mode=True")
 
 
-@pytest.mark.parametrize("content,fragment", [
-    (b"", "file is empty"),
-    (b"{not json", "not valid JSON: Expecting property name"),
-    (b"[1, 2]", "the top level must be a JSON object, got array"),
-    (b"\xff\xfe{}", "not UTF-8 text (byte 0xff at offset 0)"),
-    (b"[" * 10000 + b"]" * 10000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"", "file is empty"),
+        (b"{not json", "not valid JSON: Expecting property name"),
+        (b"[1, 2]", "the top level must be a JSON object, got array"),
+        (b"\xff\xfe{}", "not UTF-8 text (byte 0xff at offset 0)"),
+        (b"[" * 10000 + b"]" * 10000, "nested too deeply"),
+    ],
+)
 def test_unreadable_specs(cli, tmp_path, content, fragment):
     path = tmp_path / "s.json"
     path.write_bytes(content)
@@ -159,7 +233,9 @@ def test_weights_override_bad_inputs(cli, tmp_path):
     not_a_backbone = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "slice", "layers": ":3"}]}, "a.json")
     result = cli("apply", not_a_backbone, "--weights", "none", "-o", tmp_path / "a.keras")
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "steps[0]", '--weights applies to a first step that starts a model (backbone), not "slice"')
+    assert_one_error_line(
+        result.stderr, "steps[0]", '--weights applies to a first step that starts a model (backbone), not "slice"'
+    )
     missing = tmp_path / "missing.weights.h5"
     result = cli("apply", write_spec(tmp_path, seed_spec(), "b.json"), "--weights", missing, "-o", tmp_path / "b.keras")
     assert result.exit_code == 2
@@ -176,8 +252,10 @@ def test_a_spec_name_too_long_for_a_file(cli, tmp_path):
     result = cli("apply", long_spec, "-o", tmp_path)
     assert result.exit_code == 2
     line = assert_one_error_line(result.stderr)
-    assert line == (f"error: {tmp_path / ('s' * 250 + '.keras')}: output keras: the file name is 256 bytes; "
-                    'file systems allow 255 (give the spec a shorter "name", or -o a shorter path)')
+    assert line == (
+        f"error: {tmp_path / ('s' * 250 + '.keras')}: output keras: the file name is 256 bytes; "
+        'file systems allow 255 (give the spec a shorter "name", or -o a shorter path)'
+    )
     # A name that fits still leaves room for the temporary name beside it.
     fits = write_spec(tmp_path, {**data, "steps": data["steps"][:2]}, "s" * 240 + ".json")
     result = cli("apply", fits, "-o", tmp_path)
@@ -188,8 +266,10 @@ def test_a_spec_name_too_long_for_a_file(cli, tmp_path):
 def test_weights_override_that_is_empty(cli, tmp_path):
     result = cli("apply", write_spec(tmp_path, seed_spec()), "--weights", "", "-o", tmp_path / "m.keras")
     assert result.exit_code == 2
-    assert assert_one_error_line(result.stderr) == \
-        'error: --weights: is empty; give "imagenet", "none", or the path of a weights file'
+    assert (
+        assert_one_error_line(result.stderr)
+        == 'error: --weights: is empty; give "imagenet", "none", or the path of a weights file'
+    )
 
 
 def test_a_model_with_an_unregistered_custom_class(cli, tmp_path, keras):
@@ -201,14 +281,16 @@ def test_a_model_with_an_unregistered_custom_class(cli, tmp_path, keras):
     inputs = keras.Input((4,))
     keras.Model(inputs, Doubler(name="double")(inputs)).save(str(tmp_path / "custom.keras"))
     keras.saving.get_custom_objects().clear()
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file",
-                                                           "path": "custom.keras"}]})
+    spec = write_spec(
+        tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "custom.keras"}]}
+    )
     result = cli("apply", spec, "-o", tmp_path / "m.keras")
     assert result.exit_code == 2
     assert assert_one_error_line(result.stderr) == (
         f'error: {spec}: steps[0] (backbone): {tmp_path / "custom.keras"} holds a layer of class "private>Doubler" '
         "that is not registered in this Python (a custom class): install the package or plugin that registers it, "
-        "or rebuild the model from built-in layers")
+        "or rebuild the model from built-in layers"
+    )
 
 
 def test_predict_on_things_that_are_not_models(cli, tmp_path):
@@ -216,19 +298,23 @@ def test_predict_on_things_that_are_not_models(cli, tmp_path):
     (tmp_path / "image.png").write_bytes(b"")
     result = cli("predict", tmp_path / "model.h5", tmp_path / "image.png")
     assert result.exit_code == 2
-    assert assert_one_error_line(result.stderr) == \
-        f"error: {tmp_path / 'model.h5'}: is neither a Keras model (.keras) nor a spec (.json)"
+    assert (
+        assert_one_error_line(result.stderr)
+        == f"error: {tmp_path / 'model.h5'}: is neither a Keras model (.keras) nor a spec (.json)"
+    )
     result = cli("predict", tmp_path, tmp_path / "image.png")
     assert result.exit_code == 2
     assert assert_one_error_line(result.stderr) == (
         f"error: {tmp_path}: is a folder; give a .keras model file (a run folder's model is <name>.keras or "
-        "best.keras in it) or a spec (.json)")
+        "best.keras in it) or a spec (.json)"
+    )
     (tmp_path / "broken.keras").write_text("not a zip")
     result = cli("predict", tmp_path / "broken.keras", tmp_path / "image.png")
     assert result.exit_code == 2
     assert assert_one_error_line(result.stderr) == (
-        f'error: {tmp_path / "broken.keras"} is not a Keras model file (a .keras file is a zip archive, as '
-        'model.save("name.keras") writes it)')
+        f"error: {tmp_path / 'broken.keras'} is not a Keras model file (a .keras file is a zip archive, as "
+        'model.save("name.keras") writes it)'
+    )
 
 
 def test_export_force_replaces_a_savedmodel_surgery_wrote_and_no_other_folder(cli, tmp_path, keras):
@@ -239,8 +325,10 @@ def test_export_force_replaces_a_savedmodel_surgery_wrote_and_no_other_folder(cl
     first = (target / "saved_model.pb").stat().st_mtime_ns
     result = cli("export", tmp_path / "m.keras", "--to", "saved_model")
     assert result.exit_code == 2
-    assert assert_one_error_line(result.stderr) == \
-        f"error: {target}: output saved_model: already exists; pass --force to overwrite it"
+    assert (
+        assert_one_error_line(result.stderr)
+        == f"error: {target}: output saved_model: already exists; pass --force to overwrite it"
+    )
     result = cli("export", tmp_path / "m.keras", "--to", "saved_model", "--force")
     assert result.exit_code == 0, result.stderr
     assert (target / "saved_model.pb").stat().st_mtime_ns != first
@@ -251,7 +339,8 @@ def test_export_force_replaces_a_savedmodel_surgery_wrote_and_no_other_folder(cl
     assert result.exit_code == 2
     assert assert_one_error_line(result.stderr) == (
         f"error: {foreign}: output saved_model: is a folder that surgery did not write (no .surgery marker in it); "
-        "surgery replaces only regular files and folders it wrote: remove it yourself or choose another path")
+        "surgery replaces only regular files and folders it wrote: remove it yourself or choose another path"
+    )
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
@@ -272,11 +361,17 @@ def test_a_write_that_fails_for_lack_of_space_names_the_file(tmp_path):
 
     spec = write_spec(tmp_path, seed_spec())
     out = tmp_path / "m.keras"
-    done = subprocess.run([sys.executable, "-m", "surgery", "apply", str(spec), "-o", str(out)], capture_output=True,
-                          text=True, preexec_fn=_fsize_limited(1 << 20), timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "surgery", "apply", str(spec), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_fsize_limited(1 << 20),
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert assert_one_error_line(done.stderr) == (
-        f"error: {out}: cannot be written: the file is larger than this system allows; nothing was written")
+        f"error: {out}: cannot be written: the file is larger than this system allows; nothing was written"
+    )
     assert list(tmp_path.iterdir()) == [spec]
 
 
@@ -308,23 +403,43 @@ def _damage(run, relative, content):
 
 
 RESUME_DAMAGE = {
-    "missing classes.json": ("classes.json", None, "{run}: --resume: classes.json is missing: this is not a complete "
-                                                  "surgery run"),
-    "classes.json not JSON": ("classes.json", "{", "{run}/classes.json: not valid JSON: Expecting property name "
-                                                  "enclosed in double quotes at line 1 column 2"),
-    "classes.json wrong types": ("classes.json", '{"class_names": "red"}',
-                                 "{run}/classes.json: class_names must be a list of strings"),
-    "state.json wrong types": ("checkpoints/state.json", "STATE_WITH_STRING_EPOCHS",
-                               "{run}: --resume: checkpoints/state.json: epochs_done has the wrong type (str)"),
-    "state.json not an object": ("checkpoints/state.json", "[1]",
-                                 "{run}: --resume: checkpoints/state.json is not a surgery run state (not a JSON "
-                                 "object)"),
-    "truncated checkpoint": ("checkpoints/epoch-0001.keras", b"PK\x03\x04truncated",
-                             "--resume: {run}/checkpoints/epoch-0001.keras is not a Keras model file (a .keras "
-                             'file is a zip archive, as model.save("name.keras") writes it)'),
-    "bad log.csv": ("log.csv", "epoch,loss\nfirst,1.0\n",
-                    "{run}/log.csv: --resume: log.csv is not the log of a surgery run (ValueError: invalid literal "
-                    "for int() with base 10: 'first')"),
+    "missing classes.json": (
+        "classes.json",
+        None,
+        "{run}: --resume: classes.json is missing: this is not a complete surgery run",
+    ),
+    "classes.json not JSON": (
+        "classes.json",
+        "{",
+        "{run}/classes.json: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+    ),
+    "classes.json wrong types": (
+        "classes.json",
+        '{"class_names": "red"}',
+        "{run}/classes.json: class_names must be a list of strings",
+    ),
+    "state.json wrong types": (
+        "checkpoints/state.json",
+        "STATE_WITH_STRING_EPOCHS",
+        "{run}: --resume: checkpoints/state.json: epochs_done has the wrong type (str)",
+    ),
+    "state.json not an object": (
+        "checkpoints/state.json",
+        "[1]",
+        "{run}: --resume: checkpoints/state.json is not a surgery run state (not a JSON object)",
+    ),
+    "truncated checkpoint": (
+        "checkpoints/epoch-0001.keras",
+        b"PK\x03\x04truncated",
+        "--resume: {run}/checkpoints/epoch-0001.keras is not a Keras model file (a .keras "
+        'file is a zip archive, as model.save("name.keras") writes it)',
+    ),
+    "bad log.csv": (
+        "log.csv",
+        "epoch,loss\nfirst,1.0\n",
+        "{run}/log.csv: --resume: log.csv is not the log of a surgery run (ValueError: invalid literal "
+        "for int() with base 10: 'first')",
+    ),
 }
 
 
@@ -354,7 +469,8 @@ def test_resume_names_the_option_that_differs(cli, tmp_path, images, interrupted
     assert result.exit_code == 2
     assert assert_one_error_line(result.stderr) == (
         f"error: {run}: --resume: batch_size differs from the run in this folder (4 then, 2 now); resume with the "
-        "same batch_size, or start over with --force")
+        "same batch_size, or start over with --force"
+    )
 
 
 def test_one_class_of_data(cli, tmp_path, backbone):
@@ -366,14 +482,16 @@ def test_one_class_of_data(cli, tmp_path, backbone):
     assert result.exit_code == 2
     assert assert_one_error_line(result.stderr) == (
         f"error: {spec}: the data has 1 class (red); a classifier learns to tell classes apart, so give it at "
-        "least 2 (one subfolder per class, or 2 distinct labels in y)")
+        "least 2 (one subfolder per class, or 2 distinct labels in y)"
+    )
 
 
 def _read_only_probe() -> bool:
     import subprocess
 
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt && ! touch /mnt/x"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt && ! touch /mnt/x"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -386,10 +504,12 @@ def test_train_into_a_read_only_file_system(tmp_path, images, backbone, monkeypa
     from helpers import tiny_spec
 
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
-    expected = ("error: {ro}/run: -o: cannot create the run folder: {ro} is on a read-only file system")
+    expected = "error: {ro}/run: -o: cannot create the run folder: {ro} is on a read-only file system"
     if _read_only_probe():
-        script = (f"mkdir -p {tmp_path}/ro && mount -t tmpfs -o ro tmpfs {tmp_path}/ro && "
-                  f"{sys.executable} -m surgery train {spec} --data {images['train']} -o {tmp_path}/ro/run")
+        script = (
+            f"mkdir -p {tmp_path}/ro && mount -t tmpfs -o ro tmpfs {tmp_path}/ro && "
+            f"{sys.executable} -m surgery train {spec} --data {images['train']} -o {tmp_path}/ro/run"
+        )
         done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
         stderr, code = done.stderr, done.returncode
     else:
@@ -399,24 +519,34 @@ def test_train_into_a_read_only_file_system(tmp_path, images, backbone, monkeypa
         ro.mkdir()
         real_access, real_statvfs = os.access, os.statvfs
         monkeypatch.setattr(os, "access", lambda p, m, **k: False if str(p) == str(ro) else real_access(p, m, **k))
-        monkeypatch.setattr(os, "statvfs", lambda p: type("S", (), {"f_flag": os.ST_RDONLY})()
-                            if str(p) == str(ro) else real_statvfs(p))
+        monkeypatch.setattr(
+            os, "statvfs", lambda p: type("S", (), {"f_flag": os.ST_RDONLY})() if str(p) == str(ro) else real_statvfs(p)
+        )
         result = cli("train", spec, "--data", images["train"], "-o", ro / "run")
         stderr, code = result.stderr, result.exit_code
     assert code == 2, stderr
     assert assert_one_error_line(stderr) == expected.format(ro=tmp_path / "ro")
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["apply"], "error: Missing argument 'SPEC'. (see `surgery apply --help`)"),
-    (["nope"], "error: No such command 'nope'. (see `surgery --help`)"),
-    (["train", "s.json", "--validation-split", "nan"],
-     "error: Invalid value for '--validation-split': 'nan' is not a finite number (see `surgery train --help`)"),
-    (["apply", "s.json", "--atol", "inf"],
-     "error: Invalid value for '--atol': 'inf' is not a finite number (see `surgery apply --help`)"),
-    (["export", "m.keras", "--to", "onnx", "--atol", "-1"],
-     "error: Invalid value for '--atol': -1.0 is not in the range x>=0. (see `surgery export --help`)"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["apply"], "error: Missing argument 'SPEC'. (see `surgery apply --help`)"),
+        (["nope"], "error: No such command 'nope'. (see `surgery --help`)"),
+        (
+            ["train", "s.json", "--validation-split", "nan"],
+            "error: Invalid value for '--validation-split': 'nan' is not a finite number (see `surgery train --help`)",
+        ),
+        (
+            ["apply", "s.json", "--atol", "inf"],
+            "error: Invalid value for '--atol': 'inf' is not a finite number (see `surgery apply --help`)",
+        ),
+        (
+            ["export", "m.keras", "--to", "onnx", "--atol", "-1"],
+            "error: Invalid value for '--atol': -1.0 is not in the range x>=0. (see `surgery export --help`)",
+        ),
+    ],
+)
 def test_usage_errors_are_one_line(args, expected):
     from helpers import run_surgery
 

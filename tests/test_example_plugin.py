@@ -12,13 +12,14 @@ import shutil
 
 import numpy as np
 import pytest
-import surgery_tinynet  # noqa: F401  (not installed? pip install -e plugins/surgery-tinynet)
+from fault_plugins import no_plugin_selection_from_the_shell  # noqa: F401
 from jsonschema import Draft202012Validator
 
 import surgery
-from helpers import ROOT, assert_one_error_line, run_surgery, write_spec
-from fault_plugins import no_plugin_selection_from_the_shell  # noqa: F401
+import surgery_tinynet  # noqa: F401  (not installed? pip install -e plugins/surgery-tinynet)
 from surgery.testing import check_plugin
+
+from helpers import ROOT, assert_one_error_line, run_surgery, write_spec
 
 EXAMPLE = ROOT / "plugins" / "surgery-tinynet" / "examples" / "tinynet_se_head.json"
 DOCS = ROOT / "docs" / "plugins.md"
@@ -51,8 +52,12 @@ def test_example_spec_applies_through_the_cli(tmp_path, keras):
     # the plugin's exporter wrote the spec's "outputs" entry, relative to the spec
     table = json.loads((tmp_path / "tinynet_se_head.layers.json").read_text())["layers"]
     names = [row["name"] for row in table]
-    assert names[names.index("block2_relu") + 1:names.index("block2_pool")] == [
-        "block2_relu_se_squeeze", "block2_relu_se_reduce", "block2_relu_se_expand", "block2_relu_se_excite"]
+    assert names[names.index("block2_relu") + 1 : names.index("block2_pool")] == [
+        "block2_relu_se_squeeze",
+        "block2_relu_se_reduce",
+        "block2_relu_se_expand",
+        "block2_relu_se_excite",
+    ]
     assert [row["trainable"] for row in table if row["name"] == "block1_conv"] == ["no"]
     model = keras.saving.load_model(tmp_path / "out" / "tinynet_se_head.keras", safe_mode=True)
     assert tuple(model.output.shape) == (None, 10)
@@ -82,19 +87,32 @@ def test_schema_contains_the_plugins_ops_backbone_and_exporter():
 def test_plugins_and_ops_name_the_distribution_and_the_plugin():
     done = run_surgery("plugins", "--json")
     entry = next(r for r in json.loads(done.stdout) if r["name"] == "tinynet")
-    assert entry == {"name": "tinynet", "distribution": "surgery-tinynet", "version": "0.1.0", "builtin": False,
-                     "status": "ok", "error": None, "ops": ["head", "squeeze_excite"], "backbones": ["tinynet"],
-                     "exporters": ["layers_json"]}
+    assert entry == {
+        "name": "tinynet",
+        "distribution": "surgery-tinynet",
+        "version": "0.1.0",
+        "builtin": False,
+        "status": "ok",
+        "error": None,
+        "ops": ["head", "squeeze_excite"],
+        "backbones": ["tinynet"],
+        "exporters": ["layers_json"],
+    }
     ops = run_surgery("ops").stdout
     assert re.search(r"^head\s+tinynet\s+Pooling, dropout", ops, re.M), ops
 
 
-@pytest.mark.parametrize("step, fragments", [
-    ({"op": "head", "classes": 0}, ["steps[1] (head)", "classes: 0 is too small; the minimum is 1"]),
-    ({"op": "head", "classes": 1}, ["steps[1] (head)", 'use "activation": "sigmoid"']),
-    ({"op": "squeeze_excite", "after": "block2_relu", "ratio": 4, "gate": "hard"},
-     ["steps[1] (squeeze_excite)", 'unknown key "gate"']),
-])
+@pytest.mark.parametrize(
+    "step, fragments",
+    [
+        ({"op": "head", "classes": 0}, ["steps[1] (head)", "classes: 0 is too small; the minimum is 1"]),
+        ({"op": "head", "classes": 1}, ["steps[1] (head)", 'use "activation": "sigmoid"']),
+        (
+            {"op": "squeeze_excite", "after": "block2_relu", "ratio": 4, "gate": "hard"},
+            ["steps[1] (squeeze_excite)", 'unknown key "gate"'],
+        ),
+    ],
+)
 def test_validate_reports_bad_plugin_params_in_one_line(tmp_path, step, fragments):
     done = run_surgery("validate", write_spec(tmp_path, with_steps(BACKBONE, step)))
     assert done.returncode == 2
@@ -105,15 +123,19 @@ def test_an_op_error_at_build_time_is_one_line(tmp_path, cli):
     spec = write_spec(tmp_path, with_steps(BACKBONE, {"op": "squeeze_excite", "after": "block2_rleu"}))
     result = cli("apply", spec, "-o", tmp_path)
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "steps[1] (squeeze_excite)", 'no layer named "block2_rleu"',
-                          'did you mean "block2_relu"?')
+    assert_one_error_line(
+        result.stderr, "steps[1] (squeeze_excite)", 'no layer named "block2_rleu"', 'did you mean "block2_relu"?'
+    )
     assert not list(tmp_path.glob("*.keras"))
 
 
-@pytest.mark.parametrize("after, message", [
-    ("predictions", '"predictions" has output shape (None, 10); squeeze_excite needs a 4-D (image) output'),
-    ("block1_relu", 'layers named "block1_relu_se_..." already exist'),
-])
+@pytest.mark.parametrize(
+    "after, message",
+    [
+        ("predictions", '"predictions" has output shape (None, 10); squeeze_excite needs a 4-D (image) output'),
+        ("block1_relu", 'layers named "block1_relu_se_..." already exist'),
+    ],
+)
 def test_squeeze_excite_refuses_what_it_cannot_do(after, message):
     steps = [{**BACKBONE, "include_top": True}, {"op": "squeeze_excite", "after": "block1_relu"}]
     if after != "block1_relu":
@@ -153,11 +175,14 @@ def test_head_weights_follow_the_seed():
     assert not np.array_equal(head_kernel(1), head_kernel(2))
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"weights": "imagenet"}, "tinynet has no ImageNet weights"),
-    ({"width": 8}, "does not fit tinynet with these options"),
-    ({"blocks": 6}, "6 blocks need a side of at least 64"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"weights": "imagenet"}, "tinynet has no ImageNet weights"),
+        ({"width": 8}, "does not fit tinynet with these options"),
+        ({"blocks": 6}, "6 blocks need a side of at least 64"),
+    ],
+)
 def test_tinynet_option_errors_are_clear(tinynet_weights, options, message):
     backbone = {**BACKBONE, "weights": str(tinynet_weights[0]), **options}
     with pytest.raises(surgery.SpecError, match=re.escape(message)):

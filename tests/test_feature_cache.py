@@ -8,8 +8,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from helpers import write_spec
-from helpers import tiny_spec
+from helpers import tiny_spec, write_spec
 
 # The prefix runs in other batch sizes than training's (a different summation order in oneDNN), so the
 # features, and the weights after training on them, agree to float32 rounding.
@@ -47,18 +46,21 @@ def test_cached_and_uncached_runs_give_the_same_weights(cli, tmp_path, monkeypat
     assert ("in memory" in used) == (where == "memory")
     assert (str(tmp_path / "tmp") in used) == (where == "disk")
     assert not list((tmp_path / "tmp").glob("surgery-feature-cache-*"))  # removed when the run ends
-    assert_same_weights(weights(keras, tmp_path / "uncached" / "tiny.keras"),
-                        weights(keras, tmp_path / "cached" / "tiny.keras"))
+    assert_same_weights(
+        weights(keras, tmp_path / "uncached" / "tiny.keras"), weights(keras, tmp_path / "cached" / "tiny.keras")
+    )
     # What was saved is the whole model, images in, not the head that trained on the features.
     final = keras.saving.load_model(str(tmp_path / "cached" / "tiny.keras"))
     assert tuple(final.input.shape) == (None, 16, 16, 3) and final.layers[-1].name == "head"
 
 
 def test_stages_reuse_recompute_or_skip_the_cache(cli, tmp_path, keras, images, backbone):
-    stages = [{"name": "head", "epochs": 1, "learning_rate": 0.05},
-              {"name": "head_again", "epochs": 1, "learning_rate": 0.01},
-              {"name": "top", "epochs": 1, "learning_rate": 0.01, "unfreeze": {"names": ["conv2"]}},
-              {"name": "all", "epochs": 1, "learning_rate": 0.001, "unfreeze": {"layers": ":"}}]
+    stages = [
+        {"name": "head", "epochs": 1, "learning_rate": 0.05},
+        {"name": "head_again", "epochs": 1, "learning_rate": 0.01},
+        {"name": "top", "epochs": 1, "learning_rate": 0.01, "unfreeze": {"names": ["conv2"]}},
+        {"name": "all", "epochs": 1, "learning_rate": 0.001, "unfreeze": {"layers": ":"}},
+    ]
     spec = write_spec(tmp_path, tiny_spec(backbone, stages))
     out = train(cli, spec, images, tmp_path / "cached")
     lines = [line.strip() for line in out.splitlines() if "feature cache:" in line]
@@ -66,8 +68,9 @@ def test_stages_reuse_recompute_or_skip_the_cache(cli, tmp_path, keras, images, 
     assert lines[0].startswith("feature cache: layers 0..8 (image .. pool) are frozen")
     assert lines[1] == "feature cache: reusing the outputs of layers 0..8 (image .. pool) from the last stage"
     assert lines[2].startswith("feature cache: layers 0..4 (image .. relu1) are frozen")  # conv2 trains now
-    assert lines[3] == ("feature cache: not used: conv1 (index 2) trains, and the layers before it have no "
-                        "weights: nothing to save")
+    assert lines[3] == (
+        "feature cache: not used: conv1 (index 2) trains, and the layers before it have no weights: nothing to save"
+    )
 
     # Every stage but the last cached, in both runs alike, so they saw the same batches up to there.
     train(cli, spec, images, tmp_path / "uncached", "--no-cache")
@@ -110,18 +113,24 @@ def test_prefix_ends_at_the_last_cut_point_before_what_changes(keras):
     np.testing.assert_allclose(suffix(features), model(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("case, fragment", [
-    ("dropout", "dropout (index 1) draws random numbers in training"),
-    ("augmentation", "flip (index 1) draws random numbers in training"),
-    # Without gamma and beta it has nothing to train, but in training mode it updates its statistics.
-    ("bn_training", "bn (index 1) is a BatchNormalization layer in training mode"),
-])
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("dropout", "dropout (index 1) draws random numbers in training"),
+        ("augmentation", "flip (index 1) draws random numbers in training"),
+        # Without gamma and beta it has nothing to train, but in training mode it updates its statistics.
+        ("bn_training", "bn (index 1) is a BatchNormalization layer in training mode"),
+    ],
+)
 def test_no_prefix_where_the_output_may_change(keras, case, fragment):
     from surgery.training.feature_cache import find_prefix
 
     L = keras.layers
-    early = {"dropout": L.Dropout(0.5, name="dropout"), "augmentation": L.RandomFlip(name="flip"),
-             "bn_training": L.BatchNormalization(center=False, scale=False, name="bn")}[case]
+    early = {
+        "dropout": L.Dropout(0.5, name="dropout"),
+        "augmentation": L.RandomFlip(name="flip"),
+        "bn_training": L.BatchNormalization(center=False, scale=False, name="bn"),
+    }[case]
     model = _model(keras, early=early)
     prefix, why = find_prefix(model)
     assert prefix is None and fragment in why

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import assert_one_error_line, write_spec
-from helpers import save_tiny_backbone, tiny_spec, write_pngs
+from helpers import assert_one_error_line, save_tiny_backbone, tiny_spec, write_pngs, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +35,22 @@ def test_features_at_a_layer_of_a_trained_model(cli, tmp_path, keras, setup):
     # The same numbers as the layer computes on the images as training reads them (Keras' folder loader).
     model = keras.saving.load_model(str(setup["model"]))
     cut = keras.Model(model.inputs, model.get_layer("pool").output)
-    ds = keras.utils.image_dataset_from_directory(str(setup["images"]), image_size=(16, 16), shuffle=False,
-                                                  verbose=False)
+    ds = keras.utils.image_dataset_from_directory(
+        str(setup["images"]), image_size=(16, 16), shuffle=False, verbose=False
+    )
     expected = np.concatenate([cut.predict(x, verbose=0) for x, _ in ds])
     np.testing.assert_allclose(got["features"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_features_of_a_spec_on_an_npz(cli, tmp_path, setup):
-    spec = write_spec(tmp_path, {"surgery": 1, "name": "fx", "steps": [
-        {"op": "backbone", "name": "keras_file", "path": str(setup["backbone"])}]})
+    spec = write_spec(
+        tmp_path,
+        {
+            "surgery": 1,
+            "name": "fx",
+            "steps": [{"op": "backbone", "name": "keras_file", "path": str(setup["backbone"])}],
+        },
+    )
     x = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
     np.savez(tmp_path / "data.npz", x=x, y=np.array([2, 0, 1, 1, 0]), class_names=np.array(["a", "b", "c"]))
     result = cli("features", spec, "--data", tmp_path / "data.npz", "-o", tmp_path / "f.npz")
@@ -121,18 +127,30 @@ def test_bad_input_to_features_and_predict(cli, tmp_path, keras, setup):
     cases = [
         (["predict", setup["model"], tmp_path / "bad.png"], ["cannot be read as images", "bad.png"]),
         (["predict", setup["model"], tmp_path / "missing.png"], ["missing.png: no such image file"]),
-        (["predict", tmp_path / "conv.keras", setup["images"] / "red" / "0.png"],
-         ["output has shape (None, 14, 14, 2), not (batch, classes)"]),
-        (["predict", setup["model"], setup["images"] / "red" / "0.png", "--classes", tmp_path / "two.json"],
-         ["--classes: names 2 classes but the model outputs 3"]),
-        (["features", setup["model"], "--data", tmp_path / "nox.npz", "-o", tmp_path / "f.npz"],
-         ["needs arrays x", "missing x"]),
-        (["features", setup["model"], "--data", setup["images"], "-o", tmp_path / "f.csv"],
-         ["must be an .npz file path"]),
-        (["features", setup["model"], "--layer", "pol", "--data", setup["images"], "-o", tmp_path / "f.npz"],
-         ['--layer: no layer named "pol"; did you mean "pool"?']),
-        (["features", tmp_path / "nope.keras", "--data", setup["images"], "-o", tmp_path / "f.npz"],
-         ["nope.keras: no such model file"]),
+        (
+            ["predict", tmp_path / "conv.keras", setup["images"] / "red" / "0.png"],
+            ["output has shape (None, 14, 14, 2), not (batch, classes)"],
+        ),
+        (
+            ["predict", setup["model"], setup["images"] / "red" / "0.png", "--classes", tmp_path / "two.json"],
+            ["--classes: names 2 classes but the model outputs 3"],
+        ),
+        (
+            ["features", setup["model"], "--data", tmp_path / "nox.npz", "-o", tmp_path / "f.npz"],
+            ["needs arrays x", "missing x"],
+        ),
+        (
+            ["features", setup["model"], "--data", setup["images"], "-o", tmp_path / "f.csv"],
+            ["must be an .npz file path"],
+        ),
+        (
+            ["features", setup["model"], "--layer", "pol", "--data", setup["images"], "-o", tmp_path / "f.npz"],
+            ['--layer: no layer named "pol"; did you mean "pool"?'],
+        ),
+        (
+            ["features", tmp_path / "nope.keras", "--data", setup["images"], "-o", tmp_path / "f.npz"],
+            ["nope.keras: no such model file"],
+        ),
     ]
     for args, fragments in cases:
         result = cli(*args)

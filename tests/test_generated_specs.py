@@ -17,32 +17,72 @@ from hypothesis import strategies as st
 from helpers import write_spec
 
 BASES = [
-    {"surgery": 1, "name": "a", "seed": 0, "steps": [
-        {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
-        {"op": "slice", "layers": ":11"},
-        {"op": "append", "layer": "Conv2D", "config": {"filters": 4, "kernel_size": [3, 3], "activation": "relu"}},
-        {"op": "append", "layer": "Flatten"},
-        {"op": "append", "layer": "Dense", "config": {"units": 2, "activation": "softmax"}},
-        {"op": "freeze", "layers": "8:"},
-    ]},
-    {"surgery": 1, "name": "b", "steps": [
-        {"op": "backbone", "name": "mobilenetv2", "weights": None, "include_top": False,
-         "input_shape": [32, 32, 3], "pooling": "avg", "alpha": 0.35},
-        {"op": "freeze", "types": ["BatchNormalization"], "names": ["block_1*"]},
-        {"op": "unfreeze", "layers": "-10:", "batchnorm": "train"},
-        {"op": "append", "layer": "Dropout", "config": {"rate": 0.5}},
-        {"op": "append", "layer": "Dense", "config": {"units": 3}},
-    ]},
+    {
+        "surgery": 1,
+        "name": "a",
+        "seed": 0,
+        "steps": [
+            {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
+            {"op": "slice", "layers": ":11"},
+            {"op": "append", "layer": "Conv2D", "config": {"filters": 4, "kernel_size": [3, 3], "activation": "relu"}},
+            {"op": "append", "layer": "Flatten"},
+            {"op": "append", "layer": "Dense", "config": {"units": 2, "activation": "softmax"}},
+            {"op": "freeze", "layers": "8:"},
+        ],
+    },
+    {
+        "surgery": 1,
+        "name": "b",
+        "steps": [
+            {
+                "op": "backbone",
+                "name": "mobilenetv2",
+                "weights": None,
+                "include_top": False,
+                "input_shape": [32, 32, 3],
+                "pooling": "avg",
+                "alpha": 0.35,
+            },
+            {"op": "freeze", "types": ["BatchNormalization"], "names": ["block_1*"]},
+            {"op": "unfreeze", "layers": "-10:", "batchnorm": "train"},
+            {"op": "append", "layer": "Dropout", "config": {"rate": 0.5}},
+            {"op": "append", "layer": "Dense", "config": {"units": 3}},
+        ],
+    },
 ]
 
 # Values of every JSON type, plausible and not, for retyping.
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 300), st.floats(-2, 2, allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 300),
+    st.floats(-2, 2, allow_nan=False),
     st.sampled_from(["", ":11", "vgg16", "Dense", "block1_conv1", "imagenet", "8:", "x" * 3, "-1:"]),
-    st.lists(st.integers(-1, 64), max_size=4), st.just({}), st.just({"units": 2}),
+    st.lists(st.integers(-1, 64), max_size=4),
+    st.just({}),
+    st.just({"units": 2}),
 )
-KEYS = st.sampled_from(["op", "name", "layers", "to", "layer", "config", "names", "types", "weights",
-                        "input_shape", "units", "surgery", "steps", "seed", "unknown", "as", "batchnorm"])
+KEYS = st.sampled_from(
+    [
+        "op",
+        "name",
+        "layers",
+        "to",
+        "layer",
+        "config",
+        "names",
+        "types",
+        "weights",
+        "input_shape",
+        "units",
+        "surgery",
+        "steps",
+        "seed",
+        "unknown",
+        "as",
+        "batchnorm",
+    ]
+)
 
 
 def _containers(node, path=()):
@@ -83,8 +123,12 @@ def mutated_specs(draw):
     return spec
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(spec=mutated_specs())
 def test_mutated_specs_end_cleanly(cli, spec):
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,8 +13,8 @@ import pytest
 
 import surgery
 
-from helpers import load_spec_json, with_weights
 from graph_helpers import assert_close, assert_weights_kept, backbone, images, predict, run, spec
+from helpers import load_spec_json, with_weights
 
 FIRST_CONV = {"vgg16": "block1_conv1", "resnet50": "conv1_conv"}
 WEIGHTS = {"vgg16": "vgg16_notop_weights", "resnet50": "resnet50_notop_weights"}
@@ -32,7 +32,8 @@ def net(request):
 def test_a_new_input_size_keeps_every_pretrained_weight(net, keras):
     name, _, original, weights = net
     reference = getattr(keras.applications, {"vgg16": "VGG16", "resnet50": "ResNet50"}[name])(
-        weights=None, include_top=False, input_shape=(224, 224, 3))
+        weights=None, include_top=False, input_shape=(224, 224, 3)
+    )
     reference.load_weights(str(weights))
     assert tuple(original.input.shape) == (None, 32, 32, 3)
     assert assert_weights_kept(original, reference) > 20
@@ -52,11 +53,13 @@ def test_mean_rule_on_one_and_four_channels(net, channels):
     np.testing.assert_allclose(new_kernel, expected, rtol=1e-6)
     np.testing.assert_array_equal(new_bias, bias)
     assert assert_weights_kept(model, original, skip={first}) > 10
-    assert f"adapted {first} kernel {kernel.shape} -> {new_kernel.shape} by rule mean (x 3/{channels})" \
-        in state.notes[-1]
+    assert (
+        f"adapted {first} kernel {kernel.shape} -> {new_kernel.shape} by rule mean (x 3/{channels})" in state.notes[-1]
+    )
     gray = images((2, 32, 32, 1))
-    assert_close(predict(model, np.repeat(gray, channels, axis=3))[0],
-                 predict(original, np.repeat(gray, 3, axis=3))[0], rel=1e-4)
+    assert_close(
+        predict(model, np.repeat(gray, channels, axis=3))[0], predict(original, np.repeat(gray, 3, axis=3))[0], rel=1e-4
+    )
 
 
 def test_repeat_rule_cycles_the_rgb_kernels(net):
@@ -64,8 +67,7 @@ def test_repeat_rule_cycles_the_rgb_kernels(net):
     first = FIRST_CONV[name]
     model = surgery.build(spec(step, {"op": "adapt_input", "channels": 4, "rule": "repeat"}))
     kernel = original.get_layer(first).get_weights()[0]
-    np.testing.assert_allclose(model.get_layer(first).get_weights()[0], kernel[:, :, [0, 1, 2, 0]] * 0.75,
-                               rtol=1e-6)
+    np.testing.assert_allclose(model.get_layer(first).get_weights()[0], kernel[:, :, [0, 1, 2, 0]] * 0.75, rtol=1e-6)
 
 
 def test_adapted_model_saves_and_reloads(net, keras, tmp_path):

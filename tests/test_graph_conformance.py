@@ -8,8 +8,14 @@ import pytest
 
 from surgery.testing import check_plugin
 
-OPS = {"op_edit": ["insert", "replace", "remove"], "op_merge": ["merge"], "op_outputs": ["outputs"],
-       "op_adapt": ["adapt_input"], "op_preprocess": ["preprocess"], "op_append": ["append"]}
+OPS = {
+    "op_edit": ["insert", "replace", "remove"],
+    "op_merge": ["merge"],
+    "op_outputs": ["outputs"],
+    "op_adapt": ["adapt_input"],
+    "op_preprocess": ["preprocess"],
+    "op_append": ["append"],
+}
 
 
 @pytest.mark.parametrize("module", sorted(OPS))

@@ -20,15 +20,15 @@ from graph_helpers import assert_close, assert_differs, assert_weights_kept, bac
 # Layers inside a residual block of each backbone (names as keras.applications builds them).
 BLOCKS = {
     "resnet50": {
-        "inside": "conv3_block2_1_relu",    # on the residual path of conv3_block2
-        "fork": "conv3_block1_out",         # read by both paths of conv3_block2 (its convs and its Add)
+        "inside": "conv3_block2_1_relu",  # on the residual path of conv3_block2
+        "fork": "conv3_block1_out",  # read by both paths of conv3_block2 (its convs and its Add)
         "conv": "conv3_block2_2_conv",
         "bn": "conv3_block2_2_bn",
         "activation": "conv3_block2_1_relu",
     },
     "mobilenetv2": {
-        "inside": "block_2_expand_relu",    # on the residual path of block_2
-        "fork": "block_1_project_BN",       # read by block_2_expand and by block_2_add
+        "inside": "block_2_expand_relu",  # on the residual path of block_2
+        "fork": "block_1_project_BN",  # read by block_2_expand and by block_2_add
         "conv": "block_2_depthwise",
         "bn": "block_2_expand_BN",
         "activation": "block_2_expand_relu",
@@ -51,15 +51,22 @@ X = images((2, 32, 32, 3))
 def readers(model, layer_name) -> list:
     """Names of the layers that read ``layer_name``'s output in ``model``'s graph."""
     layer = model.get_layer(layer_name)
-    return sorted(n.operation.name for n in model_nodes(model)
-                  if any(t._keras_history.operation is layer for t in n.input_tensors))
+    return sorted(
+        n.operation.name
+        for n in model_nodes(model)
+        if any(t._keras_history.operation is layer for t in n.input_tensors)
+    )
 
 
 def test_identity_inserted_inside_a_block_and_at_a_fork_changes_nothing(net):
     _, step, original, names = net
-    model = surgery.build(spec(step,
-                               {"op": "insert", "after": names["inside"], "layer": "Identity", "name": "probe_a"},
-                               {"op": "insert", "after": names["fork"], "layer": "Identity", "name": "probe_b"}))
+    model = surgery.build(
+        spec(
+            step,
+            {"op": "insert", "after": names["inside"], "layer": "Identity", "name": "probe_a"},
+            {"op": "insert", "after": names["fork"], "layer": "Identity", "name": "probe_b"},
+        )
+    )
     assert len(model.layers) == len(original.layers) + 2
     # The probe took the place of its layer's output for every reader, on both paths of the block.
     assert readers(model, names["inside"]) == ["probe_a"]
@@ -72,8 +79,18 @@ def test_identity_inserted_inside_a_block_and_at_a_fork_changes_nothing(net):
 
 def test_trainable_layer_inserted_before_a_conv_leaves_other_weights_alone(net):
     _, step, original, names = net
-    state = run(spec(step, {"op": "insert", "before": names["conv"], "layer": "BatchNormalization",
-                            "config": {"epsilon": 0.5}, "name": "extra_bn"}))
+    state = run(
+        spec(
+            step,
+            {
+                "op": "insert",
+                "before": names["conv"],
+                "layer": "BatchNormalization",
+                "config": {"epsilon": 0.5},
+                "name": "extra_bn",
+            },
+        )
+    )
     model = state.model
     assert readers(model, "extra_bn") == [names["conv"]]
     assert state.notes[-1].startswith(f'insert: BatchNormalization "extra_bn" before {names["conv"]} -> ')
@@ -86,8 +103,10 @@ def test_replace_with_a_fresh_copy_keeps_weights_and_outputs(net):
     _, step, original, names = net
     target = original.get_layer(names["conv"])
     config = json.loads(json.dumps(target.get_config()))  # what a user would paste into a spec
-    for edit in ({"op": "replace", "target": names["conv"]},
-                 {"op": "replace", "target": names["conv"], "layer": type(target).__name__, "config": config}):
+    for edit in (
+        {"op": "replace", "target": names["conv"]},
+        {"op": "replace", "target": names["conv"], "layer": type(target).__name__, "config": config},
+    ):
         state = run(spec(step, edit))
         new = state.model.get_layer(names["conv"])
         assert new is not target and type(new) is type(target)
@@ -98,8 +117,12 @@ def test_replace_with_a_fresh_copy_keeps_weights_and_outputs(net):
 
 def test_replace_with_another_layer(net):
     _, step, original, names = net
-    model = surgery.build(spec(step, {"op": "replace", "target": names["activation"], "layer": "Activation",
-                                      "config": {"activation": "swish"}}))
+    model = surgery.build(
+        spec(
+            step,
+            {"op": "replace", "target": names["activation"], "layer": "Activation", "config": {"activation": "swish"}},
+        )
+    )
     assert model.get_layer(names["activation"]).get_config()["activation"] in ("swish", "silu")  # Keras calls it silu
     assert len(model.layers) == len(original.layers)
     assert assert_weights_kept(model, original) > 100
@@ -123,17 +146,22 @@ def test_remove_a_layer_inside_a_block(net):
     # Its readers now read what it read.
     source = [n for n in model_nodes(original) if n.operation.name == names["bn"]][0]
     feeder = source.input_tensors[0]._keras_history.operation.name
-    assert readers(model, feeder) == sorted(set(readers(original, feeder)) - {names["bn"]} |
-                                            set(readers(original, names["bn"])))
+    assert readers(model, feeder) == sorted(
+        set(readers(original, feeder)) - {names["bn"]} | set(readers(original, names["bn"]))
+    )
     assert assert_weights_kept(model, original) > 100
     assert tuple(model.output.shape) == tuple(original.output.shape)
 
 
 def test_insert_then_remove_gives_back_the_original(net):
     _, step, original, names = net
-    model = surgery.build(spec(step,
-                               {"op": "insert", "after": names["fork"], "layer": "Identity", "name": "probe"},
-                               {"op": "remove", "target": "probe"}))
+    model = surgery.build(
+        spec(
+            step,
+            {"op": "insert", "after": names["fork"], "layer": "Identity", "name": "probe"},
+            {"op": "remove", "target": "probe"},
+        )
+    )
     assert [layer.name for layer in model.layers][1:] == [layer.name for layer in original.layers][1:]
     assert_close(predict(model, X)[0], predict(original, X)[0])
 

@@ -29,11 +29,11 @@ def test_plan_prints_each_steps_changes_without_a_weights_file(cli):
         "    frozen 143: input_layer",  # Keras numbers input layers per session: input_layer_2 in a long run
         ", conv1_pad, conv1_conv, conv1_bn, conv1_relu, ... (137 more), conv4_block6_out\n",
         "    params 8,589,184 -> 8,589,184; trainable 8,558,592 -> 0",
-        "steps[4] append: Dense \"classes\" -> (None, 10), 10,250 params",
+        'steps[4] append: Dense "classes" -> (None, 10), 10,250 params',
         "    added 1: classes",
         "steps[7] outputs: 2 (classes (None, 10), embedding (None, 128))",
         "    output (None, 10), (None, 128)",
-        "steps[5] append: Dense \"embedding_dense\" on pooled -> (None, 128), 131,200 params\n"
+        'steps[5] append: Dense "embedding_dense" on pooled -> (None, 128), 131,200 params\n'
         "    added 1: embedding_dense\n",  # the classes head is set aside for the outputs step, not removed
         'model "resnet50_two_heads": 147 layers, 8,730,634 params (141,450 trainable, 8,589,184 frozen); '
         "built with random weights",
@@ -85,10 +85,12 @@ def test_plot_to_an_unknown_format_fails_before_building(cli, tmp_path):
 
 
 def test_validating_the_graph_specs_imports_no_tensorflow():
-    code = ("import sys\nfrom surgery.cli import main\n"
-            f"for spec in {[str(p) for p in sorted(SPECS.glob('*.json')) if 'digits' not in p.name]!r}:\n"
-            "    try:\n        main(['validate', spec])\n    except SystemExit as e:\n        assert e.code == 0, spec\n"
-            "print('LOADED:' + ','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    code = (
+        "import sys\nfrom surgery.cli import main\n"
+        f"for spec in {[str(p) for p in sorted(SPECS.glob('*.json')) if 'digits' not in p.name]!r}:\n"
+        "    try:\n        main(['validate', spec])\n    except SystemExit as e:\n        assert e.code == 0, spec\n"
+        "print('LOADED:' + ','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "LOADED:"
@@ -107,8 +109,15 @@ def test_plot_layout_statuses_and_lanes(keras):
     model.get_layer("conv_b").trainable = False
     lay = layout(model)
     status = {box.name: box.status for box in lay.boxes}
-    assert status == {"x": "no weights", "a": "trainable", "conv_b": "frozen", "b": "trainable",
-                      "conv_c": "trainable", "c": "no weights", "sum": "no weights"}
+    assert status == {
+        "x": "no weights",
+        "a": "trainable",
+        "conv_b": "frozen",
+        "b": "trainable",
+        "conv_c": "trainable",
+        "c": "no weights",
+        "sum": "no weights",
+    }
     index = {box.name: i for i, box in enumerate(lay.boxes)}
     lanes = [(s, t, lane) for s, t, lane in lay.edges if lane is not None]
     assert [(lay.boxes[s].name, lay.boxes[t].name) for s, t, _ in lanes] == [("a", "sum")]
@@ -117,20 +126,22 @@ def test_plot_layout_statuses_and_lanes(keras):
     assert len(skipped) == 4 and all(box.x + BOX_W < lane for box in skipped)
 
 
-def _apply_has_plot() -> bool:
-    from surgery.cli import apply
-
-    return any(p.name == "plot_path" for p in apply.params)
-
-
-@pytest.mark.skipif(not _apply_has_plot(), reason="surgery apply has no --plot option yet (cli.py wires plot.py)")
 def test_apply_plots_the_model_it_writes(cli, tmp_path):
     target = tmp_path / "graph.svg"
-    result = cli("apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "m.keras",
-                 "--plot", target)
+    result = cli(
+        "apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "m.keras", "--plot", target
+    )
     assert result.exit_code == 0, result.stderr
     assert f"wrote {target} (22 layers, 7 of 14 with weights frozen)" in result.stdout
-    bad = cli("apply", SPECS / "vgg16_grayscale.json", "--weights", "none", "-o", tmp_path / "n.keras",
-              "--plot", tmp_path / "graph.gif")
+    bad = cli(
+        "apply",
+        SPECS / "vgg16_grayscale.json",
+        "--weights",
+        "none",
+        "-o",
+        tmp_path / "n.keras",
+        "--plot",
+        tmp_path / "graph.gif",
+    )
     assert bad.exit_code == 2 and not (tmp_path / "n.keras").exists()
     assert_one_error_line(bad.stderr, "--plot: cannot plot to graph.gif")

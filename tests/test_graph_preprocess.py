@@ -15,12 +15,12 @@ import pytest
 
 import surgery
 
-from helpers import load_spec_json, with_weights
 from graph_helpers import assert_close, assert_weights_kept, backbone, images, predict, run, spec
+from helpers import load_spec_json, with_weights
 
 STYLES = [
     # backbone, keras.applications module, the layer that does it
-    ("vgg16", "vgg16", "Conv2D"),             # caffe: a channel swap needs a (frozen 1x1) convolution
+    ("vgg16", "vgg16", "Conv2D"),  # caffe: a channel swap needs a (frozen 1x1) convolution
     ("resnet50v2", "resnet_v2", "Rescaling"),  # tf
     ("mobilenetv2", "mobilenet_v2", "Rescaling"),  # tf
     ("densenet121", "densenet", "Rescaling"),  # torch: per-channel scale and offset
@@ -29,7 +29,7 @@ RAW = images((2, 32, 32, 3), seed=3)
 
 
 def preprocess_input(module: str):
-    return getattr(importlib.import_module(f"keras.applications.{module}"), "preprocess_input")
+    return importlib.import_module(f"keras.applications.{module}").preprocess_input
 
 
 @pytest.mark.parametrize("name,module,layer_type", STYLES)
@@ -53,8 +53,11 @@ def test_each_mode_saves_loads_and_exports_without_custom_objects(mode, cli, ker
     from keras.applications import imagenet_utils
 
     # Scaled down: block1's raw features reach ~1e3, where float32 rounding exceeds the exporter's absolute atol.
-    steps = [backbone("vgg16"), {"op": "slice", "to": "block1_pool"},
-             {"op": "append", "layer": "Rescaling", "config": {"scale": 0.001}}]
+    steps = [
+        backbone("vgg16"),
+        {"op": "slice", "to": "block1_pool"},
+        {"op": "append", "layer": "Rescaling", "config": {"scale": 0.001}},
+    ]
     plain = surgery.build(spec(*steps))
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec(*steps[:1], {"op": "preprocess", "mode": mode}, *steps[1:])))
@@ -81,6 +84,7 @@ def test_raw_pixels_spec(mobilenetv2_notop_weights):
     features = surgery.build({**data, "steps": data["steps"][:1]})  # the backbone alone, without preprocessing
     with_preprocess = surgery.build({**data, "steps": data["steps"][:2]})
     raw = images((2, 96, 96, 3), seed=4)
-    assert_close(predict(with_preprocess, raw)[0],
-                 predict(features, preprocess_input("mobilenet_v2")(raw.copy()))[0], rel=1e-4)
+    assert_close(
+        predict(with_preprocess, raw)[0], predict(features, preprocess_input("mobilenet_v2")(raw.copy()))[0], rel=1e-4
+    )
     assert tuple(model.output.shape) == (None, 5)

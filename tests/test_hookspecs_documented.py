@@ -14,14 +14,16 @@ import re
 
 import pytest
 
-from helpers import ROOT
 from surgery import hookspecs
 from surgery.plugins import CALLBACKS
 from surgery.registry import Registration
 
+from helpers import ROOT
+
 DOCS = ROOT / "docs" / "plugins.md"
-HOOKSPECS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
-                   if hasattr(fn, "surgery_spec"))
+HOOKSPECS = sorted(
+    name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "surgery_spec")
+)
 
 
 def _flat(text: str) -> str:
@@ -35,8 +37,8 @@ def sections() -> dict[str, str]:
     out = {}
     for i, m in enumerate(found):
         level = len(m.group(1))
-        end = next((n.start() for n in found[i + 1:] if len(n.group(1)) <= level), len(text))
-        out[m.group(2)] = text[m.end():end]
+        end = next((n.start() for n in found[i + 1 :] if len(n.group(1)) <= level), len(text))
+        out[m.group(2)] = text[m.end() : end]
     return out
 
 
@@ -80,6 +82,7 @@ def test_every_hookspec_has_a_test_named_after_it(hook):
     names = set()
     for path in (ROOT / "tests").glob("test_*.py"):
         if path.name != "test_hookspecs_documented.py":
-            names |= {n.name for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-                      if isinstance(n, ast.FunctionDef)}
+            names |= {
+                n.name for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.FunctionDef)
+            }
     assert any(n.startswith(f"test_{hook}_") for n in names), f"no test_{hook}_* test in tests/"

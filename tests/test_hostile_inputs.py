@@ -21,8 +21,9 @@ def surgery(*args, cwd=None):
     """The CLI in a fresh process, killed if it hangs."""
     start = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True,
-                              timeout=QUICK, cwd=cwd)
+        done = subprocess.run(
+            [sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True, timeout=QUICK, cwd=cwd
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"surgery {' '.join(map(str, args))} hung for {QUICK} s")
     return done, time.monotonic() - start
@@ -60,8 +61,21 @@ def test_a_source_model_that_never_ends_is_refused(tmp_path, where):
 
 def test_a_fifo_weights_file_is_refused(tmp_path):
     fifo(tmp_path / "w.weights.h5")
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": "w.weights.h5",
-                                                           "include_top": False, "input_shape": [32, 32, 3]}]})
+    spec = write_spec(
+        tmp_path,
+        {
+            "surgery": 1,
+            "steps": [
+                {
+                    "op": "backbone",
+                    "name": "vgg16",
+                    "weights": "w.weights.h5",
+                    "include_top": False,
+                    "input_shape": [32, 32, 3],
+                }
+            ],
+        },
+    )
     done, _ = surgery("apply", spec, "-o", tmp_path / "m.keras")
     assert done.returncode == 2
     assert_one_error_line(done.stderr, "steps[0] (backbone)", "weights", "is a FIFO")
@@ -94,12 +108,14 @@ def test_a_fifo_sidecar_and_run_state_are_refused(tmp_path, backbone):
 
 def _peak_rss_mib(*args) -> tuple[subprocess.CompletedProcess, float]:
     """Run surgery in a child of a fresh interpreter, whose RUSAGE_CHILDREN then holds only that child's peak."""
-    code = ("import resource, subprocess, sys\n"
-            f"done = subprocess.run([sys.executable, '-m', 'surgery', *{[str(a) for a in args]!r}], "
-            "capture_output=True, text=True)\n"
-            "sys.stderr.write(done.stderr)\n"
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-            "sys.exit(done.returncode)")
+    code = (
+        "import resource, subprocess, sys\n"
+        f"done = subprocess.run([sys.executable, '-m', 'surgery', *{[str(a) for a in args]!r}], "
+        "capture_output=True, text=True)\n"
+        "sys.stderr.write(done.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(done.returncode)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     return done, int(done.stdout.strip().splitlines()[-1]) / 1024
 
@@ -122,8 +138,11 @@ def zip_bomb(tmp_path_factory):
 
 def test_a_zip_bomb_model_is_refused_in_little_memory(tmp_path, zip_bomb):
     spec = keras_file_spec(tmp_path, zip_bomb)
-    for args in (["apply", spec, "-o", tmp_path / "m.keras"], ["export", zip_bomb, "--to", "onnx"],
-                 ["predict", zip_bomb, "x.png"]):
+    for args in (
+        ["apply", spec, "-o", tmp_path / "m.keras"],
+        ["export", zip_bomb, "--to", "onnx"],
+        ["predict", zip_bomb, "x.png"],
+    ):
         done, peak = _peak_rss_mib(*args)
         assert done.returncode == 2, done.stderr
         assert_one_error_line(done.stderr, "config.json declares 300.0 MiB; the limit is 64 MiB")

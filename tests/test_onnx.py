@@ -25,8 +25,14 @@ PARITY = 1e-5
 
 
 def _backbone_spec(name: str, side: int) -> dict:
-    return {"surgery": 1, "name": name, "seed": 0, "steps": [
-        {"op": "backbone", "name": name, "weights": None, "include_top": False, "input_shape": [side, side, 3]}]}
+    return {
+        "surgery": 1,
+        "name": name,
+        "seed": 0,
+        "steps": [
+            {"op": "backbone", "name": name, "weights": None, "include_top": False, "input_shape": [side, side, 3]}
+        ],
+    }
 
 
 def _export(model, folder, options=None, fmt="onnx"):
@@ -66,10 +72,19 @@ def assert_onnx_matches(path, reference, output_name, side_shape, input_name="im
     return worst
 
 
-@pytest.mark.parametrize("name,side", [
-    ("mobilenetv2", 32), ("efficientnetb0", 32), ("inceptionv3", 75), ("densenet121", 32),
-    ("convnexttiny", 32), ("xception", 71), ("mobilenetv3small", 32), ("nasnetmobile", 32),
-])
+@pytest.mark.parametrize(
+    "name,side",
+    [
+        ("mobilenetv2", 32),
+        ("efficientnetb0", 32),
+        ("inceptionv3", 75),
+        ("densenet121", 32),
+        ("convnexttiny", 32),
+        ("xception", 71),
+        ("mobilenetv3small", 32),
+        ("nasnetmobile", 32),
+    ],
+)
 def test_backbone_parity(name, side, tmp_path):
     model = surgery.build(_backbone_spec(name, side))
     path, report = _export(model, tmp_path)
@@ -93,8 +108,19 @@ def seed_outputs(tmp_path_factory):
     from surgery.cli import main
 
     folder = tmp_path_factory.mktemp("seed")
-    result = CliRunner().invoke(main, ["apply", str(SPECS / "vgg16_seed.json"), "--weights", "none",
-                                       "-o", str(folder), "--onnx", str(folder / "seed.onnx")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "apply",
+            str(SPECS / "vgg16_seed.json"),
+            "--weights",
+            "none",
+            "-o",
+            str(folder),
+            "--onnx",
+            str(folder / "seed.onnx"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "max abs diff vs Keras" in result.stdout
     return folder
@@ -131,10 +157,22 @@ def test_keras_output_loads_where_surgery_is_not_importable(seed_outputs, tmp_pa
 
     x = np.random.default_rng(2).standard_normal((2, 224, 224, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    done = subprocess.run([sys.executable, "-I", "-c", BLOCKED_LOAD, str(seed_outputs / "vgg16_seed.keras"),
-                           str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-                          check=False, capture_output=True, text=True, timeout=300,
-                          env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            BLOCKED_LOAD,
+            str(seed_outputs / "vgg16_seed.keras"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     y = np.load(tmp_path / "y.npy")
     onnx_y = ort.InferenceSession(str(seed_outputs / "seed.onnx")).run(None, {"image": x})[0]
@@ -145,8 +183,20 @@ def test_export_command_names_and_saved_model(seed_outputs, tmp_path, cli, keras
     import tensorflow as tf
 
     model_path = seed_outputs / "vgg16_seed.keras"
-    result = cli("export", model_path, "--to", "onnx", "-o", tmp_path / "named.onnx", "--opset", "13",
-                 "--input-name", "pixels", "--output-name", "probs")
+    result = cli(
+        "export",
+        model_path,
+        "--to",
+        "onnx",
+        "-o",
+        tmp_path / "named.onnx",
+        "--opset",
+        "13",
+        "--input-name",
+        "pixels",
+        "--output-name",
+        "probs",
+    )
     assert result.exit_code == 0, result.output
     assert "opset 13; pixels[batch,224,224,3] -> probs[batch,2]" in result.stdout
     model = keras.saving.load_model(str(model_path))
@@ -205,7 +255,7 @@ def test_mixed_precision_model_exports_a_float32_twin(tmp_path, keras):
     path, report = _export(model, tmp_path)
     assert "float32 twin of a mixed_float16 model" in report
     twin = export_check.float32_twin(model)
-    assert all(l.compute_dtype == "float32" for l in twin.layers)
+    assert all(lay.compute_dtype == "float32" for lay in twin.layers)
     assert_onnx_matches(path, twin, "probs", (16, 16, 3))
     x = np.random.default_rng(4).standard_normal((2, 16, 16, 3)).astype("float32")
     import onnxruntime as ort
@@ -259,14 +309,17 @@ def test_layer_without_onnx_conversion_is_named(tmp_path, keras):
 
 
 def test_registering_exporters_imports_no_tensorflow():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom surgery.cli import main\n"
-            "from surgery.plugins import load_plugins\n"
-            "assert {'onnx', 'saved_model'} <= set(load_plugins().registry.exporters)\n"
-            "assert CliRunner().invoke(main, ['export', '--help']).exit_code == 0\n"
-            "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx') "
-            "if m in sys.modules)))\n")
-    done = subprocess.run([sys.executable, "-c", "import json\n" + code], check=False, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom surgery.cli import main\n"
+        "from surgery.plugins import load_plugins\n"
+        "assert {'onnx', 'saved_model'} <= set(load_plugins().registry.exporters)\n"
+        "assert CliRunner().invoke(main, ['export', '--help']).exit_code == 0\n"
+        "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx') "
+        "if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], check=False, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
 

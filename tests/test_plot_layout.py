@@ -72,8 +72,12 @@ def check_picture(model, lay, max_side=MAX_SIDE):
         for points in lines:
             for (ax, ay), (bx, by) in pairwise(points):
                 assert ax == bx or ay == by, points  # lines run across and down only
-                through = ((np.minimum(ax, bx) < x1) & (np.maximum(ax, bx) > x0) &
-                           (np.minimum(ay, by) < y1) & (np.maximum(ay, by) > y0))
+                through = (
+                    (np.minimum(ax, bx) < x1)
+                    & (np.maximum(ax, bx) > x0)
+                    & (np.minimum(ay, by) < y1)
+                    & (np.maximum(ay, by) > y0)
+                )
                 assert not through.any(), (points, boxes[through][:1])
     # Text written in a box stays in it.
     for p in prims:
@@ -134,8 +138,7 @@ def check_picture(model, lay, max_side=MAX_SIDE):
         assert box.frozen == mine.count("frozen") and box.weighted == len(mine) - mine.count("no weights")
         if not box.repeats and mine:
             assert box.status == mine[0]
-        tagged = any(p[3] == "frozen" and box.x < p[1] < box.x + BOX_W and box.y < p[2] < box.y + BOX_H
-                     for p in texts)
+        tagged = any(p[3] == "frozen" and box.x < p[1] < box.x + BOX_W and box.y < p[2] < box.y + BOX_H for p in texts)
         assert tagged == (box.status == "frozen"), box.name
         if box.repeats and box.status == "partly":
             assert any(f"{box.frozen} of {box.weighted} frozen" in p[3] for p in texts)
@@ -144,7 +147,7 @@ def check_picture(model, lay, max_side=MAX_SIDE):
 
 def _backbone(keras, name, side=32, frozen_share=0.4):
     model = getattr(keras.applications, name)(weights=None, include_top=False, input_shape=(side, side, 3))
-    for layer in model.layers[:int(len(model.layers) * frozen_share)]:
+    for layer in model.layers[: int(len(model.layers) * frozen_share)]:
         layer.trainable = False
     return model
 

@@ -14,12 +14,13 @@ import subprocess
 import sys
 
 import pytest
-
-from helpers import run_surgery, write_spec
 from fault_plugins import FAULTS, dist_name, install, no_plugin_selection_from_the_shell  # noqa: F401
+
 from surgery import hookimpl
 from surgery.plugins import Candidate, builtin_candidates, load_plugins, select
 from surgery.registry import APPLICATION_OPTIONS
+
+from helpers import run_surgery, write_spec
 
 GOOD_SPEC = {
     "surgery": 1,
@@ -42,8 +43,13 @@ class OpPlugin:
 
     @hookimpl
     def surgery_register_ops(self, register):
-        register("shout", {"type": "object", "properties": {"loud": {"type": "boolean"}}}, _noop,
-                 description="does nothing, loudly", examples=[{"loud": True}])
+        register(
+            "shout",
+            {"type": "object", "properties": {"loud": {"type": "boolean"}}},
+            _noop,
+            description="does nothing, loudly",
+            examples=[{"loud": True}],
+        )
 
 
 def load(*plugins, builtins=False):
@@ -57,6 +63,7 @@ def record(plugins, name):
 
 
 # --- the factory and the three hooks, in process ---
+
 
 def test_factory_loads_only_the_candidates_given():
     plugins = load_plugins(builtin_candidates())
@@ -79,8 +86,12 @@ def test_surgery_register_ops_rejects_an_example_that_does_not_match():
     class Bad:
         @hookimpl
         def surgery_register_ops(self, register):
-            register("shout", {"type": "object", "properties": {"loud": {"type": "boolean"}}}, _noop,
-                     examples=[{"loud": "yes"}])
+            register(
+                "shout",
+                {"type": "object", "properties": {"loud": {"type": "boolean"}}},
+                _noop,
+                examples=[{"loud": "yes"}],
+            )
 
     plugins = load(("bad", Bad()))
     assert record(plugins, "bad").error.startswith("surgery_register_ops: op 'shout': example 0 does not match")
@@ -105,8 +116,10 @@ def test_surgery_register_backbones_rejects_a_bad_input_shape():
             register("mini", lambda **kw: None, input_shape=[8, -8, 1])
 
     error = record(load(("bad", Bad())), "bad").error
-    assert error == "surgery_register_backbones: backbone 'mini': input_shape must be a list of positive integers, " \
-                    "got [8, -8, 1]"
+    assert (
+        error == "surgery_register_backbones: backbone 'mini': input_shape must be a list of positive integers, "
+        "got [8, -8, 1]"
+    )
 
 
 def test_surgery_register_exporters_registers_a_format_and_checks_its_suffix():
@@ -142,8 +155,9 @@ def test_of_two_third_parties_with_one_name_the_first_keeps_it():
 
 def test_a_plugin_name_taken_twice_is_reported():
     first, second = OpPlugin(), OpPlugin()
-    plugins = load_plugins([Candidate("demo", lambda: first, "dist-a", "1"),
-                            Candidate("demo", lambda: second, "dist-b", "2")])
+    plugins = load_plugins(
+        [Candidate("demo", lambda: first, "dist-a", "1"), Candidate("demo", lambda: second, "dist-b", "2")]
+    )
     assert plugins.records[1].error == "the plugin name 'demo' is already taken by dist-a 1"
     assert plugins.manager.get_plugin("demo") is first  # the second's failure leaves the first alone
 
@@ -158,10 +172,13 @@ def test_a_misspelled_hook_is_an_error_not_ignored():
     assert error.startswith("invalid hooks:") and "surgery_register_opz" in error
 
 
-@pytest.mark.parametrize("raised, reason", [
-    (SystemExit(3), "failed to import: SystemExit: 3"),
-    (ValueError("line one\n  line two"), "failed to import: ValueError: line one line two"),
-])
+@pytest.mark.parametrize(
+    "raised, reason",
+    [
+        (SystemExit(3), "failed to import: SystemExit: 3"),
+        (ValueError("line one\n  line two"), "failed to import: ValueError: line one line two"),
+    ],
+)
 def test_an_import_failure_of_any_kind_is_one_line(raised, reason):
     def load_it():
         raise raised
@@ -172,8 +189,11 @@ def test_an_import_failure_of_any_kind_is_one_line(raised, reason):
 
 
 def test_select_matches_plugin_and_distribution_names_and_warns_on_unknown(monkeypatch):
-    cands = [Candidate("append", None, "surgery"), Candidate("tinynet", None, "surgery-tinynet"),
-             Candidate("other", None, "Other.Plugin")]
+    cands = [
+        Candidate("append", None, "surgery"),
+        Candidate("tinynet", None, "surgery-tinynet"),
+        Candidate("other", None, "Other.Plugin"),
+    ]
     monkeypatch.setenv("SURGERY_LOAD_PLUGINS", "other_plugin, nothere")
     monkeypatch.setenv("SURGERY_BLOCK_PLUGINS", "append")
     warnings = []
@@ -182,6 +202,7 @@ def test_select_matches_plugin_and_distribution_names_and_warns_on_unknown(monke
 
 
 # --- the CLI, with the fault plugins installed as distributions ---
+
 
 @pytest.fixture
 def fault_module():
@@ -197,8 +218,7 @@ def good_spec(tmp_path):
 
 
 def surgery_with(site, *args, **env):
-    return run_surgery(*args, env={"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-                                   **env})
+    return run_surgery(*args, env={"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), **env})
 
 
 def listed(site, **env) -> dict:
@@ -246,18 +266,22 @@ def test_a_spec_using_a_broken_plugins_op_says_which_plugin_is_disabled(tmp_path
     done = surgery_with(site, "validate", spec)
     assert done.returncode == 2
     line = done.stderr.splitlines()[-1]
-    assert line.startswith(f"error: {spec}: steps[4]: op \"resize\" comes from plugin 'fault_schema', "
-                           "which is disabled: "), line
+    assert line.startswith(
+        f"error: {spec}: steps[4]: op \"resize\" comes from plugin 'fault_schema', which is disabled: "
+    ), line
     assert "invalid JSON Schema at properties/size/type" in line, line
 
 
-@pytest.mark.parametrize("env, present, absent", [
-    ({}, {"fault_raises", "fault_clash", "append"}, set()),
-    ({"SURGERY_LOAD_PLUGINS": ""}, {"append", "slice"}, {"fault_raises", "fault_clash", "tinynet"}),
-    ({"SURGERY_LOAD_PLUGINS": "fault_raises"}, {"fault_raises", "append"}, {"fault_clash", "tinynet"}),
-    ({"SURGERY_LOAD_PLUGINS": "surgery-fault-clash"}, {"fault_clash"}, {"fault_raises"}),
-    ({"SURGERY_BLOCK_PLUGINS": "fault_raises, slice"}, {"fault_clash", "append"}, {"fault_raises", "slice"}),
-])
+@pytest.mark.parametrize(
+    "env, present, absent",
+    [
+        ({}, {"fault_raises", "fault_clash", "append"}, set()),
+        ({"SURGERY_LOAD_PLUGINS": ""}, {"append", "slice"}, {"fault_raises", "fault_clash", "tinynet"}),
+        ({"SURGERY_LOAD_PLUGINS": "fault_raises"}, {"fault_raises", "append"}, {"fault_clash", "tinynet"}),
+        ({"SURGERY_LOAD_PLUGINS": "surgery-fault-clash"}, {"fault_clash"}, {"fault_raises"}),
+        ({"SURGERY_BLOCK_PLUGINS": "fault_raises, slice"}, {"fault_clash", "append"}, {"fault_raises", "slice"}),
+    ],
+)
 def test_environment_changes_what_plugins_lists(tmp_path, env, present, absent):
     names = set(listed(install(tmp_path / "site", "fault_raises", "fault_clash"), **env))
     assert present <= names, names
@@ -275,11 +299,13 @@ def test_a_misspelled_name_in_the_environment_is_warned_about(tmp_path):
 def test_registration_imports_no_tensorflow_even_when_plugins_fail(command, good_spec, tmp_path):
     site = install(tmp_path / "site", *FAULTS)
     args = [str(good_spec) if a == "SPEC" else a for a in command]
-    code = ("import sys\n"
-            "from surgery.cli import main\n"
-            f"main({args!r}, standalone_mode=False)\n"
-            "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
-            "sys.stderr.write('HEAVY=' + ','.join(heavy))\n")
+    code = (
+        "import sys\n"
+        "from surgery.cli import main\n"
+        f"main({args!r}, standalone_mode=False)\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
@@ -288,6 +314,7 @@ def test_registration_imports_no_tensorflow_even_when_plugins_fail(command, good
 
 
 # --- the conformance helper ---
+
 
 def _probe_with_conv5():
     """The probe model plus a ResNet-style ``conv5_*`` layer, which unfreeze's example names."""
@@ -319,14 +346,17 @@ def _conformance_options(module, saved_probe) -> dict:
     return {
         "op_freeze": lambda: {"model": _probe_with_conv5},
         "op_backbone": lambda: {"others": [_builtin("applications")]},
-        "applications": lambda: {"backbones": ["vgg16"], "backbone_options": {
-            "vgg16": {"weights": None, "include_top": False, "input_shape": [32, 32, 3]}}},
+        "applications": lambda: {
+            "backbones": ["vgg16"],
+            "backbone_options": {"vgg16": {"weights": None, "include_top": False, "input_shape": [32, 32, 3]}},
+        },
         "keras_file": lambda: {"backbone_options": {"keras_file": {"path": str(saved_probe)}}},
     }.get(module, dict)()
 
 
-@pytest.mark.parametrize("module", ["op_append", "op_slice", "op_freeze", "op_backbone", "applications",
-                                    "keras_file", "export_keras"])
+@pytest.mark.parametrize(
+    "module", ["op_append", "op_slice", "op_freeze", "op_backbone", "applications", "keras_file", "export_keras"]
+)
 def test_cheap_builtins_pass_the_conformance_helper(module, saved_probe):
     from surgery.testing import check_plugin
 
@@ -376,6 +406,9 @@ def test_conformance_helper_names_every_problem_of_a_bad_plugin():
 def test_conformance_helper_fails_a_plugin_that_does_not_register(fault_module):
     from surgery.testing import check_plugin
 
-    with pytest.raises(AssertionError, match=r"plugin 'fault_schema' does not register: surgery_register_ops: "
-                                             r"op 'resize': invalid JSON Schema at properties/size/type"):
+    with pytest.raises(
+        AssertionError,
+        match=r"plugin 'fault_schema' does not register: surgery_register_ops: "
+        r"op 'resize': invalid JSON Schema at properties/size/type",
+    ):
         check_plugin(fault_module("fault_schema"))

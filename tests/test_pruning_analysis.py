@@ -112,14 +112,17 @@ def test_depthwise_multiplier_repeats_ids(k):
     assert _group_of(a, "c") is _group_of(a, "dw")
 
 
-@pytest.mark.parametrize("blocker, words", [
-    ("lambda", ["lam", "not a layer the pruner understands"]),
-    ("layernorm", ["ln", "LayerNormalization", "normalises across the channel axis"]),
-    ("grouped", ["grp", "grouped convolution"]),
-    ("shared", ["shared", "called 2 times"]),
-    ("nested", ["inner", "nested model"]),
-    ("softmax", ["sm", "softmax"]),
-])
+@pytest.mark.parametrize(
+    "blocker, words",
+    [
+        ("lambda", ["lam", "not a layer the pruner understands"]),
+        ("layernorm", ["ln", "LayerNormalization", "normalises across the channel axis"]),
+        ("grouped", ["grp", "grouped convolution"]),
+        ("shared", ["shared", "called 2 times"]),
+        ("nested", ["inner", "nested model"]),
+        ("softmax", ["sm", "softmax"]),
+    ],
+)
 def test_blockers_make_the_group_unprunable_with_a_reason(k, blocker, words):
     from surgery.pruning import analyze
 
@@ -187,8 +190,16 @@ def test_sequential_models_are_analysed_and_subclassed_refused(k):
     from surgery.errors import OpError
     from surgery.pruning import analyze, prune
 
-    model = k.Sequential([k.Input((8, 8, 3)), k.layers.Conv2D(4, 3, name="c"), k.layers.ReLU(name="r"),
-                          k.layers.Flatten(name="f"), k.layers.Dense(3, name="o")], name="seq")
+    model = k.Sequential(
+        [
+            k.Input((8, 8, 3)),
+            k.layers.Conv2D(4, 3, name="c"),
+            k.layers.ReLU(name="r"),
+            k.layers.Flatten(name="f"),
+            k.layers.Dense(3, name="o"),
+        ],
+        name="seq",
+    )
     a = analyze(model)
     assert a.as_dict(detail=True)["prunable"][0]["members"] == ["c", "r", "f", "o"]
     pruned, _ = prune(model, a.coupled("c", [1]))

@@ -67,8 +67,15 @@ def test_resnet50_residual_stage_is_one_group(resnet50):
 
     a = analyze(resnet50)
     removal = a.coupled("conv2_block1_out", [0, 5, 17])
-    for layer in ("conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block1_3_bn", "conv2_block2_3_conv",
-                  "conv2_block3_3_conv", "conv2_block2_add", "conv2_block3_out"):
+    for layer in (
+        "conv2_block1_0_conv",
+        "conv2_block1_3_conv",
+        "conv2_block1_3_bn",
+        "conv2_block2_3_conv",
+        "conv2_block3_3_conv",
+        "conv2_block2_add",
+        "conv2_block3_out",
+    ):
         assert removal.channels_of(layer) == [0, 5, 17], layer
     assert removal.channels_of("conv3_block1_0_conv") == []
     (gid,) = removal.by_group()

@@ -158,8 +158,9 @@ def _zoo(k, seed=0):
     x = k.layers.Conv2D(6, 3, padding="same", name="c1")(inp)
     x = k.layers.PReLU(name="prelu")(x)
     x = k.layers.Rescaling(scale=rng.uniform(0.5, 2, 6).tolist(), offset=0.25, name="rescale")(x)
-    x = k.layers.Normalization(mean=rng.normal(0, 1, 6).tolist(), variance=rng.uniform(0.5, 2, 6).tolist(),
-                               name="norm")(x)
+    x = k.layers.Normalization(
+        mean=rng.normal(0, 1, 6).tolist(), variance=rng.uniform(0.5, 2, 6).tolist(), name="norm"
+    )(x)
     x = k.layers.ZeroPadding2D(1, name="pad")(x)
     x = k.layers.UpSampling2D(name="up")(x)
     x = k.layers.Cropping2D(2, name="crop")(x)
@@ -186,7 +187,8 @@ def test_per_channel_layers_reshapes_and_ops(k):
     assert removal.channels_of("other") == [2] and removal.channels_of("reshape") == [0, 4]
     pruned, _, _, _ = check_twin(model, removal)
     assert pruned.get_layer("rescale").get_config()["scale"] == [
-        s for i, s in enumerate(model.get_layer("rescale").get_config()["scale"]) if i not in (0, 4)]
+        s for i, s in enumerate(model.get_layer("rescale").get_config()["scale"]) if i not in (0, 4)
+    ]
     assert np.asarray(pruned.get_layer("norm").get_config()["mean"]).shape[-1] == 4
     assert pruned.get_layer("reshape").target_shape[-1] == 4
 

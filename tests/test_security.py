@@ -33,8 +33,9 @@ def classifier(tmp_path_factory, keras):
 def _with_sidecar(folder, source, preprocess):
     folder.mkdir()
     shutil.copy(source / "m.keras", folder / "m.keras")
-    (folder / "classes.json").write_text(json.dumps({"class_names": ["blue", "green", "red"],
-                                                     "preprocess": preprocess}))
+    (folder / "classes.json").write_text(
+        json.dumps({"class_names": ["blue", "green", "red"], "preprocess": preprocess})
+    )
     return folder / "m.keras"
 
 
@@ -47,12 +48,15 @@ def test_classes_json_cannot_import_code(tmp_path, classifier, name):
     model = _with_sidecar(tmp_path / "run", source, name)
     # `python -m surgery` puts the working folder on sys.path: a module there would be importable.
     (tmp_path / "evil.py").write_text("open('PWNED', 'w').write('ran')\ndef go(x):\n    return x\n")
-    for command in (["predict", model, images / "red" / "0.png"],
-                    ["features", model, "--data", images, "-o", tmp_path / "f.npz"]):
+    for command in (
+        ["predict", model, images / "red" / "0.png"],
+        ["features", model, "--data", images, "-o", tmp_path / "f.npz"],
+    ):
         done = run_surgery(*command, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
-        assert_one_error_line(done.stderr, "classes.json", f'preprocess "{name}" is not a registered backbone',
-                              "never imports")
+        assert_one_error_line(
+            done.stderr, "classes.json", f'preprocess "{name}" is not a registered backbone', "never imports"
+        )
         assert ZEN not in done.stdout + done.stderr
     assert not (tmp_path / "PWNED").exists()
     assert not (tmp_path / "f.npz").exists()
@@ -102,8 +106,12 @@ def _leaking_arguments(keras, folder) -> set:
     (TensorFlow caches lookup tables by file name), detected by the token appearing anywhere or the file's atime."""
     found = set()
     counter = itertools.count()
-    inputs = [np.zeros((2, 8, 8, 3), "float32"), np.zeros((2, 4), "float32"), np.array([["a"], ["b"]]),
-              np.array([[1], [2]])]
+    inputs = [
+        np.zeros((2, 8, 8, 3), "float32"),
+        np.zeros((2, 4), "float32"),
+        np.array([["a"], ["b"]]),
+        np.array([[1], [2]]),
+    ]
     for name in sorted(n for n in dir(keras.layers) if n[:1].isupper()):
         cls = getattr(keras.layers, name)
         if not isinstance(cls, type) or name == "TFSMLayer":  # TFSMLayer loads a SavedModel: refused by name
@@ -143,9 +151,22 @@ def test_every_layer_argument_keras_reads_as_a_file_is_refused(cli, tmp_path, ke
     assert {argument for _, argument in leaking} <= set(FILE_ARGUMENTS), leaking
     for name, argument in sorted(leaking):
         canary = _canary(tmp_path, f"{name}{argument}")
-        spec = write_spec(tmp_path, {"surgery": 1, "steps": [
-            {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
-            {"op": "append", "layer": name, "config": {argument: str(canary)}}]})
+        spec = write_spec(
+            tmp_path,
+            {
+                "surgery": 1,
+                "steps": [
+                    {
+                        "op": "backbone",
+                        "name": "vgg16",
+                        "weights": None,
+                        "include_top": False,
+                        "input_shape": [32, 32, 3],
+                    },
+                    {"op": "append", "layer": name, "config": {argument: str(canary)}},
+                ],
+            },
+        )
         for command in ("validate", "apply"):
             result = cli(command, spec, "-o", tmp_path / "out.keras") if command == "apply" else cli(command, spec)
             assert result.exit_code == 2, (name, argument, result.output)
@@ -157,14 +178,28 @@ def test_every_layer_argument_keras_reads_as_a_file_is_refused(cli, tmp_path, ke
 
 def test_a_lookup_layer_cannot_copy_a_file_into_the_model(cli, tmp_path):
     secret = _canary(tmp_path, "secret")
-    for op in ({"op": "append", "layer": "StringLookup", "config": {"vocabulary": str(secret)}},
-               {"op": "append", "layer": "IntegerLookup", "config": {"vocabulary": str(secret)}},
-               {"op": "insert", "after": "block1_conv1", "layer": "StringLookup",
-                "config": {"vocabulary": str(secret)}},
-               {"op": "replace", "target": "block1_conv1", "config": {"vocabulary": str(secret)}}):
-        spec = write_spec(tmp_path, {"surgery": 1, "steps": [
-            {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
-            op]})
+    for op in (
+        {"op": "append", "layer": "StringLookup", "config": {"vocabulary": str(secret)}},
+        {"op": "append", "layer": "IntegerLookup", "config": {"vocabulary": str(secret)}},
+        {"op": "insert", "after": "block1_conv1", "layer": "StringLookup", "config": {"vocabulary": str(secret)}},
+        {"op": "replace", "target": "block1_conv1", "config": {"vocabulary": str(secret)}},
+    ):
+        spec = write_spec(
+            tmp_path,
+            {
+                "surgery": 1,
+                "steps": [
+                    {
+                        "op": "backbone",
+                        "name": "vgg16",
+                        "weights": None,
+                        "include_top": False,
+                        "input_shape": [32, 32, 3],
+                    },
+                    op,
+                ],
+            },
+        )
         result = cli("apply", spec, "-o", tmp_path / "m.keras")
         assert result.exit_code == 2
         assert "secret" not in result.stderr.replace(str(tmp_path), "")
@@ -209,11 +244,15 @@ def test_a_model_file_cannot_make_surgery_read_a_file(cli, tmp_path, keras):
                 layer["config"]["vocabulary"] = str(secret)
 
     _tamper(path, point_at_secret)
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file",
-                                                           "path": "lookup.keras"}]})
-    for command in (["validate", spec], ["apply", spec, "-o", tmp_path / "out.keras"],
-                    ["export", path, "--to", "keras", "-o", tmp_path / "out.keras"],
-                    ["predict", path, tmp_path / "none.png"]):
+    spec = write_spec(
+        tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "lookup.keras"}]}
+    )
+    for command in (
+        ["validate", spec],
+        ["apply", spec, "-o", tmp_path / "out.keras"],
+        ["export", path, "--to", "keras", "-o", tmp_path / "out.keras"],
+        ["predict", path, tmp_path / "none.png"],
+    ):
         result = cli(*command)
         assert result.exit_code == 2, command
         assert_one_error_line(result.stderr, "refused", "config.json", ".vocabulary names a file")
@@ -224,14 +263,27 @@ def test_a_weights_file_cannot_reach_another_file(cli, tmp_path, keras):
     import h5py
 
     keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3)).save_weights(
-        str(tmp_path / "vgg.weights.h5"))
+        str(tmp_path / "vgg.weights.h5")
+    )
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["data"] = np.arange(3)
     with h5py.File(tmp_path / "vgg.weights.h5", "a") as f:
         f["outside"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/data")
-    spec = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "include_top": False,
-                                                           "input_shape": [32, 32, 3],
-                                                           "weights": "vgg.weights.h5"}]})
+    spec = write_spec(
+        tmp_path,
+        {
+            "surgery": 1,
+            "steps": [
+                {
+                    "op": "backbone",
+                    "name": "vgg16",
+                    "include_top": False,
+                    "input_shape": [32, 32, 3],
+                    "weights": "vgg.weights.h5",
+                }
+            ],
+        },
+    )
     result = cli("apply", spec, "-o", tmp_path / "m.keras")
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "steps[0] (backbone)", "reaches outside itself", "external link")
@@ -241,8 +293,9 @@ def test_a_weights_file_cannot_reach_another_file(cli, tmp_path, keras):
 # --- a run folder's paths stay inside it -------------------------------------------------------
 
 
-@pytest.mark.parametrize("checkpoint", ["../../outside.keras", "/tmp/outside.keras", "../best.keras",
-                                        "epoch-0001.keras/../../x.keras"])
+@pytest.mark.parametrize(
+    "checkpoint", ["../../outside.keras", "/tmp/outside.keras", "../best.keras", "epoch-0001.keras/../../x.keras"]
+)
 def test_resume_loads_no_checkpoint_outside_the_run_folder(cli, tmp_path, images, backbone, checkpoint):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 2}], validation_split=0.0))
     run = tmp_path / "run"
@@ -258,14 +311,17 @@ def test_resume_loads_no_checkpoint_outside_the_run_folder(cli, tmp_path, images
 # --- outputs a spec names stay in its folder; the command line may go anywhere ------------------
 
 
-@pytest.mark.parametrize("target,why", [
-    ("../victim/notes.keras", "leaves the spec's folder"),
-    ("sub/../../victim/notes.keras", "leaves the spec's folder"),
-    ("VICTIM_ABS", "must be a path relative to the spec's folder"),
-    ("~/notes.keras", "must be a path relative to the spec's folder"),
-    ("link/notes.keras", "through a symbolic link"),
-    ("notes.txt", "must end in .keras"),
-])
+@pytest.mark.parametrize(
+    "target,why",
+    [
+        ("../victim/notes.keras", "leaves the spec's folder"),
+        ("sub/../../victim/notes.keras", "leaves the spec's folder"),
+        ("VICTIM_ABS", "must be a path relative to the spec's folder"),
+        ("~/notes.keras", "must be a path relative to the spec's folder"),
+        ("link/notes.keras", "through a symbolic link"),
+        ("notes.txt", "must end in .keras"),
+    ],
+)
 def test_spec_outputs_cannot_escape_or_overwrite(cli, tmp_path, target, why):
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -273,9 +329,16 @@ def test_spec_outputs_cannot_escape_or_overwrite(cli, tmp_path, target, why):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "link").symlink_to(victim)
     target = target.replace("VICTIM_ABS", str(victim / "notes.keras"))
-    spec = write_spec(tmp_path / "specs", {
-        "surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": None, "include_top": False,
-                                 "input_shape": [32, 32, 3]}], "outputs": {"keras": target}})
+    spec = write_spec(
+        tmp_path / "specs",
+        {
+            "surgery": 1,
+            "steps": [
+                {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]}
+            ],
+            "outputs": {"keras": target},
+        },
+    )
     for command in ("validate", "apply"):
         result = cli(command, spec, "--force") if command == "apply" else cli(command, spec)
         assert result.exit_code == 2
@@ -286,9 +349,17 @@ def test_spec_outputs_cannot_escape_or_overwrite(cli, tmp_path, target, why):
 def test_command_line_outputs_may_go_anywhere(cli, tmp_path):
     (tmp_path / "specs").mkdir()
     (tmp_path / "elsewhere").mkdir()
-    spec = write_spec(tmp_path / "specs", {"surgery": 1, "name": "m", "steps": [
-        {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
-        {"op": "slice", "layers": ":4"}]})
+    spec = write_spec(
+        tmp_path / "specs",
+        {
+            "surgery": 1,
+            "name": "m",
+            "steps": [
+                {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
+                {"op": "slice", "layers": ":4"},
+            ],
+        },
+    )
     result = cli("apply", spec, "-o", tmp_path / "elsewhere" / "m.keras")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "elsewhere" / "m.keras").is_file()

@@ -16,20 +16,6 @@ import pytest
 from helpers import CLASSES, assert_one_error_line, run_surgery, tiny_spec, wait_for_epochs, write_pngs, write_spec
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def weights_by_path(model) -> dict:
     return {w.path: np.array(w.numpy()) for w in model.weights}
 
@@ -48,9 +34,16 @@ def test_two_stages_change_exactly_what_each_stage_trains(cli, tmp_path, keras, 
     import surgery
 
     unfreeze = {"names": ["conv2", "bn2"]} | ({"batchnorm": "train"} if batchnorm == "train" else {})
-    spec = write_spec(tmp_path, tiny_spec(backbone, [
-        {"name": "head", "epochs": 2, "learning_rate": 0.01},
-        {"name": "fine_tune", "epochs": 1, "learning_rate": 0.001, "unfreeze": unfreeze}]))
+    spec = write_spec(
+        tmp_path,
+        tiny_spec(
+            backbone,
+            [
+                {"name": "head", "epochs": 2, "learning_rate": 0.01},
+                {"name": "fine_tune", "epochs": 1, "learning_rate": 0.001, "unfreeze": unfreeze},
+            ],
+        ),
+    )
     initial = weights_by_path(surgery.build(spec))
     result = cli("train", spec, "--data", images["train"], "--validation-data", images["val"], "-o", tmp_path / "run")
     assert result.exit_code == 0, result.output + result.stderr
@@ -87,7 +80,7 @@ def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, i
     assert keras.saving.load_model(str(run / "best.keras")).output.shape[-1] == 3
     # 18 images, a quarter held out: 14 train, 4 validate.
     assert "training on 14, validating on 4" in result.output
-    from surgery.training.run import tensorboard_available
+    from surgery.training.callbacks import tensorboard_available
 
     if tensorboard_available():
         assert list((run / "tensorboard" / "validation").glob("events.out.tfevents.*"))
@@ -98,8 +91,18 @@ def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, i
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_precision_policy_and_float32_output(cli, tmp_path, keras, images, backbone, policy):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}]))
-    result = cli("train", spec, "--data", images["train"], "--validation-data", images["val"], "--precision", policy,
-                 "-o", tmp_path / "run")
+    result = cli(
+        "train",
+        spec,
+        "--data",
+        images["train"],
+        "--validation-data",
+        images["val"],
+        "--precision",
+        policy,
+        "-o",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.stderr
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whoever runs next
     keras.mixed_precision.set_global_policy(policy)  # so the loss-scale optimizer is restored as saved
@@ -115,16 +118,16 @@ def test_precision_policy_and_float32_output(cli, tmp_path, keras, images, backb
     assert (type(model.optimizer).__name__ == "LossScaleOptimizer") == (policy == "mixed_float16")
 
 
-
-
-
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images, backbone):
-    stages = [{"name": "head", "epochs": 2, "learning_rate": 0.01},
-              {"name": "fine_tune", "epochs": 20, "learning_rate": 0.001, "unfreeze": {"names": ["conv2"]}}]
+    stages = [
+        {"name": "head", "epochs": 2, "learning_rate": 0.01},
+        {"name": "fine_tune", "epochs": 20, "learning_rate": 0.001, "unfreeze": {"names": ["conv2"]}},
+    ]
     spec = write_spec(tmp_path, tiny_spec(backbone, stages))
     args = ["train", spec, "--data", images["train"], "--validation-data", images["val"], "-o", tmp_path / "run"]
-    proc = subprocess.Popen([sys.executable, "-m", "surgery", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "surgery", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     state_file = tmp_path / "run" / "checkpoints" / "state.json"
     try:
         wait_for_epochs(state_file, 4, proc)
@@ -172,24 +175,41 @@ def _bad_inputs(tmp_path, keras, images, backbone):
     other_val = write_pngs(tmp_path / "otherval", 1, classes={"red": (1, 1, 1), "cyan": (0, 9, 9)})
     return {
         "no class subfolders": (["--data", flat], ["has no class subfolders", "3 image files directly"]),
-        "unreadable image": (["--data", unreadable],
-                             ["1 of 7 image files cannot be read as images", "broken.png"]),
-        "class count differs": (["--data", four],
-                                ["the data has 4 classes (black, blue, green, red)",
-                                 "the model's output has 3 units", "make the last layer's units 4"]),
+        "unreadable image": (["--data", unreadable], ["1 of 7 image files cannot be read as images", "broken.png"]),
+        "class count differs": (
+            ["--data", four],
+            [
+                "the data has 4 classes (black, blue, green, red)",
+                "the model's output has 3 units",
+                "make the last layer's units 4",
+            ],
+        ),
         "npz without y": (["--data", tmp_path / "noxy.npz"], ["needs arrays x", "missing y", "it has: images, x"]),
-        "npz images of another size": (["--data", tmp_path / "xy.npz"],
-                                       ["x holds images of shape (8, 8, 3)", "the model's input is (16, 16, 3)"]),
-        "validation classes differ": (["--data", images["train"], "--validation-data", other_val],
-                                      ["the validation data's classes (cyan, red) differ"]),
+        "npz images of another size": (
+            ["--data", tmp_path / "xy.npz"],
+            ["x holds images of shape (8, 8, 3)", "the model's input is (16, 16, 3)"],
+        ),
+        "validation classes differ": (
+            ["--data", images["train"], "--validation-data", other_val],
+            ["the validation data's classes (cyan, red) differ"],
+        ),
         "no data": ([], ["no training data: pass --data PATH"]),
         "missing data": (["--data", tmp_path / "nope"], ["nope: --data: no such file or folder"]),
         "nothing to resume": (["--data", images["train"], "--resume"], ["nothing to resume"]),
     }
 
 
-BAD = ["no class subfolders", "unreadable image", "class count differs", "npz without y",
-       "npz images of another size", "validation classes differ", "no data", "missing data", "nothing to resume"]
+BAD = [
+    "no class subfolders",
+    "unreadable image",
+    "class count differs",
+    "npz without y",
+    "npz images of another size",
+    "validation classes differ",
+    "no data",
+    "missing data",
+    "nothing to resume",
+]
 
 
 @pytest.mark.parametrize("case", BAD)

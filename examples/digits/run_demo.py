@@ -51,8 +51,9 @@ def target_split(n_per_class: int, seed: int):
     """(train x, train y, test x, test y): n labelled images of each target digit, the rest held out."""
     x, y = digits(TARGET_CLASSES)
     rng = np.random.default_rng(seed)
-    train = np.concatenate([rng.choice(np.flatnonzero(y == c), n_per_class, replace=False)
-                            for c in range(len(TARGET_CLASSES))])
+    train = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), n_per_class, replace=False) for c in range(len(TARGET_CLASSES))]
+    )
     test = np.setdiff1d(np.arange(len(y)), train)
     return x[train], y[train], x[test], y[test]
 
@@ -99,8 +100,7 @@ def compare(n_per_class: int, seed: int, folder: Path, sources: dict, echo=lambd
     """Test accuracy of every method for one sample of the target task."""
     x, y, tx, ty = target_split(n_per_class, seed)
     data = write_npz(folder / f"target_{n_per_class}_seed{seed}.npz", x, y)
-    return {m: run(m, sources, data, (tx, ty), folder / f"{m}_{n_per_class}_seed{seed}", seed, echo)
-            for m in METHODS}
+    return {m: run(m, sources, data, (tx, ty), folder / f"{m}_{n_per_class}_seed{seed}", seed, echo) for m in METHODS}
 
 
 def main(argv=None):

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from surgery import (APPLICATION_OPTIONS, OpError, check_weights_content, check_weights_file, hookimpl, keras,
-                     keras_cache_dir, one_line, shown)
+from surgery import (
+    APPLICATION_OPTIONS,
+    OpError,
+    check_weights_content,
+    check_weights_file,
+    hookimpl,
+    keras,
+    keras_cache_dir,
+    one_line,
+    shown,
+)
 
 # (Keras class, keras.applications module with its preprocess_input, default side, smallest side, extra options)
 _ALPHA = {"alpha": {"type": "number", "exclusiveMinimum": 0}}
 _PREP = {"include_preprocessing": {"type": "boolean"}}
-_MOBILENET = {**_ALPHA, "depth_multiplier": {"type": "integer", "minimum": 1},
-              "dropout": {"type": "number", "minimum": 0, "maximum": 1}}
-_MOBILENET_V3 = {**_ALPHA, **_PREP, "minimalistic": {"type": "boolean"},
-                 "dropout_rate": {"type": "number", "minimum": 0, "maximum": 1}}
+_MOBILENET = {
+    **_ALPHA,
+    "depth_multiplier": {"type": "integer", "minimum": 1},
+    "dropout": {"type": "number", "minimum": 0, "maximum": 1},
+}
+_MOBILENET_V3 = {
+    **_ALPHA,
+    **_PREP,
+    "minimalistic": {"type": "boolean"},
+    "dropout_rate": {"type": "number", "minimum": 0, "maximum": 1},
+}
 
 TABLE = [
     ("VGG16", "vgg16", 224, 32, {}),
@@ -75,15 +91,14 @@ def _builder(class_name: str):
         except ValueError as e:
             raise OpError(_keras_message(class_name, weights, e)) from None
         except OSError as e:  # h5py: a file that passed the checks but cannot be read to the end
-            raise OpError(f'weights: "{shown(weights)}": the weights file cannot be read: '
-                          f'{one_line(e, 200)}') from None
+            raise OpError(f'weights: "{shown(weights)}": the weights file cannot be read: {one_line(e, 200)}') from None
         except Exception as e:
             if weights == "imagenet" and "URL fetch failure" in str(e):
                 reason = str(e).split(" -- ")[-1].strip()
                 raise OpError(
                     f"could not download the ImageNet weights of {class_name} ({reason}) and no copy is "
-                    f"cached in {keras_cache_dir()}; connect to the internet once, or set \"weights\" to a "
-                    f"local weights file (e.g. made with model.save_weights(\"{class_name.lower()}.weights.h5\"))"
+                    f'cached in {keras_cache_dir()}; connect to the internet once, or set "weights" to a '
+                    f'local weights file (e.g. made with model.save_weights("{class_name.lower()}.weights.h5"))'
                 ) from None
             raise
 
@@ -93,8 +108,10 @@ def _builder(class_name: str):
 def _keras_message(class_name: str, weights, err: Exception) -> str:
     text = one_line(err, None)
     if weights not in ("imagenet", None) and ("shape" in text or "layer" in text.lower()):
-        return (f"the weights file {weights} does not fit {class_name} with these options "
-                f"(include_top, input_shape, classes must match the model it was saved from): {text[:300]}")
+        return (
+            f"the weights file {weights} does not fit {class_name} with these options "
+            f"(include_top, input_shape, classes must match the model it was saved from): {text[:300]}"
+        )
     return f"{class_name}: {text[:400]}"
 
 

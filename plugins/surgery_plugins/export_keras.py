@@ -10,5 +10,9 @@ def export(model, path, options):
 
 @hookimpl
 def surgery_register_exporters(register):
-    register("keras", export, suffix=".keras",
-             description="Keras 3 native format; loads with keras.saving.load_model, no custom objects")
+    register(
+        "keras",
+        export,
+        suffix=".keras",
+        description="Keras 3 native format; loads with keras.saving.load_model, no custom objects",
+    )

@@ -13,8 +13,20 @@ from __future__ import annotations
 import contextlib
 import time
 
-from surgery import (SpecError, __version__, converting, export_progress, finish_onnx, hookimpl, is_quiet, keras,
-                     native_stderr_muted, prepare_export, read_export_options, verify_onnx)
+from surgery import (
+    SpecError,
+    __version__,
+    converting,
+    export_progress,
+    finish_onnx,
+    hookimpl,
+    is_quiet,
+    keras,
+    native_stderr_muted,
+    prepare_export,
+    read_export_options,
+    verify_onnx,
+)
 
 DEFAULT_OPSET = 17
 OPTIONS = ("opset", "atol", "input_name", "output_name")
@@ -81,9 +93,14 @@ def _grouped_conv_without_xla():
         channels = inputs.shape[-1] if data_format == "channels_last" else inputs.shape[1]
         if channels == kernel.shape[-2]:
             return original(inputs, kernel, strides, padding, data_format, dilation_rate)
-        return tf.nn.convolution(inputs, kernel, strides, padding.upper(),
-                                 data_format=nn._convert_data_format(data_format, len(inputs.shape)),
-                                 dilations=dilation_rate)
+        return tf.nn.convolution(
+            inputs,
+            kernel,
+            strides,
+            padding.upper(),
+            data_format=nn._convert_data_format(data_format, len(inputs.shape)),
+            dilations=dilation_rate,
+        )
 
     nn.conv = conv
     try:
@@ -152,19 +169,26 @@ def export(model, path, options):
     start = time.monotonic()
     with converting(f"exporting to ONNX (opset {opset})", "the ONNX conversion"):
         with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
-            target.model.export(str(path), format="onnx", verbose=False, opset_version=opset,
-                                input_signature=target.signature())
+            target.model.export(
+                str(path), format="onnx", verbose=False, opset_version=opset, input_signature=target.signature()
+            )
     seconds = time.monotonic() - start
     finish_onnx(path, target, model, {"producer": f"surgery {__version__}", "keras_model": model.name})
     with export_progress("checking the ONNX file in onnxruntime"):
         diff = verify_onnx(path, target, options["atol"])
     notes = "".join(f"; {n}" for n in target.notes)
-    return (f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.1e} (atol {options['atol']:g})"
-            f"; {seconds:.1f} s{notes}")
+    return (
+        f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.1e} (atol {options['atol']:g})"
+        f"; {seconds:.1f} s{notes}"
+    )
 
 
 @hookimpl
 def surgery_register_exporters(register):
-    register("onnx", export, suffix=".onnx",
-             description="ONNX via Keras' model.export (tf2onnx); named input/output, dynamic batch, "
-                         "checked in onnxruntime against Keras")
+    register(
+        "onnx",
+        export,
+        suffix=".onnx",
+        description="ONNX via Keras' model.export (tf2onnx); named input/output, dynamic batch, "
+        "checked in onnxruntime against Keras",
+    )

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import time
 
-from surgery import (compare_export, converting, export_progress, hookimpl, keras, native_stderr_muted, prepare_export,
-                     read_export_options)
+from surgery import (
+    compare_export,
+    converting,
+    export_progress,
+    hookimpl,
+    keras,
+    native_stderr_muted,
+    prepare_export,
+    read_export_options,
+)
 
 OPTIONS = ("atol", "input_name", "output_name")
 SIGNATURE = "serving_default"
@@ -37,17 +45,22 @@ def export(model, path, options):
     start = time.monotonic()
     with converting("exporting the SavedModel", "the SavedModel export"):
         with native_stderr_muted():
-            target.model.export(str(path), format="tf_saved_model", verbose=False,
-                                input_signature=target.signature())
+            target.model.export(str(path), format="tf_saved_model", verbose=False, input_signature=target.signature())
     seconds = time.monotonic() - start
     with export_progress("checking the SavedModel"), native_stderr_muted():
         diff = _verify(path, target, options["atol"])
-    return (f"signature {SIGNATURE}: {target.describe()}; max abs diff vs Keras {diff:.1e} "
-            f"(atol {options['atol']:g}); {seconds:.1f} s")
+    return (
+        f"signature {SIGNATURE}: {target.describe()}; max abs diff vs Keras {diff:.1e} "
+        f"(atol {options['atol']:g}); {seconds:.1f} s"
+    )
 
 
 @hookimpl
 def surgery_register_exporters(register):
-    register("saved_model", export, suffix=".savedmodel",
-             description="TensorFlow SavedModel folder (serving_default signature, named input and outputs), "
-                         "checked against Keras")
+    register(
+        "saved_model",
+        export,
+        suffix=".savedmodel",
+        description="TensorFlow SavedModel folder (serving_default signature, named input and outputs), "
+        "checked against Keras",
+    )

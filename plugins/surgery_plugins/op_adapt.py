@@ -27,19 +27,39 @@ RULES = ("mean", "repeat", "zeros")
 
 # Layers that do the same thing to every channel: the first convolution may sit behind them.
 CHANNEL_BLIND = {
-    "ZeroPadding2D", "Cropping2D", "Identity", "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-    "Resizing", "Activation", "ReLU", "LeakyReLU", "MaxPooling2D", "AveragePooling2D", "RandomFlip",
-    "RandomCrop", "RandomRotation", "RandomZoom", "RandomTranslation",
+    "ZeroPadding2D",
+    "Cropping2D",
+    "Identity",
+    "Dropout",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "Resizing",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "RandomFlip",
+    "RandomCrop",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
 }
 
 SCHEMA = {
     "type": "object",
     "properties": {
         "channels": {"type": "integer", "minimum": 1, "description": "the new number of input channels"},
-        "rule": {"enum": list(RULES), "default": "mean",
-                 "description": "how the first convolution's kernel is adapted to the new channel count"},
+        "rule": {
+            "enum": list(RULES),
+            "default": "mean",
+            "description": "how the first convolution's kernel is adapted to the new channel count",
+        },
         "size": {
-            "type": "array", "minItems": 2, "maxItems": 2,
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 2,
             "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
             "description": "the new input [height, width]; null for any size",
         },
@@ -51,8 +71,9 @@ SCHEMA = {
 def _check_size(size, info) -> None:
     given = [s for s in size if s is not None]
     if info is not None and info.min_input_size and given and min(given) < info.min_input_size:
-        raise OpError(f"size {list(size)}: {info.name} needs at least {info.min_input_size}x{info.min_input_size} "
-                      "pixels")
+        raise OpError(
+            f"size {list(size)}: {info.name} needs at least {info.min_input_size}x{info.min_input_size} pixels"
+        )
 
 
 def check(params, ctx):
@@ -89,7 +110,7 @@ def _blind(layer) -> bool:
 
 def first_convolutions(model, start) -> list:
     """The Conv2D layers that first mix the channels of tensor ``start``, past channel-blind layers."""
-    readers = {}
+    readers: dict[int, list] = {}
     for node in model_nodes(model):
         for t in node.input_tensors:
             readers.setdefault(id(t), []).append(node)
@@ -103,10 +124,12 @@ def first_convolutions(model, start) -> list:
             elif _blind(layer):
                 stack.extend(node.outputs)
             else:
-                raise OpError(f'cannot adapt the input channels: "{layer.name}" ({cls}) comes between the input '
-                              "and the first convolution and depends on the channel count; adapt_input rewrites only "
-                              "the first Conv2D (build the backbone with include_preprocessing: false where it "
-                              "has that option)")
+                raise OpError(
+                    f'cannot adapt the input channels: "{layer.name}" ({cls}) comes between the input '
+                    "and the first convolution and depends on the channel count; adapt_input rewrites only "
+                    "the first Conv2D (build the backbone with include_preprocessing: false where it "
+                    "has that option)"
+                )
     if not convs:
         raise OpError("cannot adapt the input channels: no Conv2D reads the input")
     return convs
@@ -128,8 +151,9 @@ def apply(state, params, ctx):
         for conv in first_convolutions(state.workspace(), old):
             swaps[id(conv)] = (conv, type(conv).from_config(conv.get_config()))
     new_input = keras().Input(shape=(*size, channels), dtype=old.dtype, name=old._keras_history.operation.name)
-    after = state.retraced(inputs=[new_input],
-                           around=lambda layer: swaps[id(layer)][1] if id(layer) in swaps else layer)
+    after = state.retraced(
+        inputs=[new_input], around=lambda layer: swaps[id(layer)][1] if id(layer) in swaps else layer
+    )
     for conv, new in swaps.values():
         kernel, *rest = conv.get_weights()
         new.set_weights([adapt_kernel(kernel, channels, rule), *rest])
@@ -145,8 +169,17 @@ def apply(state, params, ctx):
 
 @hookimpl
 def surgery_register_ops(register):
-    register("adapt_input", SCHEMA, apply, check=check,
-             description="New input size or channel count; the first convolution's weights are adapted "
-                         "(mean, repeat or zeros rule), all others kept",
-             examples=[{"channels": 1}, {"channels": 4, "rule": "repeat"}, {"size": [64, 64]},
-                       {"channels": 5, "rule": "zeros", "size": [48, 48]}])
+    register(
+        "adapt_input",
+        SCHEMA,
+        apply,
+        check=check,
+        description="New input size or channel count; the first convolution's weights are adapted "
+        "(mean, repeat or zeros rule), all others kept",
+        examples=[
+            {"channels": 1},
+            {"channels": 4, "rule": "repeat"},
+            {"size": [64, 64]},
+            {"channels": 5, "rule": "zeros", "size": [48, 48]},
+        ],
+    )

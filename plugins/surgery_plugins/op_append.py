@@ -14,8 +14,11 @@ SCHEMA = {
     "type": "object",
     "properties": {
         **LAYER_PROPERTIES,
-        "input": {"type": "string", "minLength": 1,
-                  "description": "branch from this named tensor (\"as\") or layer's output instead of the current output"},
+        "input": {
+            "type": "string",
+            "minLength": 1,
+            "description": 'branch from this named tensor ("as") or layer\'s output instead of the current output',
+        },
     },
     "required": ["layer"],
 }
@@ -36,16 +39,26 @@ def apply(state, params, ctx):
     if isinstance(y, (list, tuple)):
         raise OpError(f"{params['layer']} returns {len(y)} tensors; append takes single-output layers")
     source = f" on {params['input']}" if "input" in params else ""
-    note = f"append: {params['layer']} \"{name}\"{source} -> {tuple(y.shape)}, {layer.count_params():,} params"
+    note = f'append: {params["layer"]} "{name}"{source} -> {tuple(y.shape)}, {layer.count_params():,} params'
     if params["layer"] == "Dense" and len(x.shape) > 2:
-        note += (f" (Dense on a {len(x.shape)}-D input acts on the last axis only; put Flatten or "
-                 "GlobalAveragePooling2D before it for one vector per image)")
+        note += (
+            f" (Dense on a {len(x.shape)}-D input acts on the last axis only; put Flatten or "
+            "GlobalAveragePooling2D before it for one vector per image)"
+        )
     return state.with_outputs(note, [y])
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("append", SCHEMA, apply, check=check,
-             description="Add a built-in Keras layer (by class name and config) after the current output",
-             examples=[{"layer": "Dense", "config": {"units": 10, "activation": "softmax"}}, {"layer": "Flatten"},
-                       {"layer": "Dense", "config": {"units": 64}, "input": "block2_pool"}])
+    register(
+        "append",
+        SCHEMA,
+        apply,
+        check=check,
+        description="Add a built-in Keras layer (by class name and config) after the current output",
+        examples=[
+            {"layer": "Dense", "config": {"units": 10, "activation": "softmax"}},
+            {"layer": "Flatten"},
+            {"layer": "Dense", "config": {"units": 64}, "input": "block2_pool"},
+        ],
+    )

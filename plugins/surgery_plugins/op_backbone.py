@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from surgery import OpError, State, SurgeryError, check_regular, hookimpl, schema_error, seeded, shown
 
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"name": {"type": "string", "description": "a registered backbone (surgery backbones)"}},
     "required": ["name"],
@@ -15,8 +17,13 @@ SCHEMA = {
 
 def _path_keys(info, params) -> list[str]:
     """The options whose values are file paths: a weights file, or an option declared ``format: path``."""
-    return [k for k, v in params.items() if isinstance(v, str) and k != "name" and (
-        (k == "weights" and v not in ("imagenet", "file")) or info.options.get(k, {}).get("format") == "path")]
+    return [
+        k
+        for k, v in params.items()
+        if isinstance(v, str)
+        and k != "name"
+        and ((k == "weights" and v not in ("imagenet", "file")) or info.options.get(k, {}).get("format") == "path")
+    ]
 
 
 def _options(info, params, ctx) -> dict:
@@ -52,16 +59,21 @@ def check(params, ctx):
     shape = params.get("input_shape")
     if shape and info.min_input_size:
         if min(shape[0], shape[1]) < info.min_input_size:
-            raise OpError(f"input_shape {shape}: {info.name} needs at least "
-                          f"{info.min_input_size}x{info.min_input_size} pixels")
+            raise OpError(
+                f"input_shape {shape}: {info.name} needs at least {info.min_input_size}x{info.min_input_size} pixels"
+            )
     if shape and _weights(info, params) == "imagenet" and info.input_shape:
         if shape[2] != 3:
-            raise OpError(f"input_shape {shape}: ImageNet weights need 3 channels; "
-                          'build it with 3 and add an adapt_input step (the first kernel is adapted), '
-                          'or use "weights": null')
+            raise OpError(
+                f"input_shape {shape}: ImageNet weights need 3 channels; "
+                "build it with 3 and add an adapt_input step (the first kernel is adapted), "
+                'or use "weights": null'
+            )
         if params.get("include_top", True) and tuple(shape) != info.input_shape:
-            raise OpError(f"input_shape {shape}: with include_top and ImageNet weights {info.name} takes only "
-                          f"{list(info.input_shape)}; set \"include_top\": false for another size")
+            raise OpError(
+                f"input_shape {shape}: with include_top and ImageNet weights {info.name} takes only "
+                f'{list(info.input_shape)}; set "include_top": false for another size'
+            )
 
 
 def apply(state, params, ctx):
@@ -90,17 +102,28 @@ def editor_schema(registry) -> dict:
     """For editors: the backbone names as an enum, and each backbone's options (with their descriptions)."""
     schema = {**SCHEMA, "properties": dict(SCHEMA["properties"])}
     if registry.backbones:
-        schema["properties"]["name"] = {"enum": sorted(registry.backbones),
-                                        "description": "a registered backbone (surgery backbones)"}
+        schema["properties"]["name"] = {
+            "enum": sorted(registry.backbones),
+            "description": "a registered backbone (surgery backbones)",
+        }
         schema["allOf"] = [
             {"if": {"properties": {"name": {"const": b}}, "required": ["name"]}, "then": info.options_schema()}
-            for b, info in sorted(registry.backbones.items())]
+            for b, info in sorted(registry.backbones.items())
+        ]
     return schema
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("backbone", SCHEMA, apply, check=check, source=True, weights=with_weights,
-             backbone=lambda params: params.get("name"), editor_schema=editor_schema,
-             description="Start from a registered backbone (keras.applications or a plugin's)",
-             examples=[{"name": "vgg16", "weights": None, "include_top": False, "input_shape": [64, 64, 3]}])
+    register(
+        "backbone",
+        SCHEMA,
+        apply,
+        check=check,
+        source=True,
+        weights=with_weights,
+        backbone=lambda params: params.get("name"),
+        editor_schema=editor_schema,
+        description="Start from a registered backbone (keras.applications or a plugin's)",
+        examples=[{"name": "vgg16", "weights": None, "include_top": False, "input_shape": [64, 64, 3]}],
+    )

@@ -9,10 +9,21 @@ last one: both paths of the block see the edit where they read its tensor.
 
 from __future__ import annotations
 
-from surgery import (LAYER_PROPERTIES, OpError, check_layer_config, check_new_layer, find_layer, hookimpl,
-                     keras_reason, layer_nodes, make_layer, new_layer_name, seeded)
+from surgery import (
+    LAYER_PROPERTIES,
+    OpError,
+    check_layer_config,
+    check_new_layer,
+    find_layer,
+    hookimpl,
+    keras_reason,
+    layer_nodes,
+    make_layer,
+    new_layer_name,
+    seeded,
+)
 
-_LAYER = LAYER_PROPERTIES
+_LAYER: dict[str, dict] = dict(LAYER_PROPERTIES)
 _TARGET = {"type": "string", "minLength": 1, "description": "the name of the layer to edit"}
 
 INSERT_SCHEMA = {
@@ -28,13 +39,22 @@ REPLACE_SCHEMA = {
     "type": "object",
     "properties": {
         "target": _TARGET,
-        "layer": {**_LAYER["layer"], "description": "the new layer's class; omit it to keep the target's class "
-                                                   "and change only the config keys you give"},
-        "config": {"type": "object", "description": "the new layer's constructor arguments; without \"layer\", "
-                                                    "changes to the target's own config"},
+        "layer": {
+            **_LAYER["layer"],
+            "description": "the new layer's class; omit it to keep the target's class "
+            "and change only the config keys you give",
+        },
+        "config": {
+            "type": "object",
+            "description": 'the new layer\'s constructor arguments; without "layer", '
+            "changes to the target's own config",
+        },
         "name": {**_LAYER["name"], "description": "the new layer's name (default: the target's)"},
-        "keep_weights": {"type": "boolean", "default": True,
-                         "description": "copy the target's weights when the new layer's have the same shapes"},
+        "keep_weights": {
+            "type": "boolean",
+            "default": True,
+            "description": "copy the target's weights when the new layer's have the same shapes",
+        },
     },
     "required": ["target"],
 }
@@ -46,8 +66,10 @@ def _target(state, name: str):
     ws = state.workspace()
     layer = find_layer(ws, name)
     if type(layer).__name__ == "InputLayer":
-        raise OpError(f'"{name}" is the model\'s input layer, which cannot be edited; use adapt_input to change '
-                      "the input, or insert before the first layer")
+        raise OpError(
+            f'"{name}" is the model\'s input layer, which cannot be edited; use adapt_input to change '
+            "the input, or insert before the first layer"
+        )
     return layer, layer_nodes(ws, layer)
 
 
@@ -57,8 +79,10 @@ def _single_input(layer, nodes, what: str) -> None:
         args = node.arguments.args
         if len(node.input_tensors) != 1 or not args or args[0] is not node.input_tensors[0]:
             names = ", ".join(t._keras_history.operation.name for t in node.input_tensors)
-            raise OpError(f'"{layer.name}" ({type(layer).__name__}) takes {len(node.input_tensors)} input tensors '
-                          f"({names}); {what}")
+            raise OpError(
+                f'"{layer.name}" ({type(layer).__name__}) takes {len(node.input_tensors)} input tensors '
+                f"({names}); {what}"
+            )
 
 
 def _single_output(layer, nodes, what: str) -> None:
@@ -84,8 +108,11 @@ def insert(state, params, ctx):
     if where == "after":
         _single_output(target, nodes, "insert after works on single-output layers")
     else:
-        _single_input(target, nodes, 'insert before works on single-input layers; insert "after" the layer '
-                                     "that makes the input you mean")
+        _single_input(
+            target,
+            nodes,
+            'insert before works on single-input layers; insert "after" the layer that makes the input you mean',
+        )
     config = {k: v for k, v in params.get("config", {}).items() if k != "name"}
     name = new_layer_name(state, params["layer"], _requested_name(params))
     seeded(ctx.seed)
@@ -101,8 +128,9 @@ def insert(state, params, ctx):
     after = state.retraced(around=around)
     ws_after = after.workspace()
     shape = tuple(layer_nodes(ws_after, ws_after.get_layer(name))[0].outputs[0].shape)
-    return after.evolve(f'insert: {params["layer"]} "{name}" {where} {target.name} -> {shape}, '
-                        f"{new.count_params():,} params")
+    return after.evolve(
+        f'insert: {params["layer"]} "{name}" {where} {target.name} -> {shape}, {new.count_params():,} params'
+    )
 
 
 def check_replace(params, ctx):
@@ -160,23 +188,43 @@ def remove(state, params, ctx):
     for node in nodes:
         shape_in, shape_out = tuple(node.input_tensors[0].shape), tuple(node.outputs[0].shape)
         if shape_in != shape_out:
-            raise OpError(f'cannot remove "{target.name}" ({type(target).__name__}): its input {shape_in} and '
-                          f"output {shape_out} shapes differ, so the layers after it could not take its input")
+            raise OpError(
+                f'cannot remove "{target.name}" ({type(target).__name__}): its input {shape_in} and '
+                f"output {shape_out} shapes differ, so the layers after it could not take its input"
+            )
     after = state.retraced(around=lambda layer: (lambda x, *a, **kw: x) if layer is target else layer)
     return after.evolve(f"remove: {target.name} ({type(target).__name__}), {target.count_params():,} params")
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("insert", INSERT_SCHEMA, insert, check=check_insert,
-             description="Insert a built-in Keras layer after or before a named layer, anywhere in the graph",
-             examples=[{"after": "block2_relu", "layer": "Dropout", "config": {"rate": 0.1}},
-                       {"before": "block3_conv", "layer": "Identity", "name": "probe_point"}])
-    register("replace", REPLACE_SCHEMA, replace, check=check_replace,
-             description="Replace a named layer (keeping its weights when the shapes match)",
-             examples=[{"target": "block2_relu", "layer": "Activation", "config": {"activation": "swish"}},
-                       {"target": "block2_conv", "config": {"activation": "relu"}},
-                       {"target": "block1_conv", "keep_weights": False}])
-    register("remove", REMOVE_SCHEMA, remove,
-             description="Remove a single-input, single-output layer whose input and output shapes match",
-             examples=[{"target": "block2_bn"}])
+    register(
+        "insert",
+        INSERT_SCHEMA,
+        insert,
+        check=check_insert,
+        description="Insert a built-in Keras layer after or before a named layer, anywhere in the graph",
+        examples=[
+            {"after": "block2_relu", "layer": "Dropout", "config": {"rate": 0.1}},
+            {"before": "block3_conv", "layer": "Identity", "name": "probe_point"},
+        ],
+    )
+    register(
+        "replace",
+        REPLACE_SCHEMA,
+        replace,
+        check=check_replace,
+        description="Replace a named layer (keeping its weights when the shapes match)",
+        examples=[
+            {"target": "block2_relu", "layer": "Activation", "config": {"activation": "swish"}},
+            {"target": "block2_conv", "config": {"activation": "relu"}},
+            {"target": "block1_conv", "keep_weights": False},
+        ],
+    )
+    register(
+        "remove",
+        REMOVE_SCHEMA,
+        remove,
+        description="Remove a single-input, single-output layer whose input and output shapes match",
+        examples=[{"target": "block2_bn"}],
+    )

@@ -20,9 +20,19 @@ def unfreeze(state, params, ctx):
 
 @hookimpl
 def surgery_register_ops(register):
-    register("freeze", FREEZE_SCHEMA, freeze, check=check,
-             description="Make layers non-trainable, by index range, names, globs or layer types",
-             examples=[{"layers": "8:"}, {"names": ["block1_*"]}, {"types": ["BatchNormalization"]}])
-    register("unfreeze", UNFREEZE_SCHEMA, unfreeze, check=check,
-             description="Make layers trainable again (BatchNormalization stays frozen unless batchnorm=train)",
-             examples=[{"layers": "-4:"}, {"names": ["conv5_*"], "batchnorm": "train"}])
+    register(
+        "freeze",
+        FREEZE_SCHEMA,
+        freeze,
+        check=check,
+        description="Make layers non-trainable, by index range, names, globs or layer types",
+        examples=[{"layers": "8:"}, {"names": ["block1_*"]}, {"types": ["BatchNormalization"]}],
+    )
+    register(
+        "unfreeze",
+        UNFREEZE_SCHEMA,
+        unfreeze,
+        check=check,
+        description="Make layers trainable again (BatchNormalization stays frozen unless batchnorm=train)",
+        examples=[{"layers": "-4:"}, {"names": ["conv5_*"], "batchnorm": "train"}],
+    )

@@ -15,8 +15,12 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "layer": {"enum": list(MERGE_LAYERS), "description": "the keras.layers merge class"},
-        "inputs": {"type": "array", "minItems": 2, "items": {"type": "string", "minLength": 1},
-                   "description": "named tensors (\"as\") or layer names, in order"},
+        "inputs": {
+            "type": "array",
+            "minItems": 2,
+            "items": {"type": "string", "minLength": 1},
+            "description": 'named tensors ("as") or layer names, in order',
+        },
         "config": {"type": "object", "description": "the layer's constructor arguments (Concatenate: axis)"},
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "the new layer's name"},
     },
@@ -52,8 +56,10 @@ def check_shapes(cls: str, names, tensors, axis: int = -1) -> None:
             raise OpError(f"Concatenate axis {axis} is out of range for rank-{rank} tensors")
         keep = [d for d in range(1, rank) if d != axis % rank]
         if any(s[d] != shapes[0][d] for s in shapes for d in keep):
-            raise OpError(f"Concatenate on axis {axis} needs the same shape on every other axis; "
-                          f"got {_shapes_text(names, tensors)}")
+            raise OpError(
+                f"Concatenate on axis {axis} needs the same shape on every other axis; "
+                f"got {_shapes_text(names, tensors)}"
+            )
     elif any(not _compatible(s[d], shapes[0][d]) for s in shapes for d in range(1, rank)):
         raise OpError(f"{cls} needs tensors of the same shape; got {_shapes_text(names, tensors)}")
 
@@ -69,16 +75,22 @@ def apply(state, params, ctx):
     layer = make_layer(cls, config, name)
     try:
         y = layer(tensors)
-    except Exception as e:
-        raise OpError(f"{cls} cannot merge {_shapes_text(names, tensors)}: "
-                      f"{' '.join(str(e).split())[:300]}") from None
+    except Exception as e:  # noqa: BLE001 (Keras refuses inputs with many exception types)
+        raise OpError(f"{cls} cannot merge {_shapes_text(names, tensors)}: {' '.join(str(e).split())[:300]}") from None
     note = f'merge: {cls} "{name}" of {", ".join(names)} -> {tuple(y.shape)}'
     return state.with_outputs(note, [y])
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("merge", SCHEMA, apply, check=check,
-             description="Join named tensors or layers' outputs with Add, Concatenate, Multiply, Average, ...",
-             examples=[{"layer": "Add", "inputs": ["block3_relu", "block3_bn"]},
-                       {"layer": "Concatenate", "inputs": ["block3_conv", "block3_relu"], "config": {"axis": -1}}])
+    register(
+        "merge",
+        SCHEMA,
+        apply,
+        check=check,
+        description="Join named tensors or layers' outputs with Add, Concatenate, Multiply, Average, ...",
+        examples=[
+            {"layer": "Add", "inputs": ["block3_relu", "block3_bn"]},
+            {"layer": "Concatenate", "inputs": ["block3_conv", "block3_relu"], "config": {"axis": -1}},
+        ],
+    )

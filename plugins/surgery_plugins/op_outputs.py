@@ -16,16 +16,25 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "tensors": {
-            "type": "array", "minItems": 1,
+            "type": "array",
+            "minItems": 1,
             "description": "the outputs, in order: a named tensor or layer name (the output takes that layer's "
-                           "name), or {\"tensor\": ..., \"name\": ...} to name the output",
-            "items": {"anyOf": [
-                {"type": "string", "minLength": 1, "description": "a named tensor or layer name"},
-                {"type": "object", "description": "an object {\"tensor\", \"name\"}",
-                 "properties": {"tensor": {"type": "string", "minLength": 1},
-                                "name": {"type": "string", "pattern": NAME_PATTERN}},
-                 "required": ["tensor", "name"], "additionalProperties": False},
-            ]},
+            'name), or {"tensor": ..., "name": ...} to name the output',
+            "items": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "description": "a named tensor or layer name"},
+                    {
+                        "type": "object",
+                        "description": 'an object {"tensor", "name"}',
+                        "properties": {
+                            "tensor": {"type": "string", "minLength": 1},
+                            "name": {"type": "string", "pattern": NAME_PATTERN},
+                        },
+                        "required": ["tensor", "name"],
+                        "additionalProperties": False,
+                    },
+                ]
+            },
         },
     },
     "required": ["tensors"],
@@ -59,14 +68,21 @@ def apply(state, params, ctx):
         names.append(name or producer.name)
     for name in set(names):
         if names.count(name) > 1:
-            raise OpError(f'two outputs would be named "{name}" (Keras names an output after its layer); '
-                          'give one a name: {"tensor": ..., "name": ...}')
+            raise OpError(
+                f'two outputs would be named "{name}" (Keras names an output after its layer); '
+                'give one a name: {"tensor": ..., "name": ...}'
+            )
     described = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, outputs))
     return state.with_outputs(f"outputs: {len(outputs)} ({described})", outputs)
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("outputs", SCHEMA, apply, check=check,
-             description="Declare the model's outputs: one or more named tensors or layers (multi-head models)",
-             examples=[{"tensors": ["block3_pool", {"tensor": "block2_pool", "name": "middle"}]}])
+    register(
+        "outputs",
+        SCHEMA,
+        apply,
+        check=check,
+        description="Declare the model's outputs: one or more named tensors or layers (multi-head models)",
+        examples=[{"tensors": ["block3_pool", {"tensor": "block2_pool", "name": "middle"}]}],
+    )

@@ -22,8 +22,11 @@ MODES = preprocess_modes
 SCHEMA = {
     "type": "object",
     "properties": {
-        "backbone": {"type": "string", "minLength": 1,
-                     "description": "use this backbone's preprocess_input (default: the model's own backbone)"},
+        "backbone": {
+            "type": "string",
+            "minLength": 1,
+            "description": "use this backbone's preprocess_input (default: the model's own backbone)",
+        },
         "mode": {"enum": list(MODES), "description": "a keras.applications.imagenet_utils mode: caffe, tf, torch"},
     },
 }
@@ -53,8 +56,10 @@ def _function(params, state, ctx):
     else:
         info = ctx.registry.backbones.get(state.backbone or "") if state.preprocess is not None else None
     if info is None or info.preprocess is None:
-        raise OpError('no preprocessing left to add: the backbone registers none, or an earlier step put it in '
-                      'the model; give "backbone" or "mode" to choose one')
+        raise OpError(
+            "no preprocessing left to add: the backbone registers none, or an earlier step put it in "
+            'the model; give "backbone" or "mode" to choose one'
+        )
     channels = info.input_shape[-1] if info.input_shape else 3
     fn = info.preprocess
     name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
@@ -77,8 +82,10 @@ def measure(fn, channels: int, name: str):
     m = ((out[1:] - b) / 100.0).T
     x = np.random.default_rng(0).uniform(0, 255, size=(2, 3, 3, channels))
     if not np.allclose(call(x), x.reshape(-1, channels) @ m.T + b, rtol=1e-5, atol=1e-4):
-        raise OpError(f"{name} is not a per-pixel affine map of the channels, so it cannot be expressed as "
-                      "Rescaling or 1x1 Conv2D layers; preprocess the data outside the model")
+        raise OpError(
+            f"{name} is not a per-pixel affine map of the channels, so it cannot be expressed as "
+            "Rescaling or 1x1 Conv2D layers; preprocess the data outside the model"
+        )
     return m, b
 
 
@@ -89,10 +96,11 @@ def _layers(keras, m, b, channels: int, name: str):
     if channels != len(b):
         # An adapted input (adapt_input): every channel gets the mean of the map's per-channel scale and offset,
         # the counterpart of the "mean" kernel rule for an image whose channels are all the same.
-        scale, offset = float(m.sum(axis=1).mean()), float(b.mean())
-        return [keras.layers.Rescaling(scale, offset, name=name)], (
-            f"Rescaling (scale {scale:.6g}, offset {offset:.6g}: the means over the function's {len(b)} channels, "
-            f"for a {channels}-channel input)")
+        mean_scale, mean_offset = float(m.sum(axis=1).mean()), float(b.mean())
+        return [keras.layers.Rescaling(mean_scale, mean_offset, name=name)], (
+            f"Rescaling (scale {mean_scale:.6g}, offset {mean_offset:.6g}: the means over the function's {len(b)} channels, "
+            f"for a {channels}-channel input)"
+        )
     if np.allclose(m, np.diag(np.diag(m)), atol=0):
         scale, offset = np.diag(m), b
 
@@ -104,7 +112,8 @@ def _layers(keras, m, b, channels: int, name: str):
             return np.round(value(v), digits).tolist()
 
         return [keras.layers.Rescaling(value(scale), value(offset), name=name)], (
-            f"Rescaling (scale {shown(scale, 6)}, offset {shown(offset, 4)})")
+            f"Rescaling (scale {shown(scale, 6)}, offset {shown(offset, 4)})"
+        )
     conv = keras.layers.Conv2D(channels, 1, use_bias=True, name=name)
     conv.build((None, None, None, channels))
     conv.set_weights([m.T.reshape(1, 1, channels, channels).astype("float32"), b.astype("float32")])
@@ -124,8 +133,10 @@ def apply(state, params, ctx):
     fn, fname, written_for = _function(params, state, ctx)
     m, b = measure(fn, written_for, fname)
     if np.allclose(m, np.eye(len(b))) and np.allclose(b, 0):
-        return state.evolve(f"preprocess: {fname} is the identity (the model preprocesses its own input); "
-                            "nothing added", preprocess=None)
+        return state.evolve(
+            f"preprocess: {fname} is the identity (the model preprocesses its own input); nothing added",
+            preprocess=None,
+        )
     old = model.inputs[0]
     name = unique_name("preprocess", [layer.name for layer in state.workspace().layers])
     layers, described = _layers(k, m, b, old.shape[-1], name)
@@ -134,13 +145,19 @@ def apply(state, params, ctx):
     for layer in layers:
         x = layer(x)
     after = state.retraced(inputs=[new_input], feeds=[x])
-    return after.evolve(f'preprocess: {fname} as {described} "{name}"; the model takes raw 0-255 pixels',
-                        preprocess=None)
+    return after.evolve(
+        f'preprocess: {fname} as {described} "{name}"; the model takes raw 0-255 pixels', preprocess=None
+    )
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("preprocess", SCHEMA, apply, check=check,
-             description="Put the backbone's preprocess_input into the model as built-in layers "
-                         "(it then takes raw 0-255 pixels)",
-             examples=[{"mode": "tf"}, {"mode": "caffe"}, {"mode": "torch"}])
+    register(
+        "preprocess",
+        SCHEMA,
+        apply,
+        check=check,
+        description="Put the backbone's preprocess_input into the model as built-in layers "
+        "(it then takes raw 0-255 pixels)",
+        examples=[{"mode": "tf"}, {"mode": "caffe"}, {"mode": "torch"}],
+    )

@@ -34,8 +34,10 @@ def _bounds(params, layers) -> tuple[int, int]:
             raise OpError(f"layer index {bound} is out of range; the model has {n} layers (0..{n - 1})")
     start, stop, _ = s.indices(n)
     if stop <= start:
-        raise OpError(f'layers "{params["layers"]}" keeps no layer (start {start}, stop {stop}); '
-                      f"the model has {n} layers (0..{n - 1})")
+        raise OpError(
+            f'layers "{params["layers"]}" keeps no layer (start {start}, stop {stop}); '
+            f"the model has {n} layers (0..{n - 1})"
+        )
     return start, stop
 
 
@@ -52,28 +54,39 @@ def apply(state, params, ctx):
     if stop < len(layers) and not cuts.is_cut(last):
         live = cuts.live_after[last]
         near = ", ".join(_describe(layers[k], k) for k in cuts.nearest_cuts(last)) or "none"
-        raise OpError(f"cannot cut after {_describe(layers[last], last)}: {len(live)} tensors are live there "
-                      f"({', '.join(op.name for _, op in live[:4])}); nearest valid cut points: {near}")
+        raise OpError(
+            f"cannot cut after {_describe(layers[last], last)}: {len(live)} tensors are live there "
+            f"({', '.join(op.name for _, op in live[:4])}); nearest valid cut points: {near}"
+        )
     targets = model.outputs if stop == len(layers) else [output_tensor_of(model, layers[last])]
     if start == 0:
         new = make_model(model.inputs, targets)
     else:
         if not cuts.is_cut(start - 1):
             near = ", ".join(_describe(layers[k + 1], k + 1) for k in cuts.nearest_cuts(start - 1)) or "none"
-            raise OpError(f"cannot start at {_describe(layers[start], start)}: more than one tensor flows into "
-                          f"the kept range there; layers that can start a range: {near}")
+            raise OpError(
+                f"cannot start at {_describe(layers[start], start)}: more than one tensor flows into "
+                f"the kept range there; layers that can start a range: {near}"
+            )
         entry = cuts.live_after[start - 1][0][0]
         new_input = keras().Input(shape=entry.shape[1:], dtype=entry.dtype, name=f"{layers[start].name}_input")
         outs = retrace(model, {id(entry): new_input}, targets)
         new = make_model(new_input, outs)
     shape = tuple(new.outputs[0].shape)
-    note = (f"slice: kept layers {start}..{stop - 1} ({layers[start].name} .. {layers[last].name}) "
-            f"of {len(layers)}; output {shape}")
+    note = (
+        f"slice: kept layers {start}..{stop - 1} ({layers[start].name} .. {layers[last].name}) "
+        f"of {len(layers)}; output {shape}"
+    )
     return state.evolve(note, model=new)
 
 
 @hookimpl
 def surgery_register_ops(register):
-    register("slice", SCHEMA, apply, check=check,
-             description="Keep model.layers[start:stop] (Python slice text) or everything up to a named layer",
-             examples=[{"layers": ":11"}, {"to": "block3_pool"}])
+    register(
+        "slice",
+        SCHEMA,
+        apply,
+        check=check,
+        description="Keep model.layers[start:stop] (Python slice text) or everything up to a named layer",
+        examples=[{"layers": ":11"}, {"to": "block3_pool"}],
+    )

@@ -38,11 +38,31 @@ _export("testing", "check_plugin", "probe_model")
 # Keras, imported lazily and quietly.
 _export("keras_env", "keras", "seeded", "native_stderr_muted", "is_quiet", "keras_cache_dir")
 # Choosing layers and what trains.
-_export("selectors", "SELECTOR_PROPERTIES", "SELECTOR_ANY_OF", "FREEZE_SCHEMA", "UNFREEZE_SCHEMA", "parse_slice",
-        "freeze_layers", "unfreeze_layers", select_layers="resolve")
+_export(
+    "selectors",
+    "SELECTOR_PROPERTIES",
+    "SELECTOR_ANY_OF",
+    "FREEZE_SCHEMA",
+    "UNFREEZE_SCHEMA",
+    "parse_slice",
+    "freeze_layers",
+    "unfreeze_layers",
+    select_layers="resolve",
+)
 # Layers from a class name and a config.
-_export("layers", "NAME_PATTERN", "LAYER_PROPERTIES", "check_layer_class", "check_layer_config", "check_new_layer", "make_layer", "call_layer",
-        "new_layer_name", "unique_name", "keras_reason")
+_export(
+    "layers",
+    "NAME_PATTERN",
+    "LAYER_PROPERTIES",
+    "check_layer_class",
+    "check_layer_config",
+    "check_new_layer",
+    "make_layer",
+    "call_layer",
+    "new_layer_name",
+    "unique_name",
+    "keras_reason",
+)
 # The functional graph.
 _export("graph", "make_model", "model_nodes", "cut_map", "output_tensor_of", "retrace", "find_layer", "layer_nodes")
 # Files from someone else.
@@ -50,14 +70,28 @@ _export("files", "check_regular", "check_hdf5", "check_hdf5_links", "read_json")
 _export("model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
 _export("preprocessing", preprocess_modes="MODES", preprocess_function="function")
 # Exporters: the graph to export and the check that it computes what Keras does.
-_export("export_check", "ExportError", "finish_onnx", "verify_onnx", "converting", ExportTarget="Target",
-        read_export_options="read_options", prepare_export="prepare", compare_export="compare",
-        export_progress="progress")
+_export(
+    "export_check",
+    "ExportError",
+    "converting",
+    ExportTarget="Target",
+    read_export_options="read_options",
+    prepare_export="prepare",
+    compare_export="compare",
+    export_progress="progress",
+)
+_export("onnx_file", "finish_onnx", "verify_onnx")
 # Reports.
 _export("summary", "layer_rows", param_totals="totals")
 # Structural pruning.
-_export("pruning", "masked_twin", analyze_channels="analyze", select_channels="select", prune_channels="prune",
-        count_flops="flops")
+_export(
+    "pruning",
+    "masked_twin",
+    analyze_channels="analyze",
+    select_channels="select",
+    prune_channels="prune",
+    count_flops="flops",
+)
 
 __all__ = sorted(_EXPORTS)
 
@@ -78,7 +112,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
     from .api import Applied, apply, build, export, load, plan
     from .errors import OpError, PluginError, SpecError, SurgeryError, did_you_mean, one_line, shown
-    from .export_check import ExportError, converting, finish_onnx, verify_onnx
+    from .export_check import ExportError, converting
     from .export_check import Target as ExportTarget
     from .export_check import compare as compare_export
     from .export_check import prepare as prepare_export
@@ -88,10 +122,20 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
     from .hookspecs import Exporter, OpApply, OpCheck, hookimpl
     from .keras_env import is_quiet, keras, keras_cache_dir, native_stderr_muted, seeded
-    from .layers import (LAYER_PROPERTIES, NAME_PATTERN, call_layer, check_layer_class, check_layer_config,
-                         check_new_layer, keras_reason, make_layer,
-                         new_layer_name, unique_name)
+    from .layers import (
+        LAYER_PROPERTIES,
+        NAME_PATTERN,
+        call_layer,
+        check_layer_class,
+        check_layer_config,
+        check_new_layer,
+        keras_reason,
+        make_layer,
+        new_layer_name,
+        unique_name,
+    )
     from .model_files import check_model_file, check_weights_content, check_weights_file, load_model
+    from .onnx_file import finish_onnx, verify_onnx
     from .plugins import Candidate, builtin_candidates, load_plugins
     from .preprocessing import MODES as preprocess_modes
     from .preprocessing import function as preprocess_function
@@ -101,8 +145,15 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .pruning import prune as prune_channels
     from .pruning import select as select_channels
     from .registry import APPLICATION_OPTIONS
-    from .selectors import (FREEZE_SCHEMA, SELECTOR_ANY_OF, SELECTOR_PROPERTIES, UNFREEZE_SCHEMA, freeze_layers,
-                            parse_slice, unfreeze_layers)
+    from .selectors import (
+        FREEZE_SCHEMA,
+        SELECTOR_ANY_OF,
+        SELECTOR_PROPERTIES,
+        UNFREEZE_SCHEMA,
+        freeze_layers,
+        parse_slice,
+        unfreeze_layers,
+    )
     from .selectors import resolve as select_layers
     from .spec import StepContext, schema_error
     from .state import State

@@ -11,12 +11,23 @@ installed ones are loaded). Bad input raises ``SurgeryError`` with the one line 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .plugins import Plugins
+    from .spec import Spec
+    from .state import State
+
+# A spec: the path of a JSON file, or the parsed JSON.
+SpecSource = str | os.PathLike | dict
 
 
-def _plugins(plugins):
+def _plugins(plugins: Plugins | None) -> Plugins:
     if plugins is not None:
         return plugins
     from .plugins import load_plugins
@@ -24,7 +35,7 @@ def _plugins(plugins):
     return load_plugins()
 
 
-def load(spec, plugins=None, *, weights: str | None = None):
+def load(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | None = None) -> tuple[Spec, Plugins]:
     """Validate a spec (a path or a dict) without building it; returns ``(Spec, Plugins)``.
 
     ``weights`` overrides the source step's weights as ``--weights`` does ("imagenet", "none", a path).
@@ -35,7 +46,7 @@ def load(spec, plugins=None, *, weights: str | None = None):
     return load_spec(spec, plugins.registry, plugins.broken, weights=weights), plugins
 
 
-def build(spec, plugins=None, *, weights: str | None = None):
+def build(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | None = None) -> Any:
     """The ``keras.Model`` a spec describes (a path or a dict)."""
     from .executor import run_steps
 
@@ -54,9 +65,18 @@ class Applied:
     plot: str | None = None  # the plot's report, if one was drawn
 
 
-def apply(spec, *, output: str | None = None, onnx: str | None = None, force: bool = False,
-          weights: str | None = None, options: dict | None = None, plot: str | None = None, plugins=None,
-          before_writing=None) -> Applied:
+def apply(
+    spec: SpecSource,
+    *,
+    output: str | None = None,
+    onnx: str | None = None,
+    force: bool = False,
+    weights: str | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    plot: str | None = None,
+    plugins: Plugins | None = None,
+    before_writing: Callable[[State], None] | None = None,
+) -> Applied:
     """Build a spec and write its outputs, all or none: ``<name>.keras`` (``output``: a folder or a
     ``.keras`` path), the spec's ``outputs``, ``onnx`` if given, and a ``plot`` (.svg or .png).
 
@@ -68,8 +88,7 @@ def apply(spec, *, output: str | None = None, onnx: str | None = None, force: bo
     from .outputs import plan_outputs, write_outputs
 
     parsed, plugins = load(spec, plugins, weights=weights)
-    planned = plan_outputs(parsed, plugins.registry, output=output, extra={"onnx": onnx} if onnx else None,
-                           force=force)
+    planned = plan_outputs(parsed, plugins.registry, output=output, extra={"onnx": onnx} if onnx else None, force=force)
     if plot:
         from .plot import check_target
 
@@ -86,7 +105,7 @@ def apply(spec, *, output: str | None = None, onnx: str | None = None, force: bo
     return done
 
 
-def plan(spec, plugins=None):
+def plan(spec: SpecSource, plugins: Plugins | None = None) -> Plan:
     """What each step changes (layers added, removed, replaced, frozen; params; outputs), built with random
     weights where the source allows: a ``surgery.plan.Plan`` with ``changes``, ``state`` and ``random_init``."""
     from .plan import plan as run_plan
@@ -94,8 +113,15 @@ def plan(spec, plugins=None):
     return run_plan(spec, _plugins(plugins))
 
 
-def export(model_path, to: str, *, output: str | None = None, force: bool = False, options: dict | None = None,
-           plugins=None) -> tuple[Path, str | None]:
+def export(
+    model_path: str | os.PathLike[str],
+    to: str,
+    *,
+    output: str | None = None,
+    force: bool = False,
+    options: dict[str, Any] | None = None,
+    plugins: Plugins | None = None,
+) -> tuple[Path, str | None]:
     """Write a saved ``.keras`` model in another format (``to``: onnx, saved_model, keras, a plugin's);
     returns the path written and the exporter's report."""
     from .outputs import export_file

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import errno
 import os
-from typing import Iterable
+from collections.abc import Callable, Iterable
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -27,7 +27,7 @@ class SurgeryError(Exception):
         self.file = file
         self.where = where
 
-    def located(self, *, file: str | None = None, where: str | None = None) -> "SurgeryError":
+    def located(self, *, file: str | None = None, where: str | None = None) -> SurgeryError:
         """Fill in the location if the raiser did not know it."""
         if self.file is None:
             self.file = file
@@ -38,6 +38,10 @@ class SurgeryError(Exception):
     def __str__(self) -> str:
         parts = [p for p in (self.file, self.where, self.message) if p]
         return ": ".join(parts)
+
+
+# What a function that raises a caller's error type accepts: SurgeryError or a subclass, or a factory.
+ErrorFactory = Callable[..., SurgeryError]
 
 
 class SpecError(SurgeryError):
@@ -71,18 +75,18 @@ def interrupted_exit(e: BaseException) -> int:
     return 128 + (e.signum if isinstance(e, Terminated) else signal.SIGINT)
 
 
-def one_line(text, limit: int | None = 300) -> str:
+def one_line(text: object, limit: int | None = 300) -> str:
     """Any text (an exception, a library's message) as one line, cut to ``limit`` characters.
 
     The error model promises one line: libraries put line breaks and whole tracebacks in their messages.
     """
     folded = " ".join(str(text).split())
     if limit is not None and len(folded) > limit:
-        return folded[:limit - 3] + "..."
+        return folded[: limit - 3] + "..."
     return folded
 
 
-def shown(path) -> str:
+def shown(path: str | os.PathLike[str]) -> str:
     """A path as messages show it: relative to the working folder when inside it, so lines are reproducible."""
     path = os.path.abspath(path)
     rel = os.path.relpath(path)
@@ -105,15 +109,26 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 # OSErrors that are the machine's state, not a bug: reported as bad input (exit 2), naming the file.
-ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
-                      errno.ENAMETOOLONG}
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENAMETOOLONG,
+}
 
 
 def environment_reason(e: OSError) -> str:
     """Why a write failed, in words: the machine's state (full disk, read-only file system), not a bug."""
-    reasons = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
-               errno.EFBIG: "the file is larger than this system allows", errno.EDQUOT: "the disk quota is used up"}
-    return reasons.get(e.errno, e.strerror or type(e).__name__)
+    reasons = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "the file system is read-only",
+        errno.EFBIG: "the file is larger than this system allows",
+        errno.EDQUOT: "the disk quota is used up",
+    }
+    return reasons.get(e.errno or 0, e.strerror or type(e).__name__)
 
 
 def environment_error(e: OSError) -> str:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import EXIT_INTERNAL, SpecError, SurgeryError, one_line
 
@@ -39,7 +40,7 @@ class ExportError(SurgeryError):
 class Target:
     """The model as it is exported: inference mode, outputs keyed by name, and what was changed."""
 
-    model: object  # keras.Model taking the inputs in `input_names` order, returning {name: tensor}
+    model: Any  # keras.Model taking the inputs in `input_names` order, returning {name: tensor}
     input_names: list
     output_names: list
     input_shapes: list  # batch dimension first, None where free
@@ -51,8 +52,10 @@ class Target:
         """The tf.TensorSpec input signature Keras' export takes: batch free, named."""
         import tensorflow as tf
 
-        specs = [tf.TensorSpec(shape, dtype, name=name)
-                 for name, shape, dtype in zip(self.input_names, self.input_shapes, self.input_dtypes)]
+        specs = [
+            tf.TensorSpec(shape, dtype, name=name)
+            for name, shape, dtype in zip(self.input_names, self.input_shapes, self.input_dtypes)
+        ]
         return [specs[0] if len(specs) == 1 else specs]
 
     def describe(self) -> str:
@@ -121,16 +124,18 @@ def float32_twin(model):
         twin = k.models.clone_model(model, clone_function=rebuild, recursive=True)
         twin.set_weights(model.get_weights())
     except Exception as e:  # noqa: BLE001 (whatever Keras raises, the user gets one line)
-        raise ExportError(f"could not make a float32 copy of the mixed-precision model: {type(e).__name__}: "
-                          f"{str(e)[:300]}") from None
+        raise ExportError(
+            f"could not make a float32 copy of the mixed-precision model: {type(e).__name__}: {str(e)[:300]}"
+        ) from None
     return twin
 
 
 def _check_names(names, what: str) -> None:
     for name in names:
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise SpecError(f"{what} name {name!r} is not valid; use letters, digits, _ . - "
-                            "(starting with a letter or _)")
+            raise SpecError(
+                f"{what} name {name!r} is not valid; use letters, digits, _ . - (starting with a letter or _)"
+            )
     if len(set(names)) != len(names):
         raise SpecError(f"{what} names must be distinct, got {names}")
 
@@ -149,7 +154,7 @@ def _names(given, defaults: list, what: str) -> list:
 def _default_output_names(model, count: int) -> list:
     """Each output named after the layer that makes it; a layer with several outputs numbers them."""
     names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(count)])
-    seen = {}
+    seen: dict = {}
     for i, name in enumerate(names):
         seen[name] = seen.get(name, 0) + 1
         if names.count(name) > 1:
@@ -185,10 +190,15 @@ def prepare(model, options: dict, *, float32: bool) -> Target:
     output_names = _names(options.get("output_name"), _default_output_names(model, len(outputs)), "output")
     clash = set(input_names) & set(output_names)
     if clash:
-        raise SpecError(f'"{min(clash)}" names both an input and an output; give the output another '
-                        "name (option output_name, --output-name)")
-    wrapped = k.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,
-                      dict(zip(output_names, outputs)), name=f"{model.name}_export")
+        raise SpecError(
+            f'"{min(clash)}" names both an input and an output; give the output another '
+            "name (option output_name, --output-name)"
+        )
+    wrapped = k.Model(
+        new_inputs[0] if len(new_inputs) == 1 else new_inputs,
+        dict(zip(output_names, outputs)),
+        name=f"{model.name}_export",
+    )
     return Target(wrapped, input_names, output_names, shapes, dtypes, [tuple(t.shape) for t in outputs], notes)
 
 
@@ -238,24 +248,14 @@ def compare(target: Target, run, atol: float, what: str) -> float:
     try:
         actual = run(inputs)
     except Exception as e:  # noqa: BLE001 (a runtime's own error types; one line either way)
-        raise ExportError(f"{what} could not run the exported model: {type(e).__name__}: "
-                          f"{one_line(e)}") from None
+        raise ExportError(f"{what} could not run the exported model: {type(e).__name__}: {one_line(e)}") from None
     diff = max_abs_diff(expected, actual)
     if not diff <= atol:
-        raise ExportError(f"verification failed: {what} and Keras differ by up to {diff:.3g} on a random batch "
-                          f"of {VERIFY_BATCH} (seed {VERIFY_SEED}), more than atol {atol:g}; nothing was written")
+        raise ExportError(
+            f"verification failed: {what} and Keras differ by up to {diff:.3g} on a random batch "
+            f"of {VERIFY_BATCH} (seed {VERIFY_SEED}), more than atol {atol:g}; nothing was written"
+        )
     return diff
-
-
-def layer_for_node(model, node_name: str) -> str | None:
-    """The Keras layer whose name scope a TensorFlow/ONNX node name is in (the innermost one)."""
-    names = {layer.name for layer in _all_layers(model)}
-    for part in reversed(node_name.split("/")):
-        base = re.sub(r"_\d+$", "", part)
-        for candidate in (part, base):
-            if candidate in names:
-                return candidate
-    return None
 
 
 @contextlib.contextmanager
@@ -308,78 +308,3 @@ def converting(message: str, failure: str):
             raise
         except Exception as e:  # noqa: BLE001
             raise ExportError(f"{failure} failed: {type(e).__name__}: {one_line(e)}") from None
-
-
-def finish_onnx(path, target: Target, model, metadata: dict) -> None:
-    """Refuse unconverted ops, name the batch dimension ``batch`` and record where the file came from.
-
-    tf2onnx names every free dimension ``unk__N``, a different one per tensor,
-    so nothing says that the inputs and outputs share their first dimension.
-    One load and one save: the file can be as large as the model's weights.
-    """
-    import onnx
-
-    proto = onnx.load(str(path))
-    _refuse_unconverted(proto, model)
-    graph = proto.graph
-    symbols = set()
-    for value in list(graph.input) + list(graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            symbols.add(dims[0].dim_param)
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.HasField("dim_param") and dim.dim_param in symbols:
-                dim.dim_param = BATCH_DIM
-    found = ([v.name for v in graph.input], sorted(v.name for v in graph.output))
-    if found != (target.input_names, sorted(target.output_names)):
-        raise ExportError(f"the ONNX file has inputs {found[0]} and outputs {found[1]}, expected "
-                          f"{target.input_names} and {sorted(target.output_names)}")
-    onnx.helper.set_model_props(proto, {k: str(v) for k, v in metadata.items()})
-    onnx.save(proto, str(path))
-
-
-def unconverted_nodes(proto) -> list:
-    """Nodes that are not ONNX operators: TensorFlow ops tf2onnx left in the graph because it cannot convert them."""
-    import onnx
-
-    default = {"", "ai.onnx"}
-    return [n for n in proto.graph.node
-            if (n.domain in default and not onnx.defs.has(n.op_type, ""))
-            or n.domain not in default | {"ai.onnx.ml", "com.microsoft"}]
-
-
-def _refuse_unconverted(proto, model) -> None:
-    """One error naming the first layer whose operation has no ONNX equivalent."""
-    nodes = unconverted_nodes(proto)
-    if not nodes:
-        return
-    ops = sorted({n.op_type for n in nodes})
-    layers = {layer.name: layer for layer in _all_layers(model)}
-    for node in nodes:
-        name = layer_for_node(model, node.name)
-        if name is not None:
-            raise ExportError(f'layer "{name}" ({type(layers[name]).__name__}) cannot be exported to ONNX: tf2onnx '
-                              f"has no conversion for the TensorFlow op {node.op_type} (all unconverted ops: "
-                              f"{', '.join(ops)}); remove the layer from the model or replace it")
-    raise ExportError(f"tf2onnx could not convert the TensorFlow ops {', '.join(ops)} (in {nodes[0].name})")
-
-
-def verify_onnx(path, target: Target, atol: float) -> float:
-    """onnx.checker, then onnxruntime against Keras on a random batch; returns the max abs difference."""
-    import onnx
-    import onnxruntime as ort
-
-    try:
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"onnx.checker rejected the file: {one_line(e)}") from None
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 (onnxruntime raises its own, unexported, exception types)
-        raise ExportError(f"onnxruntime cannot load the file: {one_line(e)}") from None
-
-    def run(inputs):
-        return dict(zip(target.output_names, session.run(target.output_names, inputs)))
-
-    return compare(target, run, atol, "onnxruntime")

@@ -16,9 +16,9 @@ import os
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import SurgeryError, one_line
+from .errors import ErrorFactory, SurgeryError, one_line
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -36,8 +36,13 @@ class FileError(SurgeryError):
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -49,7 +54,9 @@ def _not_regular(mode: int) -> str:
     return f"is {_kind(mode)}, not a regular file; surgery reads only regular files"
 
 
-def check_regular(path: str | os.PathLike, where: str | None = None, *, error=FileError) -> os.stat_result:
+def check_regular(
+    path: str | os.PathLike[str], where: str | None = None, *, error: ErrorFactory = FileError
+) -> os.stat_result:
     """The file's stat if ``path`` is a regular file (symbolic links followed); else one error line."""
     name = str(path)
     try:
@@ -81,8 +88,14 @@ def _size(n: int) -> str:
     return f"{n / KIB:.0f} KiB" if n >= KIB else f"{n} bytes"
 
 
-def read_bounded(path: str | os.PathLike, limit: int, where: str | None = None, *, what: str = "file",
-                 error=FileError) -> bytes:
+def read_bounded(
+    path: str | os.PathLike[str],
+    limit: int,
+    where: str | None = None,
+    *,
+    what: str = "file",
+    error: ErrorFactory = FileError,
+) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes, read from one descriptor."""
     check_regular(path, where, error=error)
     name = str(path)
@@ -117,7 +130,7 @@ class StrictJSONError(ValueError):
     """A JSON document that json.loads accepts but a spec or sidecar must not hold."""
 
 
-def _no_duplicates(pairs):
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen = {}
     for key, value in pairs:
         if key in seen:
@@ -126,7 +139,7 @@ def _no_duplicates(pairs):
     return seen
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> NoReturn:
     raise StrictJSONError(f"{name} is not a number JSON allows; give a finite number")
 
 
@@ -149,30 +162,45 @@ def strict_json(text: str) -> Any:
 
     Raises ``json.JSONDecodeError`` for syntax, ``StrictJSONError`` for the rest.
     """
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
-                      parse_float=_finite, parse_int=_int64)
+    return json.loads(
+        text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite, parse_int=_int64
+    )
 
 
-def read_json(path: str | os.PathLike, limit: int, where: str | None = None, *, what: str = "file",
-              error=FileError) -> Any:
+def read_json(
+    path: str | os.PathLike[str],
+    limit: int,
+    where: str | None = None,
+    *,
+    what: str = "file",
+    error: ErrorFactory = FileError,
+) -> Any:
     """A bounded, strictly parsed JSON file; every problem is one error line naming the file."""
     raw = read_bounded(path, limit, where, what=what, error=error)
     try:
         return strict_json(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise error(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})", file=str(path),
-                    where=where) from None
+        raise error(
+            f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})", file=str(path), where=where
+        ) from None
     except json.JSONDecodeError as e:
-        raise error(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", file=str(path),
-                    where=where) from None
+        raise error(
+            f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", file=str(path), where=where
+        ) from None
     except StrictJSONError as e:
         raise error(f"not valid here: {e}", file=str(path), where=where) from None
     except RecursionError:
         raise error("JSON nested too deeply", file=str(path), where=where) from None
 
 
-def check_archive(path: str | os.PathLike, where: str | None = None, *, limits: dict | None = None,
-                  what: str = "zip archive", error=FileError) -> list[zipfile.ZipInfo]:
+def check_archive(
+    path: str | os.PathLike[str],
+    where: str | None = None,
+    *,
+    limits: dict | None = None,
+    what: str = "zip archive",
+    error: ErrorFactory = FileError,
+) -> list[zipfile.ZipInfo]:
     """The members of a zip archive whose declared sizes are sane, checked before anything is decompressed.
 
     ``limits`` maps a member name to its largest allowed uncompressed size.
@@ -187,16 +215,24 @@ def check_archive(path: str | os.PathLike, where: str | None = None, *, limits: 
     for info in members:
         limit = (limits or {}).get(info.filename)
         if limit is not None and info.file_size > limit:
-            raise error(f"its member {info.filename} declares {_size(info.file_size)}; the limit is {_limit(limit)}",
-                        file=name, where=where)
+            raise error(
+                f"its member {info.filename} declares {_size(info.file_size)}; the limit is {_limit(limit)}",
+                file=name,
+                where=where,
+            )
         if info.file_size > BOMB_FLOOR and info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
-            raise error(f"its member {info.filename} declares {_size(info.file_size)} from "
-                        f"{_size(info.compress_size)} stored: a decompression bomb, refused", file=name, where=where)
+            raise error(
+                f"its member {info.filename} declares {_size(info.file_size)} from "
+                f"{_size(info.compress_size)} stored: a decompression bomb, refused",
+                file=name,
+                where=where,
+            )
     return members
 
 
-def read_member(path: str | os.PathLike, member: str, limit: int, where: str | None = None, *,
-                error=FileError) -> bytes | None:
+def read_member(
+    path: str | os.PathLike[str], member: str, limit: int, where: str | None = None, *, error: ErrorFactory = FileError
+) -> bytes | None:
     """One member of a checked archive (None if absent), read up to ``limit`` bytes."""
     with zipfile.ZipFile(path) as archive:
         try:
@@ -204,8 +240,11 @@ def read_member(path: str | os.PathLike, member: str, limit: int, where: str | N
         except KeyError:
             return None
         if info.file_size > limit:
-            raise error(f"its member {member} declares {_size(info.file_size)}; the limit is {_limit(limit)}",
-                        file=str(path), where=where)
+            raise error(
+                f"its member {member} declares {_size(info.file_size)}; the limit is {_limit(limit)}",
+                file=str(path),
+                where=where,
+            )
         with archive.open(info) as f:
             data = f.read(limit + 1)
     if len(data) > limit:
@@ -213,18 +252,19 @@ def read_member(path: str | os.PathLike, member: str, limit: int, where: str | N
     return data
 
 
-def check_hdf5(path: str | os.PathLike, where: str | None = None, *, error=FileError) -> None:
+def check_hdf5(path: str | os.PathLike[str], where: str | None = None, *, error: ErrorFactory = FileError) -> None:
     """A regular, non-empty file that starts like HDF5 (no h5py needed; the deep check is ``check_hdf5_links``)."""
     st = check_regular(path, where, error=error)
     if st.st_size == 0:
         raise error("the weights file is empty", file=str(path), where=where)
     head = read_head(path, len(HDF5_SIGNATURE))
     if head != HDF5_SIGNATURE:
-        raise error("is not an HDF5 weights file (as model.save_weights(\"x.weights.h5\") writes)",
-                    file=str(path), where=where)
+        raise error(
+            'is not an HDF5 weights file (as model.save_weights("x.weights.h5") writes)', file=str(path), where=where
+        )
 
 
-def read_head(path: str | os.PathLike, n: int) -> bytes:
+def read_head(path: str | os.PathLike[str], n: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         return os.read(fd, n)
@@ -232,7 +272,9 @@ def read_head(path: str | os.PathLike, n: int) -> bytes:
         os.close(fd)
 
 
-def check_hdf5_links(path: str | os.PathLike, where: str | None = None, *, error=FileError) -> None:
+def check_hdf5_links(
+    path: str | os.PathLike[str], where: str | None = None, *, error: ErrorFactory = FileError
+) -> None:
     """Refuse an HDF5 file that is damaged or points outside itself (external links, external storage).
 
     h5py follows an external link when it is read, so a weights file could make
@@ -243,13 +285,13 @@ def check_hdf5_links(path: str | os.PathLike, where: str | None = None, *, error
 
     problems: list[str] = []
 
-    def check_group(prefix, group):
+    def check_group(prefix: str, group: Any) -> None:
         for key in group:
             link = group.get(key, getlink=True)
             if isinstance(link, h5py.ExternalLink):
                 problems.append(f'"{prefix}{key}" is an external link to {link.filename}')
 
-    def visit(name, obj):
+    def visit(name: str, obj: Any) -> None:
         # visititems follows hard links only (each object once), never an external link.
         if isinstance(obj, h5py.Group):
             check_group(f"{name}/", obj)
@@ -264,11 +306,10 @@ def check_hdf5_links(path: str | os.PathLike, where: str | None = None, *, error
         reason = one_line(e, 200)
         raise error(f"the weights file is damaged or truncated ({reason})", file=str(path), where=where) from None
     if problems:
-        raise error(f"refused: the weights file reaches outside itself: {problems[0]}", file=str(path),
-                    where=where)
+        raise error(f"refused: the weights file reaches outside itself: {problems[0]}", file=str(path), where=where)
 
 
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Whether two paths name one file (hard links and symbolic links included); False if either is missing."""
     try:
         return os.path.samefile(a, b)

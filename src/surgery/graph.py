@@ -42,8 +42,8 @@ class CutMap:
 def cut_map(model) -> CutMap:
     layers = model.layers
     index = {id(layer): i for i, layer in enumerate(layers)}
-    produced = {}  # tensor id -> (index of producer, producer layer, tensor)
-    last_use = {}  # tensor id -> index of the last layer that reads it
+    produced: dict = {}  # tensor id -> (index of producer, producer layer, tensor)
+    last_use: dict = {}  # tensor id -> index of the last layer that reads it
     for node in model_nodes(model):
         op = node.operation
         if op is None or id(op) not in index:
@@ -55,7 +55,7 @@ def cut_map(model) -> CutMap:
             produced[id(t)] = (i, op, t)
     for t in model.outputs:
         last_use[id(t)] = len(layers)  # the model's outputs are needed to the end
-    live_after = [[] for _ in layers]
+    live_after: list[list] = [[] for _ in layers]
     for tid, (p, op, t) in produced.items():
         for k in range(p, min(last_use.get(tid, p), len(layers))):
             live_after[k].append((t, op))
@@ -127,8 +127,11 @@ def walk_history(tensors):
             continue
         seen.add(id(t))
         history = getattr(t, "_keras_history", None)
-        node = None if history is None or history.operation is None else \
-            history.operation._inbound_nodes[history.node_index]
+        node = (
+            None
+            if history is None or history.operation is None
+            else history.operation._inbound_nodes[history.node_index]
+        )
         if node is not None and node.is_input:
             node = None
         yield t, node
@@ -195,16 +198,20 @@ def find_tensor(model, tensors: dict, name: str):
     if name in tensors:
         t = tensors[name]
         if not reachable(t, model.inputs):
-            raise OpError(f'tensor "{name}" is not computed from the model\'s input any more (a slice gave the '
-                          "model a new input after it was named); name a tensor after that step")
+            raise OpError(
+                f'tensor "{name}" is not computed from the model\'s input any more (a slice gave the '
+                "model a new input after it was named); name a tensor after that step"
+            )
         return t
     ws = workspace(model, tensors)
     for layer in ws.layers:
         if layer.name == name:
             nodes = layer_nodes(ws, layer)
             if len(nodes) != 1 or len(nodes[0].outputs) != 1:
-                raise OpError(f'layer "{name}" has {sum(len(n.outputs) for n in nodes)} output tensors; '
-                              "name the one you mean with \"as\" on a step")
+                raise OpError(
+                    f'layer "{name}" has {sum(len(n.outputs) for n in nodes)} output tensors; '
+                    'name the one you mean with "as" on a step'
+                )
             return nodes[0].outputs[0]
     named = [n for n in live_names(model, tensors) if not is_hidden(n)]
     hint = did_you_mean(name, named + [layer.name for layer in ws.layers])
@@ -263,12 +270,13 @@ def _explained(around):
                 return fn(*args, **kwargs)
             except SurgeryError:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 (Keras refuses inputs with many exception types)
                 shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
                 # Keras' shape errors start "Input 0 with name 'None' of layer 'x' is incompatible with the layer:".
                 reason = one_line(e, None).split("is incompatible with the layer: ")[-1]
-                raise OpError(f'layer "{layer.name}" ({type(layer).__name__}) cannot take its new input '
-                              f"{shapes}: {reason[:300]}") from None
+                raise OpError(
+                    f'layer "{layer.name}" ({type(layer).__name__}) cannot take its new input {shapes}: {reason[:300]}'
+                ) from None
 
         return call
 

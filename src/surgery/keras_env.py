@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import warnings
+from typing import Any
 
 from .errors import SurgeryError
 
@@ -62,7 +63,7 @@ def native_stderr_muted():
             os.close(saved)
 
 
-def keras():
+def keras() -> Any:
     """The keras module, imported quietly on first use (TensorFlow backend start-up included)."""
     if "keras" in sys.modules and "tensorflow" in sys.modules:
         return sys.modules["keras"]

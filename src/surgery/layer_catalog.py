@@ -15,7 +15,7 @@ from pathlib import Path
 # Layers whose config would carry Python code, or that are not layers one appends.
 REFUSED = {
     "Lambda": "Lambda runs Python code, and a spec is data that must not run code; "
-              "register the computation as a layer or op from a plugin",
+    "register the computation as a layer or op from a plugin",
     "TFSMLayer": "TFSMLayer loads a SavedModel's code; start from a .keras model with the keras_file backbone",
     "InputLayer": "the model's inputs come from its backbone",
     "Input": "the model's inputs come from its backbone",
@@ -23,7 +23,7 @@ REFUSED = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def layer_names() -> frozenset[str]:
     spec = importlib.util.find_spec("keras")
     if spec is None or not spec.submodule_search_locations:
@@ -31,7 +31,7 @@ def layer_names() -> frozenset[str]:
     init = Path(list(spec.submodule_search_locations)[0]) / "layers" / "__init__.py"
     if not init.exists():
         return frozenset()
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(init.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             names.update(a.asname or a.name for a in node.names)

@@ -19,12 +19,26 @@ from .layer_catalog import REFUSED, file_arguments, layer_names, nested_class_na
 
 NAME_PATTERN = "^[A-Za-z0-9_.-]+$"
 # What keras.layers.Layer takes in **kwargs besides its named arguments (Keras 3's Layer.__init__).
-LAYER_EXTRAS = {"input_dim", "input_shape", "batch_input_shape", "batch_size", "weights", "trainable", "dtype",
-                "autocast", "name", "activity_regularizer"}
+LAYER_EXTRAS = {
+    "input_dim",
+    "input_shape",
+    "batch_input_shape",
+    "batch_size",
+    "weights",
+    "trainable",
+    "dtype",
+    "autocast",
+    "name",
+    "activity_regularizer",
+}
 ACTIVATION_KEYS = ("activation", "recurrent_activation")
 # The params of a step that adds a layer (append, insert, replace, a plugin's): its class, config and name.
-LAYER_PROPERTIES = {
-    "layer": {"type": "string", "minLength": 1, "description": "a keras.layers class name: Conv2D, Flatten, Dense, ..."},
+LAYER_PROPERTIES: dict[str, dict[str, Any]] = {
+    "layer": {
+        "type": "string",
+        "minLength": 1,
+        "description": "a keras.layers class name: Conv2D, Flatten, Dense, ...",
+    },
     "config": {"type": "object", "description": "the layer's constructor arguments, as in Keras"},
     "name": {"type": "string", "pattern": NAME_PATTERN, "description": "the new layer's name"},
 }
@@ -48,8 +62,10 @@ def check_layer_config(config: dict) -> None:
         if inner in REFUSED:
             raise OpError(f'config contains "{inner}", which is refused: {REFUSED[inner]}')
     for where in file_arguments(config):
-        raise OpError(f"{where} is a file path, and a spec may not make Keras read files through a layer config "
-                      "(it names files only in its documented path fields); give the values as a list")
+        raise OpError(
+            f"{where} is a file path, and a spec may not make Keras read files through a layer config "
+            "(it names files only in its documented path fields); give the values as a list"
+        )
 
 
 def check_new_layer(params: dict) -> None:
@@ -119,16 +135,20 @@ def _own_reason(keras, cls, cls_name: str, config: dict) -> str | None:
     if unknown:
         hint = did_you_mean(unknown[0], accepted - LAYER_EXTRAS)
         # Only a close match: the full list of arguments changes from one Keras version to the next.
-        return f'{cls_name} takes no argument "{unknown[0]}"' + (hint if "did you mean" in hint else
-                                                                  f" (see keras.layers.{cls_name} for its arguments)")
+        return f'{cls_name} takes no argument "{unknown[0]}"' + (
+            hint if "did you mean" in hint else f" (see keras.layers.{cls_name} for its arguments)"
+        )
     for key in ACTIVATION_KEYS:
         value = config.get(key)
         if isinstance(value, str):
             try:
                 keras.activations.get(value)
             except (ValueError, TypeError):
-                names = [n for n in dir(keras.activations) if n.islower() and not n.startswith("_")
-                         and n not in ("get", "serialize", "deserialize")]
+                names = [
+                    n
+                    for n in dir(keras.activations)
+                    if n.islower() and not n.startswith("_") and n not in ("get", "serialize", "deserialize")
+                ]
                 return f'config.{key}: unknown activation "{value}"' + did_you_mean(value, names)
     return None
 
@@ -140,8 +160,10 @@ def make_layer(cls_name: str, config: dict, name: str):
     keras = load()
     cls = getattr(keras.layers, cls_name)
     for key in _misused_booleans(cls, config):
-        raise OpError(f"config.{key}: {str(config[key]).lower()} is a boolean, but {cls_name}'s {key} is not a "
-                      "flag; give a number (or the value the argument takes)")
+        raise OpError(
+            f"config.{key}: {str(config[key]).lower()} is a boolean, but {cls_name}'s {key} is not a "
+            "flag; give a number (or the value the argument takes)"
+        )
     try:
         try:
             return cls.from_config({**config, "name": name})
@@ -165,12 +187,16 @@ def rank_problem(layer, tensor) -> str | None:
     if spec is None:
         return None
     rank = len(tensor.shape)
-    for attribute, fails, words in (("ndim", lambda n: rank != n, "exactly"), ("min_ndim", lambda n: rank < n,
-                                    "at least"), ("max_ndim", lambda n: rank > n, "at most")):
+    for attribute, fails, words in (
+        ("ndim", lambda n: rank != n, "exactly"),
+        ("min_ndim", lambda n: rank < n, "at least"),
+        ("max_ndim", lambda n: rank > n, "at most"),
+    ):
         n = getattr(spec, attribute, None)
         if n is not None and fails(n):
-            return (f"{type(layer).__name__} needs an input of {words} {n} dimensions (batch included); "
-                    f"this one has {rank}")
+            return (
+                f"{type(layer).__name__} needs an input of {words} {n} dimensions (batch included); this one has {rank}"
+            )
     return None
 
 
@@ -182,5 +208,6 @@ def call_layer(layer, tensor, what: str):
     try:
         return layer(tensor)
     except Exception as e:  # noqa: BLE001 (Keras raises many types for inputs a layer cannot take)
-        raise OpError(f"cannot {what} the output of shape {tuple(tensor.shape)}: Keras refused it: "
-                      f"{keras_reason(e)}") from None
+        raise OpError(
+            f"cannot {what} the output of shape {tuple(tensor.shape)}: Keras refused it: {keras_reason(e)}"
+        ) from None

@@ -30,9 +30,11 @@ class ModelFileError(SurgeryError):
 
 
 def _refused_code(path) -> str:
-    return (f"{shown(path)}: refused: the model contains a layer that runs Python code stored in the file "
-            "(e.g. a Lambda); surgery loads models with safe_mode=True, since a spec must not run code. "
-            "Rebuild the model without it, or register the layer from a plugin")
+    return (
+        f"{shown(path)}: refused: the model contains a layer that runs Python code stored in the file "
+        "(e.g. a Lambda); surgery loads models with safe_mode=True, since a spec must not run code. "
+        "Rebuild the model without it, or register the layer from a plugin"
+    )
 
 
 def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
@@ -54,9 +56,11 @@ def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
     if any(name in CODE_LAYERS for name in nested_class_names(config)):
         raise error(_refused_code(path))
     for where in file_arguments(config, CONFIG):
-        raise error(f"{shown(path)}: refused: {where} names a file for Keras to read (a lookup layer's vocabulary "
-                    "path); a model file may not make surgery read other files. Save the model with the "
-                    "vocabulary inside it (as a list)")
+        raise error(
+            f"{shown(path)}: refused: {where} names a file for Keras to read (a lookup layer's vocabulary "
+            "path); a model file may not make surgery read other files. Save the model with the "
+            "vocabulary inside it (as a list)"
+        )
     return config
 
 
@@ -69,7 +73,7 @@ def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool =
     k = keras()
     try:
         return k.saving.load_model(str(path), safe_mode=True, compile=compile)
-    except Exception as e:  # Keras and h5py raise many types; each becomes one line
+    except Exception as e:  # Keras and h5py raise many types; each becomes one line  # noqa: BLE001 (Keras and h5py raise many types; each becomes one line)
         raise error(_load_failure(path, e)) from None
 
 
@@ -81,9 +85,11 @@ def _load_failure(path, e: Exception) -> str:
     if missing:
         registered = re.search(r"'registered_name': '([^']*>" + re.escape(missing.group(1)) + ")'", text)
         name = registered.group(1) if registered else missing.group(1)
-        return (f"{shown(path)} holds a layer of class \"{name}\" that is not registered in this Python (a custom "
-                "class): install the package or plugin that registers it, or rebuild the model from built-in "
-                "layers")
+        return (
+            f'{shown(path)} holds a layer of class "{name}" that is not registered in this Python (a custom '
+            "class): install the package or plugin that registers it, or rebuild the model from built-in "
+            "layers"
+        )
     return f"{shown(path)} is not a Keras model file: {type(e).__name__}: {text[:300]}"
 
 

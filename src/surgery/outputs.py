@@ -8,17 +8,29 @@ leaves none. ``export_file`` does the same for a saved ``.keras`` model (``surge
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError, SurgeryError, did_you_mean
 from .writing import Outputs, check_output, output_path
+
+if TYPE_CHECKING:
+    from .registry import ExporterInfo, Registry
+    from .spec import Spec
 
 # The options only the ONNX exporter takes on `surgery apply` (export takes each exporter's own).
 ONNX_OPTIONS = ("opset", "atol")
 
 
-def plan_outputs(spec, registry, *, output: str | None = None, extra: dict | None = None,
-                 force: bool = False) -> dict[str, Path]:
+def plan_outputs(
+    spec: Spec,
+    registry: Registry,
+    *,
+    output: str | None = None,
+    extra: dict[str, str] | None = None,
+    force: bool = False,
+) -> dict[str, Path]:
     """Format -> path for everything a build writes, checked before anything is built.
 
     ``output`` is ``-o``: a folder for ``<name>.keras`` or a path ending in ``.keras``; ``extra`` maps
@@ -26,29 +38,38 @@ def plan_outputs(spec, registry, *, output: str | None = None, extra: dict | Non
     (``spec.validate`` checked them); none may be one of the spec's inputs.
     """
     planned = {fmt: spec.output_file(fmt) for fmt in spec.outputs}
-    creatable = set()
+    creatable: set[str] = set()
     if output is not None or "keras" not in planned:
         planned["keras"], named_folder = output_path(output, spec.name, ".keras")
         if named_folder:
             creatable.add("keras")
-    for fmt, path in (extra or {}).items():
-        planned[fmt] = Path(path)
+    for fmt, typed in (extra or {}).items():
+        planned[fmt] = Path(typed)
     inputs = ([spec.file] if spec.file != "<dict>" else []) + list(spec.inputs)
     for fmt, path in planned.items():
         if fmt not in registry.exporters:
-            raise SpecError(f'no exporter for "{fmt}" is installed' + did_you_mean(fmt, registry.exporters),
-                            file=spec.file, where="outputs")
+            raise SpecError(
+                f'no exporter for "{fmt}" is installed' + did_you_mean(fmt, registry.exporters),
+                file=spec.file,
+                where="outputs",
+            )
         check_output(path, force, f"output {fmt}", fmt in creatable, inputs)
     return planned
 
 
-def write_outputs(model, planned: dict[str, Path], registry, *, force: bool = False,
-                  options: dict | None = None) -> dict[str, str | None]:
+def write_outputs(
+    model: Any,
+    planned: dict[str, Path],
+    registry: Registry,
+    *,
+    force: bool = False,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, str | None]:
     """Export ``model`` to every planned path, all or none; format -> the exporter's one-line report.
 
     ``options`` maps a format to its exporter's options.
     """
-    reports = {}
+    reports: dict[str, str | None] = {}
     with Outputs(force) as outputs:
         for fmt, path in planned.items():
             tmp = outputs.stage(path)
@@ -60,7 +81,7 @@ def write_outputs(model, planned: dict[str, Path], registry, *, force: bool = Fa
     return reports
 
 
-def exporter_of(registry, fmt: str | None):
+def exporter_of(registry: Registry, fmt: str | None) -> ExporterInfo:
     if fmt is None:
         raise SpecError("--to is required: " + ", ".join(sorted(registry.exporters)))
     if fmt not in registry.exporters:
@@ -68,7 +89,7 @@ def exporter_of(registry, fmt: str | None):
     return registry.exporters[fmt]
 
 
-def export_target(model_path: Path, exporter, output: str | None, force: bool) -> Path:
+def export_target(model_path: Path, exporter: ExporterInfo, output: str | None, force: bool) -> Path:
     """Where ``surgery export`` writes: ``-o`` (a file with the format's suffix, or a folder), else beside MODEL."""
     if output is None:
         path, may_create = model_path.with_suffix(exporter.suffix), False
@@ -80,8 +101,15 @@ def export_target(model_path: Path, exporter, output: str | None, force: bool) -
     return path
 
 
-def export_file(model_path, fmt: str | None, registry, *, output: str | None = None, force: bool = False,
-                options: dict | None = None) -> tuple[Path, str | None]:
+def export_file(
+    model_path: str | os.PathLike[str],
+    fmt: str | None,
+    registry: Registry,
+    *,
+    output: str | None = None,
+    force: bool = False,
+    options: dict[str, Any] | None = None,
+) -> tuple[Path, str | None]:
     """A saved ``.keras`` model written in another format, checked like ``apply``'s outputs.
 
     Everything that can be checked without TensorFlow (the format, the paths, the file) is checked before
@@ -96,5 +124,7 @@ def export_file(model_path, fmt: str | None, registry, *, output: str | None = N
     path = export_target(model_path, exporter, output, force)
     check_model_file(model_path)
     model = load_model(model_path)
-    reports = write_outputs(model, {exporter.format: path}, registry, force=force, options={exporter.format: options})
+    reports = write_outputs(
+        model, {exporter.format: path}, registry, force=force, options={exporter.format: options or {}}
+    )
     return path, reports[exporter.format]

@@ -60,7 +60,9 @@ def compare(index: int, op: str, note: str, before: Snapshot | None, after: Snap
     replaced = [name for name in added if name in removed]
     kept = [key for key in after.layers if key in old]
     return StepChange(
-        index, op, note,
+        index,
+        op,
+        note,
         added=[n for n in added if n not in replaced],
         removed=[n for n in removed if n not in replaced],
         replaced=replaced,
@@ -74,12 +76,14 @@ def compare(index: int, op: str, note: str, before: Snapshot | None, after: Snap
 
 def _recording(registry: Registry, snaps: list) -> Registry:
     """A copy of ``registry`` whose ops record a snapshot of the model after each apply."""
+
     def wrap(apply):
         def recorded(state, params, ctx):
             after = apply(state, params, ctx)
             if isinstance(after, State):  # anything else the executor reports as the plugin's error
                 snaps.append((ctx.index, ctx.op, after.notes[-1] if after.notes else "", snapshot(after)))
             return after
+
         return recorded
 
     copy = Registry()
@@ -118,7 +122,7 @@ def plan(source, plugins) -> Plan:
 def _names(names: list, limit: int = 6) -> str:
     if len(names) <= limit:
         return ", ".join(names)
-    return ", ".join(names[:limit - 1]) + f", ... ({len(names) - limit} more), {names[-1]}"
+    return ", ".join(names[: limit - 1]) + f", ... ({len(names) - limit} more), {names[-1]}"
 
 
 def render(planned: Plan) -> str:
@@ -127,17 +131,24 @@ def render(planned: Plan) -> str:
     state = planned.state
     lines = []
     for c in planned.changes:
-        note = c.note[len(c.op) + 2:] if c.note.startswith(f"{c.op}: ") else c.note
+        note = c.note[len(c.op) + 2 :] if c.note.startswith(f"{c.op}: ") else c.note
         lines.append(f"steps[{c.index}] {c.op}: {note}")
-        for label, names in (("added", c.added), ("removed", c.removed), ("replaced", c.replaced),
-                             ("frozen", c.frozen), ("unfrozen", c.unfrozen)):
+        for label, names in (
+            ("added", c.added),
+            ("removed", c.removed),
+            ("replaced", c.replaced),
+            ("frozen", c.frozen),
+            ("unfrozen", c.unfrozen),
+        ):
             if names:
                 lines.append(f"    {label} {len(names)}: {_names(names)}")
         (p0, p1), (t0, t1) = c.params, c.trainable
         lines.append(f"    params {p0:,} -> {p1:,}; trainable {t0:,} -> {t1:,}")
         lines.append(f"    output {', '.join(c.outputs)}")
     total, trainable, frozen = totals(state.model)
-    lines.append(f'model "{state.model.name}": {len(state.model.layers)} layers, {total:,} params '
-                 f"({trainable:,} trainable, {frozen:,} frozen); built with "
-                 + ("random weights" if planned.random_init else "the weights the spec names"))
+    lines.append(
+        f'model "{state.model.name}": {len(state.model.layers)} layers, {total:,} params '
+        f"({trainable:,} trainable, {frozen:,} frozen); built with "
+        + ("random weights" if planned.random_init else "the weights the spec names")
+    )
     return "\n".join(lines)

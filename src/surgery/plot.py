@@ -23,6 +23,7 @@ import html
 from pathlib import Path
 
 from .errors import SpecError
+from .plot_fold import collapse, repeated_runs
 from .plot_layout import (
     BOX_H,
     BOX_W,
@@ -37,9 +38,7 @@ from .plot_layout import (
     Layout,
     Tag,  # noqa: F401 (what a Layout's tags are)
     arrange,
-    collapse,
     ranks,
-    repeated_runs,
 )
 
 SUFFIXES = (".svg", ".png")
@@ -68,8 +67,9 @@ def graph(model) -> tuple[list, list]:
     boxes = []
     for i, (layer, (_, name, kind, shape, _, _)) in enumerate(zip(model.layers, layer_rows(model))):
         status = trainable_status(layer)
-        boxes.append(Box(name, kind, shape, status, [i], frozen=int(status == "frozen"),
-                         weighted=int(status != "no weights")))
+        boxes.append(
+            Box(name, kind, shape, status, [i], frozen=int(status == "frozen"), weighted=int(status != "no weights"))
+        )
     index = {id(layer): i for i, layer in enumerate(model.layers)}
     edges, seen = [], set()
     for node in model_nodes(model):  # execution order: every producer has its box before its consumers
@@ -78,8 +78,16 @@ def graph(model) -> tuple[list, list]:
             continue
         if id(op) not in index:
             index[id(op)] = len(boxes)
-            boxes.append(Box(getattr(op, "name", "op"), f"{type(op).__name__} (op)", _shape(node.outputs),
-                             "no weights", [len(boxes)], op=True))
+            boxes.append(
+                Box(
+                    getattr(op, "name", "op"),
+                    f"{type(op).__name__} (op)",
+                    _shape(node.outputs),
+                    "no weights",
+                    [len(boxes)],
+                    op=True,
+                )
+            )
         target = index[id(op)]
         for t in node.input_tensors:
             source = index.get(id(t._keras_history.operation))
@@ -114,10 +122,11 @@ def layout_graph(title, boxes, edges, layers, max_side=MAX_SIDE, tall=TALL) -> L
     if runs:
         items.append(("repeats", "collapsed", "(repeats of the block named, drawn once)"))
     if tags:
-        items.append(("tag", "to A", "(the edge goes on at \"from A\")"))
+        items.append(("tag", "to A", '(the edge goes on at "from A")'))
     item_w = [28 + text_width(label, 11) + (6 + text_width(extra, 11) if extra else 0) for _, label, extra in items]
     canvas_w = max(width, text_width(heading, 13), max(item_w)) + 2 * MARGIN
-    legend, x, y = [], MARGIN, MARGIN + 26
+    legend: list[tuple] = []
+    x, y = float(MARGIN), MARGIN + 26
     for item, w in zip(items, item_w):
         if x > MARGIN and x + w > canvas_w - MARGIN:
             x, y = MARGIN, y + 22
@@ -130,8 +139,21 @@ def layout_graph(title, boxes, edges, layers, max_side=MAX_SIDE, tall=TALL) -> L
         tag.x, tag.y = tag.x + MARGIN, tag.y + top
     paths = [[[(px + MARGIN, py + top) for px, py in line] for line in lines] for lines in paths]
     lanes = [None if lane is None else lane + MARGIN for lane in lanes]
-    return Layout(title, boxes, [(s, t, lane) for (s, t), lane in zip(edges, lanes)], canvas_w,
-                  top + height + MARGIN, paths, tags, columns, layers, frozen, weighted, heading, legend)
+    return Layout(
+        title,
+        boxes,
+        [(s, t, lane) for (s, t), lane in zip(edges, lanes)],
+        canvas_w,
+        top + height + MARGIN,
+        paths,
+        tags,
+        columns,
+        layers,
+        frozen,
+        weighted,
+        heading,
+        legend,
+    )
 
 
 def fit(boxes, edges, max_side: int = MAX_SIDE, tall: float = TALL):
@@ -156,7 +178,7 @@ def fit(boxes, edges, max_side: int = MAX_SIDE, tall: float = TALL):
 def _area(boxes, edges) -> float:
     """About the area the graph takes, wrapped."""
     rank = ranks(len(boxes), edges)
-    per_row = {}
+    per_row: dict[int, int] = {}
     for r in rank:
         per_row[r] = per_row.get(r, 0) + 1
     return sum((n * (BOX_W + GAP_X) + COL_GAP) * PITCH for n in per_row.values()) * 1.1
@@ -168,17 +190,17 @@ def _fit(text: str, room: float, size: float) -> str:
     if len(text) <= chars:
         return text
     head = max(1, (chars - 1) // 3)
-    return text[:head] + "~" + text[len(text) - (chars - 1 - head):]
+    return text[:head] + "~" + text[len(text) - (chars - 1 - head) :]
 
 
-def _box(out: list, x, y, status, border="box"):
+def _box(out: list[tuple], x, y, status, border="box"):
     out.append(("rect", x, y, BOX_W, BOX_H, FILL[status], status == "frozen" and border != "sample", border))
 
 
 def primitives(lay: Layout) -> list:
     """What to draw, backend-neutral: ("rect", x, y, w, h, fill, dashed, border), ("line", points),
     ("arrow", x, y), ("text", x, y (baseline), text, size, bold). border: "box", "output", "tag", "sample"."""
-    out = [("text", MARGIN, MARGIN + 13, lay.heading, 13, True)]
+    out: list[tuple] = [("text", MARGIN, MARGIN + 13, lay.heading, 13, True)]
     for x, y, item, label, extra in lay.legend:
         if item in FILL:
             out.append(("rect", x, y, 14, 14, FILL[item], item == "frozen", "sample"))
@@ -223,25 +245,36 @@ def primitives(lay: Layout) -> list:
 
 
 def to_svg(lay: Layout) -> str:
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay.width:.0f}" height="{lay.height:.0f}" '
-              f'viewBox="0 0 {lay.width:.0f} {lay.height:.0f}" font-family="DejaVu Sans Mono, monospace">'),
-             f"<title>{html.escape(lay.title)}</title>",
-             f'<rect width="{lay.width:.0f}" height="{lay.height:.0f}" fill="#ffffff"/>']
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay.width:.0f}" height="{lay.height:.0f}" '
+            f'viewBox="0 0 {lay.width:.0f} {lay.height:.0f}" font-family="DejaVu Sans Mono, monospace">'
+        ),
+        f"<title>{html.escape(lay.title)}</title>",
+        f'<rect width="{lay.width:.0f}" height="{lay.height:.0f}" fill="#ffffff"/>',
+    ]
     for p in primitives(lay):
         if p[0] == "rect":
             _, x, y, w, h, fill, dashed, border = p
             dash = ' stroke-dasharray="4 3"' if dashed else ""
-            stroke = (f'stroke="{OUTPUT_STROKE}" stroke-width="3"' if border == "output" else
-                      'stroke="#c2410c"' if border == "tag" else 'stroke="#404040"')
-            parts.append(f'<rect x="{x:.0f}" y="{y:.0f}" width="{w}" height="{h}" rx="4" fill="{fill}" '
-                         f'{stroke}{dash}/>')
+            stroke = (
+                f'stroke="{OUTPUT_STROKE}" stroke-width="3"'
+                if border == "output"
+                else 'stroke="#c2410c"'
+                if border == "tag"
+                else 'stroke="#404040"'
+            )
+            parts.append(
+                f'<rect x="{x:.0f}" y="{y:.0f}" width="{w}" height="{h}" rx="4" fill="{fill}" {stroke}{dash}/>'
+            )
         elif p[0] == "line":
             pts = " ".join(f"{x:.0f},{y:.0f}" for x, y in p[1])
             parts.append(f'<polyline points="{pts}" fill="none" stroke="#606060"/>')
         elif p[0] == "arrow":
             _, x, y = p
-            parts.append(f'<polygon points="{x - 4:.0f},{y - 7:.0f} {x + 4:.0f},{y - 7:.0f} {x:.0f},{y:.0f}" '
-                         'fill="#606060"/>')
+            parts.append(
+                f'<polygon points="{x - 4:.0f},{y - 7:.0f} {x + 4:.0f},{y - 7:.0f} {x:.0f},{y:.0f}" fill="#606060"/>'
+            )
         else:
             _, x, y, text, size, bold = p
             weight = ' font-weight="bold"' if bold else ""
@@ -254,8 +287,9 @@ def to_png(lay: Layout, path) -> None:
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
-        raise SpecError("writing a PNG needs Pillow (pip install pillow); or plot to a .svg file",
-                        where="--plot") from None
+        raise SpecError(
+            "writing a PNG needs Pillow (pip install pillow); or plot to a .svg file", where="--plot"
+        ) from None
     image = Image.new("RGB", (int(lay.width), int(lay.height)), "white")
     draw = ImageDraw.Draw(image)
     fonts = {}
@@ -275,8 +309,13 @@ def to_png(lay: Layout, path) -> None:
         if p[0] == "rect":
             _, x, y, w, h, fill, dashed, border = p
             # Pillow draws no dashes: a frozen box gets a heavier border (and its "frozen" tag) instead.
-            outline, width = ((OUTPUT_STROKE, 3) if border == "output" else ("#c2410c", 1) if border == "tag"
-                              else ("#404040", 2 if dashed else 1))
+            outline, width = (
+                (OUTPUT_STROKE, 3)
+                if border == "output"
+                else ("#c2410c", 1)
+                if border == "tag"
+                else ("#404040", 2 if dashed else 1)
+            )
             draw.rectangle([x, y, x + w, y + h], fill=fill, outline=outline, width=width)
         elif p[0] == "line":
             draw.line(p[1], fill="#606060", width=1)
@@ -307,7 +346,7 @@ def _check_suffix(path) -> None:
 
 
 def report(lay: Layout) -> str:
-    """"14 layers, 4 of 7 with weights frozen" (summary.trainable_status's "frozen")."""
+    """ "14 layers, 4 of 7 with weights frozen" (summary.trainable_status's "frozen")."""
     return f"{lay.layers} layers, {lay.frozen} of {lay.weighted} with weights frozen"
 
 

@@ -16,7 +16,6 @@ one box that counts them (only if that is not enough: all but the first).
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -79,7 +78,8 @@ def ranks(n: int, edges: list) -> list[int]:
     The second pass keeps a side input (a shortcut's projection, a cell's adjusted input) next to the box
     that uses it, so blocks stay separate rows; a box without children stays where the first pass put it.
     """
-    rank, indegree, children = [0] * n, [0] * n, [[] for _ in range(n)]
+    rank, indegree = [0] * n, [0] * n
+    children: list[list[int]] = [[] for _ in range(n)]
     for s, t in edges:
         children[s].append(t)
         indegree[t] += 1
@@ -100,132 +100,9 @@ def ranks(n: int, edges: list) -> list[int]:
 
 # ---- collapsing runs of repeated blocks -------------------------------------------------------
 
-def _blocks(boxes, edges, rank):
-    """Split the rows where at most two boxes' edges cross: (first row, end row, signature, boxes, how narrow
-    the split above it is) per block."""
-    rows = max(rank) + 1
-    crossing = [set() for _ in range(rows + 1)]  # crossing[b]: boxes with edges from rows before b to b or later
-    for s, t in edges:
-        for b in range(rank[s] + 1, rank[t] + 1):
-            crossing[b].add(s)
-    cuts = [0] + [b for b in range(1, rows) if len(crossing[b]) <= 2] + [rows]
-    members = [[] for _ in range(rows)]
-    for i in sorted(range(len(boxes)), key=lambda i: (rank[i], i)):
-        members[rank[i]].append(i)
-    inbound = [[] for _ in boxes]
-    for s, t in edges:
-        inbound[t].append(s)
-    blocks, last = [], ""
-    for a, b in pairwise(cuts):
-        nodes = [i for r in range(a, b) for i in members[r]]
-        local = {v: k for k, v in enumerate(nodes)}
-        ports = sorted({s for v in nodes for s in inbound[v] if s not in local}, key=lambda s: (rank[s], s))
-        port = {s: -1 - k for k, s in enumerate(ports)}
-        sig = (tuple((rank[v] - a, boxes[v].kind, boxes[v].status, boxes[v].op, boxes[v].output) for v in nodes),
-               tuple(sorted((local.get(s, port.get(s)), local[v]) for v in nodes for s in inbound[v])))
-        named = [boxes[v].name for v in nodes if not boxes[v].op] or [""]
-        # How narrow the split above is: boxes whose edges cross it, then how much the names either side share
-        blocks.append((a, b, sig, nodes, (len(crossing[a]), len(_common(last, named[0])))))
-        last = named[-1]
-    return blocks
-
-
-def _common(a: str, b: str) -> str:
-    return a[:next((k for k, (p, q) in enumerate(zip(a, b)) if p != q), min(len(a), len(b)))]
-
-
-def _prefix(names: list) -> str:
-    """The longest stem every name continues with "_" (or ends at): "conv4_block3" for conv4_block3_*."""
-    stem = _common(min(names), max(names))
-    while stem and not all(n == stem or n.startswith(stem + "_") for n in names):
-        stem = stem[:-1]
-    return stem
-
-
-def _block_name(names: list) -> str:
-    return _prefix(names) or names[-1]
-
-
-def repeated_runs(boxes, edges, rank, keep_last: bool = True, longest: int = 40) -> list:
-    """Runs of equal blocks, the most boxes saved first, not overlapping.
-
-    Each run is ((first row, end row) of the blocks to collapse, how many, names of one block). The first
-    block of a run stays drawn, and with ``keep_last`` the last one too (runs of three or more).
-    """
-    blocks = _blocks(boxes, edges, rank)
-    ids = {}
-    sig = [ids.setdefault(b[2], len(ids)) for b in blocks]
-    size = [0]
-    for blk in blocks:
-        size.append(size[-1] + len(blk[3]))
-    fewest = 3 if keep_last else 2
-
-    def names(i, p):
-        return [boxes[v].name for blk in blocks[i:i + p] for v in blk[3] if not boxes[v].op]
-
-    candidates = []
-    for p in range(1, min(longest, len(sig) // fewest) + 1):
-        run = 0
-        for i in range(len(sig) - p - 1, -1, -1):
-            run = run + 1 if sig[i] == sig[i + p] else 0
-            m = 1 + run // p
-            end = i + p * (m - 1 if keep_last else m)
-            # A run starts where its blocks do: at the narrowest split of its period (before conv5_block2_1_conv,
-            # not conv5_block1_out); and it saves at least ten boxes, or it is not worth hiding their names.
-            if (m >= fewest and size[end] - size[i + p] >= 10
-                    and blocks[i][4] == min(blk[4] for blk in blocks[i:i + p])):
-                candidates.append((size[end] - size[i + p], len(_prefix(names(i, p))), i, p, m, end, i + p * m))
-    # The set of runs that saves the most boxes (weighted interval scheduling), biggest run first; among equal
-    # savings, the phase whose block names share the longest stem (conv4_block3, not conv4_block3_out..).
-    candidates.sort(key=lambda c: c[-1])
-    stops = [c[-1] for c in candidates]
-    best = [(0, [])]
-    for k, (saved, stem, i, *_) in enumerate(candidates):
-        before = best[bisect.bisect_right(stops, i, 0, k)]
-        take = (before[0] + saved * 100 + min(stem, 99), before[1] + [k])
-        best.append(max(best[-1], take, key=lambda b: b[0]))
-    chosen = sorted((candidates[k] for k in best[-1][1]), reverse=True)
-    return [((blocks[i + p][0], blocks[end - 1][1]), (end - i - p) // p, names(i, p))
-            for _, _, i, p, _, end, _ in chosen]
-
-
-def collapse(boxes, edges, runs) -> tuple[list, list]:
-    """Boxes and edges with the rows of each run replaced by one box."""
-    rank = ranks(len(boxes), edges)
-    rep, new = {}, []
-    for (a, b), repeats, first in runs:
-        inside = sorted((i for i in range(len(boxes)) if a <= rank[i] < b), key=lambda i: (rank[i], i))
-        frozen = sum(boxes[i].frozen for i in inside)
-        weighted = sum(boxes[i].weighted for i in inside)
-        mixed = any(boxes[i].status == "partly" for i in inside)
-        status = ("no weights" if not weighted else "frozen" if frozen == weighted else
-                  "trainable" if not frozen and not mixed else "partly")
-        names = [boxes[i].name for i in inside if not boxes[i].op] or [boxes[i].name for i in inside]
-        per = max(1, len(names) // repeats)
-        head, tail = _block_name(names[:per]), _block_name(names[-per:])
-        if head == tail and repeats > 1:
-            head, tail = names[0], names[-1]
-        like = _block_name(first) if first else "the block above"
-        more = f"{repeats} more blocks" if repeats > 1 else "1 more block"
-        box = Box(head if head == tail else f"{head} .. {tail}", f"{more} like {like}", boxes[inside[-1]].shape,
-                  status, [m for i in inside for m in boxes[i].members], repeats=repeats, frozen=frozen,
-                  weighted=weighted, output=any(boxes[i].output for i in inside))
-        for i in inside:
-            rep[i] = len(boxes) + len(new)
-        new.append(box)
-    keep = [i for i in range(len(boxes)) if i not in rep]
-    order = {old: k for k, old in enumerate(keep)}
-    order.update({len(boxes) + k: len(keep) + k for k in range(len(new))})
-    out_edges, seen = [], set()
-    for s, t in edges:
-        e = (order[rep.get(s, s)], order[rep.get(t, t)])
-        if e[0] != e[1] and e not in seen:
-            seen.add(e)
-            out_edges.append(e)
-    return [boxes[i] for i in keep] + new, out_edges
-
 
 # ---- placing: rows, columns, lanes, tags ------------------------------------------------------
+
 
 def _slots(n, edges, rank):
     """Order each row by where its parents sit, so branches keep their side; on a tie the box whose parent
@@ -238,8 +115,14 @@ def _slots(n, edges, rank):
     for i in range(n):
         rows.setdefault(rank[i], []).append(i)
     for r in sorted(rows):
-        row = sorted(rows[r], key=lambda i: (sum(slot[p] for p in parents[i]) / max(1, len(parents[i])),
-                                             min((r - rank[p] for p in parents[i]), default=0), i))
+        row = sorted(
+            rows[r],
+            key=lambda i: (
+                sum(slot[p] for p in parents[i]) / max(1, len(parents[i])),
+                min((r - rank[p] for p in parents[i]), default=0),
+                i,
+            ),
+        )
         for k, i in enumerate(row):
             slot[i] = k
         rows[r] = row
@@ -275,7 +158,8 @@ def place(boxes, edges, starts) -> tuple:
             column_of[r] = c
     wrapped = len(bounds) > 2
     head = TAG_H + GAP_Y if wrapped else 0
-    tags, tag_of = [], {}
+    tags: list = []
+    tag_of: dict = {}
     # Items per column: boxes and tags, each at a local row (-1: tags in, rows: tags out).
     routes = []  # per edge: list of (column, source item, target item)
     for s, t in edges:
@@ -300,7 +184,8 @@ def place(boxes, edges, starts) -> tuple:
             right[r - a] = x0 + len(rows[r]) * (BOX_W + GAP_X) - GAP_X
         bottom = head + (b - a) * PITCH
         segs = [seg for route in routes for seg in route if seg[0] == c]
-        lanes, width = [], max([*right.values(), _place_tags(segs, boxes, tags, x0, bottom)])
+        lanes: list = []
+        width = max([*right.values(), _place_tags(segs, boxes, tags, x0, bottom)])
         for seg in segs:
             lo, hi = _local_row(seg[1], a, b, boxes, tags), _local_row(seg[2], a, b, boxes, tags)
             if hi - lo <= 1:
@@ -364,8 +249,14 @@ def _polyline(seg, boxes, tags, lane):
     if lane is None:
         mid = y1 - GAP_Y / 2
         return [(x0, y0), (x1, y1)] if x0 == x1 else [(x0, y0), (x0, mid), (x1, mid), (x1, y1)]
-    return [(x0, y0), (x0, y0 + GAP_Y / 3), (lane, y0 + GAP_Y / 3), (lane, y1 - GAP_Y / 3),
-            (x1, y1 - GAP_Y / 3), (x1, y1)]
+    return [
+        (x0, y0),
+        (x0, y0 + GAP_Y / 3),
+        (lane, y0 + GAP_Y / 3),
+        (lane, y1 - GAP_Y / 3),
+        (x1, y1 - GAP_Y / 3),
+        (x1, y1),
+    ]
 
 
 def arrange(boxes, edges, tall: float = TALL, max_side: int = MAX_SIDE):
@@ -383,7 +274,7 @@ def arrange(boxes, edges, tall: float = TALL, max_side: int = MAX_SIDE):
     for i in reversed(range(len(boxes))):
         if not boxes[i].op:
             name[rank[i]] = boxes[i].name
-    kinship = [0] + [len(_common(name.get(b - 1, ""), name.get(b, ""))) for b in range(1, rows_n)]
+    kinship = [0] + [len(common_prefix(name.get(b - 1, ""), name.get(b, ""))) for b in range(1, rows_n)]
     best = best_starts = placed = None
     for k in range(1, rows_n + 1):
         starts = _breaks(k, rows_n, crossing, kinship) if k > 1 else []
@@ -397,3 +288,7 @@ def arrange(boxes, edges, tall: float = TALL, max_side: int = MAX_SIDE):
         if (height <= tall * width or height <= SHORT) and max(width, height) <= max_side:
             break
     return best if best is placed else place(boxes, edges, best_starts)
+
+
+def common_prefix(a: str, b: str) -> str:
+    return a[: next((k for k, (p, q) in enumerate(zip(a, b)) if p != q), min(len(a), len(b)))]

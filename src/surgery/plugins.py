@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -78,7 +79,7 @@ class Candidate:
         return self.dist == BUILTIN_DIST
 
     @classmethod
-    def of(cls, obj, name: str | None = None, dist: str | None = None) -> "Candidate":
+    def of(cls, obj, name: str | None = None, dist: str | None = None) -> Candidate:
         """An already-imported module or object, for tests and embedders."""
         return cls(name or plugin_name(obj), lambda: obj, dist)
 
@@ -104,11 +105,14 @@ def entry_point_candidates() -> list[Candidate]:
     found = []
     for ep in metadata.entry_points(group=GROUP):
         dist = getattr(ep, "dist", None)
-        found.append(Candidate(
-            ep.name, ep.load,
-            dist.metadata["Name"] if dist is not None else None,
-            dist.version if dist is not None else None,
-        ))
+        found.append(
+            Candidate(
+                ep.name,
+                ep.load,
+                dist.metadata["Name"] if dist is not None else None,
+                dist.version if dist is not None else None,
+            )
+        )
     # Built-ins first, then by name: clashes resolve the same way on every machine.
     found.sort(key=lambda c: (not c.builtin, c.name, c.dist or ""))
     return found
@@ -189,7 +193,7 @@ def _load_one(pm: pluggy.PluginManager, cand: Candidate, records: list[PluginRec
         raise PluginError(f"the plugin name {cand.name!r} is already taken by {other.origin}")
     try:
         obj = cand.load()
-    except (Exception, SystemExit) as e:  # a plugin's import may fail any way at all
+    except (Exception, SystemExit) as e:  # a plugin's import may fail any way at all  # noqa: BLE001 (a plugin's code may fail any way at all)
         raise PluginError(f"failed to import: {type(e).__name__}: {e}") from None
     register_hooks(pm, cand.name, obj)
     try:
@@ -204,7 +208,7 @@ def register_hooks(pm: pluggy.PluginManager, name: str, obj) -> None:
     try:
         pm.register(obj, name=name)
         pm.check_pending()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a plugin's code may fail any way at all)
         if pm.is_registered(obj):
             pm.unregister(obj)
         raise PluginError(f"invalid hooks: {e}") from None
@@ -222,7 +226,7 @@ def collect(pm: pluggy.PluginManager, name: str, reg: Registration | None = None
                     impl.function(**({"register": register} if impl.argnames else {}))
     except PluginError as e:
         raise PluginError(f"{hook}: {e.message}") from None
-    except (Exception, SystemExit) as e:
+    except (Exception, SystemExit) as e:  # noqa: BLE001 (a plugin's code may fail any way at all)
         raise PluginError(f"{hook} raised {type(e).__name__}: {e}") from None
     return reg
 

@@ -10,13 +10,26 @@ code of their choosing (``"this.s"`` prints the Zen of Python).
 
 from __future__ import annotations
 
-from .errors import SpecError, did_you_mean
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ErrorFactory, SpecError, did_you_mean
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 MODES = ("caffe", "tf", "torch")
 NONE = "none"
 
 
-def canonical(value, registry, *, where: str | None = None, file: str | None = None, error=SpecError) -> str | None:
+def canonical(
+    value: object,
+    registry: Registry,
+    *,
+    where: str | None = None,
+    file: str | None = None,
+    error: ErrorFactory = SpecError,
+) -> str | None:
     """The preprocessing ``value`` names, as a backbone name or mode (None: no preprocessing); no TensorFlow.
 
     A value written by an earlier surgery (the dotted path of a backbone's
@@ -26,8 +39,9 @@ def canonical(value, registry, *, where: str | None = None, file: str | None = N
     if value is None or (isinstance(value, str) and value.lower() == NONE):
         return None
     if not isinstance(value, str):
-        raise error(f"preprocess must be a backbone name, a mode or null, got {type(value).__name__}",
-                    file=file, where=where)
+        raise error(
+            f"preprocess must be a backbone name, a mode or null, got {type(value).__name__}", file=file, where=where
+        )
     if value in MODES:
         return value
     info = registry.backbones.get(value) or registry.backbones.get(value.lower())
@@ -36,13 +50,16 @@ def canonical(value, registry, *, where: str | None = None, file: str | None = N
     for info in registry.backbones.values():
         if isinstance(info.preprocess, str) and info.preprocess == value:
             return info.name
-    raise error(f'preprocess "{value}" is not a registered backbone, a mode ({", ".join(MODES)}) or "none"'
-                + did_you_mean(value.lower(), list(registry.backbones) + list(MODES))
-                + "; surgery resolves preprocessing by name and never imports what a file names",
-                file=file, where=where)
+    raise error(
+        f'preprocess "{value}" is not a registered backbone, a mode ({", ".join(MODES)}) or "none"'
+        + did_you_mean(value.lower(), list(registry.backbones) + list(MODES))
+        + "; surgery resolves preprocessing by name and never imports what a file names",
+        file=file,
+        where=where,
+    )
 
 
-def function(name: str | None, registry):
+def function(name: str | None, registry: Registry) -> Callable[[Any], Any] | None:
     """The callable for a ``canonical`` name, or None. Imports Keras for modes, plugin code for backbones."""
     if name is None:
         return None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
@@ -19,6 +20,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from .errors import PluginError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
 
 def _ecma_pattern(validator, pattern, instance, schema):
     """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of the string.
@@ -38,7 +40,8 @@ SpecValidator = validators.extend(
     Draft202012Validator,
     validators={"pattern": _ecma_pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)),
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    ),
 )
 
 
@@ -130,8 +133,20 @@ class Registration:
     # unknown op name the disabled plugin that tried to provide it.
     attempted: list = field(default_factory=list)
 
-    def register_op(self, name, schema, apply, *, check=None, description="", examples=(), source=False,
-                    weights=None, backbone=None, editor_schema=None):
+    def register_op(
+        self,
+        name,
+        schema,
+        apply,
+        *,
+        check=None,
+        description="",
+        examples=(),
+        source=False,
+        weights=None,
+        backbone=None,
+        editor_schema=None,
+    ):
         self.attempted.append(("op", name))
         _check_name("op", name)
         _check_schema(f"op {name!r}", schema)
@@ -139,8 +154,9 @@ class Registration:
             raise PluginError(f"op {name!r}: schema must describe an object")
         if "op" in schema.get("properties", {}):
             raise PluginError(f"op {name!r}: schema must not declare 'op' (the host adds it)")
-        if not callable(apply) or any(f is not None and not callable(f) for f in (check, weights, backbone,
-                                                                                   editor_schema)):
+        if not callable(apply) or any(
+            f is not None and not callable(f) for f in (check, weights, backbone, editor_schema)
+        ):
             raise PluginError(f"op {name!r}: apply, check, weights, backbone and editor_schema must be callables")
         if (weights is not None or backbone is not None) and not source:
             raise PluginError(f"op {name!r}: weights and backbone describe a source op; pass source=True")
@@ -151,11 +167,34 @@ class Registration:
             err = next(iter(validator.iter_errors({"op": name, **example})), None)
             if err is not None:
                 raise PluginError(f"op {name!r}: example {i} does not match its schema: {err.message}")
-        self.ops.append(OpInfo(name, schema, apply, check, description, tuple(examples), bool(source), self.plugin,
-                               weights, backbone, editor_schema))
+        self.ops.append(
+            OpInfo(
+                name,
+                schema,
+                apply,
+                check,
+                description,
+                tuple(examples),
+                bool(source),
+                self.plugin,
+                weights,
+                backbone,
+                editor_schema,
+            )
+        )
 
-    def register_backbone(self, name, build, *, options=None, preprocess=None, input_shape=None,
-                          min_input_size=None, description="", check=None):
+    def register_backbone(
+        self,
+        name,
+        build,
+        *,
+        options=None,
+        preprocess=None,
+        input_shape=None,
+        min_input_size=None,
+        description="",
+        check=None,
+    ):
         self.attempted.append(("backbone", name))
         _check_name("backbone", name)
         if not callable(build) or (check is not None and not callable(check)):
@@ -163,11 +202,22 @@ class Registration:
         options = APPLICATION_OPTIONS if options is None else options
         _check_schema(f"backbone {name!r} options", {"type": "object", "properties": options})
         if input_shape is not None and not _is_shape(input_shape):
-            raise PluginError(f"backbone {name!r}: input_shape must be a list of positive integers, "
-                              f"got {input_shape!r}")
-        self.backbones.append(BackboneInfo(
-            name, build, options, preprocess,
-            tuple(input_shape) if input_shape else None, min_input_size, description, self.plugin, check))
+            raise PluginError(
+                f"backbone {name!r}: input_shape must be a list of positive integers, got {input_shape!r}"
+            )
+        self.backbones.append(
+            BackboneInfo(
+                name,
+                build,
+                options,
+                preprocess,
+                tuple(input_shape) if input_shape else None,
+                min_input_size,
+                description,
+                self.plugin,
+                check,
+            )
+        )
 
     def register_exporter(self, format, export, *, suffix, description=""):
         self.attempted.append(("exporter", format))
@@ -175,19 +225,25 @@ class Registration:
         if not callable(export):
             raise PluginError(f"exporter {format!r}: export must be a callable")
         if not isinstance(suffix, str) or not suffix.startswith("."):
-            raise PluginError(f"exporter {format!r}: suffix must be a file suffix such as \".onnx\", got {suffix!r}")
+            raise PluginError(f'exporter {format!r}: suffix must be a file suffix such as ".onnx", got {suffix!r}')
         self.exporters.append(ExporterInfo(format, export, suffix, description, self.plugin))
 
 
 def _is_shape(shape) -> bool:
-    return (isinstance(shape, (list, tuple)) and len(shape) > 0
-            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape))
+    return (
+        isinstance(shape, (list, tuple))
+        and len(shape) > 0
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    )
 
 
 # Keys every step takes besides its op's params; the host handles them, not the op.
 STEP_KEYS = {
-    "as": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$",
-           "description": "a name for this step's output tensor, for later steps to refer to"},
+    "as": {
+        "type": "string",
+        "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$",
+        "description": "a name for this step's output tensor, for later steps to refer to",
+    },
 }
 
 
@@ -208,17 +264,26 @@ def with_op(name: str, schema: dict) -> dict:
 APPLICATION_OPTIONS = {
     "weights": {
         "description": '"imagenet", null for random init, or a path to a weights file',
-        "anyOf": [{"const": "imagenet"}, {"type": "null"},
-                  {"type": "string", "minLength": 1, "description": "a weights file path"}],
+        "anyOf": [
+            {"const": "imagenet"},
+            {"type": "null"},
+            {"type": "string", "minLength": 1, "description": "a weights file path"},
+        ],
     },
     "include_top": {"type": "boolean"},
     "input_shape": {
-        "type": "array", "minItems": 3, "maxItems": 3,
+        "type": "array",
+        "minItems": 3,
+        "maxItems": 3,
         "items": {"type": "integer", "minimum": 1, "maximum": 65_536},
     },
     "pooling": {"enum": [None, "avg", "max"]},
-    "classes": {"type": "integer", "minimum": 1, "maximum": 100_000,
-                "description": "classes of the top layer (include_top); ImageNet-21k has 21,843"},
+    "classes": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100_000,
+        "description": "classes of the top layer (include_top); ImageNet-21k has 21,843",
+    },
     "classifier_activation": {"type": ["string", "null"]},
 }
 

@@ -14,8 +14,12 @@ CORE_SCHEMA = {
     "properties": {
         "$schema": {"type": "string", "description": "for editors; ignored"},
         "surgery": {"const": SPEC_VERSION, "description": "spec format version"},
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$", "maxLength": 128,
-                 "description": "letters, digits, '_', '.' and '-', starting with a letter or digit"},
+        "name": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+            "maxLength": 128,
+            "description": "letters, digits, '_', '.' and '-', starting with a letter or digit",
+        },
         "description": {"type": "string"},
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
@@ -57,8 +61,7 @@ def full_schema(registry: Registry) -> dict:
         "properties": {"op": {"enum": names}},
         "required": ["op"],
         "allOf": [
-            {"if": {"properties": {"op": {"const": n}}, "required": ["op"]},
-             "then": _op_step(registry, n)}
+            {"if": {"properties": {"op": {"const": n}}, "required": ["op"]}, "then": _op_step(registry, n)}
             for n in names
         ],
     }

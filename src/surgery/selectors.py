@@ -18,11 +18,15 @@ _SLICE_RE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*(?::\s*(-?\d+)?\s*)?$")
 SELECTOR_PROPERTIES = {
     "layers": {"type": "string", "description": 'Python slice text over model.layers, e.g. ":11", "8:", "-3:"'},
     "names": {
-        "type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "minLength": 1},
         "description": "layer names or glob patterns (block1_*, *_bn)",
     },
     "types": {
-        "type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1},
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "minLength": 1},
         "description": "layer class names (BatchNormalization, Conv2D)",
     },
 }
@@ -56,12 +60,12 @@ def resolve(layers: list, params: dict) -> list[int]:
     for pattern in params.get("names", ()):
         hits = [i for i, layer in enumerate(layers) if fnmatch.fnmatchcase(layer.name, pattern)]
         if not hits:
-            raise OpError(f'names: "{pattern}" matches no layer' + _near(pattern, [l.name for l in layers]))
+            raise OpError(f'names: "{pattern}" matches no layer' + _near(pattern, [lay.name for lay in layers]))
         picked.update(hits)
     for type_name in params.get("types", ()):
         hits = [i for i, layer in enumerate(layers) if type(layer).__name__ == type_name]
         if not hits:
-            present = sorted({type(l).__name__ for l in layers})
+            present = sorted({type(lay).__name__ for lay in layers})
             raise OpError(f'types: no layer of type "{type_name}"; the model has: ' + ", ".join(present))
         picked.update(hits)
     return sorted(picked)
@@ -79,8 +83,11 @@ UNFREEZE_SCHEMA = {
     "type": "object",
     "properties": {
         **SELECTOR_PROPERTIES,
-        "batchnorm": {"enum": ["keep_frozen", "train"], "default": "keep_frozen",
-                      "description": "whether BatchNormalization layers in the selection train too"},
+        "batchnorm": {
+            "enum": ["keep_frozen", "train"],
+            "default": "keep_frozen",
+            "description": "whether BatchNormalization layers in the selection train too",
+        },
     },
     "anyOf": SELECTOR_ANY_OF,
 }
@@ -122,8 +129,10 @@ def unfreeze_layers(model, params: dict) -> str:
     picked = [model.layers[i] for i in resolve(model.layers, params)]
     keep_bn = params.get("batchnorm", "keep_frozen") == "keep_frozen"
     if keep_bn and all(_is_bn(layer) for layer in picked):
-        raise OpError('selects only BatchNormalization layers, which unfreeze keeps frozen; '
-                      'add "batchnorm": "train" to train them')
+        raise OpError(
+            "selects only BatchNormalization layers, which unfreeze keeps frozen; "
+            'add "batchnorm": "train" to train them'
+        )
     kept_bn = 0
     for layer in picked:
         layer.trainable = True

@@ -126,10 +126,11 @@ def read_spec_file(path: str | os.PathLike) -> tuple[Any, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the spec as UTF-8",
-                        file=name) from None
+        raise SpecError(
+            f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the spec as UTF-8", file=name
+        ) from None
     if not text.strip():
-        raise SpecError("file is empty; a spec is a JSON object with \"surgery\": 1 and \"steps\"", file=name)
+        raise SpecError('file is empty; a spec is a JSON object with "surgery": 1 and "steps"', file=name)
     try:
         return strict_json(text), name
     except json.JSONDecodeError as e:
@@ -162,7 +163,9 @@ def describe(err: ValidationError) -> str:
         want = sch if isinstance(sch, str) else " or ".join(sch)
         return f"expected {want}, got {_json_type(inst)} {_short(inst)}"
     if v in ("minimum", "exclusiveMinimum"):
-        return f"{_short(inst)} is too small; the minimum is {sch}" + (" (exclusive)" if v == "exclusiveMinimum" else "")
+        return f"{_short(inst)} is too small; the minimum is {sch}" + (
+            " (exclusive)" if v == "exclusiveMinimum" else ""
+        )
     if v == "maximum":
         return f"{_short(inst)} is too large; the maximum is {sch}"
     if v == "const":
@@ -197,8 +200,15 @@ def _alternative(s: dict) -> str:
 
 
 def _json_type(x) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "integer", float: "number"}.get(type(x), type(x).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        type(None): "null",
+        int: "integer",
+        float: "number",
+    }.get(type(x), type(x).__name__)
 
 
 def _short(x) -> str:
@@ -215,15 +225,19 @@ def schema_error(schema: dict, instance, prefix=()) -> str | None:
     return f"{json_path(parts)}: {describe(err)}" if parts else describe(err)
 
 
-def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path | None = None,
-             broken_plugins: list | None = None) -> Spec:
+def validate(
+    data: Any, registry: Registry, *, file: str = "<dict>", base: Path | None = None, broken_plugins: list | None = None
+) -> Spec:
     """Check a parsed spec against the schema and the installed ops; no TensorFlow."""
     if not isinstance(data, dict):
         raise SpecError(f"the top level must be a JSON object, got {_json_type(data)}", file=file)
     if "surgery" in data and data["surgery"] != SPEC_VERSION:
-        raise SpecError(f"surgery: format version {_short(data['surgery'])} is not supported; "
-                        f"this surgery reads version {SPEC_VERSION}", file=file)
-    steps = data.get("steps")
+        raise SpecError(
+            f"surgery: format version {_short(data['surgery'])} is not supported; "
+            f"this surgery reads version {SPEC_VERSION}",
+            file=file,
+        )
+    steps = data.get("steps") or []
     # The step entries are checked one by one below, with their op's own schema,
     # so that errors name the step and op rather than "one of N schemas".
     msg = schema_error(core_schema(registry), data)
@@ -244,14 +258,18 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
         if op not in registry.ops:
             provider = next((r for r in broken_plugins or () if ("op", op) in r.attempted), None)
             if provider is not None:
-                raise SpecError(f'op "{op}" comes from plugin {provider.name!r}, which is disabled: {provider.error}',
-                                file=file, where=f"steps[{i}]")
+                raise SpecError(
+                    f'op "{op}" comes from plugin {provider.name!r}, which is disabled: {provider.error}',
+                    file=file,
+                    where=f"steps[{i}]",
+                )
             raise SpecError(f'unknown op "{op}"' + did_you_mean(op, registry.ops), file=file, where=f"steps[{i}]")
         info = registry.ops[op]
         if i == 0 and not info.source:
             starts = sorted(n for n, o in registry.ops.items() if o.source)
-            raise SpecError(f'the first step must start a model ({", ".join(starts)}), not "{op}"',
-                            file=file, where=where)
+            raise SpecError(
+                f'the first step must start a model ({", ".join(starts)}), not "{op}"', file=file, where=where
+            )
         if i > 0 and info.source:
             raise SpecError("only the first step may start a model", file=file, where=where)
         msg = schema_error(registry.step_schema(op), step)
@@ -259,15 +277,16 @@ def validate(data: Any, registry: Registry, *, file: str = "<dict>", base: Path 
             raise SpecError(msg, file=file, where=where)
         if "as" in step:
             if step["as"] in named:
-                raise SpecError(f'as: "{step["as"]}" already names the output of steps[{named[step["as"]]}]',
-                                file=file, where=where)
+                raise SpecError(
+                    f'as: "{step["as"]}" already names the output of steps[{named[step["as"]]}]', file=file, where=where
+                )
             named[step["as"]] = i
         if info.check is not None:
             ctx = StepContext(spec, i, op, registry)
             try:
                 info.check(op_params(step), ctx)
             except OpError as e:
-                raise e.located(file=file, where=where)
+                raise e.located(file=file, where=where) from None
     return spec
 
 
@@ -300,18 +319,25 @@ def with_weights(data: Any, registry: Registry, weights: str | None, file: str) 
     info = registry.ops[first["op"]]
     if not info.source:
         starts = ", ".join(sorted(n for n, o in registry.ops.items() if o.source))
-        raise SpecError(f'--weights applies to a first step that starts a model ({starts}), not "{first["op"]}"',
-                        file=file, where="steps[0]")
-    value = None if weights.lower() in NO_WEIGHTS else weights if weights == "imagenet" \
-        else str(Path(weights).resolve())
+        raise SpecError(
+            f'--weights applies to a first step that starts a model ({starts}), not "{first["op"]}"',
+            file=file,
+            where="steps[0]",
+        )
+    value = (
+        None if weights.lower() in NO_WEIGHTS else weights if weights == "imagenet" else str(Path(weights).resolve())
+    )
     params = {k: v for k, v in first.items() if k != "op" and k not in STEP_KEYS}
     try:
         changed = info.weights(params, value, registry) if info.weights is not None else None
     except OpError as e:
         raise e.located(file=file, where=f"steps[0] ({first['op']})") from None
     if changed is None:
-        raise WeightsNotApplicable(f"--weights does not apply: {first['op']} {first.get('name', '')}".rstrip()
-                                   + " takes no weights", file=file, where=f"steps[0] ({first['op']})")
+        raise WeightsNotApplicable(
+            f"--weights does not apply: {first['op']} {first.get('name', '')}".rstrip() + " takes no weights",
+            file=file,
+            where=f"steps[0] ({first['op']})",
+        )
     keys = {k: v for k, v in first.items() if k == "op" or k in STEP_KEYS}
     return {**data, "steps": [{**keys, **changed}, *data["steps"][1:]]}
 
@@ -321,5 +347,10 @@ def load_spec(source, registry: Registry, broken_plugins: list | None = None, *,
     if isinstance(source, dict):
         return validate(with_weights(source, registry, weights, "<dict>"), registry, broken_plugins=broken_plugins)
     data, name = read_spec_file(source)
-    return validate(with_weights(data, registry, weights, name), registry, file=name,
-                    base=Path(source).resolve().parent, broken_plugins=broken_plugins)
+    return validate(
+        with_weights(data, registry, weights, name),
+        registry,
+        file=name,
+        base=Path(source).resolve().parent,
+        broken_plugins=broken_plugins,
+    )

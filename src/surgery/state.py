@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,13 @@ class State:
     ``None`` once a step has put the preprocessing into the graph.
     """
 
-    model: object
+    model: Any
     backbone: str | None = None
-    preprocess: object = None
+    preprocess: Any = None
     notes: tuple = field(default_factory=tuple)
     tensors: dict = field(default_factory=dict)
 
-    def evolve(self, note: str | None = None, **changes) -> "State":
+    def evolve(self, note: str | None = None, **changes) -> State:
         if note:
             changes["notes"] = self.notes + (note,)
         return replace(self, **changes)
@@ -51,14 +52,14 @@ class State:
 
         return workspace(self.model, self.tensors)
 
-    def retraced(self, note: str | None = None, *, around=None, inputs=None, feeds=None) -> "State":
+    def retraced(self, note: str | None = None, *, around=None, inputs=None, feeds=None) -> State:
         """The model and its named tensors re-traced (see ``graph.rebuild``), as a new state."""
         from .graph import rebuild
 
         model, tensors = rebuild(self.model, self.tensors, around=around, inputs=inputs, feeds=feeds)
         return self.evolve(note, model=model, tensors=tensors)
 
-    def with_outputs(self, note: str | None, outputs) -> "State":
+    def with_outputs(self, note: str | None, outputs) -> State:
         """The model with new outputs; old outputs they do not use stay reachable by their layers' names."""
         from .graph import left_behind, make_model
 

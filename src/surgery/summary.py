@@ -25,7 +25,7 @@ def _shape(tensors) -> str:
 
 
 def trainable_status(layer) -> str:
-    """"trainable", "frozen", "partly" or "no weights".
+    """ "trainable", "frozen", "partly" or "no weights".
 
     Moving statistics (BatchNormalization) are variables that never train, so a
     trainable BN layer is "trainable", not "partly": only variables that could
@@ -48,7 +48,7 @@ def _trainable(layer) -> str:
 
 
 def layer_rows(model) -> list[tuple]:
-    shapes = {}
+    shapes: dict = {}
     for node in model_nodes(model):
         if node.operation is not None:
             shapes.setdefault(id(node.operation), _shape(node.outputs))
@@ -65,7 +65,9 @@ def render(model) -> str:
     right = {0, 4}
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     total, trainable, frozen = totals(model)
     out = [f'Model "{model.name}"', line(header), line(["-" * w for w in widths])]

@@ -66,8 +66,9 @@ def probe_model(shape=PROBE_SHAPE, blocks: int = 3):
     return make_model(inputs, x, name="probe")
 
 
-def check_plugin(plugin, *, name=None, model=None, backbones=None, backbone_options=None, others=(),
-                 fresh_import=True) -> Checked:
+def check_plugin(
+    plugin, *, name=None, model=None, backbones=None, backbone_options=None, others=(), fresh_import=True
+) -> Checked:
     """Check a plugin module (or object with hookimpls); raise AssertionError listing every problem.
 
     - ``model``: a zero-argument callable returning the ``keras.Model`` ops are
@@ -109,8 +110,9 @@ def check_plugin(plugin, *, name=None, model=None, backbones=None, backbone_opti
     if fresh_import and inspect.ismodule(plugin):
         problems += _attempt("registration", _imports_nothing_heavy, plugin.__name__)
     if problems:
-        raise AssertionError(f"plugin {name!r} fails {len(problems)} conformance check(s):\n" +
-                             "\n".join(f"  - {p}" for p in problems))
+        raise AssertionError(
+            f"plugin {name!r} fails {len(problems)} conformance check(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
     return checked
 
 
@@ -127,7 +129,7 @@ def _attempt(what: str, fn, *args) -> list[str]:
         fn(*args)
     except AssertionError as e:
         return [f"{what}: {e}"]
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a plugin's code may fail any way at all)
         return [f"{what}: {type(e).__name__}: {one_line(e)}"]
     return []
 
@@ -136,7 +138,7 @@ def _check_op(op, make, registry, spec) -> list[str]:
     where = f"op {op.name!r}"
     try:
         Draft202012Validator.check_schema(op.schema)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a plugin's code may fail any way at all)
         return [f"{where}: invalid JSON Schema: {e}"]
     if not op.examples:
         return [f"{where}: has no examples; register examples=[{{...params...}}] so it can be tried"]
@@ -189,8 +191,9 @@ def _check_backbone(info, options) -> list[str]:
     msg = schema_error(info.options_schema(), {"op": "backbone", "name": info.name, **options})
     if msg:
         return [f"{where}: options {options} do not match its own options schema: {msg}"]
-    return (_attempt(f"{where} with {options}", _build, info, options) +
-            _attempt(f"{where} preprocess", _preprocess, info.preprocess))
+    return _attempt(f"{where} with {options}", _build, info, options) + _attempt(
+        f"{where} preprocess", _preprocess, info.preprocess
+    )
 
 
 def _build(info, options):
@@ -217,15 +220,18 @@ def _export(exporter, model, folder: Path):
     # A file, or a folder format (a SavedModel): something non-empty either way.
     written = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
     assert written and any(p.stat().st_size > 0 for p in written), f"wrote nothing to {path.name}"
-    assert report is None or (isinstance(report, str) and "\n" not in report), \
+    assert report is None or (isinstance(report, str) and "\n" not in report), (
         f"must return None or a one-line report, got {report!r}"
+    )
 
 
 def _imports_nothing_heavy(module: str):
-    code = ("import importlib, sys\n"
-            "from surgery.plugins import registration_of\n"
-            f"registration_of(importlib.import_module({module!r}))\n"
-            f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
+    code = (
+        "import importlib, sys\n"
+        "from surgery.plugins import registration_of\n"
+        f"registration_of(importlib.import_module({module!r}))\n"
+        f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"failed in a fresh process: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
     heavy = done.stdout.strip()

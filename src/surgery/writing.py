@@ -21,7 +21,10 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from .errors import SurgeryError, environment_reason
 from .files import same_file
@@ -59,8 +62,8 @@ def is_surgery_folder(path: Path, kind: str | None = None) -> bool:
     return isinstance(found, dict) and (kind is None or found.get("kind") == kind)
 
 
-def mark_folder(path: Path, kind: str, **extra) -> None:
-    from . import __version__
+def mark_folder(path: Path, kind: str, **extra: Any) -> None:
+    from .version import __version__
 
     (path / MARKER).write_text(json.dumps({"surgery": __version__, "kind": kind, **extra}) + "\n")
 
@@ -74,14 +77,18 @@ def _replaceable(path: Path, st: os.stat_result) -> str | None:
     if stat.S_ISDIR(st.st_mode):
         if is_surgery_folder(path):
             return None
-        return (f"is a folder that surgery did not write (no {MARKER} marker in it); surgery replaces only "
-                "regular files and folders it wrote: remove it yourself or choose another path")
+        return (
+            f"is a folder that surgery did not write (no {MARKER} marker in it); surgery replaces only "
+            "regular files and folders it wrote: remove it yourself or choose another path"
+        )
     from .files import _kind
 
     return f"is {_kind(st.st_mode)}; surgery replaces only regular files and folders it wrote"
 
 
-def check_output(path: Path, force: bool, where: str, may_create_folder: bool = False, inputs=()) -> None:
+def check_output(
+    path: Path, force: bool, where: str, may_create_folder: bool = False, inputs: Iterable[str | os.PathLike[str]] = ()
+) -> None:
     """Fail before any work is done if ``path`` cannot be written, or must not be.
 
     A folder given as ``-o out/`` is created when written to, if its parent exists;
@@ -90,22 +97,31 @@ def check_output(path: Path, force: bool, where: str, may_create_folder: bool = 
     """
     name = str(path)
     if len(os.fsencode(path.name)) > NAME_MAX:
-        raise OutputError(f"the file name is {len(os.fsencode(path.name))} bytes; file systems allow "
-                          f"{NAME_MAX} (give the spec a shorter \"name\", or -o a shorter path)", file=name,
-                          where=where)
+        raise OutputError(
+            f"the file name is {len(os.fsencode(path.name))} bytes; file systems allow "
+            f'{NAME_MAX} (give the spec a shorter "name", or -o a shorter path)',
+            file=name,
+            where=where,
+        )
     for source in inputs:
         if same_file(path, source):
-            raise OutputError(f"is also an input of this command ({source}); writing it would destroy the input, "
-                              "so choose another output path", file=name, where=where)
+            raise OutputError(
+                f"is also an input of this command ({source}); writing it would destroy the input, "
+                "so choose another output path",
+                file=name,
+                where=where,
+            )
     folder = path.parent if str(path.parent) else Path(".")
     if may_create_folder and not folder.exists() and folder.parent.is_dir():
         if not os.access(folder.parent, os.W_OK):
-            raise OutputError(f"cannot create the folder {folder}: {folder.parent} is not writable",
-                              file=name, where=where)
+            raise OutputError(
+                f"cannot create the folder {folder}: {folder.parent} is not writable", file=name, where=where
+            )
         return
     if not folder.exists():
-        raise OutputError(f"the folder {folder} does not exist; create it or choose another output path",
-                          file=name, where=where)
+        raise OutputError(
+            f"the folder {folder} does not exist; create it or choose another output path", file=name, where=where
+        )
     if not folder.is_dir():
         raise OutputError(f"{folder} is not a folder", file=name, where=where)
     if not os.access(folder, os.W_OK):
@@ -149,7 +165,7 @@ def remove_stale_partials(path: Path) -> None:
     """Temporary files left by runs that were killed (their process is gone) are removed."""
     prefix = _partial_prefix(path, os.getpid())
     for candidate in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = candidate.name[len(prefix):].split(".")[0]
+        pid = candidate.name[len(prefix) :].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             remove(candidate)
 
@@ -166,7 +182,7 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
 
-def _renameat2():
+def _renameat2() -> Any:
     try:
         return ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):
@@ -204,8 +220,11 @@ def place(tmp: Path, path: Path, force: bool) -> None:
         try:
             rename_noreplace(tmp, path)
         except FileExistsError:
-            raise OutputError("already exists (written by another run meanwhile); nothing was overwritten; "
-                              "pass --force to overwrite it", file=str(path)) from None
+            raise OutputError(
+                "already exists (written by another run meanwhile); nothing was overwritten; "
+                "pass --force to overwrite it",
+                file=str(path),
+            ) from None
         return
     why = _replaceable(path, st)
     if why:
@@ -241,7 +260,7 @@ class Outputs:
         self.force = force
         self.staged: list[tuple[Path, Path]] = []
 
-    def __enter__(self) -> "Outputs":
+    def __enter__(self) -> Outputs:
         return self
 
     def stage(self, path: Path, kind: str | None = None) -> Path:
@@ -273,13 +292,13 @@ class Outputs:
         self.staged = []
 
     @staticmethod
-    def _take_back(placed) -> None:
+    def _take_back(placed: list[tuple[Path, int]]) -> None:
         for path, ino in placed:
             with contextlib.suppress(OSError):
                 if os.stat(path).st_ino == ino:  # still the file this commit placed
                     remove(path)
 
-    def __exit__(self, kind, error, tb) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         paths = self.staged_paths
         for tmp, _ in self.staged:
             remove(tmp)
@@ -294,7 +313,7 @@ class Outputs:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, force: bool = False):
+def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is placed at ``path`` (see ``place``)."""
     with Outputs(force) as outputs:
         yield outputs.stage(path)

@@ -16,14 +16,24 @@ OPTIONS = {
     **APPLICATION_OPTIONS,
     "weights": {
         "description": "null for random init (the default), or a .weights.h5 file saved from tinynet "
-                       "with the same options; tinynet has no ImageNet weights",
+        "with the same options; tinynet has no ImageNet weights",
         "anyOf": [{"type": "null"}, {"type": "string", "minLength": 1}],
         "default": None,
     },
-    "width": {"type": "integer", "minimum": 1, "maximum": 512, "default": 16,
-              "description": "filters of the first block; each block doubles them"},
-    "blocks": {"type": "integer", "minimum": 1, "maximum": 6, "default": 3,
-               "description": "number of conv blocks; each halves the image side"},
+    "width": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 512,
+        "default": 16,
+        "description": "filters of the first block; each block doubles them",
+    },
+    "blocks": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 6,
+        "default": 3,
+        "description": "number of conv blocks; each halves the image side",
+    },
 }
 MIN_SIDE = 2  # one block halves the side once; build() checks the side against `blocks`
 
@@ -33,13 +43,21 @@ def preprocess_input(x):
     return x / 127.5 - 1.0
 
 
-def build(weights=None, include_top=True, input_shape=None, pooling=None, classes=10,
-          classifier_activation="softmax", width=16, blocks=3):
+def build(
+    weights=None,
+    include_top=True,
+    input_shape=None,
+    pooling=None,
+    classes=10,
+    classifier_activation="softmax",
+    width=16,
+    blocks=3,
+):
     if weights == "imagenet":
         raise OpError('tinynet has no ImageNet weights; use "weights": null or a weights file')
     shape = tuple(input_shape or INPUT_SHAPE)
-    if min(shape[0], shape[1]) < 2 ** blocks:
-        raise OpError(f"input_shape {list(shape)}: {blocks} blocks need a side of at least {2 ** blocks}")
+    if min(shape[0], shape[1]) < 2**blocks:
+        raise OpError(f"input_shape {list(shape)}: {blocks} blocks need a side of at least {2**blocks}")
     layers = keras().layers
     inputs = keras().Input(shape=shape, name="input")
     x = inputs
@@ -63,7 +81,9 @@ def build(weights=None, include_top=True, input_shape=None, pooling=None, classe
 def _load_weights(model, path):
     try:
         model.load_weights(path)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (a weights file fails in many ways; one line each)
         text = " ".join(str(e).split())[:300]
-        raise OpError(f"the weights file {path} does not fit tinynet with these options "
-                      f"(width, blocks, include_top and classes must match): {text}") from None
+        raise OpError(
+            f"the weights file {path} does not fit tinynet with these options "
+            f"(width, blocks, include_top and classes must match): {text}"
+        ) from None

@@ -8,14 +8,29 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "classes": {"type": "integer", "minimum": 1, "description": "units of the final Dense layer"},
-        "pooling": {"enum": ["avg", "max", "flatten"], "default": "avg",
-                    "description": "how a feature map becomes a vector (ignored for a vector output)"},
-        "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0,
-                    "description": "dropout rate before the classifier; 0 adds no Dropout layer"},
-        "activation": {"type": ["string", "null"], "default": "softmax",
-                       "description": "the classifier's activation; null for logits"},
-        "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$", "default": "head",
-                 "description": "prefix of the new layers' names"},
+        "pooling": {
+            "enum": ["avg", "max", "flatten"],
+            "default": "avg",
+            "description": "how a feature map becomes a vector (ignored for a vector output)",
+        },
+        "dropout": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0,
+            "description": "dropout rate before the classifier; 0 adds no Dropout layer",
+        },
+        "activation": {
+            "type": ["string", "null"],
+            "default": "softmax",
+            "description": "the classifier's activation; null for logits",
+        },
+        "name": {
+            "type": "string",
+            "pattern": "^[A-Za-z][A-Za-z0-9_]*$",
+            "default": "head",
+            "description": "prefix of the new layers' names",
+        },
     },
     "required": ["classes"],
 }
@@ -53,11 +68,12 @@ def apply(state, params, ctx):
     if params.get("dropout", 0) > 0:
         new.append(layers.Dropout(params["dropout"], name=f"{name}_dropout"))
     try:
-        new.append(layers.Dense(params["classes"], activation=params.get("activation", "softmax"),
-                                name=f"{name}_dense"))
+        new.append(
+            layers.Dense(params["classes"], activation=params.get("activation", "softmax"), name=f"{name}_dense")
+        )
     except ValueError as e:
         raise OpError(f"activation {params.get('activation')!r}: {' '.join(str(e).split())[:200]}") from None
     for layer in new:
         x = layer(x)
-    note = f"head: {' -> '.join(type(l).__name__ for l in new)}, {params['classes']} classes"
+    note = f"head: {' -> '.join(type(lay).__name__ for lay in new)}, {params['classes']} classes"
     return state.evolve(note, model=make_model(state.model.inputs, x))

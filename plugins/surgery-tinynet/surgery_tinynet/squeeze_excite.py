@@ -13,10 +13,12 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "after": {"type": "string", "minLength": 1, "description": "name of the layer whose output is gated"},
-        "ratio": {"type": "integer", "minimum": 1, "default": 4,
-                  "description": "channel reduction of the bottleneck"},
-        "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$",
-                 "description": "prefix of the new layers' names (default: <after>_se)"},
+        "ratio": {"type": "integer", "minimum": 1, "default": 4, "description": "channel reduction of the bottleneck"},
+        "name": {
+            "type": "string",
+            "pattern": "^[A-Za-z][A-Za-z0-9_]*$",
+            "description": "prefix of the new layers' names (default: <after>_se)",
+        },
     },
     "required": ["after"],
 }
@@ -57,5 +59,4 @@ def apply(state, params, ctx):
     outputs = retrace(model, {id(t): t for t in model.inputs}, model.outputs, around=around)
     new = make_model(model.inputs, outputs)
     added = len(new.layers) - len(model.layers)
-    return state.evolve(f"squeeze_excite: {added} layers after {after} (ratio {params.get('ratio', 4)})",
-                        model=new)
+    return state.evolve(f"squeeze_excite: {added} layers after {after} (ratio {params.get('ratio', 4)})", model=new)

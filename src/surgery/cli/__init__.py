@@ -1,9 +1,9 @@
 """The ``surgery`` command line: one module per command group, over ``surgery.api`` and ``surgery.training``.
 
-    build.py    apply, validate, plan, export
-    catalog.py  plugins, ops, backbones, schema (no TensorFlow)
-    train.py    train, features, predict
-    common.py   one error line and its exit status, signals, loading the plugins
+build.py    apply, validate, plan, export
+catalog.py  plugins, ops, backbones, schema (no TensorFlow)
+train.py    train, features, predict
+common.py   one error line and its exit status, signals, loading the plugins
 """
 
 from __future__ import annotations
@@ -23,6 +23,17 @@ def main(verbose, debug):
     """Build Keras models from JSON specs: load a backbone, cut it, extend it, freeze it, export it."""
 
 
-for command in (build.apply, build.validate, build.plan, build.export, catalog.plugins, catalog.ops,
-                catalog.backbones, catalog.schema, train.train, train.features, train.predict):
+for command in (
+    build.apply,
+    build.validate,
+    build.plan,
+    build.export,
+    catalog.plugins,
+    catalog.ops,
+    catalog.backbones,
+    catalog.schema,
+    train.train,
+    train.features,
+    train.predict,
+):
     main.add_command(command)

@@ -18,12 +18,17 @@ from .types import FiniteFloat
 @click.option("-o", "--output", "out", help="Folder for <name>.keras, or a path ending in .keras.")
 @click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
-@click.option("--atol", type=FiniteFloat(min=0), help="Largest difference from Keras an export may show "
-              "(default 1e-4).")
+@click.option(
+    "--atol", type=FiniteFloat(min=0), help="Largest difference from Keras an export may show (default 1e-4)."
+)
 @click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
-@click.option("--plot", "plot_path", metavar="FILE",
-              help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).")
+@click.option(
+    "--plot",
+    "plot_path",
+    metavar="FILE",
+    help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).",
+)
 @guarded
 def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
     """Build the model SPEC describes, print it, and save it."""
@@ -38,8 +43,17 @@ def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
 
     # Exporters refuse options they do not take, so the ONNX ones go to ONNX alone.
     onnx_options = {k: v for k, v in {"opset": opset, "atol": atol}.items() if v is not None}
-    done = build_and_write(spec, output=out, onnx=onnx_path, force=force, weights=weights, plot=plot_path,
-                           options={"onnx": onnx_options}, plugins=installed_plugins(), before_writing=show)
+    done = build_and_write(
+        spec,
+        output=out,
+        onnx=onnx_path,
+        force=force,
+        weights=weights,
+        plot=plot_path,
+        options={"onnx": onnx_options},
+        plugins=installed_plugins(),
+        before_writing=show,
+    )
     for fmt, path in done.written.items():
         click.echo(f"wrote {path}" + (f" ({done.reports[fmt]})" if done.reports[fmt] else ""))
     if plot_path:
@@ -54,17 +68,25 @@ def validate(spec):
     from ..api import load
 
     parsed, _ = load(spec, installed_plugins())
-    click.echo(f"ok: {spec}: {len(parsed.steps)} steps; checked the schema, op and backbone names and options, "
-               "layer class names, slice text and file paths")
-    click.echo("not checked until `surgery apply` builds it: layer configs, index ranges and names against "
-               "the model, shapes, and the contents of weights and model files")
+    click.echo(
+        f"ok: {spec}: {len(parsed.steps)} steps; checked the schema, op and backbone names and options, "
+        "layer class names, slice text and file paths"
+    )
+    click.echo(
+        "not checked until `surgery apply` builds it: layer configs, index ranges and names against "
+        "the model, shapes, and the contents of weights and model files"
+    )
 
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per step.")
-@click.option("--plot", "plot_path", metavar="FILE", help="Also draw the model's graph to FILE.svg or FILE.png "
-              "(frozen layers marked).")
+@click.option(
+    "--plot",
+    "plot_path",
+    metavar="FILE",
+    help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing plot file.")
 @guarded
 def plan(spec, as_json, plot_path, force):
@@ -97,17 +119,37 @@ def _names(given: tuple):
 
 @click.command()
 @click.argument("model", metavar="MODEL.keras")
-@click.option("--to", "fmt", metavar="FORMAT", help="onnx, saved_model, keras, or another installed exporter "
-              "(`surgery plugins` lists them).")
-@click.option("-o", "--output", "out", help="The output file (ending in the format's suffix: .onnx, .savedmodel, "
-              ".keras) or a folder for MODEL's name with that suffix. Default: next to MODEL.")
+@click.option(
+    "--to",
+    "fmt",
+    metavar="FORMAT",
+    help="onnx, saved_model, keras, or another installed exporter (`surgery plugins` lists them).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    help="The output file (ending in the format's suffix: .onnx, .savedmodel, "
+    ".keras) or a folder for MODEL's name with that suffix. Default: next to MODEL.",
+)
 @click.option("--opset", type=int, help="ONNX opset (onnx; default 17).")
-@click.option("--atol", type=FiniteFloat(min=0), help="Largest max abs difference from Keras that passes the check "
-              "(onnx, saved_model; default 1e-4).")
-@click.option("--input-name", "input_names", multiple=True,
-              help="Name of the input (default: image); repeat for a model with several inputs.")
-@click.option("--output-name", "output_names", multiple=True,
-              help="Name of the output (default: the output layer's name); repeat for several outputs.")
+@click.option(
+    "--atol",
+    type=FiniteFloat(min=0),
+    help="Largest max abs difference from Keras that passes the check (onnx, saved_model; default 1e-4).",
+)
+@click.option(
+    "--input-name",
+    "input_names",
+    multiple=True,
+    help="Name of the input (default: image); repeat for a model with several inputs.",
+)
+@click.option(
+    "--output-name",
+    "output_names",
+    multiple=True,
+    help="Name of the output (default: the output layer's name); repeat for several outputs.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @guarded
 def export(model, fmt, out, opset, atol, input_names, output_names, force):
@@ -115,7 +157,15 @@ def export(model, fmt, out, opset, atol, input_names, output_names, force):
     from ..api import export as export_model
 
     # Only what the user gave: each exporter applies its own defaults and refuses what it does not take.
-    options = {k: v for k, v in {"opset": opset, "atol": atol, "input_name": _names(input_names),
-                                 "output_name": _names(output_names)}.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {
+            "opset": opset,
+            "atol": atol,
+            "input_name": _names(input_names),
+            "output_name": _names(output_names),
+        }.items()
+        if v is not None
+    }
     path, report = export_model(model, fmt, output=out, force=force, options=options, plugins=installed_plugins())
     click.echo(f"wrote {path}" + (f" ({report})" if report else ""))

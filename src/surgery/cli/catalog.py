@@ -20,11 +20,25 @@ def plugins(as_json):
     for warning in loaded.warnings:
         click.echo(warning, err=True)
     if as_json:
-        click.echo(json.dumps([
-            {"name": r.name, "distribution": r.dist, "version": r.version, "builtin": r.builtin,
-             "status": "broken" if r.error else "ok", "error": r.error,
-             "ops": r.ops, "backbones": r.backbones, "exporters": r.exporters}
-            for r in loaded.records], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "distribution": r.dist,
+                        "version": r.version,
+                        "builtin": r.builtin,
+                        "status": "broken" if r.error else "ok",
+                        "error": r.error,
+                        "ops": r.ops,
+                        "backbones": r.backbones,
+                        "exporters": r.exporters,
+                    }
+                    for r in loaded.records
+                ],
+                indent=2,
+            )
+        )
         return
     for r in loaded.records:
         status = f"BROKEN: {r.error}" if r.error else "ok"
@@ -46,8 +60,10 @@ def _table(rows):
 def ops():
     """List the spec operations and the plugin that provides each."""
     reg = installed_plugins().registry
-    _table([("op", "plugin", "description")] +
-           [(o.name, o.plugin, o.description) for o in sorted(reg.ops.values(), key=lambda o: o.name)])
+    _table(
+        [("op", "plugin", "description")]
+        + [(o.name, o.plugin, o.description) for o in sorted(reg.ops.values(), key=lambda o: o.name)]
+    )
 
 
 @click.command()

@@ -10,8 +10,16 @@ import traceback
 
 import click
 
-from ..errors import (ENVIRONMENT_ERRORS, EXIT_BAD_INPUT, EXIT_INTERNAL, SurgeryError, Terminated, environment_error,
-                      interrupted_exit, one_line)
+from ..errors import (
+    ENVIRONMENT_ERRORS,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    SurgeryError,
+    Terminated,
+    environment_error,
+    interrupted_exit,
+    one_line,
+)
 
 
 def printable(message: str) -> str:
@@ -20,8 +28,9 @@ def printable(message: str) -> str:
     Line breaks fold into spaces; other control characters (a NUL in a layer name
     from a spec, terminal escapes) are shown as escapes, never sent to the terminal.
     """
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in one_line(message, None))
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in one_line(message, None)
+    )
 
 
 def fail(message: str, code: int) -> None:
@@ -70,7 +79,7 @@ def guarded(fn):
             os._exit(0)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (anything else is a bug: one line, exit 1)
             if debug:
                 traceback.print_exc()
             if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRORS:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .rules import Rule, classify, unknown
+from .classify import classify
+from .rules import Rule, unknown
 from .unionfind import UnionFind
 
 if TYPE_CHECKING:
@@ -56,8 +57,13 @@ class Group:
         return "; ".join(self.reasons[:2]) + (f" (and {more} more)" if more > 0 else "")
 
     def as_dict(self, detail: bool = False) -> dict:
-        d = {"id": self.id, "channels": self.channels, "producers": list(self.producers),
-             "members": list(self.members) if detail else len(self.members), "prunable": self.prunable}
+        d = {
+            "id": self.id,
+            "channels": self.channels,
+            "producers": list(self.producers),
+            "members": list(self.members) if detail else len(self.members),
+            "prunable": self.prunable,
+        }
         if not self.prunable:
             d["reason"] = self.reason
         return d
@@ -68,8 +74,8 @@ class Record:
     """One call node: its layer or op, the rule used, and the ids of its inputs and outputs."""
 
     name: str
-    op: object
-    node: object
+    op: Any
+    node: Any
     rule: Rule
     in_ids: list
     out_ids: list
@@ -86,7 +92,7 @@ def analyze(model) -> Analysis:
     layer_ids = {id(layer) for layer in graph.layers}
     uf = UnionFind()
     spaces: list[str] = []
-    blocks: list[tuple[np.ndarray, str]] = []
+    blocks: list[tuple[np.ndarray, str | None]] = []
     tensor_ids: dict[int, np.ndarray] = {}
     records: list[Record] = []
 
@@ -101,8 +107,10 @@ def analyze(model) -> Analysis:
         rule = classify(op, node, calls[id(op)])
         if node.is_input:
             # An input without a fixed last axis (token ids of any length) gets no ids: nothing flows from it.
-            outs = [fresh(int(t.shape[-1]) if len(t.shape) and t.shape[-1] is not None else 0, op.name)
-                    for t in node.outputs]
+            outs = [
+                fresh(int(t.shape[-1]) if len(t.shape) and t.shape[-1] is not None else 0, op.name)
+                for t in node.outputs
+            ]
             for ids in outs:
                 blocks.append((ids, f"'{op.name}' is the model's input"))
             records.append(Record(op.name, op, node, rule, [], outs, True))
@@ -117,8 +125,10 @@ def analyze(model) -> Analysis:
         if rule.kind == "unknown":
             for ids in ins:
                 blocks.append((ids, rule.reason))
-            outs = [fresh(int(t.shape[-1]) if len(t.shape) and t.shape[-1] is not None else 0, op.name)
-                    for t in node.outputs]
+            outs = [
+                fresh(int(t.shape[-1]) if len(t.shape) and t.shape[-1] is not None else 0, op.name)
+                for t in node.outputs
+            ]
             for ids in outs:
                 blocks.append((ids, f"made by {rule.reason}"))
         elif rule.kind == "producer":
@@ -147,8 +157,10 @@ def functional_graph(model):
     inner = getattr(model, "_functional", None)
     if inner is not None and hasattr(inner, "_nodes_by_depth"):
         return inner
-    raise OpError(f"pruning needs a functional model (or a Sequential with an Input); '{model.name}' is a "
-                  f"{type(model).__name__} without a graph to analyse")
+    raise OpError(
+        f"pruning needs a functional model (or a Sequential with an Input); '{model.name}' is a "
+        f"{type(model).__name__} without a graph to analyse"
+    )
 
 
 def _flow(rule: Rule, ins: list, node, uf: UnionFind, blocks: list):
@@ -300,8 +312,9 @@ class Analysis:
             group = self.groups[self.class_group[r]]
             if not group.prunable:
                 chosen = [i for i in idx if self.root[ids[i]] == r]
-                raise OpError(f"channel {chosen[0]} of '{layer}' is in group {group.id}, which cannot be pruned: "
-                              f"{group.reason}")
+                raise OpError(
+                    f"channel {chosen[0]} of '{layer}' is in group {group.id}, which cannot be pruned: {group.reason}"
+                )
         removal = Removal(self, frozenset(classes.tolist()))
         removal.check(f"channels {_short(idx)} of '{layer}'")
         return removal
@@ -325,21 +338,30 @@ class Analysis:
         """Prunable and unprunable groups, JSON-able; ``detail`` lists every member layer (else a count)."""
         prunable = [g.as_dict(detail) for g in self.groups if g.prunable]
         blocked = [g.as_dict(detail) for g in self.groups if not g.prunable and _worth_listing(g)]
-        return {"groups": len(self.groups), "prunable": prunable, "unprunable": blocked,
-                "prunable_channels": int(sum(g.channels for g in self.groups if g.prunable)),
-                "channels": int(sum(g.channels for g in self.groups))}
+        return {
+            "groups": len(self.groups),
+            "prunable": prunable,
+            "unprunable": blocked,
+            "prunable_channels": int(sum(g.channels for g in self.groups if g.prunable)),
+            "channels": int(sum(g.channels for g in self.groups)),
+        }
 
     def describe(self, limit: int = 20) -> str:
         d = self.as_dict()
-        lines = [(f"{len(d['prunable'])} prunable groups ({d['prunable_channels']} of {d['channels']} channels), "
-                  f"{len(d['unprunable'])} unprunable")]
+        lines = [
+            (
+                f"{len(d['prunable'])} prunable groups ({d['prunable_channels']} of {d['channels']} channels), "
+                f"{len(d['unprunable'])} unprunable"
+            )
+        ]
         for g in d["prunable"][:limit]:
             lines.append(f"  group {g['id']}: {g['channels']} channels, {_names(g['producers'])}")
         if len(d["prunable"]) > limit:
             lines.append(f"  ... {len(d['prunable']) - limit} more prunable groups")
         for g in d["unprunable"][:limit]:
-            lines.append(f"  group {g['id']} (unprunable): {g['channels']} channels, {_names(g['producers'])}: "
-                         f"{g['reason']}")
+            lines.append(
+                f"  group {g['id']} (unprunable): {g['channels']} channels, {_names(g['producers'])}: {g['reason']}"
+            )
         if len(d["unprunable"]) > limit:
             lines.append(f"  ... {len(d['unprunable']) - limit} more unprunable groups")
         return "\n".join(lines)

@@ -20,8 +20,19 @@ def _prod(values) -> int:
     return int(np.prod([int(v) for v in values], dtype=np.int64)) if len(values) else 1
 
 
-COUNTED = {"Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-           "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D", "Dense"}
+COUNTED = {
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "Dense",
+}
 
 
 def layer_macs(layer, in_shape, out_shape) -> int:

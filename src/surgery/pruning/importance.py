@@ -75,7 +75,7 @@ def class_scores(analysis, criterion: str) -> tuple[dict, set]:
                     bn_count[r] = bn_count.get(r, 0) + 1
                     bn_groups.add(analysis.class_group[r])
     if criterion == "bn_scale":
-        scores = {}
+        scores: dict = {}
         for r, value in total.items():
             if analysis.class_group[r] in bn_groups:
                 scores[r] = bn_total.get(r, 0.0) / max(bn_count.get(r, 0), 1)
@@ -93,8 +93,17 @@ def kept_after(n: int, removed: int, round_to: int, min_channels: int) -> int:
     return min(kept, n)
 
 
-def select(analysis, model, ratio: float, criterion: str = "l1", scope: str = "local", groups=None,
-           round_to: int = 1, min_channels: int = 1, seed: int = 0):
+def select(
+    analysis,
+    model,
+    ratio: float,
+    criterion: str = "l1",
+    scope: str = "local",
+    groups=None,
+    round_to: int = 1,
+    min_channels: int = 1,
+    seed: int = 0,
+):
     """The channels to remove: ``ratio`` of the chosen groups' channels, least important first."""
     from .deps import OpError
     from .removal import Removal
@@ -114,7 +123,7 @@ def select(analysis, model, ratio: float, criterion: str = "l1", scope: str = "l
     notes = []
     if criterion == "random":
         rng = np.random.default_rng(seed)
-        scores = {}
+        scores: dict = {}
         for g in chosen:
             scores.update(zip(g.classes.tolist(), rng.random(g.channels).tolist()))
     else:
@@ -122,11 +131,14 @@ def select(analysis, model, ratio: float, criterion: str = "l1", scope: str = "l
         if criterion == "bn_scale":
             missing = [g.id for g in chosen if g.id not in bn_groups]
             if missing:
-                notes.append(f"bn_scale: {len(missing)} group(s) without BatchNormalization scored by l1 "
-                             f"({', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''})")
+                notes.append(
+                    f"bn_scale: {len(missing)} group(s) without BatchNormalization scored by l1 "
+                    f"({', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''})"
+                )
     # Tie-break by channel position so equal scores always give the same choice.
-    ranked = {g.id: sorted(g.classes.tolist(), key=lambda r: (scores.get(r, 0.0), analysis.class_index[r]))
-              for g in chosen}
+    ranked = {
+        g.id: sorted(g.classes.tolist(), key=lambda r: (scores.get(r, 0.0), analysis.class_index[r])) for g in chosen
+    }
     taker = _Taker(analysis, chosen)
     if scope == "local":
         for g in chosen:

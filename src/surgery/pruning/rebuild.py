@@ -67,22 +67,31 @@ class PruneReport:
         return sum(g["channels_after"] for g in self.groups)
 
     def as_dict(self) -> dict:
-        return {"groups_pruned": len(self.groups), "channels_before": self.channels_before,
-                "channels_after": self.channels_after, "params_before": self.params_before,
-                "params_after": self.params_after, "flops_before": self.flops_before,
-                "flops_after": self.flops_after, "groups": self.groups, "reused": self.reused,
-                "notes": self.notes}
+        return {
+            "groups_pruned": len(self.groups),
+            "channels_before": self.channels_before,
+            "channels_after": self.channels_after,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "flops_before": self.flops_before,
+            "flops_after": self.flops_after,
+            "groups": self.groups,
+            "reused": self.reused,
+            "notes": self.notes,
+        }
 
     def describe(self) -> str:
         def ratio(a, b):
             return f" ({1 - b / a:.1%} fewer)" if a else ""
 
-        lines = [f"pruned {len(self.groups)} groups: {self.channels_before} -> {self.channels_after} channels",
-                 (f"params {self.params_before:,} -> {self.params_after:,}"
-                  f"{ratio(self.params_before, self.params_after)}")]
+        lines = [
+            f"pruned {len(self.groups)} groups: {self.channels_before} -> {self.channels_after} channels",
+            (f"params {self.params_before:,} -> {self.params_after:,}{ratio(self.params_before, self.params_after)}"),
+        ]
         if self.flops_before is not None:
-            lines.append(f"FLOPs {self.flops_before:,} -> {self.flops_after:,}"
-                         f"{ratio(self.flops_before, self.flops_after)}")
+            lines.append(
+                f"FLOPs {self.flops_before:,} -> {self.flops_after:,}{ratio(self.flops_before, self.flops_after)}"
+            )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -127,10 +136,23 @@ def prune(model, removal):
     groups = []
     for gid, idx in removal.by_group().items():
         g = a.groups[gid]
-        groups.append({"id": gid, "producers": list(g.producers), "channels_before": g.channels,
-                       "channels_after": g.channels - len(idx)})
-    report = PruneReport(groups, int(model.count_params()), int(new_model.count_params()),
-                         _flops_or_none(flops, model), _flops_or_none(flops, new_model), reused, list(removal.notes))
+        groups.append(
+            {
+                "id": gid,
+                "producers": list(g.producers),
+                "channels_before": g.channels,
+                "channels_after": g.channels - len(idx),
+            }
+        )
+    report = PruneReport(
+        groups,
+        int(model.count_params()),
+        int(new_model.count_params()),
+        _flops_or_none(flops, model),
+        _flops_or_none(flops, new_model),
+        reused,
+        list(removal.notes),
+    )
     return new_model, report
 
 
@@ -147,7 +169,7 @@ def _clone_input(k, layer):
     cfg = layer.get_config()
     try:
         return type(layer).from_config(cfg).output
-    except Exception:  # an InputLayer config Keras cannot read back: make the same input by hand
+    except Exception:  # an InputLayer config Keras cannot read back: make the same input by hand  # noqa: BLE001 (a layer Keras cannot rebuild is reported, whatever it raises)
         return k.Input(batch_shape=cfg.get("batch_shape"), dtype=cfg.get("dtype"), name=layer.name)
 
 
@@ -170,5 +192,5 @@ def _clone_layer(rec, removed, changed: bool, reused: list):
 def _clone_op(op):
     try:
         return type(op).from_config(op.get_config())
-    except Exception:
+    except Exception:  # noqa: BLE001 (a layer Keras cannot rebuild is reported, whatever it raises)
         return op  # stateless: sharing it between the two models is harmless

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -11,7 +12,7 @@ import numpy as np
 class Removal:
     """Channels to remove: union-find classes of ``analysis`` (every element carrying them goes)."""
 
-    analysis: object
+    analysis: Any
     classes: frozenset
     notes: tuple = field(default=())  # what selection had to decide (e.g. bn_scale fell back to l1)
 
@@ -53,17 +54,26 @@ class Removal:
         for gid, removed in self.by_group().items():
             group = a.groups[gid]
             if len(removed) >= group.channels:
-                raise OpError(f"{what} would remove all {group.channels} channels of group {gid} "
-                              f"({', '.join(group.producers[:3])}); keep at least one")
+                raise OpError(
+                    f"{what} would remove all {group.channels} channels of group {gid} "
+                    f"({', '.join(group.producers[:3])}); keep at least one"
+                )
         spaces = {s for r in self.classes for s in a.class_spaces[r]}
         for s in sorted(spaces):
             classes = a.space_classes[s]
             if all(r in self.classes for r in classes):
-                raise OpError(f"{what} would remove all {len(classes)} output channels of '{a.spaces[s]}' "
-                              f"(group {a.space_group[s]}); keep at least one")
+                raise OpError(
+                    f"{what} would remove all {len(classes)} output channels of '{a.spaces[s]}' "
+                    f"(group {a.space_group[s]}); keep at least one"
+                )
 
     def as_dict(self) -> dict:
         a = self.analysis
-        return {"groups": {str(g): {"channels": a.groups[g].channels, "removed": len(v), "indices": v}
-                           for g, v in self.by_group().items()},
-                "removed": len(self.classes), "notes": list(self.notes)}
+        return {
+            "groups": {
+                str(g): {"channels": a.groups[g].channels, "removed": len(v), "indices": v}
+                for g, v in self.by_group().items()
+            },
+            "removed": len(self.classes),
+            "notes": list(self.notes),
+        }

@@ -1,19 +1,20 @@
 """Training a built model: ``surgery train``, ``surgery features`` and ``surgery predict``.
 
-Modules, lightest first (the first two import no TensorFlow, so ``surgery
-validate`` and ``surgery schema`` can use them):
+Modules, lightest first (the first three import no TensorFlow; the train section's
+schema is ``surgery.train_schema``, in the core, since ``surgery validate`` checks it):
 
-- ``schema``: the JSON Schema of a spec's optional ``train`` section;
-- ``config``: that section merged with command-line overrides, checked;
-- ``data``: image folders and ``.npz`` files into tf.data pipelines;
+- ``config``: the spec's ``train`` section merged with command-line overrides, checked;
+- ``data``: what an image folder or ``.npz`` holds, checked without TensorFlow;
+- ``run_folder``: the output folder, checkpoints, and what ``--resume`` reads back;
+- ``pipeline``: the tf.data pipelines (decode, resize, preprocess, shuffle, batch);
 - ``precision``: mixed-precision policies and a float32 output;
 - ``stages``: freeze/unfreeze before a stage, the loss for the model's head, compiling;
-- ``run_folder``: the output folder, checkpoints, and what ``--resume`` reads back;
+- ``callbacks``: the checkpoints and timing a run adds to ``fit``;
 - ``distribute``: the strategy (``TF_CONFIG`` read without TensorFlow) and which ``fit`` runs under it;
 - ``loop``: ``fit`` as a custom loop, for multi-worker training, where Keras' ``fit`` fails;
 - ``feature_cache``: training the layers after a frozen prefix on its outputs, computed once;
-- ``run``: the training run itself;
-- ``features`` and ``predict``: the standalone feature extractor and classifier modes.
+- ``run``: the training run itself (``Run``);
+- ``models``, ``features`` and ``predict``: a saved model or spec to run, the feature extractor and classifier.
 """
 
 from ..errors import SurgeryError

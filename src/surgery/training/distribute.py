@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..errors import SurgeryError
 
 ENV = "TF_CONFIG"
-EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
+EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 
 
 class StrategyError(SurgeryError):
@@ -56,8 +56,11 @@ def _addresses(cluster: dict) -> None:
     seen = set()
     for task, addresses in cluster.items():
         if task not in ("chief", "worker"):
-            why = ("parameter-server training" if task == "ps" else "a separate evaluator") \
-                if task in ("ps", "evaluator") else "no task type surgery knows"
+            why = (
+                ("parameter-server training" if task == "ps" else "a separate evaluator")
+                if task in ("ps", "evaluator")
+                else "no task type surgery knows"
+            )
             raise _bad(f'cluster has "{task}" tasks, which are for {why}; multiworker uses "chief" and "worker"')
         if not isinstance(addresses, list) or not addresses:
             raise _bad(f'cluster.{task} must be a non-empty list of "host:port" strings')
@@ -78,8 +81,11 @@ def parse(raw: str) -> Worker:
         config = json.loads(raw)
     except ValueError as e:
         raise _bad(f"not valid JSON ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict) \
-            or not isinstance(config.get("task"), dict):
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("cluster"), dict)
+        or not isinstance(config.get("task"), dict)
+    ):
         raise _bad('needs a "cluster" object and a "task" object')
     cluster, task = config["cluster"], config["task"]
     _addresses(cluster)
@@ -87,11 +93,14 @@ def parse(raw: str) -> Worker:
         raise _bad("cluster lists no workers")
     kind, index = task.get("type"), task.get("index", 0)
     if kind not in cluster:
-        raise _bad(f"task.type is {json.dumps(kind)}, which is not a task type of the cluster "
-                   f"({', '.join(sorted(cluster))})")
+        raise _bad(
+            f"task.type is {json.dumps(kind)}, which is not a task type of the cluster ({', '.join(sorted(cluster))})"
+        )
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
-        raise _bad(f"task.index is {json.dumps(index)}; cluster.{kind} has {len(cluster[kind])} "
-                   f"address{'es' * (len(cluster[kind]) != 1)} (0..{len(cluster[kind]) - 1})")
+        raise _bad(
+            f"task.index is {json.dumps(index)}; cluster.{kind} has {len(cluster[kind])} "
+            f"address{'es' * (len(cluster[kind]) != 1)} (0..{len(cluster[kind]) - 1})"
+        )
     # TensorFlow's rule: the chief task if there is one, else worker 0.
     chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
     return Worker(kind, index, sum(len(a) for a in cluster.values()), chief)
@@ -104,9 +113,11 @@ def worker(strategy: str, environ=None) -> Worker:
         return Worker()
     raw = environ.get(ENV)
     if not raw:
-        raise StrategyError(f"--strategy multiworker needs the {ENV} environment variable on every machine, "
-                            f"naming the cluster and this machine's task, e.g. {EXAMPLE} (see docs/training.md)",
-                            where="--strategy")
+        raise StrategyError(
+            f"--strategy multiworker needs the {ENV} environment variable on every machine, "
+            f"naming the cluster and this machine's task, e.g. {EXAMPLE} (see docs/training.md)",
+            where="--strategy",
+        )
     return parse(raw)
 
 
@@ -142,9 +153,12 @@ class Runner:
                     if "program startup" not in str(e):
                         raise
         if started is None:
-            raise StrategyError("multiworker training must run in a process of its own: TensorFlow's runtime "
-                                "has already started here, and its collective ops can only be set up before "
-                                "that; run `surgery train` as a command", where="--strategy")
+            raise StrategyError(
+                "multiworker training must run in a process of its own: TensorFlow's runtime "
+                "has already started here, and its collective ops can only be set up before "
+                "that; run `surgery train` as a command",
+                where="--strategy",
+            )
         return cls(name, worker, started)
 
     def scope(self):
@@ -159,22 +173,44 @@ class Runner:
 
     def fit(self, model, sets, *, loss, metric, initial_epoch: int, epochs: int, callbacks: list, verbose) -> None:
         if self.name != "multiworker":
-            model.fit(sets.train, validation_data=sets.validation, initial_epoch=initial_epoch, epochs=epochs,
-                      callbacks=callbacks, verbose=verbose, shuffle=False)
+            model.fit(
+                sets.train,
+                validation_data=sets.validation,
+                initial_epoch=initial_epoch,
+                epochs=epochs,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,
+            )
             return
         import tensorflow as tf
 
         from . import loop
 
         try:
-            loop.fit(model, sets, self.strategy, loss=loss, metric=metric, initial_epoch=initial_epoch,
-                     epochs=epochs, callbacks=callbacks, verbose=verbose)
-        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
-                tf.errors.AbortedError) as e:
+            loop.fit(
+                model,
+                sets,
+                self.strategy,
+                loss=loss,
+                metric=metric,
+                initial_epoch=initial_epoch,
+                epochs=epochs,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        except (
+            tf.errors.UnavailableError,
+            tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError,
+            tf.errors.AbortedError,
+        ) as e:
             # TensorFlow's message is a page of gRPC detail; --debug shows it.
-            raise WorkerLost(f"lost contact with another worker ({type(e).__name__}); start every worker again, "
-                             "with --resume to go on from the chief's last checkpoint",
-                             where=self.worker.describe()) from e
+            raise WorkerLost(
+                f"lost contact with another worker ({type(e).__name__}); start every worker again, "
+                "with --resume to go on from the chief's last checkpoint",
+                where=self.worker.describe(),
+            ) from e
 
 
 def weights_digest(model) -> str:

@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,8 @@ def why_not_cached(layer) -> str | None:
 @dataclass
 class Prefix:
     cut: int  # index in model.layers of the prefix's last layer
-    layer: object
-    tensor: object  # the layer's output in the model's graph
+    layer: Any
+    tensor: Any  # the layer's output in the model's graph
 
     def describe(self, model) -> str:
         return f"layers 0..{self.cut} ({model.layers[0].name} .. {self.layer.name})"
@@ -78,7 +79,7 @@ def find_prefix(model) -> tuple[Prefix | None, str]:
     stop = f"{layer.name} (index {k}) {why}"
     if last_cut is None:
         return None, stop + (" and is the first layer" if k <= 1 else ", and no layer before it is a cut point")
-    if not any(layer.weights for layer in model.layers[1:last_cut + 1]):
+    if not any(layer.weights for layer in model.layers[1 : last_cut + 1]):
         return None, f"{stop}, and the layers before it have no weights: nothing to save"
     tensor = output_tensor_of(model, model.layers[last_cut])
     if tensor is None:
@@ -89,8 +90,9 @@ def find_prefix(model) -> tuple[Prefix | None, str]:
 def suffix_model(model, prefix: Prefix):
     """The layers after the cut, called again (not copied) on a new input of the prefix's output shape."""
     k = keras()
-    features = k.Input(shape=tuple(prefix.tensor.shape[1:]), dtype=prefix.tensor.dtype,
-                       name=f"{prefix.layer.name}_features")
+    features = k.Input(
+        shape=tuple(prefix.tensor.shape[1:]), dtype=prefix.tensor.dtype, name=f"{prefix.layer.name}_features"
+    )
     (out,) = retrace(model, {id(prefix.tensor): features}, model.outputs)
     return make_model(features, out, name=f"{model.name}_after_{prefix.layer.name}")
 
@@ -120,9 +122,9 @@ def _run_prefix(prefix_model, images, n: int, batch_size: int, dtype, path: Path
     i = 0
     for x, y in images.batch(batch_size).prefetch(tf.data.AUTOTUNE):
         batch = np.asarray(run(x)).astype(dtype)
-        out[i:i + len(batch)], labels[i:i + len(batch)] = batch, y.numpy()
+        out[i : i + len(batch)], labels[i : i + len(batch)] = batch, y.numpy()
         i += len(batch)
-    if path is not None:
+    if isinstance(out, np.memmap):
         out.flush()
     return out, labels
 
@@ -179,8 +181,11 @@ class FeatureCache:
         validation = None
         if features.validation is not None:
             validation = _lookup(_range(sets.n_validation), features.validation, sets.batch_size, features.dtype)
-        cached = dataclasses.replace(sets, train=_lookup(sets.train_order, features.train, sets.batch_size,
-                                                         features.dtype), validation=validation)
+        cached = dataclasses.replace(
+            sets,
+            train=_lookup(sets.train_order, features.train, sets.batch_size, features.dtype),
+            validation=validation,
+        )
         return suffix_model(model, prefix), cached
 
     def _compute(self, model, prefix: Prefix) -> Features | None:
@@ -194,27 +199,38 @@ class FeatureCache:
         if size > self.memory_mb * MIB:
             folder = tempfile.gettempdir()
             if size > shutil.disk_usage(folder).free // 2:
-                self.echo(f"  feature cache: not used: the outputs of {prefix.describe(model)} would take "
-                          f"{size / MIB:,.0f} MiB, more than train.feature_cache_memory_mb "
-                          f"({self.memory_mb}) in memory and half the free space in {folder}")
+                self.echo(
+                    f"  feature cache: not used: the outputs of {prefix.describe(model)} would take "
+                    f"{size / MIB:,.0f} MiB, more than train.feature_cache_memory_mb "
+                    f"({self.memory_mb}) in memory and half the free space in {folder}"
+                )
                 return None
             self._folder = tempfile.TemporaryDirectory(prefix="surgery-feature-cache-")
             path = Path(self._folder.name)
         started = time.perf_counter()
         prefix_model = make_model(model.inputs, prefix.tensor, name=f"{model.name}_prefix")
-        train = _run_prefix(prefix_model, sets.train_images, sets.n_train, sets.batch_size, store,
-                            path / "train.npy" if path else None)
+        train = _run_prefix(
+            prefix_model, sets.train_images, sets.n_train, sets.batch_size, store, path / "train.npy" if path else None
+        )
         validation = None
         if sets.validation_images is not None:
-            validation = _run_prefix(prefix_model, sets.validation_images, sets.n_validation, sets.batch_size,
-                                     store, path / "validation.npy" if path else None)
+            validation = _run_prefix(
+                prefix_model,
+                sets.validation_images,
+                sets.n_validation,
+                sets.batch_size,
+                store,
+                path / "validation.npy" if path else None,
+            )
         seconds = time.perf_counter() - started
         self.seconds += seconds
         where = f"in {path}" if path else "in memory"
         shape = "x".join(map(str, prefix.tensor.shape[1:]))
-        self.echo(f"  feature cache: {prefix.describe(model)} are frozen: ran them once over {n:,} images "
-                  f"in {seconds:.1f} s ({shape} {dtype} each, {size / MIB:,.1f} MiB {where}); training the "
-                  f"layers after {prefix.layer.name} on their outputs")
+        self.echo(
+            f"  feature cache: {prefix.describe(model)} are frozen: ran them once over {n:,} images "
+            f"in {seconds:.1f} s ({shape} {dtype} each, {size / MIB:,.1f} MiB {where}); training the "
+            f"layers after {prefix.layer.name} on their outputs"
+        )
         self._features = Features(prefix.cut, train, validation, dtype, where, seconds)
         return self._features
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
 from .. import writing
-from . import data
+from ..errors import SpecError
+from . import data, pipeline
 
 
 def check_output(out: str, force: bool, inputs=()) -> Path:
@@ -28,19 +28,21 @@ def check_output(out: str, force: bool, inputs=()) -> Path:
 
 def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose, force: bool = False) -> dict:
     """Run ``loaded.model`` over every image of ``source`` in order; write and return the arrays."""
-    image = data.ImageSpec.of(loaded.model)
+    image = pipeline.ImageSpec.of(loaded.model)
     if source.kind == "folder":
-        data.check_readable(source.files, image)
-    images, labels = data.ordered(source, image, loaded.prep, batch_size)
+        pipeline.check_readable(source.files, image)
+    images, labels = pipeline.ordered(source, image, loaded.prep, batch_size)
     features = loaded.model.predict(images, verbose=verbose)
     if isinstance(features, (list, tuple)):
         raise SpecError(f"the model has {len(features)} outputs; features needs one (choose one with --layer)")
-    files = ([os.path.relpath(f, source.path) for f in source.files] if source.kind == "folder"
-             else list(source.files))
-    arrays = {"features": np.asarray(features).astype("float32"),  # bfloat16 has no numpy file format
-              "labels": np.asarray(labels, dtype="int64"),
-              "class_names": np.array(source.class_names, dtype=str), "files": np.array(files, dtype=str)}
+    files = [os.path.relpath(f, source.path) for f in source.files] if source.kind == "folder" else list(source.files)
+    arrays = {
+        "features": np.asarray(features).astype("float32"),  # bfloat16 has no numpy file format
+        "labels": np.asarray(labels, dtype="int64"),
+        "class_names": np.array(source.class_names, dtype=str),
+        "files": np.array(files, dtype=str),
+    }
     # A file object, so that numpy does not add a second .npz suffix to the temporary name.
     with writing.atomic_output(out, force) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs take the first keyword for allow_pickle
     return arrays

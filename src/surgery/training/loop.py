@@ -41,8 +41,7 @@ def _steps(model, strategy, loss, metric):
         regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
         data_loss = summed(y, pred)
         # fit logs each batch's mean loss weighted by its size: the sum, the model's losses once per example.
-        return data_loss, regularization, tf.stack([data_loss + regularization * n,
-                                                    tf.reduce_sum(correct(y, pred)), n])
+        return data_loss, regularization, tf.stack([data_loss + regularization * n, tf.reduce_sum(correct(y, pred)), n])
 
     def replica_train(x, y):
         context = tf.distribute.get_replica_context()
@@ -115,23 +114,31 @@ def fit(model, sets, strategy, *, loss, metric, initial_epoch: int, epochs: int,
     train_step, test_step = _steps(model, strategy, loss, metric)
     train = _distributed(strategy, sets.train)
     validation = _distributed(strategy, sets.validation) if sets.validation is not None else None
-    callbacks = k.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose,
-                                         epochs=epochs, steps=math.ceil(sets.n_train / sets.batch_size),
-                                         model=model)
-    callbacks.on_train_begin()
+    callback_list = k.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=math.ceil(sets.n_train / sets.batch_size),
+        model=model,
+    )
+    callback_list.on_train_begin()
     logs = {}
     for epoch in range(initial_epoch, epochs):
-        callbacks.on_epoch_begin(epoch)
+        callback_list.on_epoch_begin(epoch)
         totals = _Totals()
         for i, batch in enumerate(train):
-            callbacks.on_train_batch_begin(i)
-            callbacks.on_train_batch_end(i, totals.add(train_step(batch)))
+            callback_list.on_train_batch_begin(i)
+            callback_list.on_train_batch_end(i, totals.add(train_step(batch)))
         # Keras' EpochIterator makes an iterator at the end of each epoch and another at the start of the
         # next, so each epoch of fit uses up two of the shuffle's reshuffles; do the same, so that a worker
         # sees the batches one process would.
         iter(train)
         logs = totals.logs()
         if validation is not None:
-            logs.update({f"val_{name}": value for name, value in _evaluate(validation, test_step, callbacks).items()})
-        callbacks.on_epoch_end(epoch, logs)
-    callbacks.on_train_end(logs)
+            logs.update(
+                {f"val_{name}": value for name, value in _evaluate(validation, test_step, callback_list).items()}
+            )
+        callback_list.on_epoch_end(epoch, logs)
+    callback_list.on_train_end(logs)

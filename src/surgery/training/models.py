@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import preprocessing
 from ..errors import SpecError, did_you_mean
@@ -26,11 +27,11 @@ SIDECAR_LIMIT = 16 * MIB  # a million class names fit
 
 @dataclass
 class Loaded:
-    model: object
+    model: Any
     preprocess: str | None  # a backbone name or mode (surgery.preprocessing), or None
     class_names: list | None
     source: str
-    prep: object = None  # the preprocessing function ``preprocess`` names, resolved by ``load``
+    prep: Any = None  # the preprocessing function ``preprocess`` names, resolved by ``load``
 
 
 @dataclass
@@ -49,14 +50,16 @@ def read_sidecar(path: Path, registry) -> Sidecar:
         raise DataError('expected an object with "class_names" (a list of names) and "preprocess"', file=str(path))
     unknown = sorted(set(found) - {"class_names", "preprocess", "input_shape"})
     if unknown:
-        raise DataError(f'unknown key "{unknown[0]}"; a {SIDECAR} has class_names, preprocess, input_shape',
-                        file=str(path))
+        raise DataError(
+            f'unknown key "{unknown[0]}"; a {SIDECAR} has class_names, preprocess, input_shape', file=str(path)
+        )
     names = found.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise DataError("class_names must be a list of strings", file=str(path))
     shape = found.get("input_shape")
-    if shape is not None and (not isinstance(shape, list) or
-                              not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+    if shape is not None and (
+        not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
         raise DataError("input_shape must be a list of positive integers", file=str(path))
     prep = preprocessing.canonical(found.get("preprocess"), registry, file=str(path), error=DataError)
     return Sidecar(names, prep, shape)
@@ -71,8 +74,11 @@ def load(path: str, plugins, *, weights=None, preprocess: str | None = None) -> 
     """``path`` is a ``.keras`` model or a spec (``weights`` overrides a spec's, as ``--weights`` does)."""
     p = Path(path)
     if p.is_dir():
-        raise DataError("is a folder; give a .keras model file (a run folder's model is <name>.keras or best.keras in "
-                        "it) or a spec (.json)", file=path)
+        raise DataError(
+            "is a folder; give a .keras model file (a run folder's model is <name>.keras or best.keras in "
+            "it) or a spec (.json)",
+            file=path,
+        )
     if p.suffix == ".keras":
         if not p.exists():
             raise DataError("no such model file", file=path)

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import SpecError, one_line
 from ..files import read_json
 from ..keras_env import keras, keras_cache_dir, native_stderr_muted
-from . import data
+from . import pipeline
 from .models import SIDECAR_LIMIT
 from .stages import output_activation
 
@@ -42,20 +42,29 @@ def imagenet_names() -> Names:
         try:
             # get_file announces the download on stdout, which is this command's output.
             with native_stderr_muted(), contextlib.redirect_stdout(io.StringIO()):
-                keras().utils.get_file(IMAGENET_INDEX, IMAGENET_INDEX_URL, cache_dir=str(cached.parent.parent),
-                                       cache_subdir=cached.parent.name)
-        except Exception as e:
+                keras().utils.get_file(
+                    IMAGENET_INDEX,
+                    IMAGENET_INDEX_URL,
+                    cache_dir=str(cached.parent.parent),
+                    cache_subdir=cached.parent.name,
+                )
+        except Exception as e:  # noqa: BLE001 (a download fails in many ways; offline is expected)
             reason = one_line(e, 160)
-            return Names(None, "indices", f"ImageNet class names are not available offline: Keras downloads "
-                         f"{IMAGENET_INDEX} on first use (as decode_predictions does) and could not ({reason}), "
-                         f"and no copy is cached in {cached.parent}; showing class indices. Connect to the "
-                         "internet once, or copy the file there")
+            return Names(
+                None,
+                "indices",
+                f"ImageNet class names are not available offline: Keras downloads "
+                f"{IMAGENET_INDEX} on first use (as decode_predictions does) and could not ({reason}), "
+                f"and no copy is cached in {cached.parent}; showing class indices. Connect to the "
+                "internet once, or copy the file there",
+            )
     index = read_json(cached, SIDECAR_LIMIT, what=IMAGENET_INDEX, error=SpecError)
     try:
         return Names([str(index[str(i)][1]) for i in range(IMAGENET_CLASSES)], "ImageNet")
     except (KeyError, IndexError, TypeError):
-        raise SpecError("is not Keras' ImageNet class index; delete it and Keras downloads it again",
-                        file=str(cached)) from None
+        raise SpecError(
+            "is not Keras' ImageNet class index; delete it and Keras downloads it again", file=str(cached)
+        ) from None
 
 
 def read_classes(path: str, units: int) -> Names:
@@ -63,8 +72,7 @@ def read_classes(path: str, units: int) -> Names:
     found = read_json(p, SIDECAR_LIMIT, "--classes", what="class names file", error=SpecError)
     names = found.get("class_names") if isinstance(found, dict) else found
     if not isinstance(names, list):
-        raise SpecError('expected a JSON list of names, or an object with "class_names"', file=path,
-                        where="--classes")
+        raise SpecError('expected a JSON list of names, or an object with "class_names"', file=path, where="--classes")
     if len(names) != units:
         raise SpecError(f"names {len(names)} classes but the model outputs {units}", file=path, where="--classes")
     return Names([str(n) for n in names], p.name)
@@ -83,8 +91,10 @@ def class_names(loaded, units: int, classes_file: str | None) -> Names:
 def _scores(model, batch):
     k = keras()
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise SpecError(f"the model's output has shape {tuple(model.outputs[0].shape)}, not (batch, classes); "
-                        "predict needs a classifier (use `surgery features` for other outputs)")
+        raise SpecError(
+            f"the model's output has shape {tuple(model.outputs[0].shape)}, not (batch, classes); "
+            "predict needs a classifier (use `surgery features` for other outputs)"
+        )
     out = np.asarray(k.ops.convert_to_numpy(model.predict(batch, verbose=0)), dtype="float64")
     activation = output_activation(model)
     if out.shape[1] == 1:  # one sigmoid unit: two classes
@@ -94,14 +104,20 @@ def _scores(model, batch):
 
 
 def predict(loaded, images: list[str], top: int, classes_file: str | None = None) -> dict:
-    image = data.ImageSpec.of(loaded.model)
-    batch = data.load_images(images, image, loaded.prep)
+    image = pipeline.ImageSpec.of(loaded.model)
+    batch = pipeline.load_images(images, image, loaded.prep)
     scores, kind = _scores(loaded.model, batch)
     names = class_names(loaded, scores.shape[1], classes_file)
     results = []
     for path, row in zip(images, scores):
         order = np.argsort(-row, kind="stable")[:top]
-        results.append({"image": path, "top": [
-            {"index": int(i), "name": names.names[i] if names.names else str(int(i)), kind: float(row[i])}
-            for i in order]})
+        results.append(
+            {
+                "image": path,
+                "top": [
+                    {"index": int(i), "name": names.names[i] if names.names else str(int(i)), kind: float(row[i])}
+                    for i in order
+                ],
+            }
+        )
     return {"names": names, "score": kind, "results": results}

@@ -55,9 +55,15 @@ class RunState:
 
 
 # What each field of state.json must hold: an int is not a bool, a number may be an int.
-_STATE_TYPES = {"fingerprint": (dict,), "epochs_done": (int,), "checkpoint": (str, type(None)),
-                "best": (int, float, type(None)), "best_epoch": (int, type(None)), "finished": (bool,),
-                "version": (int,)}
+_STATE_TYPES = {
+    "fingerprint": (dict,),
+    "epochs_done": (int,),
+    "checkpoint": (str, type(None)),
+    "best": (int, float, type(None)),
+    "best_epoch": (int, type(None)),
+    "finished": (bool,),
+    "version": (int,),
+}
 
 
 def _unwritable(path: Path) -> str:
@@ -110,9 +116,11 @@ class RunFolder:
         if not present:
             return
         if not is_surgery_folder(self.folder, "run"):
-            raise self._error(f"holds {present[0].name}, and surgery did not make this folder (it has no {MARKER} "
-                              "marker): --force removes only what a surgery run wrote; choose another -o, or move "
-                              "those files away")
+            raise self._error(
+                f"holds {present[0].name}, and surgery did not make this folder (it has no {MARKER} "
+                "marker): --force removes only what a surgery run wrote; choose another -o, or move "
+                "those files away"
+            )
         if not force:
             hint = "pass --resume to continue it, or" if self.state_file.exists() else "pass"
             raise self._error(f"already holds a training run ({present[0].name}); {hint} --force to start over")
@@ -135,8 +143,9 @@ class RunFolder:
         for path in (self.best, self.classes, self.log, self.final, self.folder / self._marked_model()):
             if path.is_file() and not path.is_symlink():
                 remove(path)
-        self._clear_tree(self.checkpoints, lambda name: CHECKPOINT_RE.fullmatch(name) or name == "state.json"
-                         or ".partial-" in name)
+        self._clear_tree(
+            self.checkpoints, lambda name: CHECKPOINT_RE.fullmatch(name) or name == "state.json" or ".partial-" in name
+        )
         self._clear_tree(self.tensorboard, lambda name: EVENTS_RE.fullmatch(name) is not None)
 
     def _marked_model(self) -> str:
@@ -145,8 +154,11 @@ class RunFolder:
         except (OSError, ValueError, AttributeError):
             return self.final.name
         # A plain file name in this folder, nothing else: the marker is data like the rest.
-        return name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.keras", name) \
+        return (
+            name
+            if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.keras", name)
             else self.final.name
+        )
 
     @staticmethod
     def _clear_tree(top: Path, ours) -> None:
@@ -193,8 +205,11 @@ class RunFolder:
             raise self._error(differing(state.fingerprint, fingerprint), where)
         if state.checkpoint is not None:
             if not CHECKPOINT_RE.fullmatch(state.checkpoint):
-                raise self._error(f"checkpoints/state.json names the checkpoint {json.dumps(state.checkpoint)[:80]}, "
-                                  "which is not a checkpoint file name (epoch-NNNN.keras in checkpoints/)", where)
+                raise self._error(
+                    f"checkpoints/state.json names the checkpoint {json.dumps(state.checkpoint)[:80]}, "
+                    "which is not a checkpoint file name (epoch-NNNN.keras in checkpoints/)",
+                    where,
+                )
             if not (self.checkpoints / state.checkpoint).is_file():
                 raise self._error(f"the checkpoint checkpoints/{state.checkpoint} is missing", where)
         return state
@@ -219,8 +234,11 @@ class RunFolder:
             rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
             kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done] if rows else []
         except (UnicodeDecodeError, ValueError, csv.Error) as e:
-            raise RunFolderError(f"log.csv is not the log of a surgery run ({type(e).__name__}: {e})",
-                                 file=str(self.log), where="--resume") from None
+            raise RunFolderError(
+                f"log.csv is not the log of a surgery run ({type(e).__name__}: {e})",
+                file=str(self.log),
+                where="--resume",
+            ) from None
         if not rows:
             return
         tmp = temporary_sibling(self.log)
@@ -236,13 +254,19 @@ def differing(recorded: dict, asked: dict) -> str:
         if old == new:
             continue
         if key == "steps":
-            return ("the spec's steps differ from those of the run in this folder; resume with the same spec, "
-                    "or start over with --force")
+            return (
+                "the spec's steps differ from those of the run in this folder; resume with the same spec, "
+                "or start over with --force"
+            )
         if isinstance(old, dict) and isinstance(new, dict):
             for option in sorted(set(old) | set(new)):
                 if old.get(option) != new.get(option):
-                    return (f"{option} differs from the run in this folder ({json.dumps(old.get(option))[:60]} "
-                            f"then, {json.dumps(new.get(option))[:60]} now); resume with the same {option}, or "
-                            "start over with --force")
-    return ("the spec or the training options differ from those of the run in this folder; resume with the same "
-            "ones, or start over with --force")
+                    return (
+                        f"{option} differs from the run in this folder ({json.dumps(old.get(option))[:60]} "
+                        f"then, {json.dumps(new.get(option))[:60]} now); resume with the same {option}, or "
+                        "start over with --force"
+                    )
+    return (
+        "the spec or the training options differ from those of the run in this folder; resume with the same "
+        "ones, or start over with --force"
+    )

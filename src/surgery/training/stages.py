@@ -9,7 +9,6 @@ change is what makes Keras see the new trainable weights.
 
 from __future__ import annotations
 
-
 from ..errors import SpecError, SurgeryError
 from ..keras_env import keras
 from ..selectors import freeze_layers, unfreeze_layers
@@ -29,7 +28,7 @@ def apply_selectors(model, stage, index: int, spec) -> list[str]:
         try:
             notes.append(change(model, dict(params)))
         except SurgeryError as e:
-            raise e.located(file=spec.file, where=f"train.stages[{index}].{op}")
+            raise e.located(file=spec.file, where=f"train.stages[{index}].{op}") from None
     return notes
 
 
@@ -42,8 +41,12 @@ def rehearse(model, config, first: int, spec, resumed_mid_stage: bool) -> None:
             if not (i == first and resumed_mid_stage):
                 apply_selectors(model, config.stages[i], i, spec)
             if not model.trainable_weights:
-                raise SpecError(f"stage {config.stages[i].name} has nothing to train: every layer is frozen; "
-                                "add an unfreeze to the stage", file=spec.file, where=f"train.stages[{i}]")
+                raise SpecError(
+                    f"stage {config.stages[i].name} has nothing to train: every layer is frozen; "
+                    "add an unfreeze to the stage",
+                    file=spec.file,
+                    where=f"train.stages[{i}]",
+                )
     finally:
         # Pre-order (parents before their sublayers), because setting a parent's flag sets its sublayers'.
         for layer, trainable in saved:
@@ -69,24 +72,36 @@ def loss_and_metrics(model, class_names: list, where: str):
     shape = tuple(model.outputs[0].shape)
     activation = output_activation(model)
     if len(shape) != 2:
-        raise SpecError(f"the model's output has shape {shape}, not (batch, classes); append a head such as "
-                        "GlobalAveragePooling2D or Flatten, then Dense(units=<classes>)", file=where)
+        raise SpecError(
+            f"the model's output has shape {shape}, not (batch, classes); append a head such as "
+            "GlobalAveragePooling2D or Flatten, then Dense(units=<classes>)",
+            file=where,
+        )
     units = shape[1]
     if n < 2:
-        raise SpecError(f"the data has {n} class ({', '.join(class_names)}); a classifier learns to tell classes "
-                        "apart, so give it at least 2 (one subfolder per class, or 2 distinct labels in y)",
-                        file=where)
+        raise SpecError(
+            f"the data has {n} class ({', '.join(class_names)}); a classifier learns to tell classes "
+            "apart, so give it at least 2 (one subfolder per class, or 2 distinct labels in y)",
+            file=where,
+        )
     if units == 1 and n == 2:
         logits = activation != "sigmoid"
-        return (k.losses.BinaryCrossentropy(from_logits=logits),
-                [k.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)])
+        return (
+            k.losses.BinaryCrossentropy(from_logits=logits),
+            [k.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)],
+        )
     if units != n:
         shown = ", ".join(class_names[:6]) + (", ..." if n > 6 else "")
-        raise SpecError(f"the data has {n} class{'es' * (n != 1)} ({shown}) but the model's output has {units} "
-                        f"unit{'s' * (units != 1)}; make the last layer's units {n}"
-                        + (" (or 1 with a sigmoid for two classes)" if n == 2 else ""), file=where)
-    return (k.losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax"),
-            [k.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        raise SpecError(
+            f"the data has {n} class{'es' * (n != 1)} ({shown}) but the model's output has {units} "
+            f"unit{'s' * (units != 1)}; make the last layer's units {n}"
+            + (" (or 1 with a sigmoid for two classes)" if n == 2 else ""),
+            file=where,
+        )
+    return (
+        k.losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax"),
+        [k.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
 
 
 def compile_stage(model, stage, loss, metrics) -> None:

@@ -1,0 +1,84 @@
+"""The Keras callbacks a run adds to ``fit``: checkpoints for ``--resume`` and ``best.keras``, and epoch timing."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..keras_env import keras
+from ..writing import temporary_sibling
+
+
+def mode(monitor: str) -> str:
+    """Whether a metric improves downwards (losses) or upwards (accuracy, AUC, ...)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def checkpointer(folder, state, monitor: str, stage_ends: set[int], model):
+    """Saves every epoch for --resume, copies an improved epoch to best.keras, then records the state.
+
+    It saves ``model``, the full model, also when fit trains only its suffix on cached features."""
+    k: Any = keras()
+    better = (lambda a, b: a < b) if mode(monitor) == "min" else (lambda a, b: a > b)
+
+    class Checkpointer(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            path = folder.checkpoint_path(done)
+            tmp = temporary_sibling(path)
+            model.save(str(tmp))
+            tmp.replace(path)
+            value = (logs or {}).get(monitor)
+            if value is not None and (state.best is None or better(float(value), state.best)):
+                state.best, state.best_epoch = float(value), done
+                best_tmp = temporary_sibling(folder.best)
+                shutil.copyfile(path, best_tmp)
+                best_tmp.replace(folder.best)
+            state.epochs_done, state.checkpoint = done, path.name
+            folder.write_state(state)
+            folder.prune({path.name} | {folder.checkpoint_path(e).name for e in stage_ends})
+
+    return Checkpointer()
+
+
+def save_discarded(model) -> None:
+    """A worker other than the chief saves too, to a file it deletes: under MultiWorkerMirroredStrategy,
+    saving can run collective ops (Keras creates reference variables, which the strategy broadcasts), and
+    every worker must take part in those (TensorFlow's advice for multi-worker checkpoints)."""
+    with tempfile.TemporaryDirectory(prefix="surgery-worker-") as folder:
+        model.save(str(Path(folder) / "discarded.keras"))
+
+
+def shadow_checkpointer(model):
+    k: Any = keras()
+
+    class ShadowCheckpointer(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save_discarded(model)
+
+    return ShadowCheckpointer()
+
+
+def epoch_timer(seconds: list):
+    k: Any = keras()
+
+    class EpochTimer(k.callbacks.Callback):
+        """First in the list, so an epoch's time leaves out the other callbacks' work (checkpoints)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
+
+
+def tensorboard_available() -> bool:
+    """Keras' TensorBoard callback needs the tensorboard package for tf.summary.scalar; TF no longer pulls it in."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None

@@ -1,0 +1,239 @@
+"""Training data as tf.data pipelines: decode and resize (``keras.utils.image_dataset_from_directory`` for
+folders), the backbone's preprocessing, cache, shuffle, batch, prefetch.
+
+Called only once a model is being trained or run; ``data.inspect`` has checked the paths without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..files import check_regular
+from .data import COLOR_MODES, SHOWN_BAD_FILES, SHUFFLE_BUFFER, DataError, Source
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What the model's input asks of an image: size and channels."""
+
+    height: int
+    width: int
+    channels: int
+
+    @classmethod
+    def of(cls, model, image_size=None) -> ImageSpec:
+        shape = tuple(model.inputs[0].shape)
+        if len(model.inputs) != 1 or len(shape) != 4:
+            raise DataError(
+                f"the model's input is {shape if len(model.inputs) == 1 else 'several tensors'}; "
+                "surgery feeds images to a model with one (batch, height, width, channels) input"
+            )
+        h, w = image_size or shape[1:3]
+        if h is None or w is None:
+            raise DataError(
+                "the model's input size is not fixed (None x None); give the backbone an input_shape, "
+                "or set train.image_size"
+            )
+        if shape[3] not in COLOR_MODES:
+            raise DataError(f"the model's input has {shape[3]} channels; images have 1, 3 or 4")
+        return cls(int(h), int(w), int(shape[3]))
+
+    @property
+    def color_mode(self) -> str:
+        return COLOR_MODES[self.channels]
+
+    @property
+    def shape(self) -> tuple:
+        return (self.height, self.width, self.channels)
+
+
+def _tf():
+    from ..keras_env import keras
+
+    keras()
+    import tensorflow as tf
+
+    return tf
+
+
+def decode(tf, path, image: ImageSpec):
+    """One image file -> float32 (H, W, C), exactly as image_dataset_from_directory reads it (bilinear resize)."""
+    img = tf.io.decode_image(tf.io.read_file(path), channels=image.channels, expand_animations=False)
+    img = tf.image.resize(img, (image.height, image.width), method="bilinear")
+    img.set_shape(image.shape)
+    return img
+
+
+def check_readable(files: list, image: ImageSpec) -> None:
+    """Decode every image once, in parallel, so a bad file stops the run before it starts, by name."""
+    if not files:
+        return
+    tf = _tf()
+    paths = [str(f) for f in files]
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    # Use the pixels: from a shape alone, which is static after the resize, tf.data would prune the decode.
+    ds = ds.map(lambda p: (p, tf.reduce_max(decode(tf, p, image))), num_parallel_calls=tf.data.AUTOTUNE)
+    readable = {p.decode() for p, _ in ds.ignore_errors().as_numpy_iterator()}
+    bad = [p for p in paths if p not in readable]
+    if bad:
+        shown = ", ".join(bad[:SHOWN_BAD_FILES]) + (f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > 3 else "")
+        raise DataError(
+            f"{len(bad)} of {len(paths)} image files cannot be read as images: {shown}; delete or replace them"
+        )
+
+
+def check_npz_shape(source: Source, image: ImageSpec) -> np.ndarray:
+    """x as float32 (N, H, W, C) for this model; a missing channel axis is added for one-channel models."""
+    x, _ = source.arrays()
+    if x.ndim == 3 and image.channels == 1:
+        x = x[..., None]
+    if tuple(x.shape[1:]) != image.shape:
+        raise DataError(
+            f"x holds images of shape {tuple(source.arrays()[0].shape[1:])} but the model's input is {image.shape}",
+            file=str(source.path),
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"x must be numeric, got dtype {x.dtype}", file=str(source.path))
+    return x.astype("float32")
+
+
+def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float = 0.0):
+    """Unbatched (image, label) datasets, shuffled once by seed: (train, validation or None)."""
+    tf = _tf()
+    if source.kind == "npz":
+        x = check_npz_shape(source, image)
+        y = source.arrays()[1]
+        order = np.random.default_rng(seed).permutation(len(x))
+        n_val = int(len(x) * split)
+        cut = len(x) - n_val
+        train = tf.data.Dataset.from_tensor_slices((x[order[:cut]], y[order[:cut]]))
+        val = tf.data.Dataset.from_tensor_slices((x[order[cut:]], y[order[cut:]])) if n_val else None
+        return train, val
+    from ..keras_env import keras
+
+    k = keras()
+    common = {
+        "labels": "inferred",
+        "label_mode": "int",
+        "class_names": source.class_names,
+        "color_mode": image.color_mode,
+        "batch_size": None,
+        "image_size": (image.height, image.width),
+        "shuffle": True,
+        "seed": seed,
+        "verbose": False,
+    }
+    # Keras prints "Using N files for training" whatever verbose says; the run reports its own counts.
+    with contextlib.redirect_stdout(io.StringIO()):
+        if split > 0:
+            return tuple(
+                k.utils.image_dataset_from_directory(str(source.path), validation_split=split, subset="both", **common)
+            )
+        return k.utils.image_dataset_from_directory(str(source.path), **common), None
+
+
+def _prepared(ds, prep, cache: bool):
+    """Preprocessed images in the order the pipeline shuffles them from (what a feature cache runs over)."""
+    tf = _tf()
+    if prep is not None:
+        ds = ds.map(lambda x, y: (prep(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.cache() if cache else ds
+
+
+def _shuffled(ds, n: int, seed: int):
+    return ds.shuffle(min(n, SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+
+
+def _batched(ds, batch_size: int):
+    return ds.batch(batch_size).prefetch(_tf().data.AUTOTUNE)
+
+
+@dataclass
+class Datasets:
+    train: Any
+    validation: Any | None
+    n_train: int
+    n_validation: int
+    class_names: list
+    batch_size: int = 32
+    # Unbatched preprocessed images before the shuffle, and the shuffle's twin over their indices (the same
+    # seed and buffer, made under the same global seed, so the same order): what a feature cache needs to
+    # feed the same batches as the training pipeline.
+    train_images: Any = None
+    validation_images: Any = None
+    train_order: Any = None
+
+
+def datasets(
+    train_src: Source,
+    val_src: Source | None,
+    image: ImageSpec,
+    prep,
+    *,
+    split: float,
+    batch_size: int,
+    seed: int,
+    cache: bool,
+) -> Datasets:
+    """The training and validation pipelines (``prep``: the preprocessing function or None).
+
+    Files were checked by ``check_readable`` beforehand."""
+    train, val = _images_and_labels(train_src, image, seed, split)
+    if val_src is not None:
+        val, _ = _images_and_labels(val_src, image, seed)
+    n_train = int(train.cardinality())
+    n_val = int(val.cardinality()) if val is not None else 0
+    if split > 0 and n_val == 0:
+        raise DataError(
+            f"a validation split of {split:g} of {len(train_src)} images leaves no validation image; "
+            "add images, raise the split, or give separate validation data",
+            file=str(train_src.path),
+        )
+    if n_train == 0:
+        raise DataError(f"a validation split of {split:g} leaves no training image", file=str(train_src.path))
+    train_images = _prepared(train, prep, cache)
+    val_images = _prepared(val, prep, cache) if val is not None else None
+    return Datasets(
+        _batched(_shuffled(train_images, n_train, seed), batch_size),
+        _batched(val_images, batch_size) if val is not None else None,
+        n_train,
+        n_val,
+        train_src.class_names,
+        batch_size,
+        train_images,
+        val_images,
+        _shuffled(_tf().data.Dataset.range(n_train), n_train, seed),
+    )
+
+
+def ordered(source: Source, image: ImageSpec, prep, batch_size: int):
+    """Batched images in the order of ``source.files`` (class by class, then by name) and their labels."""
+    tf = _tf()
+    if source.kind == "npz":
+        ds = tf.data.Dataset.from_tensor_slices(check_npz_shape(source, image))
+        labels = source.y
+    else:
+        ds = tf.data.Dataset.from_tensor_slices([str(f) for f in source.files])
+        ds = ds.map(lambda p: decode(tf, p, image), num_parallel_calls=tf.data.AUTOTUNE)
+        labels = np.array([source.class_names.index(f.relative_to(source.path).parts[0]) for f in source.files])
+    if prep is not None:
+        ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
+
+
+def load_images(paths: list, image: ImageSpec, prep):
+    """Image files -> one preprocessed batch (N, H, W, C), as training saw them; unreadable files by name."""
+    for p in paths:
+        if not os.path.lexists(p):
+            raise DataError("no such image file", file=str(p))
+        check_regular(p, error=DataError)
+    check_readable(paths, image)
+    tf = _tf()
+    batch = tf.stack([decode(tf, str(p), image) for p in paths])
+    return prep(batch) if prep is not None else batch
