@@ -1,4 +1,4 @@
-"""`surgery apply specs/vgg16_seed.json` against the same model written by hand in Keras.
+"""`surgery apply specs/vgg16_cut_extend.json` against the same model written by hand in Keras.
 
 Both run as fresh processes (TensorFlow start-up included, as a user pays it),
 load the same weights file, build the seed model, print a summary and save a
@@ -66,7 +66,7 @@ def main() -> None:
                 "-m",
                 "surgery",
                 "apply",
-                str(ROOT / "specs/vgg16_seed.json"),
+                str(ROOT / "specs/vgg16_cut_extend.json"),
                 "--weights",
                 str(weights),
                 "-o",

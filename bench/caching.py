@@ -76,7 +76,7 @@ def child(mode: str, spec_path: str, data: str, out: str) -> dict:
 def max_weight_difference(a: str, b: str) -> float:
     import numpy as np
 
-    from surgery.keras_env import keras
+    from surgery import keras
 
     k = keras()
     left, right = (k.saving.load_model(p) for p in (a, b))

@@ -47,8 +47,7 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     import onnxruntime as ort
 
     import surgery
-    from surgery.keras_env import keras
-    from surgery.plugins import load_plugins
+    from surgery import keras, load_plugins
 
     keras()
     registry = load_plugins().registry
@@ -108,7 +107,7 @@ def _float32_noise(spec: dict, model, x, keras_y) -> float:
     import numpy as np
 
     import surgery
-    from surgery.keras_env import keras
+    from surgery import keras
 
     k = keras()
     k.mixed_precision.set_global_policy("float64")
@@ -176,7 +175,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.batch, args.repeats)))
         return
-    from surgery.plugins import load_plugins
+    from surgery import load_plugins
 
     every = [b.name for b in load_plugins().registry.backbones.values() if b.plugin == "applications"]
     names = args.backbones or every

@@ -111,7 +111,7 @@ def measure(name: str, side: int, repeats: int, onnx: bool, round_to: int = 1) -
     """In the child process: build, prune, compare, save, export, time."""
     import numpy as np
 
-    from surgery.keras_env import keras
+    from surgery import keras
     from surgery.pruning import analyze, flops, masked_twin, prune, select
 
     k = keras()
@@ -177,7 +177,7 @@ def _float64_check(name: str, side: int, model, removal, x) -> tuple:
     """
     import numpy as np
 
-    from surgery.keras_env import keras
+    from surgery import keras
     from surgery.pruning import Removal, analyze, masked_twin, prune
 
     k = keras()
@@ -203,7 +203,7 @@ def _onnx(r: dict, name: str, model, pruned, side: int, repeats: int) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from surgery.plugins import load_plugins
+    from surgery import load_plugins
 
     exporter = load_plugins().registry.exporters["onnx"]
     with tempfile.TemporaryDirectory() as folder:

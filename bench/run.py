@@ -34,7 +34,7 @@ from _measure import median, run_measured, table  # noqa: E402
 
 ROOT = HERE.parent
 PARTS = ("light", "apply", "onnx", "caching", "overhead", "gpu")
-SEED_SPEC = ROOT / "specs" / "vgg16_seed.json"
+SEED_SPEC = ROOT / "specs" / "vgg16_cut_extend.json"
 ONNX_PARITY = 1e-5
 
 
@@ -68,7 +68,7 @@ def light(args) -> list[list]:
     surgery = [sys.executable, "-m", "surgery"]
     commands = {
         "surgery --help": surgery + ["--help"],
-        "surgery validate specs/vgg16_seed.json": surgery + ["validate", str(SEED_SPEC)],
+        "surgery validate specs/vgg16_cut_extend.json": surgery + ["validate", str(SEED_SPEC)],
         "surgery plugins": surgery + ["plugins"],
         "surgery schema": surgery + ["schema"],
         "reference: python -c 'import tensorflow'": [sys.executable, "-c", "import tensorflow"],

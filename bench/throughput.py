@@ -68,7 +68,7 @@ def by_surgery(keras, backbone: str, size: int):
 
 
 def child(which: str, backbone: str, size: int, batch: int, steps: int, cpu: bool) -> dict:
-    from surgery.keras_env import keras
+    from surgery import keras
 
     k = keras()
     import tensorflow as tf

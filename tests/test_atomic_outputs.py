@@ -11,6 +11,8 @@ import sys
 import time
 import zipfile
 
+import pytest
+
 from surgery.writing import remove_stale_partials, temporary_sibling
 
 from helpers import SPECS
@@ -25,7 +27,7 @@ def _start(out):
             "-m",
             "surgery",
             "apply",
-            str(SPECS / "vgg16_seed.json"),
+            str(SPECS / "vgg16_cut_extend.json"),
             "--weights",
             "none",
             "-o",
@@ -55,6 +57,7 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+@pytest.mark.slow
 def test_sigkill_during_save_never_truncates(tmp_path):
     out = tmp_path / "m.keras"
     # A first, complete run: the file a killed run must not damage; it also times the save.

@@ -27,7 +27,7 @@ print("LOADED:" + ",".join(loaded))
     "args",
     [
         ["--help"],
-        ["validate", str(SPECS / "vgg16_seed.json")],
+        ["validate", str(SPECS / "vgg16_cut_extend.json")],
         ["plugins"],
         ["ops"],
         ["backbones"],
@@ -61,7 +61,7 @@ def test_every_example_spec_validates():
 
 
 def test_apply_prints_table_and_writes(cli, tmp_path, vgg16_notop_weights):
-    result = cli("apply", SPECS / "vgg16_seed.json", "--weights", vgg16_notop_weights, "-o", tmp_path / "out")
+    result = cli("apply", SPECS / "vgg16_cut_extend.json", "--weights", vgg16_notop_weights, "-o", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     for fragment in (
@@ -73,38 +73,39 @@ def test_apply_prints_table_and_writes(cli, tmp_path, vgg16_notop_weights):
         "trainable",
     ):
         assert fragment in text
-    written = tmp_path / "out" / "vgg16_seed.keras"
+    written = tmp_path / "out" / "vgg16_cut_extend.keras"
     assert written.exists() and f"wrote {written}" in text
     assert not [p for p in written.parent.iterdir() if p.name.startswith(".")]  # no temporary left over
     # an existing output is kept unless --force
     before = written.stat().st_mtime_ns
-    again = cli("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", written)
+    again = cli("apply", SPECS / "vgg16_cut_extend.json", "--weights", "none", "-o", written)
     assert again.exit_code == 2
     assert_one_error_line(again.stderr, str(written), "already exists", "--force")
     assert written.stat().st_mtime_ns == before
-    forced = cli("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", written, "--force")
+    forced = cli("apply", SPECS / "vgg16_cut_extend.json", "--weights", "none", "-o", written, "--force")
     assert forced.exit_code == 0, forced.stderr
     assert written.stat().st_mtime_ns != before
 
 
 def test_saved_model_loads_with_plain_keras(cli, tmp_path, keras):
     out = tmp_path / "m.keras"
-    assert cli("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", out).exit_code == 0
+    assert cli("apply", SPECS / "vgg16_cut_extend.json", "--weights", "none", "-o", out).exit_code == 0
     model = keras.saving.load_model(str(out), safe_mode=True)
     assert model.count_params() == 1_852_514
     assert sum(int(w.numpy().size) for w in model.trainable_weights) == 555_328
 
 
+@pytest.mark.slow
 def test_apply_is_quiet_and_fast_to_fail(tmp_path):
     """A normal run shows no TensorFlow start-up noise on stderr."""
-    out = run_surgery("apply", SPECS / "vgg16_seed.json", "--weights", "none", "-o", tmp_path)
+    out = run_surgery("apply", SPECS / "vgg16_cut_extend.json", "--weights", "none", "-o", tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == ""
     assert "Total params: 1,852,514" in out.stdout
 
 
 def test_spec_outputs_resolve_against_spec_folder(cli, tmp_path):
-    spec = with_weights(load_spec_json("vgg16_seed.json"), None)
+    spec = with_weights(load_spec_json("vgg16_cut_extend.json"), None)
     spec["outputs"] = {"keras": "models/seed.keras"}
     (tmp_path / "models").mkdir()
     path = write_spec(tmp_path, spec)
@@ -137,8 +138,9 @@ def test_own_saved_model_as_backbone(cli, tmp_path, keras):
     assert trainable == ["digits_5_9"]
 
 
+@pytest.mark.slow
 def test_imagenet_offline_fails_fast_with_advice(tmp_path):
-    spec = load_spec_json("vgg16_seed.json")  # weights "imagenet"
+    spec = load_spec_json("vgg16_cut_extend.json")  # weights "imagenet"
     path = write_spec(tmp_path, spec)
     cache = tmp_path / "keras_home"
     # A proxy on a closed local port makes any download fail at once, network or not.

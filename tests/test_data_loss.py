@@ -167,6 +167,7 @@ def test_a_second_writer_does_not_clobber_the_first(tmp_path):
     assert target.read_text() == "forced"
 
 
+@pytest.mark.slow
 def test_two_runs_to_one_output_do_not_both_succeed(tmp_path):
     out = tmp_path / "m.keras"
     cmd = [
@@ -174,7 +175,7 @@ def test_two_runs_to_one_output_do_not_both_succeed(tmp_path):
         "-m",
         "surgery",
         "apply",
-        str(SPECS / "vgg16_seed.json"),
+        str(SPECS / "vgg16_cut_extend.json"),
         "--weights",
         "none",
         "-o",
@@ -203,6 +204,7 @@ def _wait_for(predicate, proc, timeout=120):
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_during_the_save_leaves_nothing_behind(tmp_path, sig, code):
     # VGG16 with its top (528 MB) takes a second or more to save: the signal lands inside the save.
@@ -229,10 +231,13 @@ def test_a_signal_during_the_save_leaves_nothing_behind(tmp_path, sig, code):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_removes_the_feature_cache(tmp_path, images, backbone):
     cache_root = tmp_path / "tmp"
     cache_root.mkdir()
-    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 200}], validation_split=0.0, feature_cache_memory_mb=0))
+    spec = write_spec(
+        tmp_path, tiny_spec(backbone, [{"epochs": 5000}], validation_split=0.0, feature_cache_memory_mb=0)
+    )
     run = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "surgery", "train", str(spec), "--data", str(images["train"]), "-o", str(run)],
@@ -251,8 +256,9 @@ def test_sigterm_during_training_removes_the_feature_cache(tmp_path, images, bac
     assert not state["finished"] and state["epochs_done"] >= 2
 
 
+@pytest.mark.slow
 def test_resume_after_sigterm_continues(tmp_path, images, backbone):
-    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 30}], validation_split=0.0))
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 60}], validation_split=0.0))
     run = tmp_path / "run"
     args = ["train", spec, "--data", images["train"], "-o", run]
     proc = subprocess.Popen(

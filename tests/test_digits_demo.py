@@ -18,6 +18,8 @@ from helpers import ROOT, write_spec
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 from run_demo import accuracy, make_sources, spec_for, target_split, write_npz  # noqa: E402
 
+pytestmark = pytest.mark.slow  # builds many backbones or starts processes; the full suite runs it
+
 N_PER_DIGIT = 10
 THRESHOLD = 0.90
 

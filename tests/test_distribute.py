@@ -18,6 +18,8 @@ import pytest
 
 from helpers import CLASSES, assert_one_error_line, save_tiny_backbone, tiny_spec, wait_for_epochs, write_spec
 
+pytestmark = pytest.mark.slow  # builds many backbones or starts processes; the full suite runs it
+
 # Two workers against one process on the same global batches: the sums run in another order (each
 # worker's half, then the all-reduce), so weights agree to float32 rounding, not bit for bit. Measured:
 # 1.2e-7 after these 5 epochs.
@@ -165,7 +167,7 @@ def test_a_worker_that_dies_stops_the_chief_with_one_line(tmp_path, backbone, np
 
 
 def test_mirrored_trains_with_fit(cli, tmp_path, keras, backbone, npz):
-    """On this CPU-only machine MirroredStrategy has one replica: the option works, fit trains under it.
+    """MirroredStrategy has one replica per local GPU (one on a CPU-only machine): the option works, fit trains.
 
     (Not compared with the default strategy: fit reads a distributed dataset through other iterators, so
     the shuffling order differs.)"""
@@ -175,7 +177,10 @@ def test_mirrored_trains_with_fit(cli, tmp_path, keras, backbone, npz):
     initial = {w.path: w.numpy() for w in surgery.build(spec).weights}
     result = cli("train", spec, "--data", npz, "-o", tmp_path / "run", "--strategy", "mirrored", "--no-cache")
     assert result.exit_code == 0, result.output
-    assert "strategy mirrored: 1 replica" in result.output and "feature cache: off" in result.output
+    import tensorflow as tf
+
+    replicas = len(tf.config.list_physical_devices("GPU")) or 1
+    assert f"strategy mirrored: {replicas} replica" in result.output and "feature cache: off" in result.output
     final = keras.saving.load_model(str(tmp_path / "run" / "tiny.keras"))
     moved = {w.path for w in final.weights if not np.array_equal(w.numpy(), initial[w.path])}
     assert moved == {"head/kernel", "head/bias"}

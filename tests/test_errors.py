@@ -10,7 +10,7 @@ from helpers import assert_one_error_line, load_spec_json, with_weights, write_s
 
 
 def seed_spec():
-    return with_weights(load_spec_json("vgg16_seed.json"), None)
+    return with_weights(load_spec_json("vgg16_cut_extend.json"), None)
 
 
 def resnet_spec():
@@ -164,7 +164,7 @@ def test_bad_spec(case, cli, tmp_path):
 
 
 def test_weights_file_of_another_backbone(cli, tmp_path, resnet50_notop_weights):
-    path = write_spec(tmp_path, with_weights(load_spec_json("vgg16_seed.json"), resnet50_notop_weights))
+    path = write_spec(tmp_path, with_weights(load_spec_json("vgg16_cut_extend.json"), resnet50_notop_weights))
     result = cli("apply", path, "-o", tmp_path / "m.keras")
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "steps[0] (backbone)", "does not fit VGG16")
@@ -355,6 +355,7 @@ def _fsize_limited(limit_bytes: int):
     return set_limit
 
 
+@pytest.mark.slow
 def test_a_write_that_fails_for_lack_of_space_names_the_file(tmp_path):
     import subprocess
     import sys

@@ -42,6 +42,7 @@ def test_tinynet_passes_the_conformance_helper():
     assert checked.backbones == ["tinynet"] and checked.exporters == ["layers_json"]
 
 
+@pytest.mark.slow
 def test_example_spec_applies_through_the_cli(tmp_path, keras):
     spec = tmp_path / EXAMPLE.name
     shutil.copy(EXAMPLE, spec)

@@ -54,6 +54,7 @@ def test_cached_and_uncached_runs_give_the_same_weights(cli, tmp_path, monkeypat
     assert tuple(final.input.shape) == (None, 16, 16, 3) and final.layers[-1].name == "head"
 
 
+@pytest.mark.slow
 def test_stages_reuse_recompute_or_skip_the_cache(cli, tmp_path, keras, images, backbone):
     stages = [
         {"name": "head", "epochs": 1, "learning_rate": 0.05},

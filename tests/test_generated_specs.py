@@ -11,6 +11,7 @@ import copy
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -130,6 +131,7 @@ def mutated_specs(draw):
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(spec=mutated_specs())
+@pytest.mark.slow
 def test_mutated_specs_end_cleanly(cli, spec):
     with tempfile.TemporaryDirectory() as tmp:
         path = write_spec(Path(tmp), spec)

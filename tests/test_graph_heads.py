@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import surgery
 
@@ -13,6 +14,7 @@ RESNET = backbone("resnet50")  # random init: these tests are about wiring, not 
 X = images((2, 32, 32, 3))
 
 
+@pytest.mark.slow
 def test_two_heads_saved_reloaded_and_exported_with_named_outputs(cli, tmp_path, keras, resnet50_notop_weights):
     """specs/resnet50_two_heads.json: one cut backbone, a classifier and an embedding head."""
     import onnx

@@ -32,6 +32,7 @@ def preprocess_input(module: str):
     return importlib.import_module(f"keras.applications.{module}").preprocess_input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,module,layer_type", STYLES)
 def test_model_on_raw_pixels_equals_model_on_preprocessed_pixels(name, module, layer_type):
     plain = surgery.build(spec(backbone(name)))
@@ -75,6 +76,7 @@ def test_a_model_that_preprocesses_itself_gets_nothing():
     assert "preprocess" not in [layer.name for layer in state.model.layers]
 
 
+@pytest.mark.slow
 def test_raw_pixels_spec(mobilenetv2_notop_weights):
     """specs/mobilenetv2_raw_pixels.json: the pooled features of raw pixels are those of preprocessed ones."""
     data = with_weights(load_spec_json("mobilenetv2_raw_pixels.json"), mobilenetv2_notop_weights)

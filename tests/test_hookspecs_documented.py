@@ -43,7 +43,8 @@ def sections() -> dict[str, str]:
 
 
 def hook_section(hook: str) -> str:
-    signature = f"{hook}{inspect.signature(getattr(hookspecs, hook))}"
+    # The heading names the hook and its arguments; their types are in hookspecs.py.
+    signature = f"{hook}({', '.join(inspect.signature(getattr(hookspecs, hook)).parameters)})"
     matches = [body for heading, body in sections().items() if signature in heading]
     assert len(matches) == 1, f"docs/plugins.md needs one heading with `{signature}`"
     return matches[0]

@@ -14,6 +14,8 @@ import pytest
 
 from helpers import assert_one_error_line, write_spec
 
+pytestmark = pytest.mark.slow  # each case starts surgery in a fresh process
+
 QUICK = 30  # seconds: a hang is a test failure (timeout), not a stuck suite
 
 

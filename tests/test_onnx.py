@@ -19,6 +19,8 @@ from surgery import export_check
 
 from helpers import SPECS, assert_one_error_line, load_spec_json
 
+pytestmark = pytest.mark.slow  # builds many backbones or starts processes; the full suite runs it
+
 # float32 parity; NASNetMobile's random-weight features reach ~30, where float32
 # itself rounds at ~4e-6, so the bound scales with the outputs above 1.
 PARITY = 1e-5
@@ -112,7 +114,7 @@ def seed_outputs(tmp_path_factory):
         main,
         [
             "apply",
-            str(SPECS / "vgg16_seed.json"),
+            str(SPECS / "vgg16_cut_extend.json"),
             "--weights",
             "none",
             "-o",
@@ -127,7 +129,7 @@ def seed_outputs(tmp_path_factory):
 
 
 def test_apply_writes_checked_onnx_of_the_seed_spec(seed_outputs, keras):
-    model = keras.saving.load_model(str(seed_outputs / "vgg16_seed.keras"))
+    model = keras.saving.load_model(str(seed_outputs / "vgg16_cut_extend.keras"))
     assert_onnx_matches(seed_outputs / "seed.onnx", model, "dense", (224, 224, 3))
 
 
@@ -146,6 +148,7 @@ try:
 except ImportError:
     pass
 import keras, numpy as np
+
 model = keras.saving.load_model(sys.argv[1], safe_mode=True)
 np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))
 assert not any(m.partition(".")[0] in ("surgery", "surgery_plugins") for m in sys.modules)
@@ -163,7 +166,7 @@ def test_keras_output_loads_where_surgery_is_not_importable(seed_outputs, tmp_pa
             "-I",
             "-c",
             BLOCKED_LOAD,
-            str(seed_outputs / "vgg16_seed.keras"),
+            str(seed_outputs / "vgg16_cut_extend.keras"),
             str(tmp_path / "x.npy"),
             str(tmp_path / "y.npy"),
         ],
@@ -182,7 +185,7 @@ def test_keras_output_loads_where_surgery_is_not_importable(seed_outputs, tmp_pa
 def test_export_command_names_and_saved_model(seed_outputs, tmp_path, cli, keras):
     import tensorflow as tf
 
-    model_path = seed_outputs / "vgg16_seed.keras"
+    model_path = seed_outputs / "vgg16_cut_extend.keras"
     result = cli(
         "export",
         model_path,
@@ -204,7 +207,7 @@ def test_export_command_names_and_saved_model(seed_outputs, tmp_path, cli, keras
 
     result = cli("export", model_path, "--to", "saved_model", "-o", tmp_path)
     assert result.exit_code == 0, result.output
-    serve = tf.saved_model.load(str(tmp_path / "vgg16_seed.savedmodel")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(tmp_path / "vgg16_cut_extend.savedmodel")).signatures["serving_default"]
     x = np.random.default_rng(3).standard_normal((3, 224, 224, 3)).astype("float32")
     got = serve(image=tf.constant(x))
     assert list(got) == ["dense"]
@@ -215,14 +218,14 @@ def test_export_command_names_and_saved_model(seed_outputs, tmp_path, cli, keras
 def test_failed_verification_leaves_nothing(seed_outputs, tmp_path, cli, monkeypatch, fmt):
     monkeypatch.setattr(export_check, "max_abs_diff", lambda expected, actual: 0.5)
     target = tmp_path / ("out.onnx" if fmt == "onnx" else "out.savedmodel")
-    result = cli("export", seed_outputs / "vgg16_seed.keras", "--to", fmt, "-o", target)
+    result = cli("export", seed_outputs / "vgg16_cut_extend.keras", "--to", fmt, "-o", target)
     assert result.exit_code == 1
     assert_one_error_line(result.stderr, str(target), "verification failed", "0.5", "atol 0.0001")
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary sibling
 
 
 def test_export_command_bad_input(seed_outputs, tmp_path, cli):
-    model_path = seed_outputs / "vgg16_seed.keras"
+    model_path = seed_outputs / "vgg16_cut_extend.keras"
     cases = [
         (["export", model_path], "--to is required"),
         (["export", model_path, "--to", "onx"], 'did you mean "onnx"'),

@@ -248,6 +248,7 @@ def test_fault_plugin_gives_one_line_and_the_rest_work(fault, tmp_path, good_spe
     assert f"{fault}  [{dist_name(fault)} 0.1]  BROKEN: " in text
 
 
+@pytest.mark.slow
 def test_all_four_faults_at_once_and_a_good_spec_still_applies(tmp_path, good_spec):
     site = install(tmp_path / "site", *FAULTS)
     done = surgery_with(site, "apply", good_spec, "-o", tmp_path / "out")
@@ -355,9 +356,12 @@ def _conformance_options(module, saved_probe) -> dict:
 
 
 @pytest.mark.parametrize(
-    "module", ["op_append", "op_slice", "op_freeze", "op_backbone", "applications", "keras_file", "export_keras"]
+    "module",
+    ["op_append", "op_slice", "op_freeze", "op_backbone", "applications", "keras_file", "export_keras"]
+    # The checked exporters convert and run the probe model (a SavedModel is a folder: it must pass too).
+    + [pytest.param(m, marks=pytest.mark.slow) for m in ("export_onnx", "export_saved_model")],
 )
-def test_cheap_builtins_pass_the_conformance_helper(module, saved_probe):
+def test_builtins_pass_the_conformance_helper(module, saved_probe):
     from surgery.testing import check_plugin
 
     checked = check_plugin(_builtin(module), **_conformance_options(module, saved_probe))

@@ -118,6 +118,7 @@ def test_precision_policy_and_float32_output(cli, tmp_path, keras, images, backb
     assert (type(model.optimizer).__name__ == "LossScaleOptimizer") == (policy == "mixed_float16")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images, backbone):
     stages = [
         {"name": "head", "epochs": 2, "learning_rate": 0.01},

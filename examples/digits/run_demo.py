@@ -65,7 +65,7 @@ def write_npz(path: Path, x, y) -> Path:
 
 def make_sources(folder: Path, seed: int = 0) -> dict:
     """The trained source model and the same architecture untrained (for the from-scratch baseline)."""
-    from surgery.keras_env import keras
+    from surgery import keras
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {kind: folder / name for kind, name in SOURCE_FILES.items()}

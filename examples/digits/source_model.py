@@ -36,7 +36,7 @@ def build_source(keras, n_classes=5):
 
 
 def train_source(path, epochs=15, seed=0):
-    from surgery.keras_env import keras
+    from surgery import keras
 
     k = keras()
     k.utils.set_random_seed(seed)

@@ -68,6 +68,26 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+_stop_signal: int | None = None
+
+
+def request_stop(signum: int) -> None:
+    """Remember that a signal asked the process to stop (the CLI's SIGTERM/SIGHUP handler calls this)."""
+    global _stop_signal
+    _stop_signal = signum
+
+
+def raise_if_stopped() -> None:
+    """Raise ``Terminated`` if a stop was requested and its exception got lost.
+
+    A signal handler's exception is dropped when it fires inside a finaliser (Python prints "Exception
+    ignored in ...") and goes on; so the places that must not go on (each training batch, the placing of
+    outputs) check here too.
+    """
+    if _stop_signal is not None:
+        raise Terminated(_stop_signal)
+
+
 def interrupted_exit(e: BaseException) -> int:
     """128 + the signal's number, as a shell reports a process a signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
     import signal

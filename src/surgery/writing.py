@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import SurgeryError, environment_reason
+from .errors import SurgeryError, environment_reason, raise_if_stopped
 from .files import same_file
 
 NAME_MAX = 255
@@ -275,6 +275,7 @@ class Outputs:
         return tmp
 
     def commit(self) -> None:
+        raise_if_stopped()  # a SIGTERM whose exception was lost must not let the outputs be placed
         placed = []
         try:
             for tmp, path in self.staged:

@@ -7,7 +7,7 @@ gated tensor (they keep their weights: layers are reused, not copied).
 
 from __future__ import annotations
 
-from surgery import OpError, did_you_mean, keras, make_model, output_tensor_of, retrace, seeded
+from surgery import OpError, did_you_mean, keras, output_tensor_of, seeded
 
 SCHEMA = {
     "type": "object",
@@ -56,7 +56,7 @@ def apply(state, params, ctx):
     def around(layer):
         return (lambda *a, **kw: gate(layer(*a, **kw))) if layer is target else layer
 
-    outputs = retrace(model, {id(t): t for t in model.inputs}, model.outputs, around=around)
-    new = make_model(model.inputs, outputs)
-    added = len(new.layers) - len(model.layers)
-    return state.evolve(f"squeeze_excite: {added} layers after {after} (ratio {params.get('ratio', 4)})", model=new)
+    # state.retraced re-runs every branch and named tensor, not only the outputs.
+    after_state = state.retraced(around=around)
+    added = len(after_state.model.layers) - len(model.layers)
+    return after_state.evolve(f"squeeze_excite: {added} layers after {after} (ratio {params.get('ratio', 4)})")

@@ -19,6 +19,7 @@ from ..errors import (
     environment_error,
     interrupted_exit,
     one_line,
+    request_stop,
 )
 
 
@@ -39,6 +40,7 @@ def fail(message: str, code: int) -> None:
 
 
 def _terminate(signum, frame):
+    request_stop(signum)
     raise Terminated(signum)
 
 

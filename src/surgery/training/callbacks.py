@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import raise_if_stopped
 from ..keras_env import keras
 from ..writing import temporary_sibling
 
@@ -60,6 +61,21 @@ def shadow_checkpointer(model):
             save_discarded(model)
 
     return ShadowCheckpointer()
+
+
+def stop_watch():
+    """Ends training at the next batch if a SIGTERM or SIGHUP arrived but its exception was lost (it fired
+    inside a finaliser, where Python drops exceptions)."""
+    k: Any = keras()
+
+    class StopWatch(k.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise_if_stopped()
+
+        def on_epoch_end(self, epoch, logs=None):
+            raise_if_stopped()
+
+    return StopWatch()
 
 
 def epoch_timer(seconds: list):

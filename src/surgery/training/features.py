@@ -3,7 +3,7 @@
 The file holds ``features`` (N x the model's output shape), ``labels`` (N class
 indices), ``class_names`` and ``files`` (the image paths relative to the data
 folder, or the npz's own ``files`` / ``name[i]``), so a separate model can train
-on it, as in the seeds' "extract features, then fit another classifier".
+on it, as in the tutorials' "extract features, then fit another classifier".
 """
 
 from __future__ import annotations

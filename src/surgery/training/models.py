@@ -102,7 +102,7 @@ def load(path: str, plugins, *, weights=None, preprocess: str | None = None) -> 
 
 
 def cut_at(model, layer_name: str):
-    """The model up to a named layer's output (the standalone feature extractor of the seeds)."""
+    """The model up to a named layer's output (the standalone feature extractor of the tutorials)."""
     names = [layer.name for layer in model.layers]
     if layer_name not in names:
         raise SpecError(f'no layer named "{layer_name}"' + did_you_mean(layer_name, names), where="--layer")

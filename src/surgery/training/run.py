@@ -183,7 +183,7 @@ class Run:
 
     def callbacks(self, model) -> list:
         """Keras' CSV log and TensorBoard, and the checkpoints (the chief); a shadow of them (other workers)."""
-        timer = [callbacks.epoch_timer(self.epoch_seconds)]
+        timer = [callbacks.epoch_timer(self.epoch_seconds), callbacks.stop_watch()]
         if not self.runner.worker.is_chief:
             return timer + [callbacks.shadow_checkpointer(model)]
         k = keras()

@@ -11,12 +11,12 @@ from surgery.summary import totals
 from helpers import load_spec_json, with_weights
 
 
-def test_vgg16_seed_figures(vgg16_notop_weights):
-    model = surgery.build(with_weights(load_spec_json("vgg16_seed.json"), vgg16_notop_weights))
+def test_vgg16_cut_extend_figures(vgg16_notop_weights):
+    model = surgery.build(with_weights(load_spec_json("vgg16_cut_extend.json"), vgg16_notop_weights))
     assert totals(model) == (1_852_514, 555_328, 1_297_186)
     assert tuple(model.output.shape) == (None, 2)
     assert [lay.name for lay in model.layers[:11]][-1] == "block3_pool"
-    # freeze "8:" is the seed's Sequential model.layers[7:]: block3_conv2 onwards
+    # freeze "8:" is the tutorial's Sequential model.layers[7:]: block3_conv2 onwards
     frozen = [lay.name for lay in model.layers if lay.weights and not lay.trainable]
     assert frozen == ["block3_conv2", "block3_conv3", "conv2d", "dense"]
     # model.summary() counts the same way
@@ -31,6 +31,7 @@ def test_vgg16_300_head_figures(vgg16_notop_weights):
     assert tuple(model.input.shape) == (None, 300, 300, 3)
 
 
+@pytest.mark.slow
 def test_vgg16_fc2_features(vgg16_top_weights):
     model = surgery.build(with_weights(load_spec_json("vgg16_fc2_features.json"), vgg16_top_weights))
     assert model.count_params() == 134_260_544
@@ -38,6 +39,7 @@ def test_vgg16_fc2_features(vgg16_top_weights):
     assert model.layers[-1].name == "fc2"
 
 
+@pytest.mark.slow
 def test_resnet50_cut(resnet50_notop_weights):
     model = surgery.build(with_weights(load_spec_json("resnet50_cut.json"), resnet50_notop_weights))
     names = [lay.name for lay in model.layers]
@@ -60,10 +62,11 @@ def test_mobilenetv2_frozen_head(mobilenetv2_notop_weights):
 @pytest.mark.parametrize(
     "spec_name,fixture",
     [
-        ("vgg16_seed.json", "vgg16_notop_weights"),
+        ("vgg16_cut_extend.json", "vgg16_notop_weights"),
         ("resnet50_cut.json", "resnet50_notop_weights"),
     ],
 )
+@pytest.mark.slow
 def test_kept_layers_keep_their_weights(spec_name, fixture, request, keras):
     weights = request.getfixturevalue(fixture)
     spec = with_weights(load_spec_json(spec_name), weights)
@@ -90,7 +93,7 @@ def test_kept_layers_keep_their_weights(spec_name, fixture, request, keras):
 
 
 def test_same_spec_same_weights(vgg16_notop_weights):
-    spec = with_weights(load_spec_json("vgg16_seed.json"), vgg16_notop_weights)
+    spec = with_weights(load_spec_json("vgg16_cut_extend.json"), vgg16_notop_weights)
     a = surgery.build(spec)
     b = surgery.build(spec)
     # Keras numbers auto-named inputs per process (input_layer_1, ...); every other name is the spec's.
@@ -99,8 +102,8 @@ def test_same_spec_same_weights(vgg16_notop_weights):
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_new_layers_depend_on_seed(vgg16_notop_weights):
-    spec = with_weights(load_spec_json("vgg16_seed.json"), vgg16_notop_weights)
+def test_new_layers_depend_on_the_random_seed(vgg16_notop_weights):
+    spec = with_weights(load_spec_json("vgg16_cut_extend.json"), vgg16_notop_weights)
     a = surgery.build(spec)
     spec["seed"] = 1
     b = surgery.build(spec)
