@@ -3,7 +3,7 @@
 Data: scikit-learn's digits (1,797 real 8x8 images, 10 classes), resized to SIZE x SIZE and repeated over
 three channels, 0-255, in an .npz; a fifth held out for validation. Model: the whole backbone (random
 weights, so nothing is downloaded; the work per image is the same as with ImageNet weights), frozen, then
-Flatten and Dense(10, softmax). Both runs are `surgery train` through ``train_spec`` in a fresh process
+Flatten and Dense(10, softmax). Both runs are `surgery train` through ``surgery.train`` in a fresh process
 each, same seed and batches: with the feature cache (the default) and with it off (--no-cache). Epoch
 time is training plus validation, checkpoints left out; the cached run also pays, once, for running the
 frozen layers over the images, which is reported on its own and in the total.
@@ -56,10 +56,10 @@ def spec(backbone: str, size: int, epochs: int, batch: int) -> dict:
 
 
 def child(mode: str, spec_path: str, data: str, out: str) -> dict:
-    from surgery.training.run import train_spec
+    from surgery import train as train_spec
 
     started = time.perf_counter()
-    result = train_spec(spec_path, out, data=data, feature_cache=mode == "cached", echo=lambda *a: None, verbose=0)
+    result = train_spec(spec_path, data, out, feature_cache=mode == "cached", echo=lambda *a: None, verbose=0)
     wall = time.perf_counter() - started
     with (Path(out) / "log.csv").open() as f:
         last = list(csv.DictReader(f))[-1]

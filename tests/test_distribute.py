@@ -137,7 +137,7 @@ def test_two_workers_train_in_step_and_match_one_process(cli, tmp_path, keras, b
         assert list((tmp_path / folder).iterdir()) == [], folder
     with (tmp_path / "w0" / "run" / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]  # numbered from 1, as on the console
     assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
 
     # One process on the same global batches (same seed, batch 8) ends where the two workers did.
@@ -185,7 +185,7 @@ def test_mirrored_trains_with_fit(cli, tmp_path, keras, backbone, npz):
     moved = {w.path for w in final.weights if not np.array_equal(w.numpy(), initial[w.path])}
     assert moved == {"head/kernel", "head/bias"}
     with (tmp_path / "run" / "log.csv").open() as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
 
 
 ADDRESSES = ["127.0.0.1:40001", "127.0.0.1:40002"]
@@ -239,11 +239,11 @@ def test_multiworker_needs_a_process_of_its_own(tmp_path, monkeypatch, keras, ba
     import tensorflow as tf
 
     from surgery.errors import SurgeryError
-    from surgery.training.run import train_spec
+    from surgery import train as train_spec
 
     tf.constant(0)  # TensorFlow's runtime is running in this process
     monkeypatch.setenv("TF_CONFIG", tf_config(free_ports(2), 0))
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}]))
     with pytest.raises(SurgeryError, match="multiworker training must run in a process of its own"):
-        train_spec(spec, tmp_path / "run", data=str(npz), strategy="multiworker", echo=lambda *_: None)
+        train_spec(spec, str(npz), tmp_path / "run", strategy="multiworker", echo=lambda *_: None)
     assert not (tmp_path / "run").exists()

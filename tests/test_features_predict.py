@@ -13,13 +13,13 @@ from helpers import assert_one_error_line, save_tiny_backbone, tiny_spec, write_
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, keras):
     """PNG folders, the tiny backbone, and a model trained on them by surgery train (so with classes.json)."""
-    from surgery.training.run import train_spec
+    from surgery import train as train_spec
 
     root = tmp_path_factory.mktemp("fp")
     images = write_pngs(root / "images", 2)
     backbone = save_tiny_backbone(root / "tiny.keras", keras)
     spec = write_spec(root, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
-    train_spec(spec, root / "run", data=str(images), echo=lambda *_: None, verbose=0)
+    train_spec(spec, str(images), root / "run", echo=lambda *_: None, verbose=0)
     return {"root": root, "images": images, "backbone": backbone, "spec": spec, "model": root / "run" / "tiny.keras"}
 
 

@@ -59,7 +59,7 @@ def test_two_stages_change_exactly_what_each_stage_trains(cli, tmp_path, keras, 
     for stat in ("bn1/moving_mean", "bn1/moving_variance"):
         assert np.array_equal(initial[stat], final[stat])
     if batchnorm == "keep_frozen":
-        assert "1 BatchNormalization layers kept frozen" in result.output
+        assert "1 BatchNormalization layer kept frozen" in result.output
 
 
 def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, images, backbone):
@@ -70,7 +70,7 @@ def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, i
     assert json.loads((run / "classes.json").read_text())["class_names"] == ["blue", "green", "red"]
     with (run / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # numbered from 1, as on the console
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     best = max(float(r["val_accuracy"]) for r in rows)
     assert state["finished"] and state["best"] == pytest.approx(best)
@@ -148,10 +148,11 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images
     assert f"Epoch {killed_at + 1}/22" in resumed.stdout and "Epoch 1/22" not in resumed.stdout
     assert "stage 1/2" not in resumed.stdout  # the finished stage is not trained again
     with (tmp_path / "run" / "log.csv").open() as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(22))
-    # The fine-tune stage's optimizer went on from the checkpoint: 20 epochs of 5 steps (18 images, batch 4).
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 23))
+    # The fine-tune stage's optimizer went on from the checkpoint, and its step count continues the first
+    # stage's (TensorBoard's per-step curves go on): 22 epochs of 5 steps (18 images, batch 4).
     final = keras.saving.load_model(str(tmp_path / "run" / "tiny.keras"))
-    assert int(final.optimizer.iterations) == 20 * 5
+    assert int(final.optimizer.iterations) == 22 * 5
     # Stage ends are kept; the latest epoch is the last one.
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.keras"))
     assert kept == ["epoch-0002.keras", "epoch-0022.keras"]

@@ -90,9 +90,9 @@ def accuracy(model, x, y) -> float:
 
 def run(method: str, sources: dict, data: Path, test, out: Path, seed: int, echo=lambda *_: None) -> float:
     """Train one method with ``surgery train`` (in this process) and return its test accuracy."""
-    from surgery.training.run import train_spec
+    from surgery import train as train_spec
 
-    result = train_spec(spec_for(method, sources), out, data=str(data), seed=seed, force=True, echo=echo, verbose=0)
+    result = train_spec(spec_for(method, sources), str(data), out, seed=seed, force=True, echo=echo, verbose=0)
     return accuracy(result.model, *test)
 
 

@@ -24,7 +24,7 @@ def _export(module: str, *names: str, **renamed: str) -> None:
 
 
 # The pipeline.
-_export("api", "build", "load", "apply", "plan", "export", "Applied")
+_export("api", "build", "load", "apply", "plan", "export", "train", "evaluate", "Applied")
 _export("version", "__version__")
 # Errors and messages.
 _export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "shown", "one_line")
@@ -63,12 +63,14 @@ _export(
     "unique_name",
     "keras_reason",
 )
+_export("layer_catalog", "layer_names")
 # The functional graph.
 _export("graph", "make_model", "model_nodes", "cut_map", "output_tensor_of", "retrace", "find_layer", "layer_nodes")
 # Files from someone else.
 _export("files", "check_regular", "check_hdf5", "check_hdf5_links", "read_json")
 _export("model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
 _export("preprocessing", preprocess_modes="MODES", preprocess_function="function")
+_export("preprocess_layers", preprocess_into_model="into_model")
 # Exporters: the graph to export and the check that it computes what Keras does.
 _export(
     "export_check",
@@ -110,7 +112,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
-    from .api import Applied, apply, build, export, load, plan
+    from .api import Applied, apply, build, evaluate, export, load, plan, train
     from .errors import OpError, PluginError, SpecError, SurgeryError, did_you_mean, one_line, shown
     from .export_check import ExportError, converting
     from .export_check import Target as ExportTarget
@@ -122,6 +124,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
     from .hookspecs import Exporter, OpApply, OpCheck, hookimpl
     from .keras_env import is_quiet, keras, keras_cache_dir, native_stderr_muted, seeded
+    from .layer_catalog import layer_names
     from .layers import (
         LAYER_PROPERTIES,
         NAME_PATTERN,
@@ -137,6 +140,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .model_files import check_model_file, check_weights_content, check_weights_file, load_model
     from .onnx_file import finish_onnx, verify_onnx
     from .plugins import Candidate, builtin_candidates, load_plugins
+    from .preprocess_layers import into_model as preprocess_into_model
     from .preprocessing import MODES as preprocess_modes
     from .preprocessing import function as preprocess_function
     from .pruning import analyze as analyze_channels

@@ -2,6 +2,8 @@
 
     import surgery
     model = surgery.build("specs/vgg16_cut_extend.json")              # a keras.Model
+    run = surgery.train("spec.json", "data/train", "runs/x", epochs=3)  # the run: history, paths, metrics
+    surgery.evaluate("runs/x", "data/test")                             # loss, metrics, per class, confusion
     done = surgery.apply("specs/vgg16_cut_extend.json", output="out/")  # built and written, all or none
     surgery.export("out/m.keras", "onnx")                               # a saved model in another format
 
@@ -12,7 +14,7 @@ installed ones are loaded). Bad input raises ``SurgeryError`` with the one line 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from .plugins import Plugins
     from .spec import Spec
     from .state import State
+    from .training.evaluate import Evaluation
+    from .training.result import TrainResult
 
 # A spec: the path of a JSON file, or the parsed JSON.
 SpecSource = str | os.PathLike | dict
@@ -127,3 +131,79 @@ def export(
     from .outputs import export_file
 
     return export_file(model_path, to, _plugins(plugins).registry, output=output, force=force, options=options)
+
+
+def train(
+    spec: SpecSource,
+    data: Any = None,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    validation_data: Any = None,
+    callbacks: Sequence[Any] = (),
+    resume: bool = False,
+    force: bool = False,
+    epochs: int | None = None,
+    weights: str | None = None,
+    plugins: Plugins | None = None,
+    echo: Callable[[str], None] | None = print,
+    verbose: int = 2,
+    **options: Any,
+) -> TrainResult | None:
+    """Build a spec's model and train it, stage by stage, as ``surgery train`` does; returns the run.
+
+    ``data`` (and ``validation_data``) is a folder of class subfolders, an ``.npz``, ``(x, y)`` arrays or a
+    ``tf.data.Dataset`` of (image, label); default: the spec's ``train.data``. ``output`` is the run folder
+    (default ``runs/<name>``). ``callbacks`` are Keras callbacks added to every stage. ``epochs`` sets every
+    stage's epochs, or with ``resume`` the total to train a finished run on to. ``options`` are the train
+    section's keys (``batch_size``, ``learning_rate``, ``early_stopping``, ``class_names``, ...), which
+    override the spec's. The result has the history (log.csv's columns), the paths, the final metrics and
+    the validation figures; None if a resumed run had already finished.
+    """
+    from .spec import load_spec
+    from .training.config import resolve
+    from .training.run import train as run_training
+
+    plugins = _plugins(plugins)
+    parsed = load_spec(spec, plugins.registry, plugins.broken, weights=weights)
+    overrides = {"data": data, "validation_data": validation_data, **options}
+    if not resume:
+        overrides["epochs"] = epochs
+    config = resolve(parsed, overrides)
+    folder = Path(output) if output is not None else Path("runs") / parsed.name
+    return run_training(
+        parsed,
+        plugins.registry,
+        config,
+        folder,
+        resume=resume,
+        force=force,
+        created_default=output is None,
+        echo=echo or (lambda _: None),
+        verbose=verbose,
+        extend_to=epochs if resume else None,
+        extra_callbacks=callbacks,
+    )
+
+
+def evaluate(
+    model: str | os.PathLike[str],
+    data: Any,
+    *,
+    batch_size: int = 32,
+    preprocess: str | None = None,
+    plugins: Plugins | None = None,
+) -> Evaluation:
+    """A trained model (a ``.keras`` file, or a run folder) on a test set, as ``surgery evaluate`` reports it:
+    loss and every compiled metric (Keras' own ``evaluate``), per-class precision, recall and F1, and the
+    confusion matrix, with the run's class names and preprocessing."""
+    from .training import quietly
+    from .training.data import source_of
+    from .training.evaluate import evaluate as run_evaluation
+    from .training.models import load as load_model
+
+    plugins = _plugins(plugins)
+    source = source_of(data, "--data")
+    loaded = quietly(load_model, str(model), plugins, preprocess=preprocess, compile=True)
+    return quietly(
+        run_evaluation, loaded.model, source, loaded.prep, model_classes=loaded.class_names, batch_size=batch_size
+    )

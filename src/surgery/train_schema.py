@@ -9,6 +9,7 @@ from __future__ import annotations
 from .selectors import FREEZE_SCHEMA, UNFREEZE_SCHEMA
 
 OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "nadam", "adamax", "adagrad", "lion"]
+# "lion" and "adamw" decay weights by default in Keras; the rest take weight_decay too.
 PRECISIONS = ["float32", "mixed_float16", "mixed_bfloat16"]
 STRATEGIES = ["default", "mirrored", "multiworker"]
 
@@ -17,13 +18,155 @@ def _closed(schema: dict) -> dict:
     return {**schema, "additionalProperties": False}
 
 
+SCHEDULES = ["cosine", "exponential", "piecewise"]
+METRICS = ["auc", "precision", "recall", "top_k_accuracy"]
+_MONITOR = {
+    "type": "string",
+    "minLength": 1,
+    "description": "a logged metric: loss, accuracy, an extra metric's name, or any of them with val_",
+}
+
+# What a stage may set, each mapped onto the Keras object that does it (training/options.py). The train
+# section takes them too, as defaults for every stage.
+STAGE_OPTIONS = {
+    "optimizer": {"enum": OPTIMIZERS, "default": "adam", "description": "keras.optimizers class, by name"},
+    "learning_rate": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 1e-3,
+        "description": "the optimizer's learning rate (a schedule's starting value)",
+    },
+    "weight_decay": {
+        "type": "number",
+        "minimum": 0,
+        "description": "the optimizer's decoupled weight decay (AdamW's 0.004 is Keras' default there)",
+    },
+    "gradient_clip": {
+        "description": "clip gradients: a number clips their global norm; or one of norm, value, global_norm",
+        "anyOf": [
+            {"type": "number", "exclusiveMinimum": 0, "description": "a global norm"},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": False,
+                "description": "an object with one of norm, value, global_norm",
+                "properties": {k: {"type": "number", "exclusiveMinimum": 0} for k in ("norm", "value", "global_norm")},
+            },
+        ],
+    },
+    "schedule": {
+        "type": "object",
+        "description": "the learning rate over the stage's epochs (keras.optimizers.schedules, applied per epoch)",
+        "properties": {
+            "type": {
+                "enum": SCHEDULES,
+                "description": "cosine: CosineDecay; exponential: ExponentialDecay; piecewise: PiecewiseConstantDecay",
+            },
+            "warmup_epochs": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "epochs of linear warmup from 0 before the schedule starts",
+            },
+            "alpha": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "default": 0,
+                "description": "cosine: the final rate as a fraction of the first",
+            },
+            "decay_rate": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 1,
+                "default": 0.5,
+                "description": "exponential: the factor per decay_epochs",
+            },
+            "decay_epochs": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 1,
+                "description": "exponential: epochs per factor of decay_rate",
+            },
+            "boundaries": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
+                "minItems": 1,
+                "description": "piecewise: the stage's epochs where the rate changes",
+            },
+            "values": {
+                "type": "array",
+                "items": {"type": "number", "exclusiveMinimum": 0},
+                "minItems": 2,
+                "description": "piecewise: the rates, one more than boundaries",
+            },
+        },
+        "required": ["type"],
+        "additionalProperties": False,
+    },
+    "early_stopping": {
+        "description": "keras.callbacks.EarlyStopping: end the stage when the monitored metric stops improving",
+        "anyOf": [
+            {"type": "boolean", "description": "true: the defaults"},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "an object of its options",
+                "properties": {
+                    "monitor": _MONITOR,
+                    "patience": {"type": "integer", "minimum": 0, "default": 3},
+                    "min_delta": {"type": "number", "minimum": 0, "default": 0},
+                    "restore_best_weights": {"type": "boolean", "default": True},
+                },
+            },
+        ],
+    },
+    "reduce_lr_on_plateau": {
+        "description": "keras.callbacks.ReduceLROnPlateau: lower the rate when the monitored metric stalls",
+        "anyOf": [
+            {"type": "boolean", "description": "true: the defaults"},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "an object of its options",
+                "properties": {
+                    "monitor": _MONITOR,
+                    "factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
+                    "patience": {"type": "integer", "minimum": 0, "default": 2},
+                    "min_delta": {"type": "number", "minimum": 0, "default": 1e-4},
+                    "min_lr": {"type": "number", "minimum": 0, "default": 0},
+                    "cooldown": {"type": "integer", "minimum": 0, "default": 0},
+                },
+            },
+        ],
+    },
+    "label_smoothing": {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMaximum": 1,
+        "default": 0,
+        "description": "the cross-entropy's label smoothing",
+    },
+    "class_weight": {
+        "description": '"balanced" (each class weighs n / (classes x its count)), or weights by class name',
+        "anyOf": [
+            {"const": "balanced"},
+            {
+                "type": "object",
+                "additionalProperties": {"type": "number", "minimum": 0},
+                "description": "an object of class name -> weight (others weigh 1)",
+            },
+        ],
+    },
+}
+
 STAGE_SCHEMA = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "minLength": 1, "description": "shown in the log; default stage1, stage2, ..."},
         "epochs": {"type": "integer", "minimum": 1},
-        "optimizer": {"enum": OPTIMIZERS, "default": "adam"},
-        "learning_rate": {"type": "number", "exclusiveMinimum": 0, "default": 1e-3},
+        **STAGE_OPTIONS,
         "freeze": {**_closed(FREEZE_SCHEMA), "description": "applied before the stage, before unfreeze"},
         "unfreeze": {
             **_closed(UNFREEZE_SCHEMA),
@@ -66,9 +209,32 @@ TRAIN_SCHEMA = {
         },
         "precision": {"enum": PRECISIONS, "default": "float32"},
         "monitor": {
-            "type": "string",
-            "minLength": 1,
-            "description": "the metric that picks the best checkpoint; default val_accuracy",
+            **_MONITOR,
+            "description": "the metric that picks best.keras and that early stopping and "
+            "reduce_lr_on_plateau watch; default val_accuracy (accuracy "
+            "without validation)",
+        },
+        "metrics": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"enum": METRICS},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["top_k_accuracy"],
+                        "description": '{"top_k_accuracy": k}',
+                        "properties": {"top_k_accuracy": {"type": "integer", "minimum": 2}},
+                    },
+                ]
+            },
+            "description": "metrics logged besides loss and accuracy: auc, precision, recall, top_k_accuracy "
+            '(k=5, or {"top_k_accuracy": k})',
+        },
+        "preprocess_in_model": {
+            "type": "boolean",
+            "default": True,
+            "description": "put the backbone's preprocessing into the trained model, so it takes raw 0-255 pixels",
         },
         "cache": {"type": "boolean", "default": True, "description": "cache decoded images in memory"},
         "strategy": {
@@ -88,6 +254,11 @@ TRAIN_SCHEMA = {
             "description": "cached features larger than this go to a file in the temporary folder instead of memory",
         },
         "stages": {"type": "array", "minItems": 1, "items": STAGE_SCHEMA},
+        **{
+            k: {**v, "description": v.get("description", "") + " (the default of every stage)"}
+            for k, v in STAGE_OPTIONS.items()
+            if k not in ("optimizer", "learning_rate")
+        },
     },
     "additionalProperties": False,
 }

@@ -2,7 +2,7 @@
 
 build.py    apply, validate, plan, export
 catalog.py  plugins, ops, backbones, schema (no TensorFlow)
-train.py    train, features, predict
+train.py    train, evaluate, features, predict
 common.py   one error line and its exit status, signals, loading the plugins
 """
 
@@ -33,6 +33,7 @@ for command in (
     catalog.backbones,
     catalog.schema,
     train.train,
+    train.evaluate,
     train.features,
     train.predict,
 ):

@@ -125,5 +125,6 @@ def installed_plugins():
 
 
 def progress() -> int:
-    """Keras' progress bar on a terminal; one line per epoch or batch run in a log file."""
-    return 1 if sys.stdout.isatty() else 2
+    """Keras' progress bar on a terminal; one line per epoch in a log file, or where NO_COLOR asks for no colour
+    (the bar is the only coloured output, and Keras draws it in colour whatever the terminal says)."""
+    return 1 if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else 2

@@ -1,4 +1,4 @@
-"""``surgery train``, ``surgery features`` and ``surgery predict``.
+"""``surgery train``, ``evaluate``, ``features`` and ``predict``.
 
 Keras and TensorFlow are imported inside the command bodies only, so
 ``surgery --help`` stays light.
@@ -9,11 +9,10 @@ paths) is checked first, so bad input fails in a fraction of a second.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from ..train_schema import PRECISIONS, STRATEGIES
+from ..train_schema import METRICS, OPTIMIZERS, PRECISIONS, STRATEGIES
 from .common import guarded, installed_plugins, progress
 from .types import FiniteFloat
 
@@ -30,8 +29,29 @@ from .types import FiniteFloat
     help="Fraction of --data held out for validation (default 0.2).",
 )
 @click.option("-o", "--output", "out", help="Folder for the run (default runs/<name>).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs of every stage (overrides the spec).")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Epochs of every stage (overrides the spec); with --resume, the total to train the run on to.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default 32).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Every stage's optimizer (default adam).")
+@click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), help="Every stage's learning rate.")
+@click.option("--weight-decay", type=FiniteFloat(min=0), help="Every stage's optimizer weight decay.")
+@click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), help="Label smoothing of the loss.")
+@click.option("--class-weight", type=click.Choice(["balanced"]), help="Weigh classes by their inverse frequency.")
+@click.option(
+    "--early-stopping",
+    "patience",
+    type=click.IntRange(min=0),
+    metavar="PATIENCE",
+    help="End a stage when the monitored metric has not improved for PATIENCE epochs (best weights restored).",
+)
+@click.option("--monitor", help="The metric that picks best.keras and that early stopping watches (val_loss, ...).")
+@click.option(
+    "--metrics",
+    help="Extra metrics, comma-separated: auc, precision, recall, top_k_accuracy (top 5) or top_K_accuracy.",
+)
 @click.option("--precision", type=click.Choice(PRECISIONS), help="Mixed precision policy (default float32).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Data split, shuffling, new weights.")
 @click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (slower on GPU).")
@@ -47,7 +67,12 @@ from .types import FiniteFloat
     is_flag=True,
     help="Run the frozen layers every epoch instead of training the layers after them on their outputs, computed once.",
 )
-@click.option("--resume", is_flag=True, help="Continue the interrupted run in the output folder.")
+@click.option(
+    "--no-preprocess-in-model",
+    is_flag=True,
+    help="Keep the backbone's preprocessing outside the trained model (classes.json names it) instead of in it.",
+)
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in the output folder (--epochs N: to N).")
 @click.option("--force", is_flag=True, help="Start over in an output folder that holds a run.")
 @guarded
 def train(
@@ -58,54 +83,115 @@ def train(
     out,
     epochs,
     batch_size,
+    optimizer,
+    learning_rate,
+    weight_decay,
+    label_smoothing,
+    class_weight,
+    patience,
+    monitor,
+    metrics,
     precision,
     seed,
     deterministic,
     weights,
     strategy,
     no_cache,
+    no_preprocess_in_model,
     resume,
     force,
 ):
     """Build SPEC's model and train it, stage by stage, on --data."""
+    from ..api import train as train_spec
     from ..errors import SpecError
-    from ..spec import load_spec
-    from ..training.config import resolve
 
     if resume and force:
         raise SpecError("--resume continues a run and --force starts it over; give one")
-    plugins = installed_plugins()
-    parsed = load_spec(spec, plugins.registry, plugins.broken, weights=weights)
-    config = resolve(
-        parsed,
-        {
-            "data": data,
-            "validation_data": validation_data,
-            "validation_split": validation_split,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "precision": precision,
-            "seed": seed,
-            "deterministic": deterministic or None,
-            "strategy": strategy,
-            "feature_cache": False if no_cache else None,
-        },
-    )
-    folder = Path(out) if out else Path("runs") / parsed.name
-
-    from ..training.run import train as run_training
-
-    run_training(
-        parsed,
-        plugins.registry,
-        config,
-        folder,
+    options = {
+        "validation_split": validation_split,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "class_weight": class_weight,
+        "early_stopping": {"patience": patience} if patience is not None else None,
+        "monitor": monitor,
+        "metrics": _metrics(metrics),
+        "precision": precision,
+        "seed": seed,
+        "deterministic": deterministic or None,
+        "strategy": strategy,
+        "feature_cache": False if no_cache else None,
+        "preprocess_in_model": False if no_preprocess_in_model else None,
+    }
+    train_spec(
+        spec,
+        data,
+        out,
+        validation_data=validation_data,
         resume=resume,
         force=force,
-        created_default=out is None,
+        epochs=epochs,
+        weights=weights,
+        plugins=installed_plugins(),
         echo=click.echo,
         verbose=progress(),
+        **options,
     )
+
+
+def _metrics(text: str | None):
+    """--metrics auc,top_3_accuracy -> the spec's form: ["auc", {"top_k_accuracy": 3}]."""
+    import re
+
+    from ..errors import SpecError
+
+    if text is None:
+        return None
+    found = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        top = re.fullmatch(r"top_(\d+)_accuracy", name)
+        if top:
+            found.append({"top_k_accuracy": int(top.group(1))})
+        elif name in METRICS:
+            found.append(name)
+        else:
+            raise SpecError(
+                f'unknown metric "{name}"; valid: ' + ", ".join(METRICS) + ", top_K_accuracy", where="--metrics"
+            )
+    return found
+
+
+@click.command("evaluate")
+@click.argument("model", metavar="MODEL_OR_RUN", type=click.Path(dir_okay=True))
+@click.option("--data", required=True, help="A folder of class subfolders of images, or an .npz with x and y.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--preprocess", help='A backbone name, a mode (caffe, tf, torch), or "none" (default: classes.json).')
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", "plot_path", metavar="FILE", help="Also draw the confusion matrix to FILE.svg or FILE.png.")
+@click.option("--force", is_flag=True, help="Overwrite an existing plot file.")
+@guarded
+def evaluate(model, data, batch_size, preprocess, as_json, plot_path, force):
+    """Evaluate MODEL_OR_RUN (a .keras file or a run folder) on --data: loss, metrics, per class, confusion."""
+    from ..api import evaluate as evaluate_model
+
+    target = None
+    if plot_path:
+        from ..training.confusion_plot import check_target
+
+        target = check_target(plot_path, force)
+    found = evaluate_model(model, data, batch_size=batch_size, preprocess=preprocess, plugins=installed_plugins())
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2))
+    else:
+        click.echo(f"evaluated {model} on {found.n:,} images of {data}")
+        for line in found.lines():
+            click.echo(line)
+    if target is not None:
+        from ..training.confusion_plot import write
+
+        click.echo(f"wrote {target} ({write(found, target, force)})", err=as_json)
 
 
 @click.command("features")
@@ -132,7 +218,7 @@ def features(source, data, out, layer, batch_size, preprocess, weights, force):
     plugins = installed_plugins()
     loaded = quietly(models.load, source, plugins, weights=weights, preprocess=preprocess)
     if layer:
-        loaded.model = models.cut_at(loaded.model, layer)
+        loaded.model = models.cut_at(loaded, layer)
     arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=progress(), force=force)
     n = len(arrays["class_names"])
     click.echo(
@@ -161,7 +247,9 @@ def predict(model, images, top, classes_file, preprocess, weights, as_json):
 
     plugins = installed_plugins()
     loaded = quietly(models.load, model, plugins, weights=weights, preprocess=preprocess)
-    found = quietly(predict, loaded, list(images), top, classes_file)
+    from ..training.data import image_files
+
+    found = quietly(predict, loaded, [str(p) for p in image_files(images)], top, classes_file)
     names = found["names"]
     if names.note:
         click.echo(f"note: {names.note}", err=True)

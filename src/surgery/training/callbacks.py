@@ -18,8 +18,9 @@ def mode(monitor: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
-def checkpointer(folder, state, monitor: str, stage_ends: set[int], model):
-    """Saves every epoch for --resume, copies an improved epoch to best.keras, then records the state.
+def checkpointer(folder, state, monitor: str, stage_ends, model):
+    """Saves every epoch for --resume, copies an improved epoch to best.keras, then records the state; keeps
+    the latest checkpoint and those of the ends of stages (``stage_ends()``: they move when a stage stops early).
 
     It saves ``model``, the full model, also when fit trains only its suffix on cached features."""
     k: Any = keras()
@@ -40,7 +41,7 @@ def checkpointer(folder, state, monitor: str, stage_ends: set[int], model):
                 best_tmp.replace(folder.best)
             state.epochs_done, state.checkpoint = done, path.name
             folder.write_state(state)
-            folder.prune({path.name} | {folder.checkpoint_path(e).name for e in stage_ends})
+            folder.prune({path.name} | {folder.checkpoint_path(e).name for e in stage_ends()})
 
     return Checkpointer()
 
@@ -98,3 +99,43 @@ def tensorboard_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
+
+
+def epoch_log(path: Path):
+    """Keras' CSVLogger, numbering epochs from 1 as the console does (Keras passes 0-based indices)."""
+    k: Any = keras()
+
+    class EpochLog(k.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch + 1, logs)
+
+    return EpochLog(str(path), append=True)
+
+
+def tensorboard(path: Path, write_graph: bool):
+    """Keras' TensorBoard, its epoch steps numbered from 1 like the console and log.csv. One per stage (each
+    fit starts its writers); the graph is written by the first stage's only, not once per stage."""
+    k: Any = keras()
+
+    class TensorBoard(k.callbacks.TensorBoard):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch + 1, logs)
+
+    return TensorBoard(str(path), write_graph=write_graph)
+
+
+def read_log(path: Path) -> dict[str, list]:
+    """log.csv's columns as lists of numbers (what ``surgery.train`` returns as the history)."""
+    import csv
+
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    history: dict[str, list] = {}
+    for row in rows:
+        for key, value in row.items():
+            # CSVLogger writes NA for a metric an epoch did not log (validation in a stage without it).
+            number = float("nan") if value in ("NA", "") else int(value) if key == "epoch" else float(value)
+            history.setdefault(key, []).append(number)
+    return history

@@ -1,17 +1,21 @@
 """A spec's ``train`` section merged with command-line overrides (no TensorFlow).
 
 Paths in the spec are relative to the spec file; paths given on the command line
-are relative to the working directory, as a user typing them expects.
+are relative to the working directory, as a user typing them expects. Stage
+options given at the section's top level are every stage's defaults; a stage's
+own value wins, and a command-line override beats both.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..errors import OpError, SpecError
 from ..selectors import parse_slice
+from ..train_schema import STAGE_OPTIONS
 
 DEFAULT_EPOCHS = 10
 # How a run is carried out, not what it computes: --resume may change them.
@@ -24,18 +28,36 @@ class Stage:
     epochs: int
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    weight_decay: float | None = None
+    gradient_clip: Any = None
+    schedule: dict | None = None
+    early_stopping: Any = None
+    reduce_lr_on_plateau: Any = None
+    label_smoothing: float = 0.0
+    class_weight: Any = None
     freeze: dict | None = None
     unfreeze: dict | None = None
 
     def describe(self) -> str:
-        return f"{self.epochs} epoch{'s' * (self.epochs != 1)}, {self.optimizer} lr {self.learning_rate:g}"
+        text = f"{self.epochs} epoch{'s' * (self.epochs != 1)}, {self.optimizer} lr {self.learning_rate:g}"
+        if self.schedule:
+            text += f" ({self.schedule['type']} schedule"
+            text += f", {self.schedule['warmup_epochs']} warmup)" if self.schedule.get("warmup_epochs") else ")"
+        extras = [
+            name.replace("_", " ")
+            for name in ("early_stopping", "reduce_lr_on_plateau", "weight_decay", "gradient_clip", "class_weight")
+            if getattr(self, name) not in (None, False)
+        ]
+        if self.label_smoothing:
+            extras.append(f"label smoothing {self.label_smoothing:g}")
+        return text + (f"; {', '.join(extras)}" if extras else "")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: Path
+    data: Any  # a path, or in-memory data given from Python (training.sources)
     stages: tuple
-    validation_data: Path | None = None
+    validation_data: Any = None
     validation_split: float = 0.2
     batch_size: int = 32
     image_size: tuple | None = None
@@ -43,10 +65,13 @@ class TrainConfig:
     deterministic: bool = False
     precision: str = "float32"
     monitor: str | None = None
+    metrics: tuple = ()
+    preprocess_in_model: bool = True
     cache: bool = True
     strategy: str = "default"
     feature_cache: bool = True
     feature_cache_memory_mb: int = 1024
+    class_names: tuple | None = field(default=None)  # in-memory data: the names of its classes
 
     @property
     def has_validation(self) -> bool:
@@ -56,31 +81,33 @@ class TrainConfig:
     def monitor_metric(self) -> str:
         return self.monitor or ("val_accuracy" if self.has_validation else "accuracy")
 
-    def stage_bounds(self) -> list[tuple[int, int]]:
-        """(first epoch, end epoch) of each stage; epochs are numbered across the whole run."""
-        bounds, start = [], 0
-        for stage in self.stages:
-            bounds.append((start, start + stage.epochs))
-            start += stage.epochs
-        return bounds
-
     def fingerprint(self) -> dict:
         """What must not change between a run and its --resume (paths included: other data is another run)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in EXECUTION_ONLY}
-        return json.loads(json.dumps(fields, default=str))
+        values = {k: v for k, v in asdict(self).items() if k not in EXECUTION_ONLY}
+        for key in ("data", "validation_data"):
+            if values[key] is not None and not isinstance(values[key], (str, Path)):
+                values[key] = "<data given from Python>"
+        return json.loads(json.dumps(values, default=str))
+
+
+STAGE_KEYS = {f.name for f in fields(Stage)}
 
 
 def resolve(spec, overrides: dict) -> TrainConfig:
-    """The training config: the spec's ``train`` section, then every override that is not None."""
+    """The training config: the spec's ``train`` section, then every override that is not None.
+
+    Overrides named like a stage option (``learning_rate``, ``early_stopping``, ...) apply to every stage;
+    ``epochs`` too.
+    """
     section = dict(spec.data.get("train", {}))
     for key in ("data", "validation_data"):
         if key in section:
-            section[key] = spec.resolve(section[key])
+            section[key] = spec.input_file(section[key])
     given = {k: v for k, v in overrides.items() if v is not None}
     for key in ("data", "validation_data"):
-        if key in given:
+        if isinstance(given.get(key), (str, Path)):
             given[key] = Path(given[key]).resolve()
-    epochs = given.pop("epochs", None)
+    stage_overrides = {k: given.pop(k) for k in list(given) if k in STAGE_OPTIONS or k == "epochs"}
     if "validation_split" in given and "validation_data" not in given:
         section.pop("validation_data", None)  # a split asked for on the command line beats the spec's folder
     section.update(given)
@@ -89,22 +116,66 @@ def resolve(spec, overrides: dict) -> TrainConfig:
     if section.get("validation_data") is not None:
         section["validation_split"] = 0.0
     section.setdefault("seed", spec.seed)
-    if "image_size" in section:
-        section["image_size"] = tuple(section["image_size"])
+    for key in ("image_size", "class_names"):
+        if section.get(key) is not None:
+            section[key] = tuple(section[key])
+    section["metrics"] = tuple(_metric_name(m) for m in section.get("metrics", ()))
+    defaults = {k: section.pop(k) for k in list(section) if k in STAGE_OPTIONS}
     stages = section.pop("stages", None) or [{"epochs": DEFAULT_EPOCHS}]
-    section["stages"] = tuple(_stage(spec, i, s, epochs) for i, s in enumerate(stages))
+    section["stages"] = tuple(_stage(spec, i, {**defaults, **s, **stage_overrides}) for i, s in enumerate(stages))
     return TrainConfig(**section)
 
 
-def _stage(spec, i: int, raw: dict, epochs: int | None) -> Stage:
+def _metric_name(entry) -> str:
+    """A metric as the spec names it, as its logged name: "auc", "top_5_accuracy"."""
+    if isinstance(entry, dict):
+        return f"top_{entry['top_k_accuracy']}_accuracy"
+    return "top_5_accuracy" if entry == "top_k_accuracy" else entry
+
+
+def _stage(spec, i: int, raw: dict) -> Stage:
     raw = dict(raw)
     raw.setdefault("name", f"stage{i + 1}")
-    if epochs is not None:
-        raw["epochs"] = epochs
+    where = f"train.stages[{i}]"
     for op in ("freeze", "unfreeze"):
         if "layers" in raw.get(op, {}):
             try:
                 parse_slice(raw[op]["layers"])
             except OpError as e:
-                raise e.located(file=spec.file, where=f"train.stages[{i}].{op}") from None
+                raise e.located(file=spec.file, where=f"{where}.{op}") from None
+    schedule = raw.get("schedule")
+    if schedule and raw.get("reduce_lr_on_plateau"):
+        raise SpecError(
+            "schedule and reduce_lr_on_plateau both set the learning rate; give one", file=spec.file, where=where
+        )
+    if schedule:
+        _check_schedule(schedule, raw["epochs"], spec, f"{where}.schedule")
     return Stage(**raw)
+
+
+def _check_schedule(schedule: dict, epochs: int, spec, where: str) -> None:
+    warmup = schedule.get("warmup_epochs", 0)
+    if warmup >= epochs:
+        raise SpecError(
+            f"warmup_epochs {warmup} leaves none of the stage's {epochs} epochs to the schedule",
+            file=spec.file,
+            where=where,
+        )
+    if schedule["type"] != "piecewise":
+        unused = sorted({"boundaries", "values"} & set(schedule))
+        if unused:
+            raise SpecError(f'"{unused[0]}" is for the piecewise schedule', file=spec.file, where=where)
+        return
+    boundaries, values = schedule.get("boundaries"), schedule.get("values")
+    if boundaries is None or values is None:
+        raise SpecError(
+            "a piecewise schedule needs boundaries (epochs) and values (rates)", file=spec.file, where=where
+        )
+    if len(values) != len(boundaries) + 1:
+        raise SpecError(
+            f"{len(boundaries)} boundaries need {len(boundaries) + 1} values, got {len(values)}",
+            file=spec.file,
+            where=where,
+        )
+    if boundaries != sorted(set(boundaries)):
+        raise SpecError("boundaries must increase", file=spec.file, where=where)

@@ -11,6 +11,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,14 +34,34 @@ class Source:
     """What a data path holds, found without TensorFlow."""
 
     path: Path
-    kind: str  # "folder" or "npz"
+    kind: str  # "folder", "npz" (arrays from a file or from Python) or "dataset"
     class_names: list
     files: list = field(default_factory=list)  # folder: image paths, class by class
     x: np.ndarray | None = None
     y: np.ndarray | None = None
+    dataset: Any = None  # a tf.data.Dataset given from Python: (image, label) elements, batched or not
 
     def __len__(self) -> int:
+        if self.kind == "dataset":
+            return len(self.labels())
         return len(self.files) if self.kind == "folder" else len(self.arrays()[1])
+
+    def labels(self) -> np.ndarray:
+        """Every image's class index, in order (a dataset is read once for them)."""
+        if self.kind == "folder":
+            return np.array([self.class_names.index(f.relative_to(self.path).parts[0]) for f in self.files])
+        if self.kind == "npz":
+            return self.arrays()[1]
+        if self.y is None:
+            found = [np.asarray(label).reshape(-1) for _, label in self.dataset.as_numpy_iterator()]
+            self.y = np.concatenate(found).astype("int64") if found else np.zeros(0, "int64")
+            if not self.class_names:
+                self.class_names = [str(i) for i in range(int(self.y.max()) + 1 if len(self.y) else 0)]
+        return self.y
+
+    def counts(self) -> list[int]:
+        """Images per class (what a balanced class weight divides by)."""
+        return np.bincount(self.labels(), minlength=len(self.class_names)).tolist()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """x and y of an .npz source."""
@@ -69,6 +90,16 @@ def inspect(path, what: str = "--data") -> Source:
     raise DataError(
         "expected a folder of class subfolders of images, or an .npz file with x and y", file=str(p), where=what
     )
+
+
+def image_files(paths, what: str = "IMAGE") -> list[Path]:
+    """Image files, a folder standing for every image under it (recursively, sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found += _images_under(path, what) if path.is_dir() else [path]
+    if not found:
+        raise DataError(f"holds no images ({' '.join(IMAGE_SUFFIXES)})", file=str(paths[0]), where=what)
+    return found
 
 
 def _images_under(folder: Path, what: str) -> list[Path]:
@@ -144,7 +175,12 @@ def _inspect_npz(p: Path, what: str) -> Source:
             file=str(p),
             where=what,
         )
-    x, y = arrays["x"], arrays["y"]
+    return arrays_source(p, arrays["x"], arrays["y"], arrays.get("class_names"), arrays.get("files"), what)
+
+
+def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str = "--data") -> Source:
+    """Images and labels in memory (an .npz's arrays, or arrays given from Python), checked."""
+    x, y = np.asarray(x), np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(
             f"y must be a 1-D array of integer class indices, got shape {y.shape} dtype {y.dtype}",
@@ -157,16 +193,29 @@ def _inspect_npz(p: Path, what: str) -> Source:
         raise DataError("holds no images", file=str(p), where=what)
     if y.min() < 0:
         raise DataError(f"y has a negative label ({y.min()})", file=str(p), where=what)
-    if "class_names" in arrays:
-        names = [str(n) for n in arrays["class_names"]]
+    if names_array is not None:
+        names = [str(n) for n in names_array]
         if y.max() >= len(names):
             raise DataError(
                 f"y has label {y.max()} but class_names names {len(names)} classes", file=str(p), where=what
             )
     else:
         names = [str(i) for i in range(int(y.max()) + 1)]
-    files = [str(f) for f in arrays["files"]] if "files" in arrays else [f"{p.name}[{i}]" for i in range(len(y))]
+    files = [str(f) for f in files_array] if files_array is not None else [f"{p.name}[{i}]" for i in range(len(y))]
     return Source(p, "npz", names, files=files, x=x, y=y.astype("int64"))
+
+
+def source_of(value, what: str = "--data", class_names=None) -> Source:
+    """A data path, or data given from Python: ``(x, y)`` arrays, or a ``tf.data.Dataset`` of (image, label)."""
+    if isinstance(value, (str, Path)):
+        return inspect(value, what)
+    if hasattr(value, "element_spec"):  # a tf.data.Dataset, without importing TensorFlow to ask
+        return Source(Path(f"<{what} dataset>"), "dataset", list(class_names or ()), dataset=value)
+    if isinstance(value, dict):
+        value = (value.get("x"), value.get("y"))
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return arrays_source(Path(f"<{what} arrays>"), value[0], value[1], class_names, None, what)
+    raise DataError(f"expected a path, (x, y) arrays or a tf.data.Dataset, got {type(value).__name__}", where=what)
 
 
 def matching_validation(train: Source, val: Source) -> None:

@@ -171,7 +171,9 @@ class Runner:
         where = f", {self.worker.describe()}" if self.name == "multiworker" else ""
         return f"strategy {self.name}: {replicas} replica{'s' * (replicas != 1)}{where}"
 
-    def fit(self, model, sets, *, loss, metric, initial_epoch: int, epochs: int, callbacks: list, verbose) -> None:
+    def fit(
+        self, model, sets, *, loss, metric, initial_epoch: int, epochs: int, callbacks: list, verbose, class_weight=None
+    ) -> None:
         if self.name != "multiworker":
             model.fit(
                 sets.train,
@@ -181,6 +183,7 @@ class Runner:
                 callbacks=callbacks,
                 verbose=verbose,
                 shuffle=False,
+                class_weight=class_weight,
             )
             return
         import tensorflow as tf
@@ -198,6 +201,7 @@ class Runner:
                 epochs=epochs,
                 callbacks=callbacks,
                 verbose=verbose,
+                class_weight=class_weight,
             )
         except (
             tf.errors.UnavailableError,

@@ -25,21 +25,28 @@ def _accuracy(metric):
     if isinstance(metric, k.metrics.BinaryAccuracy):
         threshold = metric.get_config()["threshold"]
         return lambda y, p: k.metrics.binary_accuracy(k.ops.reshape(y, (-1, 1)), p, threshold=threshold)
+    if isinstance(metric, k.metrics.CategoricalAccuracy):  # one-hot labels (label smoothing)
+        return k.metrics.categorical_accuracy
     return k.metrics.sparse_categorical_accuracy
 
 
-def _steps(model, strategy, loss, metric):
+def _steps(model, strategy, loss, metric, class_weight=None):
     """(train step, test step): each takes a distributed batch and returns [loss sum, correct, examples]."""
     import tensorflow as tf
 
     summed = type(loss).from_config({**loss.get_config(), "reduction": "sum"})
     correct = _accuracy(metric)
+    weights = None if not class_weight else tf.constant([class_weight[i] for i in range(len(class_weight))], "float32")
 
-    def forward(x, y, training):
+    def forward(x, y, training, weighted=True):
         pred = model(x, training=training)
         n = tf.cast(tf.shape(y)[0], "float32")
         regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
-        data_loss = summed(y, pred)
+        sample_weight = None
+        if weights is not None and weighted:  # as fit applies class_weight: to the training loss only
+            labels = tf.argmax(y, axis=-1) if len(y.shape) > 1 and y.shape[-1] > 1 else tf.reshape(y, (-1,))
+            sample_weight = tf.gather(weights, tf.cast(labels, "int32"))
+        data_loss = summed(y, pred, sample_weight=sample_weight)
         # fit logs each batch's mean loss weighted by its size: the sum, the model's losses once per example.
         return data_loss, regularization, tf.stack([data_loss + regularization * n, tf.reduce_sum(correct(y, pred)), n])
 
@@ -57,7 +64,7 @@ def _steps(model, strategy, loss, metric):
         return totals
 
     def replica_test(x, y):
-        return forward(x, y, False)[2]
+        return forward(x, y, False, weighted=False)[2]
 
     def reduced(fn):
         @tf.function
@@ -105,13 +112,15 @@ def _evaluate(dataset, step, callbacks) -> dict:
     return logs
 
 
-def fit(model, sets, strategy, *, loss, metric, initial_epoch: int, epochs: int, callbacks: list, verbose) -> None:
+def fit(
+    model, sets, strategy, *, loss, metric, initial_epoch: int, epochs: int, callbacks: list, verbose, class_weight=None
+) -> None:
     """Train ``model`` (compiled, built under ``strategy``) on ``sets`` for epochs ``initial_epoch`` .. ``epochs``."""
     k = keras()
     with strategy.scope():
         if not model.optimizer.built:  # variables are created under the strategy, not inside a step
             model.optimizer.build(model.trainable_variables)
-    train_step, test_step = _steps(model, strategy, loss, metric)
+    train_step, test_step = _steps(model, strategy, loss, metric, class_weight)
     train = _distributed(strategy, sets.train)
     validation = _distributed(strategy, sets.validation) if sets.validation is not None else None
     callback_list = k.callbacks.CallbackList(
@@ -123,9 +132,12 @@ def fit(model, sets, strategy, *, loss, metric, initial_epoch: int, epochs: int,
         steps=math.ceil(sets.n_train / sets.batch_size),
         model=model,
     )
+    model.stop_training = False
     callback_list.on_train_begin()
     logs = {}
     for epoch in range(initial_epoch, epochs):
+        if model.stop_training:  # EarlyStopping asked, as fit checks it
+            break
         callback_list.on_epoch_begin(epoch)
         totals = _Totals()
         for i, batch in enumerate(train):

@@ -10,7 +10,8 @@ imported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ class Loaded:
     class_names: list | None
     source: str
     prep: Any = None  # the preprocessing function ``preprocess`` names, resolved by ``load``
+    tensors: dict = field(default_factory=dict)  # a spec's named tensors ("as"), for features --layer
 
 
 @dataclass
@@ -70,9 +72,30 @@ def sidecar_beside(model_path: Path, registry) -> Sidecar:
     return read_sidecar(path, registry) if path.exists() else Sidecar()
 
 
-def load(path: str, plugins, *, weights=None, preprocess: str | None = None) -> Loaded:
-    """``path`` is a ``.keras`` model or a spec (``weights`` overrides a spec's, as ``--weights`` does)."""
+def run_model(folder: Path) -> Path | None:
+    """The final model of a run folder surgery wrote (the one its marker names), else its best.keras."""
+    from ..writing import MARKER, is_surgery_folder
+
+    if not is_surgery_folder(folder, "run"):
+        return None
+    try:
+        name = json.loads((folder / MARKER).read_text()).get("model", "")
+    except (OSError, ValueError, AttributeError):
+        name = ""
+    plain = isinstance(name, str) and name.endswith(".keras") and "/" not in name
+    for candidate in ([folder / name] if plain else []) + [folder / "best.keras"]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: str, plugins, *, weights=None, preprocess: str | None = None, compile: bool = False) -> Loaded:
+    """``path`` is a ``.keras`` model, a run folder or a spec (``weights`` overrides a spec's, as ``--weights``
+    does). ``compile``: with the loss and metrics it was trained with (to evaluate it)."""
     p = Path(path)
+    found = run_model(p) if p.is_dir() else None
+    if found is not None:
+        p, path = found, str(found)
     if p.is_dir():
         raise DataError(
             "is a folder; give a .keras model file (a run folder's model is <name>.keras or best.keras in "
@@ -85,14 +108,20 @@ def load(path: str, plugins, *, weights=None, preprocess: str | None = None) -> 
         if weights is not None:
             raise SpecError("--weights applies to a spec, not to a saved model", file=path)
         side = sidecar_beside(p, plugins.registry)  # before the model: a bad sidecar costs no TensorFlow start
-        loaded = Loaded(load_model(p, error=DataError), side.preprocess, side.class_names, path)
+        loaded = Loaded(load_model(p, error=DataError, compile=compile), side.preprocess, side.class_names, path)
     elif p.suffix == ".json":
         from ..executor import run_steps
         from ..spec import load_spec
 
         spec = load_spec(path, plugins.registry, plugins.broken, weights=weights)
         state = run_steps(spec, plugins.registry)
-        loaded = Loaded(state.model, state.backbone if state.preprocess is not None else None, None, path)
+        loaded = Loaded(
+            state.model,
+            state.backbone if state.preprocess is not None else None,
+            None,
+            path,
+            tensors=dict(state.tensors),
+        )
     else:
         raise DataError("is neither a Keras model (.keras) nor a spec (.json)", file=path)
     if preprocess is not None:
@@ -101,9 +130,15 @@ def load(path: str, plugins, *, weights=None, preprocess: str | None = None) -> 
     return loaded
 
 
-def cut_at(model, layer_name: str):
-    """The model up to a named layer's output (the standalone feature extractor of the tutorials)."""
+def cut_at(loaded: Loaded, name: str):
+    """The model up to a named layer's output, or a tensor a spec named with "as" (the standalone feature
+    extractor of the tutorials)."""
+    model = loaded.model
+    named = {n: t for n, t in loaded.tensors.items() if not n.startswith("#")}
+    if name in named:
+        return keras().Model(model.inputs, named[name], name=f"{model.name}_{name}")
     names = [layer.name for layer in model.layers]
-    if layer_name not in names:
-        raise SpecError(f'no layer named "{layer_name}"' + did_you_mean(layer_name, names), where="--layer")
-    return keras().Model(model.inputs, model.get_layer(layer_name).output, name=f"{model.name}_{layer_name}")
+    if name not in names:
+        what = "layer or named tensor" if named else "layer named"
+        raise SpecError(f'no {what} "{name}"' + did_you_mean(name, names + list(named)), where="--layer")
+    return keras().Model(model.inputs, model.get_layer(name).output, name=f"{model.name}_{name}")

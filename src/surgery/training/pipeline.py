@@ -103,9 +103,22 @@ def check_npz_shape(source: Source, image: ImageSpec) -> np.ndarray:
     return x.astype("float32")
 
 
-def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float = 0.0):
-    """Unbatched (image, label) datasets, shuffled once by seed: (train, validation or None)."""
+def _unbatched(source: Source, image: ImageSpec):
+    """A dataset given from Python as (image, label) elements, unbatched if it came in batches."""
+    ds = source.dataset
+    if len(ds.element_spec[0].shape) == len(image.shape) + 1:
+        ds = ds.unbatch()
     tf = _tf()
+    return ds.map(lambda x, y: (tf.cast(x, "float32"), tf.cast(tf.reshape(y, ()), "int64")))
+
+
+def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float = 0.0):
+    """Unbatched (image, label) datasets, shuffled once by seed: (train, validation or None).
+
+    A dataset given from Python is taken as it is (its own order; no split: give validation data)."""
+    tf = _tf()
+    if source.kind == "dataset":
+        return _unbatched(source, image), None
     if source.kind == "npz":
         x = check_npz_shape(source, image)
         y = source.arrays()[1]
@@ -138,11 +151,14 @@ def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float
         return k.utils.image_dataset_from_directory(str(source.path), **common), None
 
 
-def _prepared(ds, prep, cache: bool):
-    """Preprocessed images in the order the pipeline shuffles them from (what a feature cache runs over)."""
+def _prepared(ds, prep, cache: bool, classes: int | None = None):
+    """Preprocessed images in the order the pipeline shuffles them from (what a feature cache runs over);
+    labels one-hot when ``classes`` is given (for label smoothing and the probability metrics)."""
     tf = _tf()
     if prep is not None:
         ds = ds.map(lambda x, y: (prep(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if classes is not None:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.cache() if cache else ds
 
 
@@ -180,6 +196,7 @@ def datasets(
     batch_size: int,
     seed: int,
     cache: bool,
+    one_hot: bool = False,
 ) -> Datasets:
     """The training and validation pipelines (``prep``: the preprocessing function or None).
 
@@ -187,8 +204,8 @@ def datasets(
     train, val = _images_and_labels(train_src, image, seed, split)
     if val_src is not None:
         val, _ = _images_and_labels(val_src, image, seed)
-    n_train = int(train.cardinality())
-    n_val = int(val.cardinality()) if val is not None else 0
+    n_train = _count(train, train_src)
+    n_val = _count(val, val_src) if val is not None else 0
     if split > 0 and n_val == 0:
         raise DataError(
             f"a validation split of {split:g} of {len(train_src)} images leaves no validation image; "
@@ -197,8 +214,9 @@ def datasets(
         )
     if n_train == 0:
         raise DataError(f"a validation split of {split:g} leaves no training image", file=str(train_src.path))
-    train_images = _prepared(train, prep, cache)
-    val_images = _prepared(val, prep, cache) if val is not None else None
+    classes = len(train_src.class_names) if one_hot else None
+    train_images = _prepared(train, prep, cache, classes)
+    val_images = _prepared(val, prep, cache, classes) if val is not None else None
     return Datasets(
         _batched(_shuffled(train_images, n_train, seed), batch_size),
         _batched(val_images, batch_size) if val is not None else None,
@@ -212,10 +230,19 @@ def datasets(
     )
 
 
+def _count(ds, source: Source | None) -> int:
+    """How many images a dataset holds; one given from Python may not know (its labels were counted)."""
+    n = int(ds.cardinality())
+    return n if n >= 0 else len(source) if source is not None else 0
+
+
 def ordered(source: Source, image: ImageSpec, prep, batch_size: int):
     """Batched images in the order of ``source.files`` (class by class, then by name) and their labels."""
     tf = _tf()
-    if source.kind == "npz":
+    if source.kind == "dataset":
+        ds = _unbatched(source, image).map(lambda x, y: x)
+        labels = source.labels()
+    elif source.kind == "npz":
         ds = tf.data.Dataset.from_tensor_slices(check_npz_shape(source, image))
         labels = source.y
     else:

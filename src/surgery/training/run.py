@@ -1,73 +1,38 @@
 """A training run: check everything, build the model (or load the checkpoint), run the stages.
 
 Everything that can be wrong with the input (data, classes against the model's
-head, unreadable images, the output folder) is checked before the folder is
-touched, so bad input leaves no partial run behind. A ``Run`` holds what the
-steps share (spec, config, folder, state, data, strategy), so each step is a
-method that reads it rather than a function of a dozen arguments.
+head, unreadable images, the output folder, the options) is checked before the
+folder is touched, so bad input leaves no partial run behind. A ``Run`` holds
+what the steps share (spec, config, folder, state, data, strategy), so each
+step is a method that reads it rather than a function of a dozen arguments.
+
+Stages end where they actually end (early stopping may end one sooner), and
+``state.json`` records it, so the next stage and a ``--resume`` start there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import preprocessing
-from ..errors import SpecError, SurgeryError, Terminated, interrupted_exit
+from ..errors import Terminated, interrupted_exit
 from ..keras_env import keras
 from ..model_files import load_model
 from ..writing import atomic_output
-from . import callbacks, data, distribute, pipeline, precision, quietly, stages
+from . import callbacks, data, distribute, options, pipeline, precision, preflight, quietly, stages
+from .evaluate import evaluate_batches
 from .feature_cache import FeatureCache
-from .models import read_sidecar
+from .result import Interrupted, TrainResult, global_settings
 from .run_folder import RunFolder, RunFolderError, RunState, write_json
 
 if TYPE_CHECKING:
     from ..registry import Registry
     from ..spec import Spec
     from .config import TrainConfig
-
-
-class Interrupted(SurgeryError):
-    exit_code = 130
-
-
-@dataclass
-class TrainResult:
-    folder: RunFolder
-    state: RunState
-    model: Any
-    resumed_from: int | None = None
-    epoch_seconds: list = field(default_factory=list)  # training and validation, checkpointing left out
-    feature_cache_seconds: float = 0.0
-
-
-def fingerprint(spec, config) -> dict:
-    return {"steps": spec.data["steps"], "train": config.fingerprint()}
-
-
-@contextlib.contextmanager
-def _global_settings(config):
-    """The precision policy and op determinism are process-wide: restore them, for callers that go on."""
-    k = keras()  # first: TensorFlow's import logs at start-up, and keras() imports it quietly
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # the only way to read/undo determinism
-
-    policy = k.mixed_precision.global_policy().name
-    was_deterministic = tf_config.is_op_determinism_enabled()
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    precision.set_policy(config.precision)
-    try:
-        yield
-    finally:
-        k.mixed_precision.set_global_policy(policy)
-        if config.deterministic and not was_deterministic:
-            tf_config.disable_op_determinism()
 
 
 @dataclass
@@ -79,8 +44,10 @@ class Run:
     config: TrainConfig
     folder: RunFolder
     resume: bool = False
+    extend_to: int | None = None  # --resume --epochs N: the run's last stage ends after N epochs in all
     echo: Callable = print
     verbose: int | None = None
+    extra_callbacks: tuple = ()  # Keras callbacks given from Python, in every stage
     # Set by check() (state, data) and by train() (runner), before execute() reads them.
     state: RunState = field(init=False)
     train_src: data.Source = field(init=False)
@@ -88,54 +55,49 @@ class Run:
     recorded_preprocess: str | None = None  # what the run folder's classes.json says, when resuming
     runner: distribute.Runner = field(init=False)
     epoch_seconds: list = field(default_factory=list)
+    one_hot: bool = False
 
     # --- before TensorFlow: everything that needs no model -------------------------------------------
 
     def check(self, force: bool, created_default: bool, worker) -> bool:
-        """The monitor, the data, the folder (fresh, or a run to resume); False if a resumed run had finished."""
-        config, spec = self.config, self.spec
-        allowed = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if config.has_validation else [])
-        if config.monitor_metric not in allowed:
-            raise SpecError(
-                f'monitor "{config.monitor_metric}" is not logged by this run; use one of ' + ", ".join(allowed),
-                file=spec.file,
-                where="train.monitor",
-            )
-        self.train_src = data.inspect(config.data, "--data")
-        if config.validation_data is not None:
-            self.val_src = data.inspect(config.validation_data, "--validation-data")
-            data.matching_validation(self.train_src, self.val_src)
-        fp = fingerprint(spec, config)
-        if not self.resume:
-            if worker.is_chief:  # the other workers of a cluster write nothing
-                self.folder.check_fresh(force, created_default)
-            self.state = RunState(fp)
-            return True
-        self.state = self.folder.read_state(fp)
-        if self.state.finished:
-            self.echo(
-                f"nothing to resume: the run in {self.folder.folder} finished after {self.state.epochs_done} epochs"
-            )
-            return False
-        if not self.folder.classes.exists():
-            raise RunFolderError(
-                "classes.json is missing: this is not a complete surgery run",
-                file=str(self.folder.folder),
-                where="--resume",
-            )
-        self.recorded_preprocess = read_sidecar(self.folder.classes, self.registry).preprocess
-        return True
+        """The options, the data, the folder (fresh, or a run to resume); False if a resumed run had finished."""
+        return preflight.check(self, force, created_default, worker)
+
+    # --- stages -------------------------------------------------------------------------------------
+
+    def window(self, i: int) -> tuple[int, int]:
+        """(first epoch, end epoch) of stage ``i``: where the stage before it actually ended, and its length on."""
+        ends = self.state.stage_ends
+        start = 0 if i == 0 else (ends[i - 1] if i - 1 < len(ends) else self.window(i - 1)[1])
+        if i < len(ends):
+            return start, ends[i]
+        if i == len(self.config.stages) - 1 and self.state.last_stage_end is not None:
+            return start, self.state.last_stage_end
+        return start, start + self.config.stages[i].epochs
+
+    def stage_ends(self) -> set[int]:
+        return {self.window(i)[1] for i in range(len(self.config.stages))}
 
     # --- with TensorFlow -------------------------------------------------------------------------------
 
     def build(self):
-        """(model, preprocess name): the spec built now, its final activation in float32 for mixed precision."""
+        """(model, preprocess name): the spec built now, with its preprocessing in the graph unless asked not
+        to, and its final activation in float32 for mixed precision."""
         from ..executor import run_steps
+        from ..preprocess_layers import for_backbone, into_model
 
         keras().utils.set_random_seed(self.config.seed)
         built = run_steps(self.spec, self.registry)
+        embedded = built.preprocess is not None and self.config.preprocess_in_model
+        if embedded:
+            built = into_model(built, *for_backbone(self.registry.backbones[built.backbone], self.registry))
         for note in built.notes:
             self.echo(f"  {note}")
+        if embedded:
+            self.echo(
+                "  the trained model takes raw 0-255 pixels (its preprocessing is in the graph; "
+                "--no-preprocess-in-model keeps it outside)"
+            )
         # The preprocessing is recorded by the backbone's name: classes.json is read back as data, never imported.
         prep = built.backbone if built.preprocess is not None else None
         return precision.finalize(built.model, self.config.precision), prep
@@ -161,12 +123,13 @@ class Run:
         """Everything about the model and the data that could still be wrong; the image spec if nothing is."""
         config = self.config
         image = pipeline.ImageSpec.of(model, config.image_size)
-        stages.loss_and_metrics(model, self.train_src.class_names, self.spec.file)
-        bounds = config.stage_bounds()
-        first = next((i for i, (_, end) in enumerate(bounds) if end > self.state.epochs_done), None)
-        if first is not None:  # None: killed after the last epoch, before the final model was written
+        stages.loss_and_metrics(
+            model, self.train_src.class_names, self.spec.file, one_hot=self.one_hot, extra=config.metrics
+        )
+        first = len(self.state.stage_ends)
+        if first < len(config.stages):  # else: killed after the last epoch, before the final model was written
             stages.rehearse(
-                model, config, first, self.spec, resumed_mid_stage=bounds[first][0] < self.state.epochs_done
+                model, config, first, self.spec, resumed_mid_stage=self.window(first)[0] < self.state.epochs_done
             )
         for src in (self.train_src, self.val_src):
             if src is not None and src.kind == "folder":
@@ -182,36 +145,52 @@ class Run:
         self.folder.write_state(self.state)
 
     def callbacks(self, model) -> list:
-        """Keras' CSV log and TensorBoard, and the checkpoints (the chief); a shadow of them (other workers)."""
+        """The timer and stop watch, then Keras' CSV log and the checkpoints (the chief) or their shadow."""
         timer = [callbacks.epoch_timer(self.epoch_seconds), callbacks.stop_watch()]
         if not self.runner.worker.is_chief:
-            return timer + [callbacks.shadow_checkpointer(model)]
-        k = keras()
-        found = timer + [k.callbacks.CSVLogger(str(self.folder.log), append=True)]
-        if callbacks.tensorboard_available():
-            found.append(k.callbacks.TensorBoard(str(self.folder.tensorboard)))
-        else:
-            self.echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
-        stage_ends = {end for _, end in self.config.stage_bounds()}
-        return found + [callbacks.checkpointer(self.folder, self.state, self.config.monitor_metric, stage_ends, model)]
+            return timer + [callbacks.shadow_checkpointer(model)] + list(self.extra_callbacks)
+        found = timer + [callbacks.epoch_log(self.folder.log)]
+        checkpoints = callbacks.checkpointer(
+            self.folder, self.state, self.config.monitor_metric, self.stage_ends, model
+        )
+        return found + [checkpoints] + list(self.extra_callbacks)
 
-    def run_stages(self, model, cache, fit_callbacks, verbose) -> None:
+    def run_stages(self, model, sets, cache, fit_callbacks, verbose) -> None:
         config, state, class_names, where = self.config, self.state, self.train_src.class_names, self.spec.file
-        bounds = config.stage_bounds()
-        for i, (stage, (start, end)) in enumerate(zip(config.stages, bounds)):
-            if end <= state.epochs_done:
+        tensorboard_written = False
+        for i, stage in enumerate(config.stages):
+            if i < len(state.stage_ends):
                 continue
-            self.echo(f"stage {i + 1}/{len(bounds)} {stage.name}: {stage.describe()}")
-            loss, metrics = stages.loss_and_metrics(model, class_names, where)
+            start, end = self.window(i)
+            self.echo(
+                f"stage {i + 1}/{len(config.stages)} {stage.name}: {stage.describe()}"
+                + (f" (extended to end at epoch {end})" if state.last_stage_end == end and i else "")
+            )
+            loss, metrics = stages.loss_and_metrics(
+                model,
+                class_names,
+                where,
+                one_hot=self.one_hot,
+                label_smoothing=stage.label_smoothing,
+                extra=config.metrics,
+            )
             if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
                 for note in stages.apply_selectors(model, stage, i, self.spec):
                     self.echo(f"  {note}")
                 stages.compile_stage(model, stage, loss, metrics)
+                warning = stages.random_backbone_warning(model, self.spec, self.registry, len(class_names), i)
+                if warning and not self.resume:
+                    self.echo(warning)
             self.echo(f"  {stages.trainable_report(model)}")
             keras().utils.set_random_seed(config.seed + state.epochs_done)
             fitted, fitted_sets = cache.for_stage(model)
             if fitted is not model:
-                loss, metrics = _compile_suffix(model, fitted, class_names, where)
+                loss, metrics = stages.compile_suffix(model, fitted, class_names, where, self.one_hot, stage, config)
+            own = options.callbacks(stage, start, config.monitor_metric)
+            if self.runner.worker.is_chief and callbacks.tensorboard_available():
+                own.append(callbacks.tensorboard(self.folder.tensorboard, write_graph=not tensorboard_written))
+                tensorboard_written = True
+            weights = options.class_weights(stage, class_names, self.train_src.counts(), where)
             self.runner.fit(
                 fitted,
                 fitted_sets,
@@ -219,10 +198,24 @@ class Run:
                 metric=metrics[0],
                 initial_epoch=max(start, state.epochs_done),
                 epochs=end,
-                callbacks=fit_callbacks,
+                callbacks=fit_callbacks + own,
                 verbose=verbose,
+                class_weight=weights,
             )
-            state.epochs_done = end  # the chief's checkpointer recorded it; the other workers keep count here
+            stopper = next((c for c in own if type(c).__name__ == "EarlyStopping"), None)
+            done = stopper.stopped_epoch + 1 if stopper is not None and stopper.stopped_epoch else end
+            if done < end:
+                self.echo(
+                    f"  early stopping: {stage.name} ended after epoch {done} of {end} "
+                    f"({stopper.monitor} stopped improving)"
+                )
+            state.epochs_done = done  # the chief's checkpointer recorded it too; the other workers count here
+            state.stage_ends.append(done)
+            if self.runner.worker.is_chief:
+                self.folder.write_state(state)
+        if not self.runner.worker.is_chief or callbacks.tensorboard_available():
+            return
+        self.echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
 
     def execute(self) -> TrainResult:
         chief = self.runner.worker.is_chief
@@ -238,6 +231,7 @@ class Run:
             batch_size=config.batch_size,
             seed=config.seed,
             cache=config.cache,
+            one_hot=self.one_hot,
         )
         self.echo(
             f"data: {self.train_src.describe()}; training on {sets.n_train:,}, validating on "
@@ -253,9 +247,12 @@ class Run:
         resumed_from = state.epochs_done if self.resume else None
         fit_callbacks = self.callbacks(model)
         verbose = self.verbose if self.verbose is not None else (1 if sys.stdout.isatty() else 2)
-        cache = FeatureCache(config.feature_cache, config.feature_cache_memory_mb, sets, self.echo)
+        use_cache = config.feature_cache and self.train_src.kind != "dataset"
+        if config.feature_cache and not use_cache:
+            self.echo("  feature cache: off (the data is a tf.data.Dataset given from Python)")
+        cache = FeatureCache(use_cache, config.feature_cache_memory_mb, sets, self.echo)
         try:
-            self.run_stages(model, cache, fit_callbacks, verbose if chief else 0)
+            self.run_stages(model, sets, cache, fit_callbacks, verbose if chief else 0)
         except KeyboardInterrupt as e:
             stopped = Interrupted(
                 f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} after "
@@ -267,10 +264,10 @@ class Run:
         finally:
             cache.close()
         result = TrainResult(self.folder, state, model, resumed_from, self.epoch_seconds, cache.seconds)
-        self.finish(model, chief)
+        self.finish(model, chief, sets, result)
         return result
 
-    def finish(self, model, chief: bool) -> None:
+    def finish(self, model, chief: bool, sets, result: TrainResult) -> None:
         if self.runner.name == "multiworker":  # equal on every worker: the replicas stayed in sync
             self.echo(
                 f"{self.runner.worker.describe()} finished: weights {distribute.weights_digest(model)}"
@@ -284,20 +281,14 @@ class Run:
             model.save(str(tmp))
         state.finished = True
         folder.write_state(state)
+        result.history = callbacks.read_log(folder.log)
         if state.best is not None:
             self.echo(f"best {self.config.monitor_metric} {state.best:.4f} at epoch {state.best_epoch}: {folder.best}")
+        if sets.validation is not None and self.runner.name != "multiworker":
+            result.validation = evaluate_batches(model, sets.validation, self.train_src.class_names, self.spec.file)
+            self.echo(f"validation of the final model: {result.validation.summary()}")
         logs = f", {folder.tensorboard.name}/" if folder.tensorboard.exists() else ""
         self.echo(f"wrote {folder.final} (final), {folder.classes.name}, {folder.log.name}{logs}")
-
-
-def _compile_suffix(model, suffix, class_names, where):
-    """Compile the suffix with the full model's optimizer, built on the full model's variables in their
-    order, so that a checkpoint holds its state as the full model's own and --resume reads it back."""
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    loss, metrics = stages.loss_and_metrics(suffix, class_names, where)
-    suffix.compile(optimizer=model.optimizer, loss=loss, metrics=metrics)
-    return loss, metrics
 
 
 def train(
@@ -311,9 +302,21 @@ def train(
     created_default: bool = False,
     echo=print,
     verbose: int | None = None,
+    extend_to: int | None = None,
+    extra_callbacks=(),
 ) -> TrainResult | None:
     """Train ``spec``'s model as ``config`` says, into the folder ``out``. None: a resumed run had finished."""
-    run = Run(spec, registry, config, RunFolder(out, spec.name), resume=resume, echo=echo, verbose=verbose)
+    run = Run(
+        spec,
+        registry,
+        config,
+        RunFolder(out, spec.name),
+        resume=resume,
+        extend_to=extend_to,
+        echo=echo,
+        verbose=verbose,
+        extra_callbacks=tuple(extra_callbacks),
+    )
     worker = distribute.worker(config.strategy)
     note = distribute.ignored_config_note(config.strategy)
     if note:
@@ -321,37 +324,5 @@ def train(
     if not run.check(force, created_default, worker):
         return None
     run.runner = distribute.Runner.start(config.strategy, worker)  # before anything else starts TensorFlow
-    with _global_settings(config), run.runner.scope():
+    with global_settings(config), run.runner.scope():
         return quietly(run.execute)
-
-
-def train_spec(
-    spec,
-    out,
-    *,
-    plugins=None,
-    resume: bool = False,
-    force: bool = False,
-    echo=print,
-    verbose: int | None = 2,
-    **overrides,
-) -> TrainResult | None:
-    """From Python: ``train_spec("spec.json", "runs/x", data="train/", epochs=3)``; overrides as on the command line."""
-    from ..plugins import load_plugins
-    from ..spec import load_spec
-    from .config import resolve
-
-    plugins = plugins or load_plugins()
-    parsed = load_spec(spec, plugins.registry, plugins.broken)
-    config = resolve(parsed, overrides)
-    return train(
-        parsed,
-        plugins.registry,
-        config,
-        Path(out),
-        resume=resume,
-        force=force,
-        created_default=True,
-        echo=echo,
-        verbose=verbose,
-    )

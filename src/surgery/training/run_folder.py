@@ -25,14 +25,14 @@ import io
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import SurgeryError
 from ..files import MIB, read_bounded, read_json
 from ..writing import MARKER, is_surgery_folder, mark_folder, remove, temporary_sibling
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: stages end where they actually ended (early stopping), and a run can be extended
 STATE_LIMIT = 16 * MIB
 LOG_LIMIT = 256 * MIB
 CHECKPOINT_RE = re.compile(r"epoch-\d{4,9}\.keras")
@@ -52,6 +52,8 @@ class RunState:
     best_epoch: int | None = None
     finished: bool = False
     version: int = STATE_VERSION
+    stage_ends: list = field(default_factory=list)  # epochs done when each finished stage ended
+    last_stage_end: int | None = None  # --resume --epochs N: the run's last stage ends at N
 
 
 # What each field of state.json must hold: an int is not a bool, a number may be an int.
@@ -63,6 +65,8 @@ _STATE_TYPES = {
     "best_epoch": (int, type(None)),
     "finished": (bool,),
     "version": (int,),
+    "stage_ends": (list,),
+    "last_stage_end": (int, type(None)),
 }
 
 
@@ -198,7 +202,15 @@ class RunFolder:
             types = _STATE_TYPES[key]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 raise self._error(f"checkpoints/state.json: {key} has the wrong type ({type(value).__name__})", where)
+        if found.get("version") != STATE_VERSION:
+            raise self._error(
+                f"checkpoints/state.json was written by an earlier surgery (state version {found.get('version')}, "
+                f"this one reads {STATE_VERSION}); start over with --force",
+                where,
+            )
         state = RunState(**found)
+        if not all(isinstance(e, int) and not isinstance(e, bool) for e in state.stage_ends):
+            raise self._error("checkpoints/state.json: stage_ends must be a list of epoch counts", where)
         if state.epochs_done < 0:
             raise self._error("checkpoints/state.json: epochs_done is negative", where)
         if state.fingerprint != fingerprint:
@@ -232,7 +244,8 @@ class RunFolder:
         raw = read_bounded(self.log, LOG_LIMIT, "--resume", what="log.csv", error=RunFolderError)
         try:
             rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
-            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done] if rows else []
+            # Epochs are numbered from 1 in the log, as on the console.
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs_done] if rows else []
         except (UnicodeDecodeError, ValueError, csv.Error) as e:
             raise RunFolderError(
                 f"log.csv is not the log of a surgery run ({type(e).__name__}: {e})",

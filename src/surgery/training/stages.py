@@ -13,6 +13,8 @@ from ..errors import SpecError, SurgeryError
 from ..keras_env import keras
 from ..selectors import freeze_layers, unfreeze_layers
 from ..summary import totals
+from . import options
+from .options import Head
 
 
 def apply_selectors(model, stage, index: int, spec) -> list[str]:
@@ -63,14 +65,12 @@ def output_activation(model) -> str:
     return getattr(activation, "__name__", "linear") if activation is not None else "linear"
 
 
-def loss_and_metrics(model, class_names: list, where: str):
-    """The loss for the model's head and the data's classes; a head that does not fit is an error."""
-    k = keras()
+def head(model, class_names: list, where: str, one_hot: bool = False) -> Head:
+    """What the model's output is, checked against the data's classes; a head that does not fit is an error."""
     n = len(class_names)
     if len(model.outputs) != 1:
         raise SpecError(f"the model has {len(model.outputs)} outputs; surgery trains a classifier with one", file=where)
     shape = tuple(model.outputs[0].shape)
-    activation = output_activation(model)
     if len(shape) != 2:
         raise SpecError(
             f"the model's output has shape {shape}, not (batch, classes); append a head such as "
@@ -84,13 +84,7 @@ def loss_and_metrics(model, class_names: list, where: str):
             "apart, so give it at least 2 (one subfolder per class, or 2 distinct labels in y)",
             file=where,
         )
-    if units == 1 and n == 2:
-        logits = activation != "sigmoid"
-        return (
-            k.losses.BinaryCrossentropy(from_logits=logits),
-            [k.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)],
-        )
-    if units != n:
+    if not (units == n or (units == 1 and n == 2)):
         shown = ", ".join(class_names[:6]) + (", ..." if n > 6 else "")
         raise SpecError(
             f"the data has {n} class{'es' * (n != 1)} ({shown}) but the model's output has {units} "
@@ -98,16 +92,27 @@ def loss_and_metrics(model, class_names: list, where: str):
             + (" (or 1 with a sigmoid for two classes)" if n == 2 else ""),
             file=where,
         )
-    return (
-        k.losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax"),
-        [k.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    return Head(n, units, output_activation(model), one_hot=one_hot and units > 1)
+
+
+def loss_and_metrics(
+    model, class_names: list, where: str, *, one_hot: bool = False, label_smoothing: float = 0.0, extra: tuple = ()
+):
+    """The loss and metrics for the model's head and the data's classes (``options`` maps them to Keras)."""
+    found = head(model, class_names, where, one_hot)
+    return options.loss(found, label_smoothing), options.metrics(found, extra, where)
 
 
 def compile_stage(model, stage, loss, metrics) -> None:
-    k = keras()
-    optimizer = k.optimizers.get({"class_name": stage.optimizer, "config": {"learning_rate": stage.learning_rate}})
+    """Compile with the stage's optimizer. Its step counter continues the previous stage's, so that
+    TensorBoard's per-step curves (evaluation_*_vs_iterations) go on across stages instead of restarting."""
+    previous = getattr(model, "optimizer", None)
+    steps = int(previous.iterations.numpy()) if previous is not None and previous.built else 0
+    optimizer = options.optimizer(stage)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    if steps:
+        model.optimizer.build(model.trainable_variables)  # the compiled one: a LossScaleOptimizer under float16
+        model.optimizer.iterations.assign(steps)
 
 
 def trainable_report(model) -> str:
@@ -115,3 +120,41 @@ def trainable_report(model) -> str:
     names = [layer.name for layer in model.layers if layer.trainable_weights]
     shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
     return f"trainable: {trainable:,} of {total:,} params in {len(names)} layers ({shown or 'none'})"
+
+
+def compile_suffix(model, suffix, class_names, where, one_hot, stage, config):
+    """Compile the suffix with the full model's optimizer, built on the full model's variables in their
+    order, so that a checkpoint holds its state as the full model's own and --resume reads it back."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    loss, metrics = loss_and_metrics(
+        suffix, class_names, where, one_hot=one_hot, label_smoothing=stage.label_smoothing, extra=config.metrics
+    )
+    suffix.compile(optimizer=model.optimizer, loss=loss, metrics=metrics)
+    return loss, metrics
+
+
+def random_backbone_warning(model, spec, registry, classes: int, stage: int) -> str | None:
+    """One line before the first stage when a frozen backbone has random weights: its features are nearly
+    constant (about 1e-11 apart on VGG16), so the loss stays near ln(classes) whatever the head does."""
+    import math
+
+    from ..spec import StepContext, op_params
+
+    if stage != 0:
+        return None
+    first = spec.steps[0]
+    info = StepContext(spec, 0, first["op"], registry).source_backbone()
+    if info is None or "weights" not in info.options:
+        return None
+    if op_params(first).get("weights", info.options["weights"].get("default", "imagenet")) is not None:
+        return None
+    total = model.count_params()
+    frozen = total - sum(math.prod(w.shape) for w in model.trainable_weights)
+    if frozen <= total / 2:
+        return None
+    return (
+        f"warning: the backbone has random weights (weights: null) and stage 1 keeps {frozen:,} of {total:,} "
+        f"params frozen: frozen random features are nearly constant, so the loss will stay near "
+        f"ln({classes}) = {math.log(classes):.2f}; give pretrained weights or unfreeze the backbone"
+    )

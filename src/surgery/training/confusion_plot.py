@@ -1,0 +1,95 @@
+"""A confusion matrix as a picture (``surgery evaluate --plot``): SVG written here, PNG through Pillow.
+
+Cells are shaded by the share of their row (the true class), so a class the model confuses stands out
+whatever the class sizes; each cell shows its count.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from ..errors import SpecError
+from ..writing import atomic_output
+
+CELL, MARGIN, FONT = 44, 16, 12
+SUFFIXES = (".svg", ".png")
+
+
+def check_target(path: str, force: bool) -> Path:
+    from ..writing import check_output
+
+    target = Path(path)
+    if target.suffix.lower() not in SUFFIXES:
+        raise SpecError(f"cannot plot to {target.name}: give a file ending in .svg or .png", where="--plot")
+    check_output(target, force, "--plot")
+    return target
+
+
+def _cells(evaluation) -> tuple[list, int, int, int]:
+    """(rectangles and texts to draw, width, height, left edge of the grid)."""
+    names, matrix = evaluation.class_names, evaluation.confusion
+    label_w = 8 + int(0.62 * FONT * max(len(n) for n in names))
+    left, top = MARGIN + label_w, MARGIN + 40
+    shapes: list[tuple] = [("text", MARGIN, MARGIN + 14, "rows: true class, columns: predicted", 13)]
+    for j, name in enumerate(names):
+        shapes.append(("text", left + j * CELL + 4, top - 8, name[:6], FONT - 2))
+    for i, (name, row) in enumerate(zip(names, matrix)):
+        total = max(sum(row), 1)
+        shapes.append(("text", MARGIN, top + i * CELL + CELL // 2 + 4, name, FONT))
+        for j, count in enumerate(row):
+            share = count / total
+            shade = int(255 - 200 * share)
+            fill = f"#{shade:02x}{shade:02x}ff" if i == j else f"#ff{shade:02x}{shade:02x}"
+            shapes.append(("rect", left + j * CELL, top + i * CELL, CELL, CELL, fill if count else "#ffffff"))
+            shapes.append(("text", left + j * CELL + 6, top + i * CELL + CELL // 2 + 4, str(count), FONT))
+    n = len(names)
+    return shapes, left + n * CELL + MARGIN, top + n * CELL + MARGIN, left
+
+
+def _svg(shapes, width: int, height: int) -> str:
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="DejaVu Sans Mono, monospace"><rect width="{width}" height="{height}" fill="#ffffff"/>'
+    ]
+    for s in shapes:
+        if s[0] == "rect":
+            _, x, y, w, h, fill = s
+            parts.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{fill}" stroke="#808080"/>')
+        else:
+            _, x, y, text, size = s
+            parts.append(f'<text x="{x}" y="{y}" font-size="{size}">{html.escape(text)}</text>')
+    return "\n".join(parts + ["</svg>"]) + "\n"
+
+
+def _png(shapes, width: int, height: int, path: Path) -> None:
+    try:
+        from PIL import Image, ImageDraw, ImageFont
+    except ImportError:
+        raise SpecError(
+            "writing a PNG needs Pillow (pip install pillow); or plot to a .svg file", where="--plot"
+        ) from None
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for s in shapes:
+        if s[0] == "rect":
+            _, x, y, w, h, fill = s
+            draw.rectangle([x, y, x + w, y + h], fill=fill, outline="#808080")
+        else:
+            _, x, y, text, size = s
+            try:
+                font = ImageFont.load_default(size=size)
+            except TypeError:  # Pillow < 10.1
+                font = ImageFont.load_default()
+            draw.text((x, y - size), text, fill="black", font=font)
+    image.save(str(path), format="PNG")
+
+
+def write(evaluation, path: Path, force: bool) -> str:
+    shapes, width, height, _ = _cells(evaluation)
+    with atomic_output(path, force) as tmp:
+        if path.suffix.lower() == ".svg":
+            Path(tmp).write_text(_svg(shapes, width, height), encoding="utf-8")
+        else:
+            _png(shapes, width, height, Path(tmp))
+    return f"{len(evaluation.class_names)} x {len(evaluation.class_names)} confusion matrix"
