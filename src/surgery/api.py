@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from .planning import Plan
     from .plugins import Plugins
     from .spec import Spec
     from .state import State
@@ -111,8 +111,8 @@ def apply(
 
 def plan(spec: SpecSource, plugins: Plugins | None = None) -> Plan:
     """What each step changes (layers added, removed, replaced, frozen; params; outputs), built with random
-    weights where the source allows: a ``surgery.plan.Plan`` with ``changes``, ``state`` and ``random_init``."""
-    from .plan import plan as run_plan
+    weights where the source allows: a ``surgery.planning.Plan`` with ``changes``, ``state`` and ``random_init``."""
+    from .planning import plan as run_plan
 
     return run_plan(spec, _plugins(plugins))
 

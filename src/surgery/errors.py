@@ -123,9 +123,10 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
             close = [lowered[word.lower()]]
     if close:
         return f'; did you mean "{close[0]}"?'
-    if len(choices) <= 12:
-        return "; valid: " + ", ".join(choices)
-    return f"; {len(choices)} are valid (see `surgery ops`, `surgery backbones`)"
+    listed = ", ".join(choices)
+    if len(listed) <= 160:  # a list that still fits the one error line
+        return "; valid: " + listed
+    return f"; {len(choices)} are valid, e.g. " + ", ".join(choices[:5])
 
 
 # OSErrors that are the machine's state, not a bug: reported as bad input (exit 2), naming the file.

@@ -80,7 +80,18 @@ def validate(spec):
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=True))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per step.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Machine-readable output: a list of one object per step (with --groups: {"steps": [...], "groups": {...}}).',
+)
+@click.option(
+    "--groups",
+    "all_groups",
+    is_flag=True,
+    help="List every channel group of the final model (what the prune op can remove), with its layers.",
+)
 @click.option(
     "--plot",
     "plot_path",
@@ -89,8 +100,8 @@ def validate(spec):
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing plot file.")
 @guarded
-def plan(spec, as_json, plot_path, force):
-    """Show what each step of SPEC changes, built with random weights (no weights file needed)."""
+def plan(spec, as_json, all_groups, plot_path, force):
+    """Show what each step of SPEC changes, and the final model's channel groups, built with random weights."""
     from ..api import plan as plan_spec
 
     plugins = installed_plugins()
@@ -98,13 +109,19 @@ def plan(spec, as_json, plot_path, force):
         from ..plot import check_target
 
         check_target(plot_path, force)
-    from ..plan import render
+    from ..planning import render, render_groups
 
     planned = plan_spec(spec, plugins)
-    if as_json:
-        click.echo(json.dumps([c.as_dict() for c in planned.changes], indent=2))
+    steps = [c.as_dict() for c in planned.changes]
+    if as_json and all_groups:
+        groups = planned.groups()
+        found = {"error": groups} if isinstance(groups, str) else groups.as_dict(detail=True)
+        click.echo(json.dumps({"steps": steps, "groups": found}, indent=2))
+    elif as_json:
+        click.echo(json.dumps(steps, indent=2))
     else:
         click.echo(render(planned))
+        click.echo(render_groups(planned, limit=None if all_groups else 10))
     if plot_path:
         from ..plot import write_plot
 

@@ -82,8 +82,12 @@ class Record:
     is_layer: bool
 
 
-def analyze(model) -> Analysis:
-    """The dependency groups of ``model``'s channels (see the module docstring)."""
+def analyze(model, free_outputs=()) -> Analysis:
+    """The dependency groups of ``model``'s channels (see the module docstring).
+
+    ``free_outputs``: positions in ``model.outputs`` whose channels may go all the same (a tensor
+    kept for later steps to read, not an output anyone consumes yet); every other output is blocked.
+    """
     from .deps import model_nodes
 
     graph = functional_graph(model)
@@ -140,7 +144,9 @@ def analyze(model) -> Analysis:
         records.append(Record(op.name, op, node, rule, ins, outs, id(op) in layer_ids))
         for t, ids in zip(node.outputs, outs):
             tensor_ids[id(t)] = ids
-    for t in graph.outputs:
+    for position, t in enumerate(graph.outputs):
+        if position in free_outputs:
+            continue
         history = t._keras_history
         blocks.append((tensor_ids[id(t)], f"'{history.operation.name}' gives the model's output"))
     analysis = Analysis(model, records, uf, spaces, blocks, tensor_ids)
@@ -293,17 +299,20 @@ class Analysis:
         ids = rec.out_ids[0]
         groups = [self.groups[g] for g in np.unique(self.id_group[ids]).tolist()]
         if not any(g.prunable for g in groups):
-            raise OpError(f"layer '{layer}' has no prunable output channels: {groups[0].reason}")
+            raise OpError(
+                f"layer '{layer}' has no prunable output channels: {groups[0].reason}; "
+                "`surgery plan` lists the groups that can be pruned"
+            )
         return ids
 
     def coupled(self, layer: str, indices) -> Removal:
         """The channels removed with ``indices`` of ``layer``'s output channels (any layer of a group)."""
         from .deps import OpError
-        from .removal import Removal
+        from .removal import Removal, parse_indices, short
 
         ids = self.output_ids(layer)
         n = len(ids)
-        idx = _indices(indices, layer)
+        idx = parse_indices(indices, layer)
         bad = [i for i in idx if not 0 <= i < n]
         if bad:
             raise OpError(f"channel {bad[0]} is out of range for '{layer}': it has {n} output channels (0..{n - 1})")
@@ -316,7 +325,7 @@ class Analysis:
                     f"channel {chosen[0]} of '{layer}' is in group {group.id}, which cannot be pruned: {group.reason}"
                 )
         removal = Removal(self, frozenset(classes.tolist()))
-        removal.check(f"channels {_short(idx)} of '{layer}'")
+        removal.check(f"channels {short(idx)} of '{layer}'")
         return removal
 
     def removal(self, channels: dict) -> Removal:
@@ -346,7 +355,8 @@ class Analysis:
             "channels": int(sum(g.channels for g in self.groups)),
         }
 
-    def describe(self, limit: int = 20) -> str:
+    def describe(self, limit: int = 20, producers: int = 3) -> str:
+        """Groups, ``limit`` of each kind, naming ``producers`` of each group's producers."""
         d = self.as_dict()
         lines = [
             (
@@ -355,12 +365,13 @@ class Analysis:
             )
         ]
         for g in d["prunable"][:limit]:
-            lines.append(f"  group {g['id']}: {g['channels']} channels, {_names(g['producers'])}")
+            lines.append(f"  group {g['id']}: {g['channels']} channels, {_names(g['producers'], producers)}")
         if len(d["prunable"]) > limit:
             lines.append(f"  ... {len(d['prunable']) - limit} more prunable groups")
         for g in d["unprunable"][:limit]:
             lines.append(
-                f"  group {g['id']} (unprunable): {g['channels']} channels, {_names(g['producers'])}: {g['reason']}"
+                f"  group {g['id']} (unprunable): {g['channels']} channels, "
+                f"{_names(g['producers'], producers)}: {g['reason']}"
             )
         if len(d["unprunable"]) > limit:
             lines.append(f"  ... {len(d['unprunable']) - limit} more unprunable groups")
@@ -376,21 +387,3 @@ def _worth_listing(group: Group) -> bool:
 
 def _names(names: list, n: int = 3) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
-
-def _short(idx: list) -> str:
-    return str(idx) if len(idx) <= 8 else f"[{', '.join(map(str, idx[:8]))}, ...]"
-
-
-def _indices(indices, layer: str) -> list:
-    from .deps import OpError
-
-    if isinstance(indices, (int, np.integer)):
-        indices = [indices]
-    try:
-        out = [int(i) for i in indices]
-    except (TypeError, ValueError):
-        raise OpError(f"channels of '{layer}' must be a list of integers, not {indices!r}") from None
-    if any(not isinstance(i, (int, np.integer)) or isinstance(i, bool) for i in indices):
-        raise OpError(f"channels of '{layer}' must be a list of integers, not {indices!r}")
-    return sorted(set(out))

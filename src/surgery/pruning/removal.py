@@ -77,3 +77,21 @@ class Removal:
             "removed": len(self.classes),
             "notes": list(self.notes),
         }
+
+
+def short(idx: list) -> str:
+    return str(idx) if len(idx) <= 8 else f"[{', '.join(map(str, idx[:8]))}, ...]"
+
+
+def parse_indices(indices, layer: str) -> list:
+    from .deps import OpError
+
+    if isinstance(indices, (int, np.integer)):
+        indices = [indices]
+    try:
+        out = [int(i) for i in indices]
+    except (TypeError, ValueError):
+        raise OpError(f"channels of '{layer}' must be a list of integers, not {indices!r}") from None
+    if any(not isinstance(i, (int, np.integer)) or isinstance(i, bool) for i in indices):
+        raise OpError(f"channels of '{layer}' must be a list of integers, not {indices!r}")
+    return sorted(set(out))

@@ -6,6 +6,11 @@ parameter counts, output shapes). Snapshots, not the states themselves, are
 compared: ``freeze`` changes flags on layer objects that earlier models share.
 The backbone is built with ``weights: null``, so no weights file or download
 is needed and the figures are those the real build gives.
+
+A layer rebuilt as an exact copy (same class, config and weight shapes: what
+``prune`` does to the layers that lose no channel) is not listed as replaced.
+``Plan.groups()`` analyses the final model's channel groups (what a ``prune``
+step could remove, and why the rest cannot go).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class Snapshot:
     params: int
     trainable: int
     outputs: list  # shapes as text
+    objects: dict = field(default_factory=dict)  # id(layer) -> the layer, to tell a copy from a change
 
 
 @dataclass
@@ -48,16 +54,29 @@ def snapshot(state) -> Snapshot:
     from .summary import totals
 
     total, trainable, _ = totals(state.model)
-    layers = {id(layer): (layer.name, layer.trainable) for layer in state.workspace().layers}
-    return Snapshot(layers, total, trainable, [str(tuple(t.shape)) for t in state.model.outputs])
+    every = state.workspace().layers
+    layers = {id(layer): (layer.name, layer.trainable) for layer in every}
+    objects = {id(layer): layer for layer in every}
+    return Snapshot(layers, total, trainable, [str(tuple(t.shape)) for t in state.model.outputs], objects)
+
+
+def _signature(layer):
+    """What makes a rebuilt layer a copy: class, config (trainable aside, reported apart), weight shapes."""
+    try:
+        config = {k: v for k, v in layer.get_config().items() if k != "trainable"}
+        return type(layer), repr(sorted(config.items())), [tuple(w.shape) for w in layer.weights]
+    except Exception:  # noqa: BLE001 (a layer whose config cannot be read counts as changed, whatever it raises)
+        return object()
 
 
 def compare(index: int, op: str, note: str, before: Snapshot | None, after: Snapshot) -> StepChange:
     old = before.layers if before else {}
     added = [name for key, (name, _) in after.layers.items() if key not in old]
     removed = [name for key, (name, _) in old.items() if key not in after.layers]
-    # A layer swapped for a new one of the same name (replace, adapt_input) is one change, not two.
+    # A layer swapped for a new one of the same name (replace, adapt_input) is one change, not two; and
+    # none at all when the new one is an exact copy (prune rebuilds every layer, most of them unchanged).
     replaced = [name for name in added if name in removed]
+    copies = _copies(before, after, replaced) if before else set()
     kept = [key for key in after.layers if key in old]
     return StepChange(
         index,
@@ -65,13 +84,25 @@ def compare(index: int, op: str, note: str, before: Snapshot | None, after: Snap
         note,
         added=[n for n in added if n not in replaced],
         removed=[n for n in removed if n not in replaced],
-        replaced=replaced,
+        replaced=[n for n in replaced if n not in copies],
         frozen=[after.layers[k][0] for k in kept if old[k][1] and not after.layers[k][1]],
         unfrozen=[after.layers[k][0] for k in kept if not old[k][1] and after.layers[k][1]],
         params=(before.params if before else 0, after.params),
         trainable=(before.trainable if before else 0, after.trainable),
         outputs=after.outputs,
     )
+
+
+def _copies(before: Snapshot, after: Snapshot, names: list) -> set:
+    """The names among ``names`` whose new layer is an exact copy of the old one."""
+    wanted = set(names)
+    old = {name: before.objects.get(key) for key, (name, _) in before.layers.items() if name in wanted}
+    new = {name: after.objects.get(key) for key, (name, _) in after.layers.items() if name in wanted}
+    return {
+        name
+        for name in wanted
+        if old.get(name) is not None and new.get(name) is not None and _signature(old[name]) == _signature(new[name])
+    }
 
 
 def _recording(registry: Registry, snaps: list) -> Registry:
@@ -98,6 +129,16 @@ class Plan:
     state: State  # the final state
     random_init: bool  # whether the source step was built with random weights
 
+    def groups(self):
+        """The final model's channel groups (``surgery.pruning.Analysis``), or the one-line reason there are none."""
+        from .errors import OpError
+        from .pruning import analyze
+
+        try:
+            return analyze(self.state.model)
+        except OpError as e:
+            return e.message
+
 
 def plan(source, plugins) -> Plan:
     """Build ``source`` (a path or a dict), with random weights where its source op allows it, recording each step."""
@@ -123,6 +164,19 @@ def _names(names: list, limit: int = 6) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[: limit - 1]) + f", ... ({len(names) - limit} more), {names[-1]}"
+
+
+def render_groups(planned: Plan, limit: int | None = 10) -> str:
+    """The final model's prunable and unprunable channel groups (``limit`` lines of each; None: all)."""
+    analysis = planned.groups()
+    if isinstance(analysis, str):
+        return f"channel groups: not analysed: {analysis}"
+    every = len(analysis.groups)
+    shown = analysis.describe(limit or every, producers=3 if limit else every).splitlines()
+    lines = [f"channel groups of the final model: {shown[0]}"] + shown[1:]
+    if any(line.startswith("  ... ") for line in shown):
+        lines.append("  (--groups lists them all)")
+    return "\n".join(lines)
 
 
 def render(planned: Plan) -> str:
