@@ -85,6 +85,18 @@ def test_the_public_api_is_what_all_says():
         surgery.graph_internals_that_do_not_exist  # noqa: B018
 
 
+def test_no_public_name_is_also_a_submodule():
+    """Importing a submodule sets it as an attribute of the package: a public function of the same name
+    would turn into the module after the first import (surgery.plan once did)."""
+    submodules = {p.stem for p in SRC.glob("*.py")} | {p.name for p in SRC.iterdir() if (p / "__init__.py").exists()}
+    import surgery
+
+    assert not set(surgery.__all__) & submodules
+    code = "import surgery, surgery.planning, surgery.api; print(callable(surgery.plan))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr
+
+
 def test_importing_the_public_api_imports_no_tensorflow():
     code = (
         "import sys, surgery\n"

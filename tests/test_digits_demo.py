@@ -53,7 +53,7 @@ def test_transfer_reaches_the_threshold_on_held_out_digits(cli, tmp_path, keras,
     acc = accuracy(model, *demo["test"])
     assert acc >= THRESHOLD, f"{method}: test accuracy {acc:.3f} < {THRESHOLD}"
     if method == "fine_tune":
-        assert "unfreeze: 1 layers (conv2)" in result.output
+        assert "unfreeze: 1 layer selected (conv2), 1 with weights now trainable" in result.output
         # Only the new head and conv2 moved away from the source; conv1 is the source's.
         source = keras.saving.load_model(str(demo["sources"]["trained"]))
         np.testing.assert_array_equal(

@@ -238,8 +238,8 @@ def test_multiworker_needs_a_process_of_its_own(tmp_path, monkeypatch, keras, ba
     """From Python, after TensorFlow has started, the strategy cannot be set up: say so, start nothing."""
     import tensorflow as tf
 
-    from surgery.errors import SurgeryError
     from surgery import train as train_spec
+    from surgery.errors import SurgeryError
 
     tf.constant(0)  # TensorFlow's runtime is running in this process
     monkeypatch.setenv("TF_CONFIG", tf_config(free_ports(2), 0))

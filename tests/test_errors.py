@@ -379,13 +379,13 @@ def test_a_write_that_fails_for_lack_of_space_names_the_file(tmp_path):
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory, images, backbone):
     """A run folder as a kill after epoch 1 of 2 leaves it, and the spec that made it."""
-    from surgery.training.run import train_spec
+    from surgery import train as train_spec
 
     from helpers import tiny_spec
 
     root = tmp_path_factory.mktemp("interrupted")
     spec = write_spec(root, tiny_spec(backbone, [{"epochs": 1}, {"epochs": 1}], validation_split=0.0))
-    train_spec(spec, root / "run", data=str(images["train"]), echo=lambda *_: None, verbose=0)
+    train_spec(spec, str(images["train"]), root / "run", echo=lambda *_: None, verbose=0)
     state_file = root / "run" / "checkpoints" / "state.json"
     state = json.loads(state_file.read_text())
     state.update(finished=False, epochs_done=1, checkpoint="epoch-0001.keras")

@@ -1,16 +1,21 @@
 """Develop-a-model approach, step 1: train a small source CNN on digits 0-4 and save it.
 
 scikit-learn ships the digits dataset (1,797 real 8x8 images), so this runs offline.
-The saved model is the start of specs/digits_transfer.json (the keras_file backbone).
+The saved model is the start of specs/digits_transfer.json and examples/digits/*.json (their
+keras_file backbone names out/digits/source.keras, the default here and what run_demo.py writes):
 
-    python examples/digits/source_model.py out/digits_source.keras
+    python examples/digits/source_model.py              # writes out/digits/source.keras
+    python examples/digits/source_model.py other.keras  # or another path
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
+
+DEFAULT_PATH = "out/digits/source.keras"  # what specs/digits_transfer.json names, relative to the repository
 
 
 def digits(classes):
@@ -49,6 +54,7 @@ def train_source(path, epochs=15, seed=0):
 
 
 if __name__ == "__main__":
-    out = sys.argv[1] if len(sys.argv) > 1 else "out/digits_source.keras"
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_PATH)
+    out.parent.mkdir(parents=True, exist_ok=True)
     model = train_source(out)
     print(f"wrote {out}")

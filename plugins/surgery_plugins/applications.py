@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from surgery import (
     APPLICATION_OPTIONS,
     OpError,
@@ -79,6 +82,59 @@ def check(options):
         check_weights_file(options["weights"], error=OpError)
 
 
+class _HeldDownloadLine:
+    """stdout that holds back Keras' "Downloading data from URL" line until the download makes progress.
+
+    keras.utils.get_file prints that line before it tries the URL; offline, the try fails at once and the
+    user should see surgery's one error line only. When bytes arrive (the progress bar writes), the line
+    is let through in its place, so a real download shows as Keras shows it.
+    """
+
+    def __init__(self, out):
+        self._out = out
+        self._held: list[str] = []
+        self._through = False
+
+    def write(self, text: str) -> int:
+        if not self._through and text.startswith("Downloading data from"):
+            self._held.append(text)
+            return len(text)
+        self.release()
+        return self._out.write(text)
+
+    def flush(self) -> None:
+        if self._through or not self._held:
+            self._out.flush()
+
+    def discard(self) -> None:
+        self._held.clear()
+
+    def release(self) -> None:
+        self._through = True
+        for text in self._held:
+            self._out.write(text)
+        self._held.clear()
+
+    def __getattr__(self, name):  # isatty, encoding, fileno: what the progress bar asks of stdout
+        return getattr(self._out, name)
+
+
+@contextlib.contextmanager
+def _download_line_held():
+    out = sys.stdout
+    held = _HeldDownloadLine(out)
+    sys.stdout = held
+    try:
+        yield
+    except BaseException:
+        held.discard()  # the download failed: surgery's error line says so
+        raise
+    else:
+        held.release()
+    finally:
+        sys.stdout = out
+
+
 def _builder(class_name: str):
     def build(weights="imagenet", **options):
         if weights not in (None, "imagenet"):
@@ -87,7 +143,8 @@ def _builder(class_name: str):
         if "input_shape" in options and options["input_shape"] is not None:
             options["input_shape"] = tuple(options["input_shape"])
         try:
-            return constructor(weights=weights, **options)
+            with _download_line_held():
+                return constructor(weights=weights, **options)
         except ValueError as e:
             raise OpError(_keras_message(class_name, weights, e)) from None
         except OSError as e:  # h5py: a file that passed the checks but cannot be read to the end

@@ -8,9 +8,21 @@ so an ``outputs`` step can still name it.
 
 from __future__ import annotations
 
-from surgery import LAYER_PROPERTIES, OpError, call_layer, check_new_layer, hookimpl, make_layer, new_layer_name, seeded
+from typing import Any
 
-SCHEMA = {
+from surgery import (
+    LAYER_PROPERTIES,
+    OpError,
+    call_layer,
+    check_new_layer,
+    hookimpl,
+    layer_names,
+    make_layer,
+    new_layer_name,
+    seeded,
+)
+
+SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         **LAYER_PROPERTIES,
@@ -48,6 +60,13 @@ def apply(state, params, ctx):
     return state.with_outputs(note, [y])
 
 
+def editor_schema(registry) -> dict:
+    """For editors: ``layer`` completes from the keras.layers classes a spec may use."""
+    names = sorted(layer_names(usable=True))
+    layer = {**SCHEMA["properties"]["layer"], **({"enum": names} if names else {})}
+    return {**SCHEMA, "properties": {**SCHEMA["properties"], "layer": layer}}
+
+
 @hookimpl
 def surgery_register_ops(register):
     register(
@@ -55,6 +74,7 @@ def surgery_register_ops(register):
         SCHEMA,
         apply,
         check=check,
+        editor_schema=editor_schema,
         description="Add a built-in Keras layer (by class name and config) after the current output",
         examples=[
             {"layer": "Dense", "config": {"units": 10, "activation": "softmax"}},

@@ -17,6 +17,7 @@ from surgery import (
     find_layer,
     hookimpl,
     keras_reason,
+    layer_names,
     layer_nodes,
     make_layer,
     new_layer_name,
@@ -196,6 +197,17 @@ def remove(state, params, ctx):
     return after.evolve(f"remove: {target.name} ({type(target).__name__}), {target.count_params():,} params")
 
 
+def _with_layer_enum(schema: dict):
+    """For editors: the schema with ``layer`` completing from the keras.layers classes a spec may use."""
+
+    def editor_schema(registry) -> dict:
+        names = sorted(layer_names(usable=True))
+        layer = {**schema["properties"]["layer"], **({"enum": names} if names else {})}
+        return {**schema, "properties": {**schema["properties"], "layer": layer}}
+
+    return editor_schema
+
+
 @hookimpl
 def surgery_register_ops(register):
     register(
@@ -203,6 +215,7 @@ def surgery_register_ops(register):
         INSERT_SCHEMA,
         insert,
         check=check_insert,
+        editor_schema=_with_layer_enum(INSERT_SCHEMA),
         description="Insert a built-in Keras layer after or before a named layer, anywhere in the graph",
         examples=[
             {"after": "block2_relu", "layer": "Dropout", "config": {"rate": 0.1}},
@@ -214,6 +227,7 @@ def surgery_register_ops(register):
         REPLACE_SCHEMA,
         replace,
         check=check_replace,
+        editor_schema=_with_layer_enum(REPLACE_SCHEMA),
         description="Replace a named layer (keeping its weights when the shapes match)",
         examples=[
             {"target": "block2_relu", "layer": "Activation", "config": {"activation": "swish"}},

@@ -23,8 +23,18 @@ REFUSED = {
 }
 
 
+def layer_names(usable: bool = False) -> frozenset[str]:
+    """The class names ``keras.layers`` exports; with ``usable``, those a spec may add (``REFUSED`` left out).
+
+    Empty when Keras' source cannot be read (checks then leave the class to Keras). The editor schema
+    lists the usable ones for ``append``, ``insert`` and ``replace``.
+    """
+    names = _exported()
+    return frozenset(names - REFUSED.keys()) if usable else names
+
+
 @functools.cache
-def layer_names() -> frozenset[str]:
+def _exported() -> frozenset[str]:
     spec = importlib.util.find_spec("keras")
     if spec is None or not spec.submodule_search_locations:
         return frozenset()

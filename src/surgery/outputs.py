@@ -45,6 +45,9 @@ def plan_outputs(
             creatable.add("keras")
     for fmt, typed in (extra or {}).items():
         planned[fmt] = Path(typed)
+        # `-o out/ --onnx out/model.onnx`: the folder -o creates may hold the other outputs too.
+        if "keras" in creatable and os.path.abspath(planned[fmt].parent) == os.path.abspath(planned["keras"].parent):
+            creatable.add(fmt)
     inputs = ([spec.file] if spec.file != "<dict>" else []) + list(spec.inputs)
     for fmt, path in planned.items():
         if fmt not in registry.exporters:

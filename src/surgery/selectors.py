@@ -1,8 +1,10 @@
-"""Choosing layers: Python slice text, names, glob patterns and layer types.
+"""Choosing layers: Python slice text, a range between two named layers, names, glob patterns and layer types.
 
 Parsing is pure text (``surgery validate`` uses it); resolving takes the list
 of layers of the model as it stands at that step (``model.layers``, input
-layer at index 0, the Keras 3 functional numbering).
+layer at index 0, the Keras 3 functional numbering). What "frozen" means for a
+layer (``trainable_status``) is defined here too, so that the freeze and unfreeze
+notes, the layer table and the plot count the same thing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ _SLICE_RE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*(?::\s*(-?\d+)?\s*)?$")
 # The JSON Schema of a selector, shared by every op that selects layers.
 SELECTOR_PROPERTIES = {
     "layers": {"type": "string", "description": 'Python slice text over model.layers, e.g. ":11", "8:", "-3:"'},
+    "from": {
+        "type": "string",
+        "minLength": 1,
+        "description": 'the first layer of a range, by name; the range ends at "to", else at the last layer',
+    },
+    "to": {
+        "type": "string",
+        "minLength": 1,
+        "description": 'the last layer of a range, by name, included (as slice\'s "to"); it starts at "from", else at 0',
+    },
     "names": {
         "type": "array",
         "minItems": 1,
@@ -48,15 +60,54 @@ def slice_indices(text: str, n: int) -> range:
     return range(*parse_slice(text).indices(n))
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "layer")`` -> "1 layer", ``counted(6, "layer")`` -> "6 layers": the one place notes pluralise."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _has(n: int) -> str:
+    return f"the model has {counted(n, 'layer')} (0..{n - 1})"
+
+
+def _slice_range(text: str, n: int) -> range:
+    """The indices slice text picks; a bound past either end is refused, as the slice op refuses it."""
+    s = parse_slice(text)
+    for bound in (s.start, s.stop):
+        if bound is not None and not -n <= bound <= n:
+            raise OpError(f'layers "{text}": layer index {bound} is out of range; {_has(n)}')
+    rng = range(*s.indices(n))
+    if len(rng) == 0:
+        raise OpError(f'layers "{text}" selects no layer; {_has(n)}')
+    return rng
+
+
+def _named_range(layers: list, params: dict) -> range:
+    """``from`` .. ``to``, both included, by layer name; either may be left out (the first or last layer)."""
+    names = [layer.name for layer in layers]
+
+    def index(key: str) -> int:
+        name = params[key]
+        if name not in names:
+            raise OpError(f'{key}: no layer named "{name}"' + _near(name, names))
+        return names.index(name)
+
+    start = index("from") if "from" in params else 0
+    stop = index("to") if "to" in params else len(names) - 1
+    if stop < start:
+        raise OpError(
+            f'from "{params["from"]}" (index {start}) comes after to "{params["to"]}" (index {stop}); '
+            '"from" names the first layer of the range and "to" the last'
+        )
+    return range(start, stop + 1)
+
+
 def resolve(layers: list, params: dict) -> list[int]:
     """Indices of the layers a selector picks (the union of its parts), in model order."""
     picked: set[int] = set()
-    n = len(layers)
     if "layers" in params:
-        rng = slice_indices(params["layers"], n)
-        if len(rng) == 0:
-            raise OpError(f'layers "{params["layers"]}" selects no layer; the model has {n} layers (0..{n - 1})')
-        picked.update(rng)
+        picked.update(_slice_range(params["layers"], len(layers)))
+    if "from" in params or "to" in params:
+        picked.update(_named_range(layers, params))
     for pattern in params.get("names", ()):
         hits = [i for i, layer in enumerate(layers) if fnmatch.fnmatchcase(layer.name, pattern)]
         if not hits:
@@ -73,7 +124,7 @@ def resolve(layers: list, params: dict) -> list[int]:
 
 def _near(word: str, names: list[str]) -> str:
     hint = did_you_mean(word, names)
-    return hint if "did you mean" in hint else f"; the model has {len(names)} layers (see the layer table)"
+    return hint if "did you mean" in hint else f"; the model has {counted(len(names), 'layer')} (see the layer table)"
 
 
 # --- freezing: what the freeze and unfreeze ops and a training stage's selectors do -------------------
@@ -107,6 +158,24 @@ def _span(layers) -> str:
     return layers[0].name if len(layers) == 1 else f"{layers[0].name} .. {layers[-1].name}"
 
 
+def trainable_status(layer) -> str:
+    """ "trainable", "frozen", "partly" or "no weights": the one definition of a frozen layer.
+
+    A layer is frozen when it has weights and none of them train; a layer without weights is
+    neither frozen nor trainable. Moving statistics (BatchNormalization) are variables that never
+    train, so a trainable BN layer is "trainable", not "partly": only variables that could train
+    are compared. The layer table's ``trainable`` column, the plot and the freeze and unfreeze
+    notes all count with it.
+    """
+    if not layer.weights:
+        return "no weights"
+    trainable = {id(w) for w in layer.trainable_weights}
+    if not trainable:
+        return "frozen"
+    learnable = [w for w in layer.weights if getattr(w, "trainable", True)]
+    return "trainable" if all(id(w) in trainable for w in learnable) else "partly"
+
+
 def freeze_layers(model, params: dict) -> str:
     """Make the selected layers non-trainable; the one-line note of what changed.
 
@@ -117,7 +186,11 @@ def freeze_layers(model, params: dict) -> str:
     picked = [model.layers[i] for i in resolve(model.layers, params)]
     for layer in picked:
         layer.trainable = False
-    return f"freeze: {len(picked)} layers ({_span(picked)}), {_params(picked):,} params"
+    frozen = sum(trainable_status(layer) == "frozen" for layer in picked)
+    return (
+        f"freeze: {counted(len(picked), 'layer')} selected ({_span(picked)}), {frozen} with weights now frozen, "
+        f"{counted(_params(picked), 'param')}"
+    )
 
 
 def unfreeze_layers(model, params: dict) -> str:
@@ -141,7 +214,10 @@ def unfreeze_layers(model, params: dict) -> str:
                 if _is_bn(sub):
                     sub.trainable = False
                     kept_bn += 1
-    note = f"unfreeze: {len(picked)} layers ({_span(picked)})"
+    training = sum(trainable_status(layer) in ("trainable", "partly") for layer in picked)
+    note = (
+        f"unfreeze: {counted(len(picked), 'layer')} selected ({_span(picked)}), {training} with weights now trainable"
+    )
     if kept_bn:
-        note += f"; {kept_bn} BatchNormalization layers kept frozen (inference mode)"
+        note += f"; {counted(kept_bn, 'BatchNormalization layer')} kept frozen (inference mode)"
     return note

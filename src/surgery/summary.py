@@ -1,10 +1,15 @@
-"""The layer table and totals that ``surgery apply`` prints."""
+"""The layer table and totals that ``surgery apply`` prints.
+
+Its ``trainable`` column is ``selectors.trainable_status``: "no" means the layer has weights and none
+of them train, "-" that it has no weights, the definition every count of frozen layers in surgery uses.
+"""
 
 from __future__ import annotations
 
 import math
 
 from .graph import model_nodes
+from .selectors import trainable_status  # the one definition of frozen; plot.py imports it from here too
 
 
 def _size(weights) -> int:
@@ -22,22 +27,6 @@ def _shape(tensors) -> str:
     shapes = [tuple(t.shape) for t in tensors]
     text = ", ".join(str(s) for s in shapes)
     return text if len(shapes) == 1 else f"[{text}]"
-
-
-def trainable_status(layer) -> str:
-    """ "trainable", "frozen", "partly" or "no weights".
-
-    Moving statistics (BatchNormalization) are variables that never train, so a
-    trainable BN layer is "trainable", not "partly": only variables that could
-    train are compared.
-    """
-    if not layer.weights:
-        return "no weights"
-    trainable = {id(w) for w in layer.trainable_weights}
-    if not trainable:
-        return "frozen"
-    learnable = [w for w in layer.weights if getattr(w, "trainable", True)]
-    return "trainable" if all(id(w) in trainable for w in learnable) else "partly"
 
 
 _COLUMN = {"trainable": "yes", "frozen": "no", "partly": "partly", "no weights": "-"}

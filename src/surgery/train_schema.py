@@ -6,6 +6,8 @@ and ``unfreeze`` ops: both use ``selectors.FREEZE_SCHEMA`` and ``UNFREEZE_SCHEMA
 
 from __future__ import annotations
 
+from typing import Any
+
 from .selectors import FREEZE_SCHEMA, UNFREEZE_SCHEMA
 
 OPTIMIZERS = ["adam", "adamw", "sgd", "rmsprop", "nadam", "adamax", "adagrad", "lion"]
@@ -28,7 +30,7 @@ _MONITOR = {
 
 # What a stage may set, each mapped onto the Keras object that does it (training/options.py). The train
 # section takes them too, as defaults for every stage.
-STAGE_OPTIONS = {
+STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "optimizer": {"enum": OPTIMIZERS, "default": "adam", "description": "keras.optimizers class, by name"},
     "learning_rate": {
         "type": "number",

@@ -20,6 +20,7 @@ OPTIONS = {
         "anyOf": [{"type": "null"}, {"type": "string", "minLength": 1}],
         "default": None,
     },
+    "classes": {**APPLICATION_OPTIONS["classes"], "default": 10},
     "width": {
         "type": "integer",
         "minimum": 1,

@@ -15,4 +15,4 @@ def export(model, path, options):
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"model": model.name, "layers": table}, f, indent=1)
         f.write("\n")
-    return f"{len(table)} layers"
+    return f"{len(table)} layer{'s' * (len(table) != 1)}"

@@ -75,5 +75,6 @@ def apply(state, params, ctx):
         raise OpError(f"activation {params.get('activation')!r}: {' '.join(str(e).split())[:200]}") from None
     for layer in new:
         x = layer(x)
-    note = f"head: {' -> '.join(type(lay).__name__ for lay in new)}, {params['classes']} classes"
+    n = params["classes"]
+    note = f"head: {' -> '.join(type(lay).__name__ for lay in new)}, {n} class{'es' * (n != 1)}"
     return state.evolve(note, model=make_model(state.model.inputs, x))

@@ -1,11 +1,16 @@
-"""``surgery plugins``, ``ops``, ``backbones`` and ``schema``: what is installed; no TensorFlow."""
+"""``surgery plugins``, ``ops``, ``backbones`` and ``schema``: what is installed; no TensorFlow.
+
+``ops`` and ``backbones`` take glob patterns over the names and ``--json``, as timm's ``list_models`` does.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import click
 
+from ..errors import SurgeryError, did_you_mean
 from .common import guarded, installed_plugins
 
 
@@ -55,27 +60,98 @@ def _table(rows):
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-@click.command()
-@guarded
-def ops():
-    """List the spec operations and the plugin that provides each."""
-    reg = installed_plugins().registry
-    _table(
-        [("op", "plugin", "description")]
-        + [(o.name, o.plugin, o.description) for o in sorted(reg.ops.values(), key=lambda o: o.name)]
-    )
+def _matching(kind: str, entries: dict, patterns: tuple) -> list:
+    """The entries whose names match any of the glob patterns (all without one), by name: like timm's list_models."""
+    names = sorted(entries)
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns)]
+        if not names:
+            raise SurgeryError(_no_match(kind, patterns, entries))
+    return [entries[n] for n in names]
+
+
+def _no_match(kind: str, patterns: tuple, entries: dict) -> str:
+    shown = " or ".join(f'"{p}"' for p in patterns)
+    word = patterns[0].lower()
+    if len(patterns) == 1 and not any(c in word for c in "*?["):
+        for glob in (f"{word}*", f"*{word}*"):
+            hits = fnmatch.filter(sorted(entries), glob)
+            if hits:
+                more = ", ..." if len(hits) > 3 else ""
+                return f'no {kind} matches {shown}; did you mean "{glob}" ({", ".join(hits[:3])}{more})?'
+        hint = did_you_mean(word, entries)
+        if "did you mean" in hint:
+            return f"no {kind} matches {shown}{hint}"
+    return f'no {kind} matches {shown}; {len(entries)} are installed (a pattern is a glob such as "mobile*")'
+
+
+PATTERNS = click.argument("patterns", nargs=-1, metavar="[PATTERN]...")
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @click.command()
+@PATTERNS
+@AS_JSON
 @guarded
-def backbones():
-    """List the backbones, their default input shapes and the plugin that provides each."""
-    reg = installed_plugins().registry
+def ops(patterns, as_json):
+    """List the spec operations and the plugin that provides each; PATTERN filters by name ('*freeze')."""
+    found = _matching("op", installed_plugins().registry.ops, patterns)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": o.name,
+                        "plugin": o.plugin,
+                        "description": o.description,
+                        "source": o.source,
+                        "params": sorted(o.schema.get("properties", {})),
+                        "required": list(o.schema.get("required", [])),
+                    }
+                    for o in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    _table([("op", "plugin", "description")] + [(o.name, o.plugin, o.description) for o in found])
+
+
+def _preprocess(b) -> str | None:
+    return b.preprocess if isinstance(b.preprocess, str) else ("callable" if b.preprocess else None)
+
+
+@click.command()
+@PATTERNS
+@AS_JSON
+@guarded
+def backbones(patterns, as_json):
+    """List the backbones, their default input shapes and the plugin that provides each; PATTERN filters by
+    name ('mobile*', 'efficientnetv2*')."""
+    found = _matching("backbone", installed_plugins().registry.backbones, patterns)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": b.name,
+                        "plugin": b.plugin,
+                        "description": b.description,
+                        "input_shape": list(b.input_shape) if b.input_shape else None,
+                        "min_input_size": b.min_input_size,
+                        "preprocess": _preprocess(b),
+                        "options": sorted(b.options),
+                    }
+                    for b in found
+                ],
+                indent=2,
+            )
+        )
+        return
     rows = [("backbone", "input", "min", "plugin", "preprocess")]
-    for b in sorted(reg.backbones.values(), key=lambda b: b.name):
+    for b in found:
         shape = "x".join(map(str, b.input_shape)) if b.input_shape else "-"
-        prep = b.preprocess if isinstance(b.preprocess, str) else ("callable" if b.preprocess else "-")
-        rows.append((b.name, shape, str(b.min_input_size or "-"), b.plugin, prep))
+        rows.append((b.name, shape, str(b.min_input_size or "-"), b.plugin, _preprocess(b) or "-"))
     _table(rows)
 
 

@@ -149,7 +149,7 @@ def _metrics(text: str | None):
 
     if text is None:
         return None
-    found = []
+    found: list[str | dict[str, int]] = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         top = re.fullmatch(r"top_(\d+)_accuracy", name)
         if top:

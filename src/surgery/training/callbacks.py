@@ -106,7 +106,16 @@ def epoch_log(path: Path):
     k: Any = keras()
 
     class EpochLog(k.callbacks.CSVLogger):
+        """Also logs the epoch's learning rate, which schedules and plateau reduction change."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            rate = getattr(self.model.optimizer, "learning_rate", None)
+            self.rate = float(k.ops.convert_to_numpy(rate)) if rate is not None else None
+
         def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            if self.rate is not None:
+                logs.setdefault("learning_rate", self.rate)
             super().on_epoch_end(epoch + 1, logs)
 
     return EpochLog(str(path), append=True)

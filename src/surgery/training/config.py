@@ -83,7 +83,9 @@ class TrainConfig:
 
     def fingerprint(self) -> dict:
         """What must not change between a run and its --resume (paths included: other data is another run)."""
-        values = {k: v for k, v in asdict(self).items() if k not in EXECUTION_ONLY}
+        # Not asdict(self): it would deep-copy the data, and a tf.data.Dataset cannot be copied.
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in EXECUTION_ONLY}
+        values["stages"] = [asdict(stage) for stage in self.stages]
         for key in ("data", "validation_data"):
             if values[key] is not None and not isinstance(values[key], (str, Path)):
                 values[key] = "<data given from Python>"

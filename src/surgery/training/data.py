@@ -210,7 +210,9 @@ def source_of(value, what: str = "--data", class_names=None) -> Source:
     if isinstance(value, (str, Path)):
         return inspect(value, what)
     if hasattr(value, "element_spec"):  # a tf.data.Dataset, without importing TensorFlow to ask
-        return Source(Path(f"<{what} dataset>"), "dataset", list(class_names or ()), dataset=value)
+        source = Source(Path(f"<{what} dataset>"), "dataset", list(class_names or ()), dataset=value)
+        source.labels()  # one pass for the labels: the class count, and what balanced class weights divide by
+        return source
     if isinstance(value, dict):
         value = (value.get("x"), value.get("y"))
     if isinstance(value, (tuple, list)) and len(value) == 2:

@@ -117,7 +117,8 @@ def _run_prefix(prefix_model, images, n: int, batch_size: int, dtype, path: Path
 
     shape = (n, *prefix_model.output.shape[1:])
     out = np.empty(shape, dtype) if path is None else np.lib.format.open_memmap(path, "w+", dtype, shape)
-    labels = np.empty(n, images.element_spec[1].dtype.as_numpy_dtype)
+    label_spec = images.element_spec[1]  # a class index, or a one-hot row (label smoothing)
+    labels = np.empty((n, *label_spec.shape), label_spec.dtype.as_numpy_dtype)
     run = tf.function(lambda x: prefix_model(x, training=False), reduce_retracing=True)
     i = 0
     for x, y in images.batch(batch_size).prefetch(tf.data.AUTOTUNE):
@@ -139,7 +140,7 @@ def _lookup(order, arrays: tuple, batch_size: int, dtype: str):
     def rows(i):
         xs, ys = tf.numpy_function(lambda idx: (x[idx], y[idx]), [i], types, stateful=False)
         xs.set_shape((None, *x.shape[1:]))
-        ys.set_shape((None,))
+        ys.set_shape((None, *y.shape[1:]))
         return tf.cast(xs, dtype), ys
 
     return order.batch(batch_size).map(rows).prefetch(tf.data.AUTOTUNE)

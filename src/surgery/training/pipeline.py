@@ -241,17 +241,14 @@ def ordered(source: Source, image: ImageSpec, prep, batch_size: int):
     tf = _tf()
     if source.kind == "dataset":
         ds = _unbatched(source, image).map(lambda x, y: x)
-        labels = source.labels()
     elif source.kind == "npz":
         ds = tf.data.Dataset.from_tensor_slices(check_npz_shape(source, image))
-        labels = source.y
     else:
         ds = tf.data.Dataset.from_tensor_slices([str(f) for f in source.files])
         ds = ds.map(lambda p: decode(tf, p, image), num_parallel_calls=tf.data.AUTOTUNE)
-        labels = np.array([source.class_names.index(f.relative_to(source.path).parts[0]) for f in source.files])
     if prep is not None:
         ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), source.labels()
 
 
 def load_images(paths: list, image: ImageSpec, prep):

@@ -198,13 +198,14 @@ class Run:
                 metric=metrics[0],
                 initial_epoch=max(start, state.epochs_done),
                 epochs=end,
-                callbacks=fit_callbacks + own,
+                # The stage's own first: the log and the checkpoint see the epoch as they left it.
+                callbacks=fit_callbacks[:2] + own + fit_callbacks[2:],
                 verbose=verbose,
                 class_weight=weights,
             )
             stopper = next((c for c in own if type(c).__name__ == "EarlyStopping"), None)
             done = stopper.stopped_epoch + 1 if stopper is not None and stopper.stopped_epoch else end
-            if done < end:
+            if stopper is not None and done < end:
                 self.echo(
                     f"  early stopping: {stage.name} ended after epoch {done} of {end} "
                     f"({stopper.monitor} stopped improving)"
@@ -277,7 +278,8 @@ class Run:
             callbacks.save_discarded(model)  # as the chief saves the final model
             return
         folder, state = self.folder, self.state
-        with atomic_output(folder.final) as tmp:
+        # An extended run replaces its own earlier final model; a fresh run never replaces anything.
+        with atomic_output(folder.final, force=self.resume) as tmp:
             model.save(str(tmp))
         state.finished = True
         folder.write_state(state)

@@ -1,0 +1,258 @@
+"""Each stage option changes what Keras does: the optimizer, callbacks and loss are there with the given
+values, and they act (early stopping stops, class weights change the loss, schedules set the rate)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import surgery
+
+from helpers import assert_one_error_line, tiny_spec, write_spec
+
+
+def _train(tmp_path, backbone, images, stages, name="run", callbacks=(), **options):
+    spec = write_spec(tmp_path, tiny_spec(backbone, stages), f"{name}.json")
+    return surgery.train(
+        spec,
+        str(images["train"]),
+        tmp_path / name,
+        validation_data=str(images["val"]),
+        callbacks=callbacks,
+        echo=None,
+        verbose=0,
+        **options,
+    )
+
+
+def test_optimizer_options_reach_the_keras_optimizer(tmp_path, keras, backbone, images):
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [
+            {
+                "epochs": 1,
+                "optimizer": "sgd",
+                "learning_rate": 0.05,
+                "weight_decay": 0.01,
+                "gradient_clip": {"norm": 2.0},
+            }
+        ],
+    )
+    config = keras.saving.load_model(str(result.paths["final"])).optimizer.get_config()
+    assert config["name"] == "sgd" and config["learning_rate"] == pytest.approx(0.05)
+    assert config["weight_decay"] == pytest.approx(0.01) and config["clipnorm"] == pytest.approx(2.0)
+    clipped = _train(tmp_path, backbone, images, [{"epochs": 1, "gradient_clip": 1.5}], name="global")
+    assert keras.saving.load_model(str(clipped.paths["final"])).optimizer.get_config()["global_clipnorm"] == 1.5
+
+
+def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, backbone, images):
+    # A rate of 1e-9 cannot move val_loss by min_delta: patience 1 ends the stage after 2 of its 20 epochs.
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [
+            {
+                "name": "head",
+                "epochs": 20,
+                "learning_rate": 1e-9,
+                "early_stopping": {"monitor": "val_loss", "patience": 1, "min_delta": 0.5},
+            },
+            {"name": "more", "epochs": 2},
+        ],
+    )
+    assert result.history["epoch"] == [1, 2, 3, 4]  # two of stage 1, then stage 2 starts where it ended
+    assert result.state.stage_ends == [2, 4]
+    state = json.loads((result.paths["final"].parent / "checkpoints" / "state.json").read_text())
+    assert state["stage_ends"] == [2, 4] and state["finished"]
+
+
+def test_reduce_lr_on_plateau_lowers_the_rate(tmp_path, backbone, images):
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [
+            {
+                "epochs": 4,
+                "learning_rate": 1e-9,
+                "reduce_lr_on_plateau": {"monitor": "val_loss", "patience": 0, "factor": 0.5, "min_delta": 0.5},
+            }
+        ],
+    )
+    rates = result.history["learning_rate"]
+    assert rates[0] == pytest.approx(1e-9) and rates[-1] < rates[0] / 3
+
+
+def test_cosine_schedule_with_warmup_sets_each_epochs_rate(tmp_path, backbone, images):
+    lr, warmup, epochs = 0.01, 2, 6
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [{"epochs": epochs, "learning_rate": lr, "schedule": {"type": "cosine", "warmup_epochs": warmup}}],
+    )
+    expected = [lr * (e + 1) / (warmup + 1) for e in range(warmup)]
+    expected += [lr * 0.5 * (1 + math.cos(math.pi * t / (epochs - warmup))) for t in range(epochs - warmup)]
+    np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
+
+
+def test_piecewise_and_exponential_schedules(tmp_path, backbone, images):
+    piecewise = _train(
+        tmp_path,
+        backbone,
+        images,
+        [{"epochs": 4, "schedule": {"type": "piecewise", "boundaries": [2], "values": [0.01, 0.001]}}],
+        name="p",
+    )
+    np.testing.assert_allclose(piecewise.history["learning_rate"], [0.01, 0.01, 0.01, 0.001], rtol=1e-6)
+    exponential = _train(
+        tmp_path,
+        backbone,
+        images,
+        [{"epochs": 3, "learning_rate": 0.01, "schedule": {"type": "exponential", "decay_rate": 0.5}}],
+        name="e",
+    )
+    np.testing.assert_allclose(exponential.history["learning_rate"], [0.01, 0.005, 0.0025], rtol=1e-6)
+
+
+def test_class_weights_change_the_loss(tmp_path, backbone, images):
+    plain = _train(tmp_path, backbone, images, [{"epochs": 1, "learning_rate": 1e-9}], name="plain")
+    weighted = _train(
+        tmp_path,
+        backbone,
+        images,
+        [{"epochs": 1, "learning_rate": 1e-9, "class_weight": {"red": 5.0}}],
+        name="weighted",
+    )
+    balanced = _train(
+        tmp_path, backbone, images, [{"epochs": 1, "learning_rate": 1e-9, "class_weight": "balanced"}], name="balanced"
+    )
+    # Same data, same weights (the rate cannot move them): the red images count five times in the loss.
+    assert weighted.history["loss"][0] > plain.history["loss"][0] * 1.3
+    # Equal class sizes: balanced weighs every class 1, so the loss is the plain one.
+    assert balanced.history["loss"][0] == pytest.approx(plain.history["loss"][0], rel=1e-5)
+    # Validation is not weighted, as in fit.
+    assert weighted.history["val_loss"][0] == pytest.approx(plain.history["val_loss"][0], rel=1e-5)
+
+
+def test_label_smoothing_and_extra_metrics(tmp_path, keras, backbone, images):
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [{"epochs": 1, "label_smoothing": 0.2}],
+        metrics=["auc", "precision", "recall", {"top_k_accuracy": 2}],
+    )
+    for name in ("auc", "precision", "recall", "top_2_accuracy", "val_auc", "val_top_2_accuracy"):
+        assert name in result.history, sorted(result.history)
+    model = keras.saving.load_model(str(result.paths["final"]))
+    assert type(model.loss).__name__ == "CategoricalCrossentropy"
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+
+
+def test_monitor_picks_the_best_checkpoint(tmp_path, backbone, images):
+    result = _train(tmp_path, backbone, images, [{"epochs": 4, "learning_rate": 0.05}], monitor="val_loss")
+    losses = result.history["val_loss"]
+    assert result.state.best_epoch == 1 + int(np.argmin(losses))
+    assert result.state.best == pytest.approx(min(losses), rel=1e-6)
+
+
+def test_a_users_callback_runs_in_every_stage_and_the_history_comes_back(tmp_path, keras, backbone, images):
+    class Count(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    seen = Count()
+    result = _train(
+        tmp_path, backbone, images, [{"epochs": 2}, {"epochs": 1, "unfreeze": {"names": ["conv2"]}}], callbacks=[seen]
+    )
+    assert seen.epochs == [0, 1, 2]  # Keras' own 0-based indices
+    assert result.history["epoch"] == [1, 2, 3] and len(result.history["val_accuracy"]) == 3
+    assert set(result.final_metrics) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert result.validation is not None and result.validation.n == 6
+    assert result.paths["final"].is_file()
+
+
+def test_arrays_and_a_tf_dataset_as_data(tmp_path, keras, backbone):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (24, 16, 16, 3)).astype("float32")
+    y = np.arange(24) % 3
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 2}]))
+    from_arrays = surgery.train(
+        spec, (x, y), tmp_path / "a", validation_split=0.25, echo=None, verbose=0, class_names=["a", "b", "c"]
+    )
+    assert json.loads((tmp_path / "a" / "classes.json").read_text())["class_names"] == ["a", "b", "c"]
+    assert from_arrays.history["epoch"] == [1, 2]
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(5)
+    from_dataset = surgery.train(spec, dataset, tmp_path / "d", validation_data=(x[:6], y[:6]), echo=None, verbose=0)
+    assert from_dataset.history["epoch"] == [1, 2] and from_dataset.validation.n == 6
+
+
+def test_resume_with_epochs_extends_a_finished_run(cli, tmp_path, backbone, images):
+    spec = write_spec(
+        tmp_path,
+        tiny_spec(backbone, [{"epochs": 1}, {"epochs": 2, "unfreeze": {"names": ["conv2"]}}], validation_split=0.0),
+    )
+    run = tmp_path / "run"
+    assert cli("train", spec, "--data", images["train"], "-o", run).exit_code == 0
+    done = cli("train", spec, "--data", images["train"], "-o", run, "--resume")
+    assert "finished after 3 epochs (--epochs N trains it on to N)" in done.output
+    more = cli("train", spec, "--data", images["train"], "-o", run, "--resume", "--epochs", "5")
+    assert more.exit_code == 0, more.stderr
+    assert "Epoch 4/5" in more.output and "stage 1/2" not in more.output
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epochs_done"] == 5 and state["finished"] and state["stage_ends"] == [1, 5]
+    log = (run / "log.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in log[1:]] == [1, 2, 3, 4, 5]
+    fewer = cli("train", spec, "--data", images["train"], "-o", run, "--resume", "--epochs", "4")
+    assert fewer.exit_code == 2
+    assert_one_error_line(fewer.stderr, "the run has 5 epochs already; --epochs 4 must be more")
+
+
+BAD = {
+    "schedule and plateau": (
+        {"epochs": 2, "schedule": {"type": "cosine"}, "reduce_lr_on_plateau": True},
+        "train.stages[0]: schedule and reduce_lr_on_plateau both set the learning rate",
+    ),
+    "piecewise values": (
+        {"epochs": 4, "schedule": {"type": "piecewise", "boundaries": [1, 2], "values": [0.1, 0.01]}},
+        "train.stages[0].schedule: 2 boundaries need 3 values, got 2",
+    ),
+    "warmup too long": (
+        {"epochs": 2, "schedule": {"type": "cosine", "warmup_epochs": 2}},
+        "warmup_epochs 2 leaves none of the stage's 2 epochs to the schedule",
+    ),
+    "monitor not logged": (
+        {"epochs": 1, "early_stopping": {"monitor": "val_auc"}},
+        'train.stages[0].early_stopping: "val_auc" is not logged by this run; use one of loss',
+    ),
+    "unknown class weight": (
+        {"epochs": 1, "class_weight": {"purple": 2}},
+        'class_weight names "purple", which is not one of the data\'s classes: blue, green, red',
+    ),
+    "nan rate": ({"epochs": 1, "learning_rate": "NAN_TOKEN"}, "NaN is not a number JSON allows"),
+    "negative decay": ({"epochs": 1, "weight_decay": -1}, "weight_decay: -1 is too small; the minimum is 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_stage_options_are_one_line_before_training(cli, tmp_path, backbone, images, case):
+    stage, fragment = BAD[case]
+    text = json.dumps(tiny_spec(backbone, [stage])).replace('"NAN_TOKEN"', "NaN")
+    (tmp_path / "spec.json").write_text(text)
+    result = cli("train", tmp_path / "spec.json", "--data", images["train"], "-o", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, fragment)
+    assert not (tmp_path / "run").exists()
