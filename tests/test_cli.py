@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,17 @@ def test_validate_ok_and_says_what_it_left():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok: ")
     assert "not checked until" in out.stdout
+
+
+def test_validate_counts_in_words(tmp_path):
+    one = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": None}]})
+    out = run_surgery("validate", one)
+    assert out.returncode == 0, out.stderr
+    assert f"ok: {one}: 1 step; checked" in out.stdout
+    assert (
+        f"{len(json.loads((SPECS / 'resnet50_cut.json').read_text())['steps'])} steps; checked"
+        in run_surgery("validate", SPECS / "resnet50_cut.json").stdout
+    )
 
 
 def test_every_example_spec_validates():

@@ -26,8 +26,9 @@ def test_plan_prints_each_steps_changes_without_a_weights_file(cli):
         "    params 23,587,712 -> 8,589,184; trainable 23,534,592 -> 8,558,592",
         "    output (None, 14, 14, 1024)",
         "steps[2] freeze:",
-        "    frozen 143: input_layer",  # Keras numbers input layers per session: input_layer_2 in a long run
-        ", conv1_pad, conv1_conv, conv1_bn, conv1_relu, ... (137 more), conv4_block6_out\n",
+        # The layers with weights only (53 convolutions, 33 BatchNormalizations), as the freeze note counts.
+        "    frozen 86: conv1_conv, conv1_bn, conv2_block1_1_conv, conv2_block1_1_bn, conv2_block1_2_conv, "
+        "... (80 more), conv4_block6_3_bn\n",
         "    params 8,589,184 -> 8,589,184; trainable 8,558,592 -> 0",
         'steps[4] append: Dense "classes" -> (None, 10), 10,250 params',
         "    added 1: classes",
@@ -51,7 +52,7 @@ def test_plan_json_names_inserted_replaced_and_removed_layers(cli):
     assert insert["params"] == [23_587_712, 23_587_712]
     assert (replace["added"], replace["replaced"]) == ([], ["conv5_block3_2_relu"])
     assert (remove["removed"], remove["outputs"]) == (["conv5_block3_out"], ["(None, 7, 7, 2048)"])
-    assert len(freeze["frozen"]) == 78 and freeze["frozen"][0] == "conv1_pad"
+    assert len(freeze["frozen"]) == 48 and freeze["frozen"][0] == "conv1_conv"  # the 78 selected, with weights
     assert freeze["trainable"][0] - freeze["trainable"][1] == 1_449_984  # conv1_* .. conv3_*, as Keras counts
     assert steps[-1]["outputs"] == ["(None, 5)"]
 

@@ -182,7 +182,7 @@ def test_describe_and_as_dict_are_compact_and_json(k):
     assert {"channels", "producers", "prunable", "id"} <= set(d["prunable"][0])
     assert any("lam" in g["reason"] for g in d["unprunable"])
     text = a.describe()
-    assert text.splitlines()[0].startswith("1 prunable groups")
+    assert text.splitlines()[0].startswith("1 prunable group (")
     assert "lam" in text and len(text.splitlines()) <= 6
 
 

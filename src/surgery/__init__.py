@@ -27,7 +27,7 @@ def _export(module: str, *names: str, **renamed: str) -> None:
 _export("api", "build", "load", "apply", "plan", "export", "train", "evaluate", "Applied")
 _export("version", "__version__")
 # Errors and messages.
-_export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "shown", "one_line")
+_export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "counted", "shown", "one_line")
 _export("spec", "StepContext", "schema_error")
 # Plugins: the hook marker, the state ops transform, loading and conformance.
 _export("hookspecs", "hookimpl", "OpApply", "OpCheck", "Exporter")
@@ -113,7 +113,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
     from .api import Applied, apply, build, evaluate, export, load, plan, train
-    from .errors import OpError, PluginError, SpecError, SurgeryError, did_you_mean, one_line, shown
+    from .errors import OpError, PluginError, SpecError, SurgeryError, counted, did_you_mean, one_line, shown
     from .export_check import ExportError, converting
     from .export_check import Target as ExportTarget
     from .export_check import compare as compare_export

@@ -113,6 +113,11 @@ def shown(path: str | os.PathLike[str]) -> str:
     return path if rel.startswith("..") else rel
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "layer")`` -> "1 layer", ``counted(6, "layer")`` -> "6 layers": the one place notes pluralise."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ``; did you mean "x"?`` suffix, or a short list of what is valid."""
     choices = sorted(set(choices))

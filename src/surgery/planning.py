@@ -24,7 +24,7 @@ from .state import State
 
 @dataclass
 class Snapshot:
-    layers: dict  # id(layer) -> (name, trainable)
+    layers: dict  # id(layer) -> (name, frozen: trainable_status says "frozen")
     params: int
     trainable: int
     outputs: list  # shapes as text
@@ -51,11 +51,13 @@ class StepChange:
 
 def snapshot(state) -> Snapshot:
     """Layers of every branch (a head set aside by a branch is not "removed"); counts of the model itself."""
+    from .selectors import trainable_status
     from .summary import totals
 
     total, trainable, _ = totals(state.model)
     every = state.workspace().layers
-    layers = {id(layer): (layer.name, layer.trainable) for layer in every}
+    # Frozen as the freeze notes, the layer table and the plot count it: weightless layers are neither.
+    layers = {id(layer): (layer.name, trainable_status(layer) == "frozen") for layer in every}
     objects = {id(layer): layer for layer in every}
     return Snapshot(layers, total, trainable, [str(tuple(t.shape)) for t in state.model.outputs], objects)
 
@@ -85,8 +87,8 @@ def compare(index: int, op: str, note: str, before: Snapshot | None, after: Snap
         added=[n for n in added if n not in replaced],
         removed=[n for n in removed if n not in replaced],
         replaced=[n for n in replaced if n not in copies],
-        frozen=[after.layers[k][0] for k in kept if old[k][1] and not after.layers[k][1]],
-        unfrozen=[after.layers[k][0] for k in kept if not old[k][1] and after.layers[k][1]],
+        frozen=[after.layers[k][0] for k in kept if not old[k][1] and after.layers[k][1]],
+        unfrozen=[after.layers[k][0] for k in kept if old[k][1] and not after.layers[k][1]],
         params=(before.params if before else 0, after.params),
         trainable=(before.trainable if before else 0, after.trainable),
         outputs=after.outputs,

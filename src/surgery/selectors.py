@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from .errors import OpError, did_you_mean
+from .errors import OpError, counted, did_you_mean
 
 _SLICE_RE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*(?::\s*(-?\d+)?\s*)?$")
 
@@ -58,11 +58,6 @@ def parse_slice(text: str) -> slice:
 
 def slice_indices(text: str, n: int) -> range:
     return range(*parse_slice(text).indices(n))
-
-
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``counted(1, "layer")`` -> "1 layer", ``counted(6, "layer")`` -> "6 layers": the one place notes pluralise."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _has(n: int) -> str:

@@ -9,6 +9,7 @@ import json
 
 import click
 
+from ..errors import counted
 from .common import guarded, installed_plugins
 from .types import FiniteFloat
 
@@ -69,7 +70,7 @@ def validate(spec):
 
     parsed, _ = load(spec, installed_plugins())
     click.echo(
-        f"ok: {spec}: {len(parsed.steps)} steps; checked the schema, op and backbone names and options, "
+        f"ok: {spec}: {counted(len(parsed.steps), 'step')}; checked the schema, op and backbone names and options, "
         "layer class names, slice text and file paths"
     )
     click.echo(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import counted
 from .classify import classify
 from .rules import Rule, unknown
 from .unionfind import UnionFind
@@ -360,17 +361,17 @@ class Analysis:
         d = self.as_dict()
         lines = [
             (
-                f"{len(d['prunable'])} prunable groups ({d['prunable_channels']} of {d['channels']} channels), "
+                f"{counted(len(d['prunable']), 'prunable group')} ({d['prunable_channels']} of {d['channels']} channels), "
                 f"{len(d['unprunable'])} unprunable"
             )
         ]
         for g in d["prunable"][:limit]:
-            lines.append(f"  group {g['id']}: {g['channels']} channels, {_names(g['producers'], producers)}")
+            lines.append(f"  group {g['id']}: {counted(g['channels'], 'channel')}, {_names(g['producers'], producers)}")
         if len(d["prunable"]) > limit:
             lines.append(f"  ... {len(d['prunable']) - limit} more prunable groups")
         for g in d["unprunable"][:limit]:
             lines.append(
-                f"  group {g['id']} (unprunable): {g['channels']} channels, "
+                f"  group {g['id']} (unprunable): {counted(g['channels'], 'channel')}, "
                 f"{_names(g['producers'], producers)}: {g['reason']}"
             )
         if len(d["unprunable"]) > limit:

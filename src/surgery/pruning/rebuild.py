@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import counted
 from .rules import weight_index
 
 
@@ -85,7 +86,7 @@ class PruneReport:
             return f" ({1 - b / a:.1%} fewer)" if a else ""
 
         lines = [
-            f"pruned {len(self.groups)} groups: {self.channels_before} -> {self.channels_after} channels",
+            f"pruned {counted(len(self.groups), 'group')}: {self.channels_before} -> {self.channels_after} channels",
             (f"params {self.params_before:,} -> {self.params_after:,}{ratio(self.params_before, self.params_after)}"),
         ]
         if self.flops_before is not None:

@@ -5,7 +5,7 @@ Bad input here costs a fraction of a second and leaves nothing behind.
 
 from __future__ import annotations
 
-from ..errors import SpecError
+from ..errors import SpecError, counted
 from . import data, options
 from .models import read_sidecar
 from .result import fingerprint
@@ -76,7 +76,7 @@ def extend(run) -> None:
     state, last = run.state, len(run.config.stages) - 1
     if run.extend_to <= state.epochs_done:
         raise RunFolderError(
-            f"the run has {state.epochs_done} epochs already; --epochs {run.extend_to} must be more, to extend it",
+            f"the run has {counted(state.epochs_done, 'epoch')} already; --epochs {run.extend_to} must be more, to extend it",
             file=str(run.folder.folder),
             where="--resume --epochs",
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import preprocessing
-from ..errors import Terminated, interrupted_exit
+from ..errors import Terminated, counted, interrupted_exit
 from ..keras_env import keras
 from ..model_files import load_model
 from ..writing import atomic_output
@@ -257,7 +257,7 @@ class Run:
         except KeyboardInterrupt as e:
             stopped = Interrupted(
                 f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} after "
-                f"{state.epochs_done} epochs; continue with --resume",
+                f"{counted(state.epochs_done, 'epoch')}; continue with --resume",
                 file=str(self.folder.folder),
             )
             stopped.exit_code = interrupted_exit(e)

@@ -9,7 +9,7 @@ change is what makes Keras see the new trainable weights.
 
 from __future__ import annotations
 
-from ..errors import SpecError, SurgeryError
+from ..errors import SpecError, SurgeryError, counted
 from ..keras_env import keras
 from ..selectors import freeze_layers, unfreeze_layers
 from ..summary import totals
@@ -119,7 +119,7 @@ def trainable_report(model) -> str:
     total, trainable, _ = totals(model)
     names = [layer.name for layer in model.layers if layer.trainable_weights]
     shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
-    return f"trainable: {trainable:,} of {total:,} params in {len(names)} layers ({shown or 'none'})"
+    return f"trainable: {trainable:,} of {total:,} params in {counted(len(names), 'layer')} ({shown or 'none'})"
 
 
 def compile_suffix(model, suffix, class_names, where, one_hot, stage, config):
