@@ -28,6 +28,24 @@ _MONITOR = {
     "description": "a logged metric: loss, accuracy, an extra metric's name, or any of them with val_",
 }
 
+
+def _callback(description: str, **options: dict[str, Any]) -> dict[str, Any]:
+    """A Keras callback's setting: true for its defaults, or an object of its options (a metric to monitor
+    among them)."""
+    return {
+        "description": description,
+        "anyOf": [
+            {"type": "boolean", "description": "true: the defaults"},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "an object of its options",
+                "properties": {"monitor": _MONITOR, **options},
+            },
+        ],
+    }
+
+
 # What a stage may set, each mapped onto the Keras object that does it (training/options.py). The train
 # section takes them too, as defaults for every stage.
 STAGE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -107,42 +125,20 @@ STAGE_OPTIONS: dict[str, dict[str, Any]] = {
         "required": ["type"],
         "additionalProperties": False,
     },
-    "early_stopping": {
-        "description": "keras.callbacks.EarlyStopping: end the stage when the monitored metric stops improving",
-        "anyOf": [
-            {"type": "boolean", "description": "true: the defaults"},
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "description": "an object of its options",
-                "properties": {
-                    "monitor": _MONITOR,
-                    "patience": {"type": "integer", "minimum": 0, "default": 3},
-                    "min_delta": {"type": "number", "minimum": 0, "default": 0},
-                    "restore_best_weights": {"type": "boolean", "default": True},
-                },
-            },
-        ],
-    },
-    "reduce_lr_on_plateau": {
-        "description": "keras.callbacks.ReduceLROnPlateau: lower the rate when the monitored metric stalls",
-        "anyOf": [
-            {"type": "boolean", "description": "true: the defaults"},
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "description": "an object of its options",
-                "properties": {
-                    "monitor": _MONITOR,
-                    "factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
-                    "patience": {"type": "integer", "minimum": 0, "default": 2},
-                    "min_delta": {"type": "number", "minimum": 0, "default": 1e-4},
-                    "min_lr": {"type": "number", "minimum": 0, "default": 0},
-                    "cooldown": {"type": "integer", "minimum": 0, "default": 0},
-                },
-            },
-        ],
-    },
+    "early_stopping": _callback(
+        "keras.callbacks.EarlyStopping: end the stage when the monitored metric stops improving",
+        patience={"type": "integer", "minimum": 0, "default": 3},
+        min_delta={"type": "number", "minimum": 0, "default": 0},
+        restore_best_weights={"type": "boolean", "default": True},
+    ),
+    "reduce_lr_on_plateau": _callback(
+        "keras.callbacks.ReduceLROnPlateau: lower the rate when the monitored metric stalls",
+        factor={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
+        patience={"type": "integer", "minimum": 0, "default": 2},
+        min_delta={"type": "number", "minimum": 0, "default": 1e-4},
+        min_lr={"type": "number", "minimum": 0, "default": 0},
+        cooldown={"type": "integer", "minimum": 0, "default": 0},
+    ),
     "label_smoothing": {
         "type": "number",
         "minimum": 0,
