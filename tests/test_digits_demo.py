@@ -1,9 +1,12 @@
-"""The offline transfer demo: a source CNN on digits 0-4, then `surgery train` on 10 labelled images of each
-of the digits 5-9, scored on every other image of 5-9 (846 held out), with fixed seeds and deterministic ops.
+"""The offline transfer demo: a source CNN on digits 0-4, then `surgery train` on 20 labelled images of each
+of the digits 5-9, scored on every other image of 5-9 (796 held out), with fixed seeds and deterministic ops.
 
-Thresholds come from bench/transfer.py (seed 0, N=10: transfer 0.937, two-stage 0.939; over five seeds
-0.92-0.95), less a margin for other CPUs' floating point. A pipeline that trains on the wrong labels, or
-does not train, scores about 0.2.
+The source's weights must be worth something: transfer is compared against its control, the same recipe on a
+frozen backbone with random weights, which on 8x8 digits is strong (0.952 at seed 0). bench/transfer.py
+measured, at 20 labels per digit over five seeds, transfer 0.959-0.966 and the control 0.928-0.952, the
+paired gap 0.9-3.0 points (seed 0: 0.961 vs 0.952, 7 images). At 10 labels the gap is inside the noise
+(seed 0: 0.937 vs 0.942), which is why these tests use 20. A pipeline that ignored the source's weights would
+score as the control; one that trained on the wrong labels about 0.2.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from run_demo import accuracy, make_sources, spec_for, target_split, write_npz  
 
 pytestmark = pytest.mark.slow  # builds many backbones or starts processes; the full suite runs it
 
-N_PER_DIGIT = 10
-THRESHOLD = 0.90
+N_PER_DIGIT = 20
+THRESHOLD = 0.95  # seed 0 measures 0.961 (transfer) and 0.960 (two-stage), less a margin for other CPUs
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def _train(cli, demo, method, out):
 def test_split_holds_out_every_other_target_image(demo):
     x, y, tx, _ = target_split(N_PER_DIGIT, seed=0)
     assert np.bincount(y).tolist() == [N_PER_DIGIT] * 5
-    assert len(tx) == 846 and len(x) + len(tx) == 896  # scikit-learn's digits has 896 images of 5-9
+    assert len(tx) == 796 and len(x) + len(tx) == 896  # scikit-learn's digits has 896 images of 5-9
 
 
 @pytest.mark.parametrize("method", ["transfer", "fine_tune"])
@@ -60,6 +63,22 @@ def test_transfer_reaches_the_threshold_on_held_out_digits(cli, tmp_path, keras,
             model.get_layer("conv1").get_weights()[0], source.get_layer("conv1").get_weights()[0]
         )
         assert not np.array_equal(model.get_layer("conv2").get_weights()[0], source.get_layer("conv2").get_weights()[0])
+
+
+def test_transfer_beats_its_control_and_keeps_the_source_weights(cli, tmp_path, keras, demo):
+    """The frozen layers are the source file's, bit for bit, and they score above the same frozen layers with
+    random weights: the source's training is what the transfer uses."""
+    scores = {}
+    for method in ("transfer", "frozen_random"):
+        _train(cli, demo, method, tmp_path / method)
+        model = keras.saving.load_model(str(tmp_path / method / "digits_transfer.keras"))
+        scores[method] = accuracy(model, *demo["test"])
+        if method == "transfer":
+            source = keras.saving.load_model(str(demo["sources"]["trained"]))
+            for name in ("conv1", "conv2"):
+                for got, want in zip(model.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+                    np.testing.assert_array_equal(got, want)
+    assert scores["transfer"] > scores["frozen_random"], scores
 
 
 def test_same_seed_same_model(cli, tmp_path, keras, demo):

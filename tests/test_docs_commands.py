@@ -48,6 +48,8 @@ NOT_RUN = {
     r"surgery train ": "trains a model: minutes (tests/test_train.py runs surgery train)",
     r"export TF_CONFIG=": "configures a worker of a cluster of two machines",
     r"surgery predict runs/tiny/best\.keras photos/": "an example: the run folder and the photos are the reader's",
+    r"surgery (evaluate|predict|features) runs/my_model": "an example: the run folder and the data are the reader's "
+    "(tests/test_evaluate.py and tests/test_features_predict.py run these commands)",
     r"surgery export \S+ --to (onnx|saved_model)": "an export and its parity check against Keras, 10-20 s each; "
     "tests/test_onnx.py runs surgery export to both formats",
 }

@@ -62,17 +62,26 @@ def test_features_of_a_spec_on_an_npz(cli, tmp_path, setup):
     assert list(got["files"]) == [f"data.npz[{i}]" for i in range(5)]
 
 
-def test_predict_uses_the_class_names_of_a_trained_model(cli, setup):
+def test_predict_uses_the_class_names_of_a_trained_model(cli, keras, setup):
+    """Names and scores are the model's own: its output on the same pixels, in plain Keras, mapped through
+    classes.json (a reversed index-to-name mapping, or scores of another image, would fail here)."""
+    from PIL import Image
+
     images = [setup["images"] / "red" / "0.png", setup["images"] / "blue" / "1.png"]
-    result = cli("predict", setup["model"], *images, "--top", "2", "--json")
+    result = cli("predict", setup["model"], *images, "--top", "3", "--json")
     assert result.exit_code == 0, result.stderr
     found = json.loads(result.output)
     assert found["classes"] == "classes.json" and found["score"] == "probability"
     assert [r["image"] for r in found["results"]] == [str(p) for p in images]
-    for r in found["results"]:
-        assert len(r["top"]) == 2
-        assert {t["name"] for t in r["top"]} <= {"blue", "green", "red"}
-        assert r["top"][0]["probability"] >= r["top"][1]["probability"]
+    names = json.loads((setup["model"].parent / "classes.json").read_text())["class_names"]
+    model = keras.saving.load_model(str(setup["model"]))
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype="float32") for p in images])
+    scores = model.predict(pixels, verbose=0)
+    for r, own in zip(found["results"], scores):
+        order = np.argsort(-own)
+        assert [t["name"] for t in r["top"]] == [names[i] for i in order]
+        assert [t["index"] for t in r["top"]] == order.tolist()
+        np.testing.assert_allclose([t["probability"] for t in r["top"]], own[order], rtol=1e-5, atol=1e-6)
     text = cli("predict", setup["model"], images[0], "--top", "3")
     lines = text.output.splitlines()
     assert lines[0] == str(images[0]) and len(lines) == 4

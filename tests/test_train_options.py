@@ -183,6 +183,32 @@ def test_a_users_callback_runs_in_every_stage_and_the_history_comes_back(tmp_pat
     assert result.paths["final"].is_file()
 
 
+def _events(folder):
+    import tensorflow as tf
+
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        yield from tf.compat.v1.train.summary_iterator(str(path))
+
+
+def test_tensorboard_steps_go_on_across_stages_and_the_graph_is_written_once(tmp_path, backbone, images):
+    pytest.importorskip("tensorboard")  # a dev dependency: installed wherever the suite runs
+    result = _train(tmp_path, backbone, images, [{"epochs": 2}, {"epochs": 2, "unfreeze": {"names": ["conv2"]}}])
+    logs = result.paths["tensorboard"]
+    epochs, per_step, graphs = [], [], 0
+    for event in _events(logs / "validation"):
+        for value in event.summary.value:
+            if value.tag == "epoch_accuracy":
+                epochs.append(event.step)
+            elif value.tag == "evaluation_accuracy_vs_iterations":
+                per_step.append(event.step)
+    for event in _events(logs / "train"):
+        graphs += sum(value.tag == "keras" for value in event.summary.value)  # what write_graph writes in Keras 3
+    assert epochs == [1, 2, 3, 4]  # as the console and log.csv number them
+    assert len(per_step) == 4 and per_step == sorted(set(per_step))  # optimizer steps: on, not restarting
+    assert per_step[2] > per_step[1]
+    assert graphs == 1
+
+
 def test_arrays_and_a_tf_dataset_as_data(tmp_path, keras, backbone):
     import tensorflow as tf
 

@@ -12,12 +12,12 @@
    and, as a control, transfer.json on the untrained copy (a frozen random backbone).
 4. Print each model's accuracy on the test set.
 
-    python examples/digits/run_demo.py --labels 10 --seed 0 -o out/digits
+    python examples/digits/run_demo.py --labels 20 --seed 0 -o out/digits
 
 The specs name ../../out/digits/source.keras, so after one run of this script
 (with the default -o) they also run by hand:
 
-    surgery train examples/digits/finetune.json --data out/digits/target_10_seed0.npz -o out/digits/ft
+    surgery train examples/digits/finetune.json --data out/digits/target_20_seed0.npz -o out/digits/ft
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def compare(n_per_class: int, seed: int, folder: Path, sources: dict, echo=lambd
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--labels", type=int, default=10, help="labelled images per target digit")
+    parser.add_argument("--labels", type=int, default=20, help="labelled images per target digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", default="out/digits")
     args = parser.parse_args(argv)

@@ -196,6 +196,8 @@ def _alternative(s: dict) -> str:
         return json.dumps(s["const"])
     if s.get("type") == "null":
         return "null"
+    if "enum" in s:
+        return "one of " + ", ".join(json.dumps(x) for x in s["enum"])
     return s.get("description") or ("a " + s.get("type", "value"))
 
 

@@ -218,6 +218,11 @@ TRAIN_SCHEMA = {
                 "anyOf": [
                     {"enum": METRICS},
                     {
+                        "type": "string",
+                        "pattern": "^top_([2-9]|[1-9][0-9]+)_accuracy$",
+                        "description": '"top_K_accuracy" (K of 2 or more)',
+                    },
+                    {
                         "type": "object",
                         "additionalProperties": False,
                         "required": ["top_k_accuracy"],
@@ -227,7 +232,7 @@ TRAIN_SCHEMA = {
                 ]
             },
             "description": "metrics logged besides loss and accuracy: auc, precision, recall, top_k_accuracy "
-            '(k=5, or {"top_k_accuracy": k})',
+            '(k=5), top_K_accuracy (top_3_accuracy, ...) or {"top_k_accuracy": k}',
         },
         "preprocess_in_model": {
             "type": "boolean",

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import OpError, SpecError
+from ..errors import OpError, SpecError, counted
 from ..selectors import parse_slice
 from ..train_schema import STAGE_OPTIONS
 
@@ -39,10 +39,11 @@ class Stage:
     unfreeze: dict | None = None
 
     def describe(self) -> str:
-        text = f"{self.epochs} epoch{'s' * (self.epochs != 1)}, {self.optimizer} lr {self.learning_rate:g}"
+        text = f"{counted(self.epochs, 'epoch')}, {self.optimizer} lr {self.learning_rate:g}"
         if self.schedule:
             text += f" ({self.schedule['type']} schedule"
-            text += f", {self.schedule['warmup_epochs']} warmup)" if self.schedule.get("warmup_epochs") else ")"
+            warmup = self.schedule.get("warmup_epochs", 0)
+            text += f", after {counted(warmup, 'warmup epoch')})" if warmup else ")"
         extras = [
             name.replace("_", " ")
             for name in ("early_stopping", "reduce_lr_on_plateau", "weight_decay", "gradient_clip", "class_weight")
