@@ -285,8 +285,15 @@ def test_plot_never_overwrites_an_image_of_the_data(cli, tmp_path, setup):
     before = image.read_bytes()
     result = cli("evaluate", setup["colour"], "--data", data, "--plot", image, "--force")
     assert result.exit_code == 2, result.output
-    assert_one_error_line(result.stderr, "input")
+    assert_one_error_line(result.stderr, "inside the data folder")
     assert image.read_bytes() == before
+    beside = cli("evaluate", setup["colour"], "--data", data, "--plot", data / "red" / "confusion.png")
+    assert beside.exit_code == 2  # a new file there would be read as an image of "red" next time
+    assert not (data / "red" / "confusion.png").exists()
+    npz = tmp_path / "test.npz"
+    np.savez(npz, x=np.zeros((3, 16, 16, 3)), y=np.array([0, 1, 2]))
+    same = cli("evaluate", setup["colour"], "--data", npz, "--plot", tmp_path / "out.png", "--force")
+    assert same.exit_code == 0, same.stderr
 
 
 # --- bad input: one line, exit 2, no plot file -------------------------------------------------------------

@@ -180,7 +180,7 @@ def evaluate(model, data, batch_size, preprocess, as_json, plot_path, force):
     if plot_path:
         from ..training.confusion_plot import check_target
 
-        target = check_target(plot_path, force)
+        target = check_target(plot_path, force, data)
     found = evaluate_model(model, data, batch_size=batch_size, preprocess=preprocess, plugins=installed_plugins())
     if as_json:
         click.echo(json.dumps(found.as_dict(), indent=2))

@@ -16,13 +16,21 @@ CELL, MARGIN, FONT = 44, 16, 12
 SUFFIXES = (".svg", ".png")
 
 
-def check_target(path: str, force: bool) -> Path:
+def check_target(path: str, force: bool, data: str | None = None) -> Path:
+    """The plot's path, checked before evaluating: never one of the images, nor a new file among them (the
+    next run would read it as data)."""
     from ..writing import check_output
 
     target = Path(path)
     if target.suffix.lower() not in SUFFIXES:
         raise SpecError(f"cannot plot to {target.name}: give a file ending in .svg or .png", where="--plot")
-    check_output(target, force, "--plot")
+    if data is not None and Path(data).is_dir() and target.resolve().is_relative_to(Path(data).resolve()):
+        raise SpecError(
+            f"is inside the data folder {data}, where it would be read as an image; plot somewhere else",
+            file=str(target),
+            where="--plot",
+        )
+    check_output(target, force, "--plot", inputs=[data] if data is not None else [])
     return target
 
 

@@ -77,10 +77,32 @@ class Evaluation:
         return out
 
 
+# Losses that compare one-hot rows, by their class name and by the name Keras' string form and function have.
+_ONE_HOT_LOSSES = {
+    "CategoricalCrossentropy",
+    "CategoricalFocalCrossentropy",
+    "CategoricalHinge",
+    "KLDivergence",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "categorical_hinge",
+    "kl_divergence",
+    "kld",
+    "kullback_leibler_divergence",
+}
+
+
 def _one_hot_loss(model) -> bool:
-    """Whether the model was compiled for one-hot labels (label smoothing, probability metrics)."""
-    name = type(getattr(model, "loss", None)).__name__
-    return name == "CategoricalCrossentropy"
+    """Whether the model was compiled for one-hot labels (label smoothing, probability metrics, or a plain-Keras
+    model compiled with ``loss="categorical_crossentropy"``, which loads with the loss as that string)."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, str):
+        name = loss
+    elif callable(loss) and not hasattr(loss, "get_config"):
+        name = getattr(loss, "__name__", "")
+    else:
+        name = type(loss).__name__
+    return name in _ONE_HOT_LOSSES
 
 
 def _predicted(scores: np.ndarray, head) -> np.ndarray:
@@ -137,7 +159,7 @@ def evaluate(model, source: Source, prep, *, model_classes: list | None = None, 
     """Evaluate ``model`` on every image of ``source`` (a folder, an .npz, arrays or a dataset)."""
     import tensorflow as tf
 
-    units = int(model.outputs[0].shape[-1]) if len(model.outputs) == 1 else 0
+    units = stages.classifier_units(model, str(source.path), doing="evaluates")
     class_names, labels = matched_labels(source, model_classes, units)
     image = pipeline.ImageSpec.of(model)
     if source.kind == "folder":

@@ -65,11 +65,12 @@ def output_activation(model) -> str:
     return getattr(activation, "__name__", "linear") if activation is not None else "linear"
 
 
-def head(model, class_names: list, where: str, one_hot: bool = False) -> Head:
-    """What the model's output is, checked against the data's classes; a head that does not fit is an error."""
-    n = len(class_names)
+def classifier_units(model, where: str, doing: str = "trains") -> int:
+    """The units of a classifier's one (batch, classes) output; any other model is an error."""
     if len(model.outputs) != 1:
-        raise SpecError(f"the model has {len(model.outputs)} outputs; surgery trains a classifier with one", file=where)
+        raise SpecError(
+            f"the model has {len(model.outputs)} outputs; surgery {doing} a classifier with one", file=where
+        )
     shape = tuple(model.outputs[0].shape)
     if len(shape) != 2:
         raise SpecError(
@@ -77,7 +78,13 @@ def head(model, class_names: list, where: str, one_hot: bool = False) -> Head:
             "GlobalAveragePooling2D or Flatten, then Dense(units=<classes>)",
             file=where,
         )
-    units = shape[1]
+    return int(shape[1])
+
+
+def head(model, class_names: list, where: str, one_hot: bool = False) -> Head:
+    """What the model's output is, checked against the data's classes; a head that does not fit is an error."""
+    n = len(class_names)
+    units = classifier_units(model, where)
     if n < 2:
         raise SpecError(
             f"the data has {n} class ({', '.join(class_names)}); a classifier learns to tell classes "
