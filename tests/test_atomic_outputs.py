@@ -17,7 +17,7 @@ from surgery.writing import remove_stale_partials, temporary_sibling
 
 from helpers import SPECS
 
-KILLS = 20
+KILLS = 8
 
 
 def _start(out):
