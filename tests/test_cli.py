@@ -68,6 +68,38 @@ def test_validate_counts_in_words(tmp_path):
     )
 
 
+def _train_spec(**train):
+    return {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": None}], "train": train}
+
+
+def test_validate_refuses_a_monitored_metric_the_run_does_not_log(tmp_path):
+    spec = write_spec(tmp_path, _train_spec(stages=[{"epochs": 2, "early_stopping": {"monitor": "val_acc"}}]))
+    out = run_surgery("validate", spec)
+    assert out.returncode == 2, out.stderr
+    assert_one_error_line(out.stderr)
+    assert "train.stages[0].early_stopping" in out.stderr
+    assert '"val_acc" is not logged by this run; use one of loss, accuracy, val_loss, val_accuracy' in out.stderr
+    # Without validation data nothing val_ is logged: the default monitor is then accuracy, and val_loss is refused.
+    spec = write_spec(tmp_path, _train_spec(validation_split=0, monitor="val_loss"))
+    out = run_surgery("validate", spec)
+    assert out.returncode == 2 and '"val_loss" is not logged' in out.stderr and "train.monitor" in out.stderr
+
+
+def test_validate_checks_training_options_without_tensorflow(tmp_path):
+    spec = write_spec(
+        tmp_path,
+        _train_spec(
+            data="photos", metrics=["auc"], stages=[{"epochs": 3, "reduce_lr_on_plateau": {"monitor": "val_auc"}}]
+        ),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TF.format(args=["validate", str(spec)])], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "the training options and the metrics they monitor" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "LOADED:"
+
+
 def test_every_example_spec_validates():
     # digits_transfer.json needs a model trained first; test_own_saved_model_as_backbone validates it.
     for spec in sorted(set(SPECS.glob("*.json")) - {SPECS / "digits_transfer.json"}):

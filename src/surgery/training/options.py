@@ -178,3 +178,19 @@ def logged_metrics(config) -> list[str]:
     """Every metric a run logs (what monitor, early stopping and plateau reduction may watch)."""
     names = ["loss", "accuracy", *config.metrics]
     return names + ([f"val_{n}" for n in names] if config.has_validation else [])
+
+
+def check_monitors(config, file) -> None:
+    """Refuse a monitored metric the run does not log: a typo would otherwise watch nothing for a whole run."""
+    logged = logged_metrics(config)
+    watched = [("train.monitor", config.monitor_metric)] + [
+        (f"train.stages[{i}].{name}", getattr(stage, name).get("monitor"))
+        for i, stage in enumerate(config.stages)
+        for name in ("early_stopping", "reduce_lr_on_plateau")
+        if isinstance(getattr(stage, name), dict)
+    ]
+    for where, metric in watched:
+        if metric is not None and metric not in logged:
+            raise SpecError(
+                f'"{metric}" is not logged by this run; use one of ' + ", ".join(logged), file=file, where=where
+            )

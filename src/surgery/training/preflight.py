@@ -15,20 +15,7 @@ from .run_folder import RunFolderError, RunState
 def check(run, force: bool, created_default: bool, worker) -> bool:
     """The options, the data, the folder (fresh, or a run to resume); False if a resumed run had finished."""
     config, spec = run.config, run.spec
-    logged = options.logged_metrics(config)
-    watched = [("train.monitor", config.monitor_metric)] + [
-        (f"train.stages[{i}].{name}", getattr(stage, name).get("monitor"))
-        for i, stage in enumerate(config.stages)
-        for name in ("early_stopping", "reduce_lr_on_plateau")
-        if isinstance(getattr(stage, name), dict)
-    ]
-    for where, metric in watched:
-        if metric is not None and metric not in logged:
-            raise SpecError(
-                f'"{metric}" is not logged by this run; use one of ' + ", ".join(logged),
-                file=spec.file,
-                where=where,
-            )
+    options.check_monitors(config, spec.file)
     if config.strategy == "multiworker" and (config.metrics or any(s.label_smoothing for s in config.stages)):
         raise SpecError(
             "extra metrics and label smoothing are not available with --strategy multiworker "
