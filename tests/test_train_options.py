@@ -29,6 +29,7 @@ def _train(tmp_path, backbone, images, stages, name="run", callbacks=(), **optio
 
 
 def test_optimizer_options_reach_the_keras_optimizer(tmp_path, keras, backbone, images):
+    keras.optimizers.SGD()  # made earlier in the process: the run's optimizer is still "sgd", not "sgd_2"
     result = _train(
         tmp_path,
         backbone,

@@ -94,7 +94,9 @@ def metrics(head: Head, extra: tuple = (), where: str | None = None) -> list:
 
 def optimizer(stage):
     """The stage's optimizer, configured with its rate, weight decay and gradient clipping."""
-    config: dict[str, Any] = {"learning_rate": stage.learning_rate}
+    # Named, or Keras numbers it after the optimizers this process made before ("sgd_2"), and the saved
+    # model would depend on what ran earlier in a notebook.
+    config: dict[str, Any] = {"learning_rate": stage.learning_rate, "name": stage.optimizer}
     if stage.weight_decay is not None:
         config["weight_decay"] = stage.weight_decay
     clip = stage.gradient_clip
