@@ -85,6 +85,14 @@ def test_validate_refuses_a_monitored_metric_the_run_does_not_log(tmp_path):
     assert out.returncode == 2 and '"val_loss" is not logged' in out.stderr and "train.monitor" in out.stderr
 
 
+def test_validate_resolves_the_stages_as_train_does(tmp_path):
+    schedule = {"type": "cosine", "warmup_epochs": 3}
+    spec = write_spec(tmp_path, _train_spec(stages=[{"epochs": 3, "schedule": schedule}]))
+    out = run_surgery("validate", spec)
+    assert out.returncode == 2, out.stderr
+    assert_one_error_line(out.stderr, "train.stages[0].schedule", "warmup_epochs 3 leaves none of the stage's 3 epochs")
+
+
 def test_validate_checks_training_options_without_tensorflow(tmp_path):
     spec = write_spec(
         tmp_path,

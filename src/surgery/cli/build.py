@@ -72,9 +72,7 @@ def validate(spec):
     parsed, _ = load(spec, installed_plugins())
     checked = "layer class names, slice text and file paths"
     if "train" in parsed.data:
-        # The data may come from --data at train time; where it is does not change what is checked here.
-        given = {} if "data" in parsed.data["train"] else {"data": "."}
-        options.check_monitors(config.resolve(parsed, given), parsed.file)
+        options.check_monitors(config.resolve(parsed, {}, need_data=False), parsed.file)
         checked += ", the training options and the metrics they monitor"
     click.echo(
         f"ok: {spec}: {counted(len(parsed.steps), 'step')}; checked the schema, op and backbone names and options, "

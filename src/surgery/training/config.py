@@ -96,11 +96,11 @@ class TrainConfig:
 STAGE_KEYS = {f.name for f in fields(Stage)}
 
 
-def resolve(spec, overrides: dict) -> TrainConfig:
+def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
     """The training config: the spec's ``train`` section, then every override that is not None.
 
     Overrides named like a stage option (``learning_rate``, ``early_stopping``, ...) apply to every stage;
-    ``epochs`` too.
+    ``epochs`` too. ``need_data=False`` checks a section whose data ``--data`` gives later (``validate``).
     """
     section = dict(spec.data.get("train", {}))
     for key in ("data", "validation_data"):
@@ -114,6 +114,8 @@ def resolve(spec, overrides: dict) -> TrainConfig:
     if "validation_split" in given and "validation_data" not in given:
         section.pop("validation_data", None)  # a split asked for on the command line beats the spec's folder
     section.update(given)
+    if not need_data:
+        section.setdefault("data", None)
     if "data" not in section:
         raise SpecError("no training data: pass --data PATH, or set train.data in the spec", file=spec.file)
     if section.get("validation_data") is not None:
