@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import save_tiny_backbone, write_pngs
+from helpers import machine_cached, save_tiny_backbone, write_pngs
+
+WEIGHTS_SEED = 987_654
 
 
 @pytest.fixture(scope="session")
@@ -16,51 +18,37 @@ def keras():
     return load()
 
 
-def _weights_file(factory, keras, name, build):
-    folder = factory.mktemp("weights")
-    # A seed no spec uses, so these "pretrained" weights differ from any random init a spec makes.
-    keras.utils.set_random_seed(987_654)
-    model = build(keras)
-    path = folder / f"{name}.weights.h5"
-    model.save_weights(str(path))
-    return path
+def _weights_file(keras, application, **kwargs):
+    """``keras.applications.<application>(weights=None, **kwargs)``'s weights, built once per machine."""
+
+    def build(path):
+        # A seed no spec uses, so these "pretrained" weights differ from any random init a spec makes.
+        keras.utils.set_random_seed(WEIGHTS_SEED)
+        getattr(keras.applications, application)(weights=None, **kwargs).save_weights(str(path))
+        keras.backend.clear_session()
+
+    name = f"{application.lower()}_{'top' if kwargs.get('include_top', True) else 'notop'}.weights.h5"
+    return machine_cached(name, {"application": application, "seed": WEIGHTS_SEED, **kwargs}, build)
 
 
 @pytest.fixture(scope="session")
-def vgg16_notop_weights(tmp_path_factory, keras):
-    return _weights_file(
-        tmp_path_factory,
-        keras,
-        "vgg16_notop",
-        lambda k: k.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3)),
-    )
+def vgg16_notop_weights(keras):
+    return _weights_file(keras, "VGG16", include_top=False, input_shape=[224, 224, 3])
 
 
 @pytest.fixture(scope="session")
-def vgg16_top_weights(tmp_path_factory, keras):
-    return _weights_file(
-        tmp_path_factory, keras, "vgg16_top", lambda k: k.applications.VGG16(weights=None, include_top=True)
-    )
+def vgg16_top_weights(keras):
+    return _weights_file(keras, "VGG16", include_top=True)
 
 
 @pytest.fixture(scope="session")
-def resnet50_notop_weights(tmp_path_factory, keras):
-    return _weights_file(
-        tmp_path_factory,
-        keras,
-        "resnet50_notop",
-        lambda k: k.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3)),
-    )
+def resnet50_notop_weights(keras):
+    return _weights_file(keras, "ResNet50", include_top=False, input_shape=[224, 224, 3])
 
 
 @pytest.fixture(scope="session")
-def mobilenetv2_notop_weights(tmp_path_factory, keras):
-    return _weights_file(
-        tmp_path_factory,
-        keras,
-        "mobilenetv2_notop",
-        lambda k: k.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3)),
-    )
+def mobilenetv2_notop_weights(keras):
+    return _weights_file(keras, "MobileNetV2", include_top=False, input_shape=[224, 224, 3])
 
 
 @pytest.fixture

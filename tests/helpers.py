@@ -5,6 +5,7 @@ conftest.py holds the fixtures; test modules import these functions from here, n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +18,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+# Files the tests build once per machine (weights of full backbones): every xdist worker and every later
+# run shares them. Ignored by git; delete it (or point SURGERY_TEST_CACHE elsewhere) to rebuild.
+CACHE = Path(os.environ.get("SURGERY_TEST_CACHE") or ROOT / ".test-cache")
+
+
+def machine_cached(name: str, key: dict, build) -> Path:
+    """The file ``build(path)`` writes, built once per machine for this ``key`` and these library versions.
+
+    The key is everything the file is made from, so a changed builder argument or Keras version builds a
+    new file instead of reusing a stale one. A lock lets one xdist worker build while the others wait;
+    the file is placed by a rename only once complete, and made read-only against a test writing to it.
+    """
+    import filelock
+    import keras
+
+    described = json.dumps({**key, "name": name, "keras": keras.__version__}, sort_keys=True)
+    folder = CACHE / hashlib.sha256(described.encode()).hexdigest()[:16]
+    path = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(folder / ".lock")):
+        if not path.exists():
+            partial = folder / f".partial-{name}"  # keeps the name's suffixes, which Keras' savers check
+            partial.unlink(missing_ok=True)
+            build(partial)
+            partial.chmod(0o444)
+            (folder / "key.json").write_text(described)
+            partial.rename(path)
+    return path
 
 
 def load_spec_json(name: str) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_plugins import Hold
 
 from surgery.errors import SurgeryError
 from surgery.writing import atomic_output
@@ -207,26 +208,30 @@ def _wait_for(predicate, proc, timeout=120):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_during_the_save_leaves_nothing_behind(tmp_path, sig, code):
-    # VGG16 with its top (528 MB) takes a second or more to save: the signal lands inside the save.
+    """The signal lands while the second output is half written (the .keras one is already whole)."""
+    hold = Hold(tmp_path / "hold")
+    out = tmp_path / "out"
+    out.mkdir()
     spec = write_spec(
         tmp_path,
         {
             "surgery": 1,
             "name": "m",
-            "steps": [{"op": "backbone", "name": "vgg16", "weights": None, "include_top": True}],
+            "steps": [VGG_SMALL, {"op": "slice", "layers": ":4"}],
+            "outputs": {"keras": "out/m.keras", "hold": "out/m.hold"},
         },
     )
-    out = tmp_path / "out"
-    out.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "surgery", "apply", str(spec), "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert _wait_for(lambda: any(p.name.startswith(".m.partial-") for p in out.iterdir()), proc)
-    proc.send_signal(sig)
-    assert proc.wait(timeout=60) == code
+    proc = hold.start("apply", spec, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        hold.held(proc)
+        assert sorted(p.suffix for p in out.iterdir()) == [".hold", ".keras"]  # both partial files exist
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == code
+    finally:
+        hold.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert_one_error_line(proc.stderr.read(), "terminated; no output was written")
     assert list(out.iterdir()) == []
 

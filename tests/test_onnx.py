@@ -285,6 +285,49 @@ def test_random_augmentation_layers_are_left_out(tmp_path, keras):
     assert_onnx_matches(path, model, "features", (24, 24, 3))
 
 
+def _small_model(keras):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    outputs = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    return keras.Model(inputs, outputs, name="small")
+
+
+@pytest.mark.parametrize("user_setting", [None, "FALSE"])
+def test_an_optimizer_pass_that_raises_costs_time_not_the_export(tmp_path, keras, monkeypatch, user_setting):
+    """The fast conversion (no copy before each tf2onnx pass) fails on a raising pass; the careful one skips it."""
+    import os
+
+    from tf2onnx import optimizer
+
+    seen = []
+
+    class Raising:
+        graph_been_opt = False
+
+        def optimize(self, graph, iteration):
+            seen.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+            raise RuntimeError("a pass that breaks")
+
+    monkeypatch.setattr(optimizer, "_optimizers", {**optimizer._optimizers, "raising": Raising})
+    if user_setting is None:
+        monkeypatch.delenv("TF2ONNX_CATCH_ERRORS", raising=False)
+    else:
+        monkeypatch.setenv("TF2ONNX_CATCH_ERRORS", user_setting)
+    model = _small_model(keras)
+    if user_setting is not None:
+        # the user's own setting stands: tf2onnx raises, and surgery does not convert again behind their back
+        with pytest.raises(export_check.ExportError, match="a pass that breaks"):
+            _export(model, tmp_path)
+        assert seen == [user_setting] and os.environ["TF2ONNX_CATCH_ERRORS"] == user_setting
+        return
+    path, report = _export(model, tmp_path)
+    assert "max abs diff vs Keras" in report
+    assert_onnx_matches(path, model, "features", (8, 8, 3))
+    # first the uncopied passes, which the raise ends; then the careful conversion, which skips it
+    assert seen[0] == "FALSE" and seen[-1] is None and len(seen) >= 2
+    assert "TF2ONNX_CATCH_ERRORS" not in os.environ
+
+
 def test_what_tf2onnx_cannot_trace_alone(tmp_path, keras):
     """The three export workarounds, each on its own layer: captured constants, grouped conv, exact GELU."""
     inputs = keras.Input((12, 12, 4))

@@ -11,6 +11,7 @@ Registering imports nothing heavy; TensorFlow is imported when a model is export
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 from surgery import (
@@ -161,6 +162,42 @@ def _tf2onnx_quiet():
         logger.setLevel(level)
 
 
+# tf2onnx deep-copies the whole graph before each of its ~36 optimizer passes, to put it back if a pass
+# raises; that copying is a third of an export (InceptionV3: 41 s of which 14 s, bench/onnx.py). With
+# this variable set tf2onnx 1.17 passes the graph along uncopied (it reads any value as off; "FALSE"
+# also means off if a later tf2onnx reads the value). A pass that raises then fails the export, so
+# `_convert` runs it once more the careful way: the file is the same, only slower.
+CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
+
+
+@contextlib.contextmanager
+def _uncopied_passes():
+    if CATCH_ERRORS in os.environ:  # the user's own choice stands
+        yield
+        return
+    os.environ[CATCH_ERRORS] = "FALSE"
+    try:
+        yield
+    finally:
+        os.environ.pop(CATCH_ERRORS, None)
+
+
+def _convert(target, path, opset):
+    def run():
+        with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
+            target.model.export(
+                str(path), format="onnx", verbose=False, opset_version=opset, input_signature=target.signature()
+            )
+
+    try:
+        with _uncopied_passes():
+            run()
+    except Exception:  # noqa: BLE001 - whatever failed, the careful conversion decides what the user sees
+        if CATCH_ERRORS in os.environ:
+            raise
+        run()
+
+
 def export(model, path, options):
     keras()
     options = read_export_options(options, OPTIONS, "onnx")
@@ -168,10 +205,7 @@ def export(model, path, options):
     target = prepare_export(model, options, float32=True)
     start = time.monotonic()
     with converting(f"exporting to ONNX (opset {opset})", "the ONNX conversion"):
-        with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted():
-            target.model.export(
-                str(path), format="onnx", verbose=False, opset_version=opset, input_signature=target.signature()
-            )
+        _convert(target, path, opset)
     seconds = time.monotonic() - start
     finish_onnx(path, target, model, {"producer": f"surgery {__version__}", "keras_model": model.name})
     with export_progress("checking the ONNX file in onnxruntime"):

@@ -8,7 +8,11 @@ exactly as it finds a pip-installed plugin.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +51,45 @@ def install(site: Path, *modules: str, version: str = "0.1") -> Path:
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name(name)}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[surgery]\n{name} = {name}\n")
     return site
+
+
+class Hold:
+    """The FIFO ``fault_hold``'s exporter waits on, and ``surgery`` started in a process that holds it.
+
+    ``held()`` returns once the exporter is inside its save (its half file written, waiting to read):
+    opening a FIFO's write end without blocking succeeds only while a reader has it open. A signal
+    sent then lands in the save every time, not with a probability that depends on the machine's load.
+    """
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.site = install(folder / "site", "fault_hold")
+        self.fifo = folder / "hold.fifo"
+        os.mkfifo(self.fifo)
+        self._end: int | None = None
+
+    def start(self, *args, **popen) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(self.site), os.environ.get("PYTHONPATH", "")]),
+            "FAULT_HOLD_FIFO": str(self.fifo),
+        }
+        return subprocess.Popen([sys.executable, "-m", "surgery", *map(str, args)], env=env, **popen)
+
+    def held(self, proc: subprocess.Popen, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"surgery ended (exit {proc.returncode}) before its save was held")
+            try:
+                self._end = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                return
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.01)
+        pytest.fail("the hold exporter never started")
+
+    def release(self) -> None:
+        """Let the held save go on (closing the write end ends the exporter's read)."""
+        if self._end is not None:
+            os.close(self._end)
+            self._end = None

@@ -1,0 +1,24 @@
+"""An exporter that writes half its file and then waits on a FIFO: a save a test interrupts at a known point.
+
+Not one of the four broken plugins (FAULTS): it works, only slowly, as long as the test holds it.
+"""
+
+import os
+
+from surgery import hookimpl
+
+
+def export(model, path, options):
+    with open(path, "wb") as out:
+        out.write(b"the first half")
+        out.flush()
+        # Blocks until the test opens the FIFO's other end, then until it writes or closes it (Hold).
+        with open(os.environ["FAULT_HOLD_FIFO"], "rb") as hold:
+            hold.read()
+        out.write(b" and the second")
+    return "held, then written"
+
+
+@hookimpl
+def surgery_register_exporters(register):
+    register("hold", export, suffix=".hold", description="waits on $FAULT_HOLD_FIFO in the middle of its file")
