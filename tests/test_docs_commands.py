@@ -4,20 +4,23 @@ Every ```console block is read as a user reads it: lines after a `$ ` prompt are
 lines under them their output; in a block without prompts every line is a command (indented lines
 continue the one above, as in a synopsis). Each block runs in a fresh copy of the files the
 commands name, in bash with the venv activated, as the README's set-up commands leave the shell
-(`. .venv/bin/activate`; here `.venv` is the venv running the tests). A command that fails fails
+(`. .venv/bin/activate`; here `.venv` is the venv running the tests); a `surgery` command without
+shell syntax runs in this process instead, the entry point the venv's `surgery` script calls, in
+the block's folder with the same environment. A command that fails fails
 the test, naming it; so does a block that writes anything outside `out/`, and an output line shown
 under a `$` command (or, for the README's first command, in the block that shows what it prints)
 that the command does not print.
 
 A command that is not run is in NOT_RUN with the reason (a synopsis, a benchmark, training, another
 machine); an entry that matches no command fails, so the list cannot rot. Blocks that build models
-start TensorFlow in fresh processes and are marked slow; the light ones run in the quick lane.
+(seconds each) are marked slow; the light ones run in the quick lane.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -189,24 +192,57 @@ def _missing_output(block: Block, command: Command, printed: str) -> list[str]:
     return [line for line in shown if line.strip() not in ("", "...") and line not in printed]
 
 
+# A command made of words only runs in this process (TensorFlow is started once per worker, not once per
+# command); one with shell syntax (pipes, redirection, variables, globs, `&&`) runs in bash as written.
+SHELL_SYNTAX = re.compile(r"[|&;<>$`*?(){}\\]")
+
+
+def _in_process(command: str) -> bool:
+    return command.startswith("surgery ") and not SHELL_SYNTAX.search(command)
+
+
+def _run(command: str, folder: Path, env: dict, monkeypatch) -> tuple[int, str]:
+    """Exit status and everything printed."""
+    if _in_process(command):
+        from click.testing import CliRunner
+
+        from surgery.cli import main
+
+        with monkeypatch.context() as m:
+            m.chdir(folder)
+            for name in set(os.environ) - set(env):
+                m.delenv(name)
+            result = CliRunner().invoke(main, shlex.split(command, comments=True)[1:], prog_name="surgery")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout + result.stderr
+    done = subprocess.run(
+        ["bash", "-c", f". .venv/bin/activate && {command}"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_commands_with_shell_syntax_run_in_bash():
+    assert _in_process("surgery validate specs/a.json --json")
+    for command in ("surgery schema | head -3", "surgery plugins > out/p.txt", "surgery apply $SPEC", "ls out/*"):
+        assert not _in_process(command), command
+
+
 @pytest.mark.parametrize("block", [_case(b) for b in RUN])
-def test_docs_block_runs_as_written(block: Block, tmp_path):
+def test_docs_block_runs_as_written(block: Block, tmp_path, monkeypatch):
     activate = Path(sys.prefix) / "bin" / "activate"
     assert activate.exists(), f"run the tests from the venv the README's set-up makes (no {activate})"
     folder = _copy(tmp_path)
     before = _files(folder)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SURGERY_", "VIRTUAL_ENV", "PYTHONPATH"))}
     for command in to_run(block):
-        done = subprocess.run(
-            ["bash", "-c", f". .venv/bin/activate && {command.text}"],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        printed = done.stdout + done.stderr
-        assert done.returncode == 0, f"{block.id}: `{command.text}` exited {done.returncode}:\n{printed[-3000:]}"
+        code, printed = _run(command.text, folder, env, monkeypatch)
+        assert code == 0, f"{block.id}: `{command.text}` exited {code}:\n{printed[-3000:]}"
         missing = _missing_output(block, command, printed)
         assert not missing, f"{block.id}: `{command.text}` did not print:\n" + "\n".join(missing) + f"\n---\n{printed}"
     after = _files(folder)
