@@ -19,9 +19,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # bench/onnx.py would shadow onnx
-sys.path.insert(0, str(HERE))
 
-from _measure import median, table  # noqa: E402
+
+def _load_measure():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_measure", HERE / "_measure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_measure = _load_measure()
+median, table = _measure.median, _measure.table
 
 
 def measure(name: str, repeats: int) -> list:

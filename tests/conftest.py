@@ -59,7 +59,7 @@ def cli():
     from surgery.cli import main
 
     def invoke(*args):
-        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, prog_name="surgery")
 
     return invoke
 

@@ -45,26 +45,26 @@ def test_light_commands_do_not_import_tensorflow(args):
     assert out.stdout.strip().splitlines()[-1] == "LOADED:"
 
 
-def test_version():
-    out = run_surgery("--version")
-    assert out.returncode == 0 and "surgery" in out.stdout
+def test_version(cli):
+    out = cli("--version")
+    assert out.exit_code == 0 and "surgery" in out.stdout
 
 
-def test_validate_ok_and_says_what_it_left():
-    out = run_surgery("validate", SPECS / "resnet50_cut.json")
-    assert out.returncode == 0, out.stderr
+def test_validate_ok_and_says_what_it_left(cli):
+    out = cli("validate", SPECS / "resnet50_cut.json")
+    assert out.exit_code == 0, out.stderr
     assert out.stdout.startswith("ok: ")
     assert "not checked until" in out.stdout
 
 
-def test_validate_counts_in_words(tmp_path):
+def test_validate_counts_in_words(cli, tmp_path):
     one = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": None}]})
-    out = run_surgery("validate", one)
-    assert out.returncode == 0, out.stderr
+    out = cli("validate", one)
+    assert out.exit_code == 0, out.stderr
     assert f"ok: {one}: 1 step; checked" in out.stdout
     assert (
         f"{len(json.loads((SPECS / 'resnet50_cut.json').read_text())['steps'])} steps; checked"
-        in run_surgery("validate", SPECS / "resnet50_cut.json").stdout
+        in cli("validate", SPECS / "resnet50_cut.json").stdout
     )
 
 
@@ -72,24 +72,24 @@ def _train_spec(**train):
     return {"surgery": 1, "steps": [{"op": "backbone", "name": "vgg16", "weights": None}], "train": train}
 
 
-def test_validate_refuses_a_monitored_metric_the_run_does_not_log(tmp_path):
+def test_validate_refuses_a_monitored_metric_the_run_does_not_log(cli, tmp_path):
     spec = write_spec(tmp_path, _train_spec(stages=[{"epochs": 2, "early_stopping": {"monitor": "val_acc"}}]))
-    out = run_surgery("validate", spec)
-    assert out.returncode == 2, out.stderr
+    out = cli("validate", spec)
+    assert out.exit_code == 2, out.stderr
     assert_one_error_line(out.stderr)
     assert "train.stages[0].early_stopping" in out.stderr
     assert '"val_acc" is not logged by this run; use one of loss, accuracy, val_loss, val_accuracy' in out.stderr
     # Without validation data nothing val_ is logged: the default monitor is then accuracy, and val_loss is refused.
     spec = write_spec(tmp_path, _train_spec(validation_split=0, monitor="val_loss"))
-    out = run_surgery("validate", spec)
-    assert out.returncode == 2 and '"val_loss" is not logged' in out.stderr and "train.monitor" in out.stderr
+    out = cli("validate", spec)
+    assert out.exit_code == 2 and '"val_loss" is not logged' in out.stderr and "train.monitor" in out.stderr
 
 
-def test_validate_resolves_the_stages_as_train_does(tmp_path):
+def test_validate_resolves_the_stages_as_train_does(cli, tmp_path):
     schedule = {"type": "cosine", "warmup_epochs": 3}
     spec = write_spec(tmp_path, _train_spec(stages=[{"epochs": 3, "schedule": schedule}]))
-    out = run_surgery("validate", spec)
-    assert out.returncode == 2, out.stderr
+    out = cli("validate", spec)
+    assert out.exit_code == 2, out.stderr
     assert_one_error_line(out.stderr, "train.stages[0].schedule", "warmup_epochs 3 leaves none of the stage's 3 epochs")
 
 
@@ -108,11 +108,11 @@ def test_validate_checks_training_options_without_tensorflow(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "LOADED:"
 
 
-def test_every_example_spec_validates():
+def test_every_example_spec_validates(cli):
     # digits_transfer.json needs a model trained first; test_own_saved_model_as_backbone validates it.
     for spec in sorted(set(SPECS.glob("*.json")) - {SPECS / "digits_transfer.json"}):
-        out = run_surgery("validate", spec)
-        assert out.returncode == 0, f"{spec.name}: {out.stderr}"
+        out = cli("validate", spec)
+        assert out.exit_code == 0, f"{spec.name}: {out.stderr}"
 
 
 def test_apply_prints_table_and_writes(cli, tmp_path, vgg16_notop_weights):

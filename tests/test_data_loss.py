@@ -20,7 +20,7 @@ from fault_plugins import Hold
 from surgery.errors import SurgeryError
 from surgery.writing import atomic_output
 
-from helpers import SPECS, assert_one_error_line, run_surgery, tiny_spec, wait_for_epochs, write_spec
+from helpers import SPECS, assert_one_error_line, tiny_spec, wait_for_epochs, write_spec
 
 VGG_SMALL = {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]}
 
@@ -262,7 +262,7 @@ def test_sigterm_during_training_removes_the_feature_cache(tmp_path, images, bac
 
 
 @pytest.mark.slow
-def test_resume_after_sigterm_continues(tmp_path, images, backbone):
+def test_resume_after_sigterm_continues(cli, tmp_path, images, backbone):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 60}], validation_split=0.0))
     run = tmp_path / "run"
     args = ["train", spec, "--data", images["train"], "-o", run]
@@ -272,6 +272,6 @@ def test_resume_after_sigterm_continues(tmp_path, images, backbone):
     wait_for_epochs(run / "checkpoints" / "state.json", 2, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
-    done = run_surgery(*args, "--resume")
-    assert done.returncode == 0, done.stderr
+    done = cli(*args, "--resume")
+    assert done.exit_code == 0, done.stderr
     assert json.loads((run / "checkpoints" / "state.json").read_text())["finished"]

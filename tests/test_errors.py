@@ -548,9 +548,7 @@ def test_train_into_a_read_only_file_system(tmp_path, images, backbone, monkeypa
         ),
     ],
 )
-def test_usage_errors_are_one_line(args, expected):
-    from helpers import run_surgery
-
-    done = run_surgery(*args)
-    assert done.returncode == 2
+def test_usage_errors_are_one_line(cli, args, expected):
+    done = cli(*args)
+    assert done.exit_code == 2
     assert assert_one_error_line(done.stderr) == expected

@@ -18,7 +18,7 @@ import surgery
 import surgery_tinynet  # noqa: F401  (not installed? pip install -e plugins/surgery-tinynet)
 from surgery.testing import check_plugin
 
-from helpers import ROOT, assert_one_error_line, run_surgery, write_spec
+from helpers import ROOT, assert_one_error_line, write_spec
 
 EXAMPLE = ROOT / "plugins" / "surgery-tinynet" / "examples" / "tinynet_se_head.json"
 DOCS = ROOT / "docs" / "plugins.md"
@@ -42,12 +42,12 @@ def test_tinynet_passes_the_conformance_helper():
 
 
 @pytest.mark.slow
-def test_example_spec_applies_through_the_cli(tmp_path, keras):
+def test_example_spec_applies_through_the_cli(cli, tmp_path, keras):
     # The example writes only where -o points (tests/test_docs_commands.py runs it as documented); a spec's
     # "outputs" entry for the plugin's exporter is written relative to the spec.
     spec = write_spec(tmp_path, {**example(), "outputs": {"layers_json": "tinynet_se_head.layers.json"}}, EXAMPLE.name)
-    done = run_surgery("apply", spec, "-o", tmp_path / "out")
-    assert done.returncode == 0, done.stderr
+    done = cli("apply", spec, "-o", tmp_path / "out")
+    assert done.exit_code == 0, done.stderr
     assert "squeeze_excite: 4 layers after block2_relu (ratio 4)" in done.stdout
     assert "head: GlobalAveragePooling2D -> Dropout -> Dense, 10 classes" in done.stdout
     table = json.loads((tmp_path / "tinynet_se_head.layers.json").read_text())["layers"]
@@ -64,9 +64,9 @@ def test_example_spec_applies_through_the_cli(tmp_path, keras):
     assert [layer.name for layer in model.layers] == names
 
 
-def test_schema_contains_the_plugins_ops_backbone_and_exporter():
-    done = run_surgery("schema")
-    assert done.returncode == 0, done.stderr
+def test_schema_contains_the_plugins_ops_backbone_and_exporter(cli):
+    done = cli("schema")
+    assert done.exit_code == 0, done.stderr
     schema = json.loads(done.stdout)
     step = schema["$defs"]["step"]
     assert {"head", "squeeze_excite"} <= set(step["properties"]["op"]["enum"])
@@ -84,8 +84,8 @@ def test_schema_contains_the_plugins_ops_backbone_and_exporter():
     assert list(validator.iter_errors(bad))
 
 
-def test_plugins_and_ops_name_the_distribution_and_the_plugin():
-    done = run_surgery("plugins", "--json")
+def test_plugins_and_ops_name_the_distribution_and_the_plugin(cli):
+    done = cli("plugins", "--json")
     entry = next(r for r in json.loads(done.stdout) if r["name"] == "tinynet")
     assert entry == {
         "name": "tinynet",
@@ -98,7 +98,7 @@ def test_plugins_and_ops_name_the_distribution_and_the_plugin():
         "backbones": ["tinynet"],
         "exporters": ["layers_json"],
     }
-    ops = run_surgery("ops").stdout
+    ops = cli("ops").stdout
     assert re.search(r"^head\s+tinynet\s+Pooling, dropout", ops, re.M), ops
 
 
@@ -113,9 +113,9 @@ def test_plugins_and_ops_name_the_distribution_and_the_plugin():
         ),
     ],
 )
-def test_validate_reports_bad_plugin_params_in_one_line(tmp_path, step, fragments):
-    done = run_surgery("validate", write_spec(tmp_path, with_steps(BACKBONE, step)))
-    assert done.returncode == 2
+def test_validate_reports_bad_plugin_params_in_one_line(cli, tmp_path, step, fragments):
+    done = cli("validate", write_spec(tmp_path, with_steps(BACKBONE, step)))
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, *fragments)
 
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import CLASSES, assert_one_error_line, run_surgery, tiny_spec, wait_for_epochs, write_pngs, write_spec
+from helpers import CLASSES, assert_one_error_line, tiny_spec, wait_for_epochs, write_pngs, write_spec
 
 
 def weights_by_path(model) -> dict:
@@ -119,7 +119,7 @@ def test_precision_policy_and_float32_output(cli, tmp_path, keras, images, backb
 
 
 @pytest.mark.slow
-def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images, backbone):
+def test_resume_after_kill_continues_from_the_checkpoint(cli, tmp_path, keras, images, backbone):
     stages = [
         {"name": "head", "epochs": 2, "learning_rate": 0.01},
         {"name": "fine_tune", "epochs": 20, "learning_rate": 0.001, "unfreeze": {"names": ["conv2"]}},
@@ -138,12 +138,12 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images
     killed_at = json.loads(state_file.read_text())["epochs_done"]
     assert 4 <= killed_at < 22
 
-    again = run_surgery(*args)
-    assert again.returncode == 2
+    again = cli(*args)  # the killed process is the one under test; the ones after it may run in this one
+    assert again.exit_code == 2
     assert_one_error_line(again.stderr, "already holds a training run", "--resume")
 
-    resumed = run_surgery(*args, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
     assert f"resuming {tmp_path / 'run'} after epoch {killed_at}" in resumed.stdout
     assert f"Epoch {killed_at + 1}/22" in resumed.stdout and "Epoch 1/22" not in resumed.stdout
     assert "stage 1/2" not in resumed.stdout  # the finished stage is not trained again
@@ -157,8 +157,8 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path, keras, images
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.keras"))
     assert kept == ["epoch-0002.keras", "epoch-0022.keras"]
 
-    done = run_surgery(*args, "--resume")
-    assert done.returncode == 0 and "nothing to resume" in done.stdout
+    done = cli(*args, "--resume")
+    assert done.exit_code == 0 and "nothing to resume" in done.stdout
 
 
 # --- bad input: one line, exit 2, nothing written -------------------------------------------
