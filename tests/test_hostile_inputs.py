@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,21 +15,35 @@ import pytest
 
 from helpers import assert_one_error_line, write_spec
 
-pytestmark = pytest.mark.slow  # each case starts surgery in a fresh process
-
-QUICK = 30  # seconds: a hang is a test failure (timeout), not a stuck suite
+QUICK = 30  # seconds: a hang is a test failure, not a stuck suite
 
 
-def surgery(*args, cwd=None):
-    """The CLI in a fresh process, killed if it hangs."""
-    start = time.monotonic()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "surgery", *map(str, args)], capture_output=True, text=True, timeout=QUICK, cwd=cwd
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"surgery {' '.join(map(str, args))} hung for {QUICK} s")
-    return done, time.monotonic() - start
+class Hung(BaseException):
+    """Raised by the alarm; a BaseException, so that no `except Exception` in the CLI can report it as an error."""
+
+
+@pytest.fixture
+def surgery(cli):
+    """The CLI in this process, stopped by an alarm if it hangs (a blocked open() or read() returns to the
+    interpreter on the signal, which then raises here)."""
+
+    def run(*args):
+        def hung(signum, frame):
+            raise Hung
+
+        previous = signal.signal(signal.SIGALRM, hung)
+        signal.alarm(QUICK)
+        start = time.monotonic()
+        try:
+            done = cli(*args)
+        except Hung:
+            pytest.fail(f"surgery {' '.join(map(str, args))} hung for {QUICK} s")
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        return done, time.monotonic() - start
+
+    return run
 
 
 def fifo(path):
@@ -40,28 +55,28 @@ def keras_file_spec(folder, path):
     return write_spec(folder, {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": str(path)}]})
 
 
-def test_a_fifo_spec_is_refused(tmp_path):
+def test_a_fifo_spec_is_refused(surgery, tmp_path):
     for command in ("validate", "apply", "plan"):
         done, _ = surgery(command, fifo(tmp_path / f"{command}.json"))
-        assert done.returncode == 2
+        assert done.exit_code == 2
         assert_one_error_line(done.stderr, "is a FIFO (named pipe), not a regular file")
 
 
-def test_dev_zero_as_a_spec_is_refused():
+def test_dev_zero_as_a_spec_is_refused(surgery):
     done, _ = surgery("validate", "/dev/zero")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "/dev/zero", "is a character device, not a regular file")
 
 
 @pytest.mark.parametrize("where", ["fifo", "/dev/zero"])
-def test_a_source_model_that_never_ends_is_refused(tmp_path, where):
+def test_a_source_model_that_never_ends_is_refused(surgery, tmp_path, where):
     path = fifo(tmp_path / "m.keras") if where == "fifo" else "/dev/zero"
     done, seconds = surgery("validate", keras_file_spec(tmp_path, path))
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "steps[0] (backbone)", "not a regular file")
 
 
-def test_a_fifo_weights_file_is_refused(tmp_path):
+def test_a_fifo_weights_file_is_refused(surgery, tmp_path):
     fifo(tmp_path / "w.weights.h5")
     spec = write_spec(
         tmp_path,
@@ -79,32 +94,32 @@ def test_a_fifo_weights_file_is_refused(tmp_path):
         },
     )
     done, _ = surgery("apply", spec, "-o", tmp_path / "m.keras")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "steps[0] (backbone)", "weights", "is a FIFO")
 
 
-def test_fifo_data_and_images_are_refused(tmp_path, backbone):
+def test_fifo_data_and_images_are_refused(surgery, tmp_path, backbone):
     fifo(tmp_path / "d.npz")
     done, _ = surgery("features", backbone, "--data", tmp_path / "d.npz", "-o", tmp_path / "f.npz")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "d.npz", "is a FIFO")
     (tmp_path / "images" / "cat").mkdir(parents=True)
     fifo(tmp_path / "images" / "cat" / "0.png")
     done, _ = surgery("features", backbone, "--data", tmp_path / "images", "-o", tmp_path / "f.npz")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "0.png", "is a FIFO")
     done, _ = surgery("predict", backbone, tmp_path / "images" / "cat" / "0.png")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "0.png", "is a FIFO")
     assert not (tmp_path / "f.npz").exists()
 
 
-def test_a_fifo_sidecar_and_run_state_are_refused(tmp_path, backbone):
+def test_a_fifo_sidecar_and_run_state_are_refused(surgery, tmp_path, backbone):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "m.keras").write_bytes(backbone.read_bytes())
     fifo(tmp_path / "run" / "classes.json")
     done, _ = surgery("predict", tmp_path / "run" / "m.keras", "x.png")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "classes.json", "is a FIFO")
 
 
@@ -138,6 +153,7 @@ def zip_bomb(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # the process's own peak memory is what is measured: each command starts one
 def test_a_zip_bomb_model_is_refused_in_little_memory(tmp_path, zip_bomb):
     spec = keras_file_spec(tmp_path, zip_bomb)
     for args in (
@@ -152,7 +168,7 @@ def test_a_zip_bomb_model_is_refused_in_little_memory(tmp_path, zip_bomb):
     assert not (tmp_path / "m.keras").exists()
 
 
-def test_an_npz_bomb_member_is_refused(tmp_path, backbone):
+def test_an_npz_bomb_member_is_refused(surgery, tmp_path, backbone):
     path = tmp_path / "d.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         with archive.open("x.npy", "w", force_zip64=True) as member:
@@ -162,5 +178,5 @@ def test_an_npz_bomb_member_is_refused(tmp_path, backbone):
         np.save(buffer, np.array([0, 1]))
         archive.writestr("y.npy", buffer.getvalue())
     done, _ = surgery("features", backbone, "--data", path, "-o", tmp_path / "f.npz")
-    assert done.returncode == 2
+    assert done.exit_code == 2
     assert_one_error_line(done.stderr, "x.npy declares 300.0 MiB", "decompression bomb")
