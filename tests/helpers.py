@@ -94,13 +94,14 @@ CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 
 
 def write_pngs(folder, n_per_class, classes=CLASSES, size=16, seed=0):
-    """Real PNG files, one subfolder per class: the class's colour plus noise."""
+    """Real PNG files, one subfolder per class: the class's colour plus noise. ``n_per_class`` is a count,
+    or a dict of counts by class name (unequal classes)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     for name, colour in classes.items():
         (folder / name).mkdir(parents=True)
-        for i in range(n_per_class):
+        for i in range(n_per_class[name] if isinstance(n_per_class, dict) else n_per_class):
             pixels = np.clip(np.array(colour) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype("uint8")
             Image.fromarray(pixels).save(folder / name / f"{i}.png")
     return folder

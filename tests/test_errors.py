@@ -179,14 +179,19 @@ def test_keras_file_that_is_not_a_model(cli, tmp_path):
     assert_one_error_line(result.stderr, "steps[0] (backbone)", "is not a Keras model file")
 
 
-def test_keras_file_with_lambda_is_refused(cli, tmp_path, keras):
+@pytest.mark.parametrize("command", ["apply", "validate"])
+def test_keras_file_with_lambda_is_refused(cli, tmp_path, keras, command):
+    """By surgery's own check of the file's config, before Keras sees it: validate, which never loads the
+    model, refuses it too (Keras' safe mode alone would let validate print ok)."""
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
     keras.Model(inputs, outputs).save(str(tmp_path / "lam.keras"))
     spec = {"surgery": 1, "steps": [{"op": "backbone", "name": "keras_file", "path": "lam.keras"}]}
-    result = cli("apply", write_spec(tmp_path, spec), "-o", tmp_path / "m.keras")
+    args = ["-o", tmp_path / "m.keras"] if command == "apply" else []
+    result = cli(command, write_spec(tmp_path, spec), *args)
     assert result.exit_code == 2
-    assert_one_error_line(result.stderr, "steps[0] (backbone)", "refused", "safe_mode=True")
+    assert_one_error_line(result.stderr, "steps[0] (backbone)", "refused", "runs Python code", "safe_mode=True")
+    assert not (tmp_path / "m.keras").exists()
 
 
 @pytest.mark.parametrize(

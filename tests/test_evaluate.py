@@ -255,12 +255,15 @@ def test_a_model_compiled_with_a_string_categorical_loss(tmp_path, keras, setup)
     _assert_same_as_sklearn(evaluation, setup["y"], scores.argmax(axis=1), 3)
 
 
-def test_an_uncompiled_binary_model(tmp_path, keras, setup):
-    """One sigmoid unit, saved uncompiled: evaluate compiles it for binary cross-entropy; the loss is
-    Keras' BinaryCrossentropy, and the confusion is sklearn's on scores > 0.5."""
+@pytest.mark.parametrize("activation, threshold", [("sigmoid", 0.5), ("linear", 0.0)])
+def test_an_uncompiled_binary_model(tmp_path, keras, setup, activation, threshold):
+    """One unit, saved uncompiled: evaluate compiles it for binary cross-entropy (from logits for a linear
+    unit); the loss is Keras' BinaryCrossentropy, and the confusion is sklearn's on scores above the head's
+    threshold: 0.5 for a probability, 0 for a logit. The green images' logits lie around 0, within the
+    noise, so about half of them score between 0 and 0.5: a logit thresholded at 0.5 is counted wrong."""
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(1, activation="sigmoid")
+    dense = keras.layers.Dense(1, activation=activation)
     model = keras.Model(inputs, dense(x))
     dense.set_weights([np.array([[0.02], [0.0], [-0.02]], dtype="float32"), np.zeros(1, dtype="float32")])
     model.save(str(tmp_path / "binary.keras"))
@@ -270,11 +273,14 @@ def test_an_uncompiled_binary_model(tmp_path, keras, setup):
 
     evaluation = surgery.evaluate(tmp_path / "binary.keras", str(tmp_path / "two.npz"), batch_size=7)
     scores = model.predict(x_two, verbose=0)[:, 0]
-    loss = float(keras.losses.BinaryCrossentropy()(y_two.reshape(-1, 1).astype("float32"), scores.reshape(-1, 1)))
+    bce = keras.losses.BinaryCrossentropy(from_logits=activation == "linear")
+    loss = float(bce(y_two.reshape(-1, 1).astype("float32"), scores.reshape(-1, 1)))
     assert evaluation.class_names == ["blue", "green"]
     assert evaluation.metrics["loss"] == pytest.approx(loss, abs=1e-5)
-    predicted = (scores > 0.5).astype(int)
+    predicted = (scores > threshold).astype(int)
     assert 0 < predicted.sum() < len(predicted)  # both classes predicted
+    if activation == "linear":
+        assert ((scores > 0) != (scores > 0.5)).sum() >= 3  # the input tells the two thresholds apart
     _assert_same_as_sklearn(evaluation, y_two, predicted, 2)
 
 

@@ -7,19 +7,29 @@ import json
 import numpy as np
 import pytest
 
-from helpers import assert_one_error_line, save_tiny_backbone, tiny_spec, write_pngs, write_spec
+from helpers import CLASSES, assert_one_error_line, save_tiny_backbone, tiny_spec, write_pngs, write_spec
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, keras):
-    """PNG folders, the tiny backbone, and a model trained on them by surgery train (so with classes.json)."""
+    """PNG folders, the tiny backbone, and a model trained on them by surgery train (so with classes.json).
+
+    It is trained on the PNGs' pixels as an .npz whose class_names are red, green, blue: classes.json is then
+    not in alphabetical order, so a command that sorted the names (or took them from the folders) would
+    map the model's indices to the wrong names."""
+    from PIL import Image
+
     from surgery import train as train_spec
 
     root = tmp_path_factory.mktemp("fp")
     images = write_pngs(root / "images", 2)
+    order = list(CLASSES)
+    files = [images / c / f"{i}.png" for c in order for i in range(2)]
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype="float32") for p in files])
+    np.savez(root / "train.npz", x=pixels, y=np.repeat(np.arange(3), 2), class_names=np.array(order))
     backbone = save_tiny_backbone(root / "tiny.keras", keras)
     spec = write_spec(root, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
-    train_spec(spec, str(images), root / "run", echo=lambda *_: None, verbose=0)
+    train_spec(spec, str(root / "train.npz"), root / "run", echo=lambda *_: None, verbose=0)
     return {"root": root, "images": images, "backbone": backbone, "spec": spec, "model": root / "run" / "tiny.keras"}
 
 
@@ -74,6 +84,7 @@ def test_predict_uses_the_class_names_of_a_trained_model(cli, keras, setup):
     assert found["classes"] == "classes.json" and found["score"] == "probability"
     assert [r["image"] for r in found["results"]] == [str(p) for p in images]
     names = json.loads((setup["model"].parent / "classes.json").read_text())["class_names"]
+    assert names == ["red", "green", "blue"]  # the training data's order, not sorted
     model = keras.saving.load_model(str(setup["model"]))
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype="float32") for p in images])
     scores = model.predict(pixels, verbose=0)

@@ -38,6 +38,47 @@ def _rects(items, w, h):
     return np.array([(i.x, i.y, i.x + w, i.y + h) for i in items], dtype=float).reshape(-1, 4)
 
 
+def _lanes(lay):
+    """Every lane drawn: (x, top, bottom, column, what it carries), read off the polylines alone. A lane is
+    a line running down inside a polyline (not its first or last piece, the stubs at the boxes' middles)."""
+    found = []
+    for (s, t, lane), lines in zip(lay.edges, lay.paths):
+        src, dst = lay.boxes[s], lay.boxes[t]
+        for part, (points, column) in enumerate(zip(lines, [src.column, dst.column][-len(lines) :])):
+            runs = [(ax, min(ay, by), max(ay, by)) for (ax, ay), (bx, by) in pairwise(points[1:-1]) if ax == bx]
+            assert len(runs) <= 1, points  # one lane per polyline at most
+            if part == 0:  # the lane x the edge reports is the one its (first) polyline runs down
+                assert [x for x, _, _ in runs] == ([] if lane is None else [lane]), (src.name, dst.name, lane, points)
+            where = " (to its tag)" if len(lines) == 2 and part == 0 else " (from its tag)" if part else ""
+            found += [(*run, column, f"{src.name} -> {dst.name}{where}") for run in runs]
+    return found
+
+
+def _check_lanes(lay):
+    """What the layout promises of lanes (plot_layout's docstring): an edge that skips rows runs down a lane
+    to the right of the rows it passes; and no two lanes are drawn as one line: any two that share some
+    height are at least LANE apart (asked of the whole picture: lanes of two columns are farther apart)."""
+    from surgery.plot_layout import BOX_H, BOX_W, LANE
+
+    lanes = _lanes(lay)
+    if not lanes:
+        return
+    x, top, bottom = (np.array([lane[k] for lane in lanes], dtype=float) for k in range(3))
+    bx, by, bcol = (np.array([getattr(b, a) for b in lay.boxes], dtype=float) for a in ("x", "y", "column"))
+    for lx, lo, hi, c, what in lanes:
+        passed = (bcol == c) & (by < hi) & (by + BOX_H > lo)
+        left = [lay.boxes[i].name for i in np.flatnonzero(passed & (bx + BOX_W >= lx))]
+        assert not left, f"the lane of {what} at x={lx:g} runs left of boxes of the rows it passes: {left[:3]}"
+    close = (np.abs(x[:, None] - x[None]) < LANE) & (top[:, None] < bottom[None]) & (top[None] < bottom[:, None])
+    pairs = np.argwhere(np.triu(close, 1))
+    shown = [
+        f"{lanes[i][4]} at x={x[i]:g} y={top[i]:.0f}..{bottom[i]:.0f} and {lanes[j][4]} at x={x[j]:g} "
+        f"y={top[j]:.0f}..{bottom[j]:.0f}"
+        for i, j in pairs[:3]
+    ]
+    assert not len(pairs), f"{len(pairs)} pairs of lanes closer than LANE={LANE}, drawn as one line: {'; '.join(shown)}"
+
+
 def check_picture(model, lay, max_side=MAX_SIDE):
     from surgery.plot import BOX_H, BOX_W, TAG_H, TAG_W, primitives, report
     from surgery.summary import trainable_status
@@ -79,6 +120,7 @@ def check_picture(model, lay, max_side=MAX_SIDE):
                     & (np.maximum(ay, by) > y0)
                 )
                 assert not through.any(), (points, boxes[through][:1])
+    _check_lanes(lay)
     # Text written in a box stays in it.
     for p in prims:
         if p[0] == "text":
@@ -222,6 +264,26 @@ def test_two_heads_and_an_operation_are_drawn(keras):
     assert (name["conv"], name[ops[0].name]) in edges and (name[long], name[ops[0].name]) in edges
     shown = [p[3] for p in primitives(lay) if p[0] == "text" and p[3].startswith("side_")]
     assert len(shown) == 1 and "~" in shown[0] and shown[0].endswith("_one_box_to_hold")  # fitted in the middle
+
+
+def test_skip_edges_over_a_common_height_get_lanes_of_their_own(keras):
+    """Three early outputs joined at the end skip rows side by side: three lanes, LANE apart, not one line."""
+    from surgery.plot import layout
+    from surgery.plot_layout import LANE
+
+    x = inputs = keras.Input((4,), name="x")
+    a = keras.layers.Dense(4, name="a")(x)
+    b = keras.layers.Dense(4, name="b")(a)
+    d = keras.layers.Dense(4, name="d")(keras.layers.Dense(4, name="c")(b))
+    model = keras.Model(inputs, keras.layers.Concatenate(name="joined")([x, a, b, d]), name="skips")
+    lay = layout(model)
+    check_picture(model, lay)
+    assert lay.columns == 1
+    name = {k: box.name for k, box in enumerate(lay.boxes)}
+    lanes = {name[s]: lane for s, t, lane in lay.edges if lane is not None}
+    assert set(lanes) == {"x", "a", "b"} and all(name[t] == "joined" for s, t, lane in lay.edges if lane is not None)
+    xs = sorted(lanes.values())
+    assert all(q - p >= LANE for p, q in pairwise(xs)), lanes  # all three run past c's row: one line if equal
 
 
 def test_write_plot_writes_svg_and_png_of_the_same_picture(keras, tmp_path):

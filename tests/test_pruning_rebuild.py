@@ -248,3 +248,65 @@ def test_sequence_model_with_embedding_and_dense_on_rank_3(k):
     tokens = np.random.default_rng(0).integers(0, 50, (2, 9))
     pruned, _, _, _ = check_twin(model, select(a, model, 0.5), x=tokens)
     assert pruned.get_layer("emb").output_dim == 4 and pruned.get_layer("emb").get_weights()[0].shape == (50, 4)
+
+
+def _three_way_merge(k, merge, seed=0):
+    """Three convolutions joined by one merge layer of three inputs, then a consumer of the merged channels."""
+    k.utils.set_random_seed(seed)
+    inp = k.Input((16, 16, 3))
+    branches = [k.layers.Conv2D(8, 3, padding="same", name=f"c{i}")(inp) for i in (1, 2, 3)]
+    x = getattr(k.layers, merge)(name="merge")(branches)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.Conv2D(4, 3, name="head")(x)
+    y = k.layers.Dense(3, name="out")(k.layers.GlobalAveragePooling2D(name="gap")(x))
+    return randomize(k.Model(inp, y), seed)
+
+
+@pytest.mark.parametrize("merge", ["Add", "Multiply", "Maximum", "Average"])
+def test_a_merge_of_three_inputs_joins_all_of_them(k, merge):
+    """Every input of an n-ary merge is unified, not only the first two: one group of the three convolutions."""
+    from surgery.pruning import analyze
+
+    model = _three_way_merge(k, merge)
+    a = analyze(model)
+    groups = [g for g in a.groups if {"c1", "c2", "c3"} & set(g.producers)]
+    assert len(groups) == 1, [g.producers for g in groups]
+    group = groups[0]
+    assert group.prunable and sorted(group.producers) == ["c1", "c2", "c3"] and group.channels == 8
+    gone = [1, 4, 6]
+    removal = a.coupled("c3", gone)  # named by the last input: the one a two-input union would leave out
+    for name in ("c1", "c2", "c3", "merge", "bn"):
+        assert removal.channels_of(name) == gone, name
+    pruned, _, _, _ = check_twin(model, removal)
+    assert [pruned.get_layer(f"c{i}").filters for i in (1, 2, 3)] == [8 - len(gone)] * 3
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_transpose_convolution_kernels_are_sliced_on_their_own_axes(k, dims):
+    """A ConvNDTranspose kernel is (*kernel_size, out, in), not Conv's (*kernel_size, in, out); 6 in, 10 out."""
+    from surgery.pruning import analyze
+
+    k.utils.set_random_seed(0)
+    conv = getattr(k.layers, f"Conv{dims}D")
+    transpose = getattr(k.layers, f"Conv{dims}DTranspose")
+    pool = getattr(k.layers, f"GlobalAveragePooling{dims}D")
+    inp = k.Input((16,) * min(dims, 2) + (8,) * max(dims - 2, 0) + (3,))
+    x = conv(6, 3, padding="same", name="c1")(inp)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = transpose(10, 3, strides=2, padding="same", name="up")(x)
+    x = conv(4, 3, name="c2")(x)
+    y = k.layers.Dense(3, name="out")(pool(name="gap")(x))
+    model = randomize(k.Model(inp, y))
+    a = analyze(model)
+    gone_in, gone_out = [1, 4], [0, 3, 7]
+    removal = a.removal({"c1": gone_in, "up": gone_out})
+    pruned, _, _, _ = check_twin(model, removal)
+    old_kernel, old_bias = model.get_layer("up").get_weights()
+    new_kernel, new_bias = pruned.get_layer("up").get_weights()
+    assert old_kernel.shape[-2:] == (10, 6)
+    keep_in = np.isin(np.arange(6), gone_in, invert=True)
+    keep_out = np.isin(np.arange(10), gone_out, invert=True)
+    assert np.array_equal(new_kernel, np.compress(keep_in, np.compress(keep_out, old_kernel, axis=-2), axis=-1))
+    assert np.array_equal(new_bias, old_bias[keep_out])
+    assert pruned.get_layer("up").filters == 7
+    assert pruned.get_layer("c2").get_weights()[0].shape[-2] == 7

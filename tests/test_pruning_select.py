@@ -143,3 +143,60 @@ def test_a_producer_keeps_at_least_one_channel(k):
     assert len(r.channels_of("small")) == 1 and len(r.channels_of("add")) == 8
     pruned, _ = prune(model, r)
     assert pruned.get_layer("small").filters == 1
+
+
+SCALES = {"small": 8, "big": 12}  # channels per group: unequal, so dividing by the sum would rank differently
+
+
+def _two_scales(k, seed=0):
+    """Two parallel groups 'small' and 'big' into one Dense; the kernel of 'big' is scaled 10 x."""
+    inp = k.Input((16, 16, 3))
+    pooled = []
+    for name, n in SCALES.items():
+        x = k.layers.Conv2D(n, 1, use_bias=False, name=name)(inp)
+        pooled.append(k.layers.GlobalAveragePooling2D(name=f"gap_{name}")(x))
+    y = k.layers.Dense(2, use_bias=False, name="out")(k.layers.Concatenate(name="cat")(pooled))
+    model = k.Model(inp, y)
+    rng = np.random.default_rng(seed)
+
+    def signed(shape):  # magnitudes in [0.5, 1.5]: no channel of either group is near zero
+        return (rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)).astype("float32")
+
+    for name, n in SCALES.items():
+        model.get_layer(name).set_weights([signed((1, 1, 3, n))])
+    model.get_layer("out").set_weights([signed((sum(SCALES.values()), 2))])
+    big = model.get_layer("big")
+    big.set_weights([big.get_weights()[0] * 10])
+    return model
+
+
+def test_global_normalises_each_group_by_its_mean_score(k):
+    """Global scope ranks score / group mean: a group of large weights still loses its relatively weak channels."""
+    from surgery.pruning import analyze, select
+
+    model = _two_scales(k)
+    a = analyze(model)
+    rows = np.abs(model.get_layer("out").get_weights()[0]).sum(axis=1)  # l1 of each Dense input row
+    scores, start = {}, 0
+    for name, n in SCALES.items():
+        kernel = np.abs(model.get_layer(name).get_weights()[0]).reshape(-1, n).sum(axis=0)
+        scores[name] = (kernel + rows[start : start + n]) / 2  # mean over the two layers holding the channel
+        start += n
+    ratio = 0.25
+    target = int(np.floor(sum(SCALES.values()) * ratio))
+
+    def lowest(values):  # {group: sorted channel indices} of the target lowest values over both groups
+        flat = np.concatenate([values[name] for name in SCALES])
+        picked = np.argsort(flat, kind="stable")[:target]
+        n = SCALES["small"]
+        return {"small": sorted(int(i) for i in picked if i < n), "big": sorted(int(i) - n for i in picked if i >= n)}
+
+    expected = lowest({name: s / s.mean() for name, s in scores.items()})
+    # The input must tell the rankings apart: raw scores take every channel from the small-scale group, and
+    # dividing by the group's sum (or max) instead of its mean chooses other channels.
+    raw = lowest(scores)
+    assert raw["big"] == [] and expected["big"] and expected["small"], (raw, expected)
+    assert lowest({name: s / s.sum() for name, s in scores.items()}) != expected
+    assert lowest({name: s / s.max() for name, s in scores.items()}) != expected
+    r = select(a, model, ratio, criterion="l1", scope="global")
+    assert {"small": r.channels_of("small"), "big": r.channels_of("big")} == expected

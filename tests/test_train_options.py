@@ -73,6 +73,47 @@ def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, backbone, ima
     assert state["stage_ends"] == [2, 4] and state["finished"]
 
 
+def test_early_stopping_and_plateau_watch_the_right_direction(tmp_path, keras, backbone, images):
+    """A loss that falls every epoch is improving: neither callback acts. The whole training set is one batch
+    for a head on a frozen backbone (a convex problem) at a small plain-SGD rate, so the loss falls
+    monotonically; watched the wrong way round (max for a loss), early stopping would end the stage after
+    2 epochs and the plateau callback would halve the rate after the first."""
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [
+            {
+                "epochs": 5,
+                "optimizer": "sgd",
+                "learning_rate": 0.05,
+                "early_stopping": {"monitor": "loss", "patience": 1},
+                "reduce_lr_on_plateau": {"monitor": "loss", "patience": 0, "factor": 0.5, "min_delta": 0.0},
+            }
+        ],
+        batch_size=18,
+    )
+    losses = result.history["loss"]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses  # the input: a loss that moves, downwards
+    assert result.history["epoch"] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(result.history["learning_rate"], [0.05] * 5, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "monitor, mode", [("val_loss", "min"), ("loss", "min"), ("val_accuracy", "max"), ("auc", "max")]
+)
+def test_callbacks_improve_losses_downwards_and_scores_upwards(monitor, mode):
+    from surgery.training.config import Stage
+    from surgery.training.options import callbacks
+
+    stage = Stage(name="s", epochs=1, early_stopping={"monitor": monitor}, reduce_lr_on_plateau={"monitor": monitor})
+    found = callbacks(stage, 0, "val_accuracy")
+    assert [(type(c).__name__, c.monitor, c.mode) for c in found] == [
+        ("EarlyStopping", monitor, mode),
+        ("ReduceLROnPlateau", monitor, mode),
+    ]
+
+
 def test_reduce_lr_on_plateau_lowers_the_rate(tmp_path, backbone, images):
     result = _train(
         tmp_path,
@@ -140,6 +181,61 @@ def test_class_weights_change_the_loss(tmp_path, backbone, images):
     assert balanced.history["loss"][0] == pytest.approx(plain.history["loss"][0], rel=1e-5)
     # Validation is not weighted, as in fit.
     assert weighted.history["val_loss"][0] == pytest.approx(plain.history["val_loss"][0], rel=1e-5)
+
+
+def test_balanced_class_weights_are_sklearns_on_unequal_classes(tmp_path, backbone, images):
+    """9 blue, 5 green and 2 red images: "balanced" gives the loss of scikit-learn's balanced weights
+    (n / (classes * count): red 2.67, blue 0.59) written out by name, not of their inverse or of 1."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from helpers import write_pngs
+
+    counts = {"blue": 9, "green": 5, "red": 2}
+    data = {"train": write_pngs(tmp_path / "unequal", counts), "val": images["val"]}
+    labels = np.repeat(np.arange(3), [counts[c] for c in sorted(counts)])
+    reference = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    by_name = {c: float(w) for c, w in zip(sorted(counts), reference)}
+    inverse = {c: 1 / w for c, w in by_name.items()}
+    stage = {"epochs": 1, "learning_rate": 1e-9, "optimizer": "sgd"}
+    losses = {
+        name: _train(tmp_path, backbone, data, [{**stage, **weight}], name=name).history["loss"][0]
+        for name, weight in (
+            ("balanced", {"class_weight": "balanced"}),
+            ("sklearn", {"class_weight": by_name}),
+            ("inverse", {"class_weight": inverse}),
+            ("plain", {}),
+        )
+    }
+    assert losses["balanced"] == pytest.approx(losses["sklearn"], rel=1e-5)
+    # The input tells the formulas apart: the inverse weights and no weights give other losses.
+    assert abs(losses["inverse"] - losses["sklearn"]) > 0.05 * losses["sklearn"]
+    assert abs(losses["plain"] - losses["sklearn"]) > 0.01 * losses["sklearn"]
+
+
+def test_a_stage_freezes_then_unfreezes(tmp_path, keras, backbone, images):
+    """Stage 2 freezes every layer, the head included, then unfreezes conv2: only conv2 trains. Run the other
+    way round, the freeze would undo the unfreeze and leave nothing to train."""
+    result = _train(
+        tmp_path,
+        backbone,
+        images,
+        [
+            {"name": "head", "epochs": 1, "learning_rate": 0.05},
+            {
+                "name": "conv2",
+                "epochs": 1,
+                "learning_rate": 0.05,
+                "freeze": {"layers": ":"},
+                "unfreeze": {"names": ["conv2"]},
+            },
+        ],
+    )
+    after_head = keras.saving.load_model(str(result.paths["final"].parent / "checkpoints" / "epoch-0001.keras"))
+    final = keras.saving.load_model(str(result.paths["final"]))
+    assert [layer.name for layer in final.layers if layer.trainable and layer.weights] == ["conv2"]
+    for name, moved in (("head", False), ("conv2", True), ("conv1", False)):
+        before, after = after_head.get_layer(name).get_weights()[0], final.get_layer(name).get_weights()[0]
+        assert (not np.array_equal(before, after)) == moved, name
 
 
 def test_label_smoothing_and_extra_metrics(tmp_path, keras, backbone, images):

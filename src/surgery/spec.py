@@ -161,7 +161,7 @@ def describe(err: ValidationError) -> str:
         return f'missing required key "{missing[0]}"' if missing else err.message
     if v == "type":
         want = sch if isinstance(sch, str) else " or ".join(sch)
-        return f"expected {want}, got {_json_type(inst)} {_short(inst)}"
+        return f"expected {want}, got {_got(inst)}"
     if v in ("minimum", "exclusiveMinimum"):
         return f"{_short(inst)} is too small; the minimum is {sch}" + (
             " (exclusive)" if v == "exclusiveMinimum" else ""
@@ -187,7 +187,7 @@ def describe(err: ValidationError) -> str:
             keys = [k for s in sch for k in s["required"]]
             return "give at least one of " + ", ".join(f'"{k}"' for k in keys)
         options = [_alternative(s) for s in sch]
-        return f"expected {', '.join(options[:-1])} or {options[-1]}, got {_json_type(inst)} {_short(inst)}"
+        return f"expected {', '.join(options[:-1])} or {options[-1]}, got {_got(inst)}"
     return err.message
 
 
@@ -211,6 +211,11 @@ def _json_type(x) -> str:
         int: "integer",
         float: "number",
     }.get(type(x), type(x).__name__)
+
+
+def _got(x) -> str:
+    """The value a schema refused, with its JSON type unless the value says it (null)."""
+    return "null" if x is None else f"{_json_type(x)} {_short(x)}"
 
 
 def _short(x) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..keras_env import keras
+from .callbacks import mode
 
 PROBABILITY_METRICS = ("auc", "precision", "recall")
 
@@ -118,13 +119,13 @@ def callbacks(stage, start: int, monitor: str) -> list:
         o = _options(
             stage.early_stopping, {"monitor": monitor, "patience": 3, "min_delta": 0.0, "restore_best_weights": True}
         )
-        found.append(cb.EarlyStopping(**o, mode="min" if o["monitor"].endswith("loss") else "max"))
+        found.append(cb.EarlyStopping(**o, mode=mode(o["monitor"])))
     if stage.reduce_lr_on_plateau:
         o = _options(
             stage.reduce_lr_on_plateau,
             {"monitor": monitor, "factor": 0.1, "patience": 2, "min_delta": 1e-4, "min_lr": 0.0, "cooldown": 0},
         )
-        found.append(cb.ReduceLROnPlateau(**o, mode="min" if o["monitor"].endswith("loss") else "max"))
+        found.append(cb.ReduceLROnPlateau(**o, mode=mode(o["monitor"])))
     if stage.schedule:
         found.append(cb.LearningRateScheduler(rate_schedule(stage, start)))
     return found

@@ -1,0 +1,78 @@
+"""files.read_bounded, through which every untrusted file is read: it stops reading at its bound (a file that
+grows while it is read costs at most the bound, not the whole file), and it checks the descriptor it reads,
+not only the path it checked (a file swapped for a FIFO or a device after the check is refused)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from surgery import files
+
+LIMIT = 1000
+
+
+def _growing(monkeypatch, path, extra):
+    """os.read that, on its first call, makes the file ``extra`` bytes longer (a writer racing the reader),
+    and counts the bytes it returns."""
+    real_read, seen = os.read, {"bytes": 0, "grown": False}
+
+    def read(fd, n):
+        if not seen["grown"]:
+            seen["grown"] = True
+            with open(path, "ab") as f:
+                f.write(b"x" * extra)
+        chunk = real_read(fd, n)
+        seen["bytes"] += len(chunk)
+        return chunk
+
+    monkeypatch.setattr(files.os, "read", read)
+    return seen
+
+
+def test_a_file_that_grows_while_read_is_read_only_to_its_bound(tmp_path, monkeypatch):
+    path = tmp_path / "spec.json"
+    path.write_bytes(b"{}" * 100)  # 200 bytes when it is checked
+    seen = _growing(monkeypatch, path, 5 * files.MIB)
+    with pytest.raises(files.FileError, match=r"is over the limit of"):
+        files.read_bounded(path, LIMIT)
+    assert seen["grown"] and seen["bytes"] == LIMIT + 1  # one byte past the bound tells it is over, no more
+
+
+def test_a_file_within_its_bound_is_read_whole(tmp_path):
+    path = tmp_path / "spec.json"
+    data = bytes(range(256)) * 3 + b"end"  # 771 bytes, under the limit
+    path.write_bytes(data)
+    assert files.read_bounded(path, LIMIT) == data
+    path.write_bytes(b"y" * (LIMIT + 1))
+    with pytest.raises(files.FileError, match=r"limit"):
+        files.read_bounded(path, LIMIT)
+
+
+def _swap_after_check(monkeypatch, path, swap):
+    real = files.check_regular
+
+    def check_then_swap(p, *args, **kwargs):
+        st = real(p, *args, **kwargs)  # the path is a regular file when it is checked ...
+        path.unlink()
+        swap(path)  # ... and something else when it is opened
+        return st
+
+    monkeypatch.setattr(files, "check_regular", check_then_swap)
+
+
+@pytest.mark.parametrize(
+    "swap, kind",
+    [
+        (lambda p: os.mkfifo(p), "is a FIFO (named pipe)"),
+        (lambda p: os.symlink("/dev/zero", p), "is a character device"),
+    ],
+)
+def test_a_file_swapped_after_its_check_is_refused_by_its_descriptor(tmp_path, monkeypatch, swap, kind):
+    path = tmp_path / "classes.json"
+    path.write_text('{"class_names": ["a", "b"]}')
+    _swap_after_check(monkeypatch, path, swap)
+    with pytest.raises(files.FileError) as caught:
+        files.read_bounded(path, LIMIT)
+    assert f"{kind}, not a regular file" in caught.value.message

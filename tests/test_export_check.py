@@ -1,0 +1,52 @@
+"""The export check's measure: the largest difference of any element of any output, so one element off is
+a failure however many others are exact (a mean, or the first output only, would pass it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from surgery import export_check
+
+
+def _outputs():
+    rng = np.random.default_rng(0)
+    return {"logits": rng.standard_normal((8, 10)).astype("float32"), "boxes": rng.standard_normal((8, 4))}
+
+
+@pytest.mark.parametrize("output", ["logits", "boxes"])
+def test_one_element_off_is_the_difference(output):
+    expected = _outputs()
+    actual = {name: value.copy() for name, value in expected.items()}
+    actual[output][5, 2] += 1.0
+    actual["logits"][0, 0] -= 0.25  # a smaller difference elsewhere does not hide the larger one
+    assert export_check.max_abs_diff(expected, actual) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_nan_or_another_shape_is_an_infinite_difference():
+    expected = _outputs()
+    nan = {name: value.copy() for name, value in expected.items()}
+    nan["boxes"][7, 3] = np.nan
+    assert export_check.max_abs_diff(expected, nan) == float("inf")
+    short = {**expected, "logits": expected["logits"][:7]}
+    assert export_check.max_abs_diff(expected, short) == float("inf")
+
+
+def test_compare_fails_above_atol_and_keeps_what_is_within(keras):
+    inputs = keras.Input((6,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(5, name="scores")(inputs))
+    target = export_check.prepare(model, {}, float32=True)
+
+    def off_by(delta):
+        def run(batch):
+            out = export_check.keras_outputs(target, batch)
+            name = target.output_names[0]
+            out[name] = out[name].copy()
+            out[name][-1, 1] += delta
+            return out
+
+        return run
+
+    assert export_check.compare(target, off_by(5e-5), 1e-4, "onnxruntime") == pytest.approx(5e-5, rel=1e-2)
+    with pytest.raises(export_check.ExportError, match=r"differ by up to 0\.0002 .* more than atol 0\.0001"):
+        export_check.compare(target, off_by(2e-4), 1e-4, "onnxruntime")
