@@ -131,36 +131,56 @@ def test_reduce_lr_on_plateau_lowers_the_rate(tmp_path, backbone, images):
     assert rates[0] == pytest.approx(1e-9) and rates[-1] < rates[0] / 3
 
 
-def test_cosine_schedule_with_warmup_sets_each_epochs_rate(tmp_path, backbone, images):
-    lr, warmup, epochs = 0.01, 2, 6
+def _cosine(lr, t, length, alpha=0.0):
+    return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * min(t, length) / length)) + alpha)
+
+
+def test_a_later_stages_cosine_schedule_counts_from_its_own_first_epoch(tmp_path, backbone, images):
+    """The schedule starts at the stage's first epoch (3), not the run's: counted from epoch 1, the warmup
+    would be over before the stage began. alpha 0.1 is the floor the rate decays to."""
+    lr, warmup, epochs, alpha = 0.01, 2, 6, 0.1
     result = _train(
         tmp_path,
         backbone,
         images,
-        [{"epochs": epochs, "learning_rate": lr, "schedule": {"type": "cosine", "warmup_epochs": warmup}}],
+        [
+            {"name": "head", "epochs": 2, "learning_rate": 0.05},
+            {
+                "name": "cosine",
+                "epochs": epochs,
+                "learning_rate": lr,
+                "schedule": {"type": "cosine", "warmup_epochs": warmup, "alpha": alpha},
+            },
+        ],
     )
-    expected = [lr * (e + 1) / (warmup + 1) for e in range(warmup)]
-    expected += [lr * 0.5 * (1 + math.cos(math.pi * t / (epochs - warmup))) for t in range(epochs - warmup)]
+    expected = [0.05, 0.05] + [lr * (e + 1) / (warmup + 1) for e in range(warmup)]
+    expected += [_cosine(lr, t, epochs - warmup, alpha) for t in range(epochs - warmup)]
     np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
 
 
-def test_piecewise_and_exponential_schedules(tmp_path, backbone, images):
-    piecewise = _train(
+def test_exponential_and_piecewise_schedules_with_their_options(tmp_path, backbone, images):
+    """decay_rate 0.8 every 2 epochs (not the defaults 0.5 and 1), then a piecewise stage whose boundary
+    counts from the stage's own start (epoch 5)."""
+    result = _train(
         tmp_path,
         backbone,
         images,
-        [{"epochs": 4, "schedule": {"type": "piecewise", "boundaries": [2], "values": [0.01, 0.001]}}],
-        name="p",
+        [
+            {
+                "name": "exponential",
+                "epochs": 4,
+                "learning_rate": 0.01,
+                "schedule": {"type": "exponential", "decay_rate": 0.8, "decay_epochs": 2},
+            },
+            {
+                "name": "piecewise",
+                "epochs": 4,
+                "schedule": {"type": "piecewise", "boundaries": [1], "values": [0.02, 0.002]},
+            },
+        ],
     )
-    np.testing.assert_allclose(piecewise.history["learning_rate"], [0.01, 0.01, 0.01, 0.001], rtol=1e-6)
-    exponential = _train(
-        tmp_path,
-        backbone,
-        images,
-        [{"epochs": 3, "learning_rate": 0.01, "schedule": {"type": "exponential", "decay_rate": 0.5}}],
-        name="e",
-    )
-    np.testing.assert_allclose(exponential.history["learning_rate"], [0.01, 0.005, 0.0025], rtol=1e-6)
+    expected = [0.01 * 0.8 ** (e / 2) for e in range(4)] + [0.02, 0.02, 0.002, 0.002]
+    np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
 
 
 def test_class_weights_change_the_loss(tmp_path, backbone, images):
@@ -324,10 +344,11 @@ def test_arrays_and_a_tf_dataset_as_data(tmp_path, keras, backbone):
 
 
 def test_resume_with_epochs_extends_a_finished_run(cli, tmp_path, backbone, images):
-    spec = write_spec(
-        tmp_path,
-        tiny_spec(backbone, [{"epochs": 1}, {"epochs": 2, "unfreeze": {"names": ["conv2"]}}], validation_split=0.0),
-    )
+    """The last stage's cosine schedule is stretched over its new length: from 4 epochs, not its planned 2
+    (which would leave epochs 4 and 5 at a rate of 0)."""
+    lr = 0.01
+    cosine = {"epochs": 2, "learning_rate": lr, "schedule": {"type": "cosine"}, "unfreeze": {"names": ["conv2"]}}
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}, cosine], validation_split=0.0))
     run = tmp_path / "run"
     assert cli("train", spec, "--data", images["train"], "-o", run).exit_code == 0
     done = cli("train", spec, "--data", images["train"], "-o", run, "--resume")
@@ -339,6 +360,9 @@ def test_resume_with_epochs_extends_a_finished_run(cli, tmp_path, backbone, imag
     assert state["epochs_done"] == 5 and state["finished"] and state["stage_ends"] == [1, 5]
     log = (run / "log.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in log[1:]] == [1, 2, 3, 4, 5]
+    rate = log[0].split(",").index("learning_rate")
+    rates = [float(line.split(",")[rate]) for line in log[1:]]
+    np.testing.assert_allclose(rates[1:], [lr, _cosine(lr, 1, 2), _cosine(lr, 2, 4), _cosine(lr, 3, 4)], rtol=1e-5)
     fewer = cli("train", spec, "--data", images["train"], "-o", run, "--resume", "--epochs", "4")
     assert fewer.exit_code == 2
     assert_one_error_line(fewer.stderr, "the run has 5 epochs already; --epochs 4 must be more")

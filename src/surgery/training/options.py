@@ -111,8 +111,11 @@ def _options(value, defaults: dict) -> dict:
     return {**defaults, **(value if isinstance(value, dict) else {})}
 
 
-def callbacks(stage, start: int, monitor: str) -> list:
-    """Keras callbacks that do the stage's early stopping, plateau reduction and schedule."""
+def callbacks(stage, start: int, monitor: str, epochs: int | None = None) -> list:
+    """Keras callbacks that do the stage's early stopping, plateau reduction and schedule.
+
+    ``epochs`` is the stage's length as run, which ``--resume --epochs N`` makes longer than planned.
+    """
     cb = keras().callbacks
     found = []
     if stage.early_stopping:
@@ -127,7 +130,7 @@ def callbacks(stage, start: int, monitor: str) -> list:
         )
         found.append(cb.ReduceLROnPlateau(**o, mode=mode(o["monitor"])))
     if stage.schedule:
-        found.append(cb.LearningRateScheduler(rate_schedule(stage, start)))
+        found.append(cb.LearningRateScheduler(rate_schedule(stage, start, epochs)))
     return found
 
 

@@ -186,7 +186,7 @@ class Run:
             fitted, fitted_sets = cache.for_stage(model)
             if fitted is not model:
                 loss, metrics = stages.compile_suffix(model, fitted, class_names, where, self.one_hot, stage, config)
-            own = options.callbacks(stage, start, config.monitor_metric)
+            own = options.callbacks(stage, start, config.monitor_metric, epochs=end - start)
             if self.runner.worker.is_chief and callbacks.tensorboard_available():
                 own.append(callbacks.tensorboard(self.folder.tensorboard, write_graph=not tensorboard_written))
                 tensorboard_written = True
