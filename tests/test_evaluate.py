@@ -17,7 +17,9 @@ from helpers import CLASSES, assert_one_error_line, save_tiny_backbone, tiny_spe
 
 # The order a model trained on the npz below numbers its classes: not the folders' alphabetical order, so a
 # folder of test images is only scored right if the labels are matched to the model's classes by name.
-RUN_ORDER = ["red", "green", "blue"]
+# A 3-cycle of the alphabetical order, not a swap: a swap is its own inverse, so mapping labels the wrong
+# way round would pass with it.
+RUN_ORDER = ["red", "blue", "green"]
 ALPHABETICAL = sorted(CLASSES)  # blue, green, red
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -58,7 +60,7 @@ def _colour_model(keras, path, classes, loss="sparse_categorical_crossentropy"):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, keras):
     """A colour model with no classes.json, an .npz it gets partly wrong, a test folder, and a short
-    `surgery train` run whose classes.json numbers the classes red, green, blue."""
+    `surgery train` run whose classes.json numbers the classes red, blue, green."""
     root = tmp_path_factory.mktemp("evaluate")
     rng = np.random.default_rng(0)
 
@@ -70,7 +72,7 @@ def setup(tmp_path_factory, keras):
     (root / "colour").mkdir()
     colour = _colour_model(keras, root / "colour" / "colour.keras", ALPHABETICAL)
 
-    # The run: trained on an npz whose class_names are red, green, blue (with label smoothing, so the model
+    # The run: trained on an npz whose class_names are red, blue, green (with label smoothing, so the model
     # is compiled for one-hot labels and evaluate must feed them so).
     tx, ty = _colour_images(rng, RUN_ORDER, 6)
     np.savez(root / "train.npz", x=tx, y=ty, class_names=np.array(RUN_ORDER))
@@ -206,7 +208,7 @@ def test_plot_is_not_overwritten_without_force(cli, tmp_path, setup):
 
 
 def test_a_run_folder_is_evaluated_with_its_final_model_and_classes_json(cli, tmp_path, keras, setup):
-    """The run folder's classes.json numbers classes red, green, blue; the test folder's subfolders sort
+    """The run folder's classes.json numbers classes red, blue, green; the test folder's subfolders sort
     blue, green, red, so the labels must be matched by name. The final model (not best.keras, replaced here by
     another model) is used, compiled for one-hot labels (label smoothing) as it was trained."""
     run = shutil.copytree(setup["run"], tmp_path / "run")
@@ -242,7 +244,7 @@ def test_a_run_folder_evaluates_a_subset_of_its_classes(keras, setup):
     assert evaluation.class_names == RUN_ORDER
     assert evaluation.metrics["loss"] == pytest.approx(figures["loss"], abs=1e-5)
     _assert_same_as_sklearn(evaluation, y, scores.argmax(axis=1), 3)
-    assert [c["support"] for c in evaluation.per_class()] == [2, 2, 0]
+    assert [c["support"] for c in evaluation.per_class()] == [2, 0, 2]
 
 
 def test_a_model_compiled_with_a_string_categorical_loss(tmp_path, keras, setup):
@@ -324,7 +326,7 @@ def _bad_cases(tmp_path, keras, setup):
         ),
         "a class the run does not know": (
             [setup["run"], "--data", four],
-            ['the data has class "black", which the model does not know', "red, green, blue"],
+            ['the data has class "black", which the model does not know', "red, blue, green"],
         ),
         "not a model file": ([tmp_path / "notes.txt", "--data", npz], ["notes.txt", "is neither a Keras model"]),
         "broken model file": ([tmp_path / "broken.keras", "--data", npz], ["broken.keras", "not a Keras model file"]),

@@ -90,3 +90,23 @@ def test_raw_pixels_spec(mobilenetv2_notop_weights):
         predict(with_preprocess, raw)[0], predict(features, preprocess_input("mobilenet_v2")(raw.copy()))[0], rel=1e-4
     )
     assert tuple(model.output.shape) == (None, 5)
+
+
+@pytest.mark.parametrize("order", [[1, 2, 0], [2, 0, 1]])
+def test_a_cyclic_channel_order_becomes_a_kernel_that_moves_each_channel_where_the_function_does(keras, order):
+    """caffe's RGB->BGR swap is its own inverse, so a transposed kernel would pass with it; a 3-cycle with
+    unequal scales and offsets is not: the layer gives the function's output on random pixels."""
+    import numpy as np
+
+    from surgery.preprocess_layers import affine_layers, measure
+
+    scale, offset = np.array([1.0, 2.0, 3.0]), np.array([-10.0, -20.0, -30.0])
+
+    def fn(x):
+        return x[..., order] * scale + offset
+
+    m, b = measure(fn, 3, "cycle")
+    [layer], described = affine_layers(keras, m, b, 3, "cycle")
+    assert type(layer).__name__ == "Conv2D" and "Conv2D" in described
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), fn(x), rtol=1e-5, atol=1e-3)

@@ -108,6 +108,8 @@ def test_round_to_and_min_channels(k):
     assert r.channels_of("a") == [] and r.channels_of("b") == []
     r = select(a, model, 0.6, round_to=8)  # 16 - 9 = 7 -> 8 kept
     assert len(r.channels_of("a")) == 8 and len(r.channels_of("b")) == 8
+    r = select(a, model, 0.5, round_to=6)  # 16 - 8 = 8 -> up to 12, not to the nearest multiple (6): 4 removed
+    assert len(r.channels_of("a")) == 4 and len(r.channels_of("b")) == 4
     r = select(a, model, 0.9, min_channels=5)
     assert len(r.channels_of("a")) == 11 and len(r.channels_of("b")) == 11
     r = select(a, model, 0.9, scope="global", min_channels=5)

@@ -203,6 +203,29 @@ def test_class_weights_change_the_loss(tmp_path, backbone, images):
     assert weighted.history["val_loss"][0] == pytest.approx(plain.history["val_loss"][0], rel=1e-5)
 
 
+def test_named_class_weights_weigh_each_sample_of_that_class(tmp_path, keras, backbone):
+    """class_weight by name on an .npz whose class_names are red, green, blue (not alphabetical) and whose
+    classes hold 2, 5 and 9 samples: the loss of the one batch is the per-sample cross-entropy weighted by
+    each sample's class (red 5, blue 0.5, green 1), not with the names sorted or the weights on the wrong
+    indices."""
+    rng = np.random.default_rng(3)
+    names, labels = ["red", "green", "blue"], np.repeat([0, 1, 2], [2, 5, 9])
+    x = rng.uniform(0, 255, (len(labels), 16, 16, 3)).astype("float32")
+    np.savez(tmp_path / "data.npz", x=x, y=labels, class_names=np.array(names))
+    weights = {"red": 5.0, "blue": 0.5}
+    stage = {"epochs": 1, "learning_rate": 1e-9, "optimizer": "sgd", "class_weight": weights}
+    spec = write_spec(tmp_path, tiny_spec(backbone, [stage], batch_size=32, validation_split=0.0))
+    result = surgery.train(spec, str(tmp_path / "data.npz"), tmp_path / "run", echo=None, verbose=0)
+    probabilities = keras.saving.load_model(str(result.paths["final"])).predict(x, verbose=0)
+    cross_entropy = -np.log(probabilities[np.arange(len(labels)), labels])
+
+    def loss(order):
+        return float(np.mean([weights.get(order[y], 1.0) for y in labels] * cross_entropy))
+
+    assert result.history["loss"][0] == pytest.approx(loss(names), rel=1e-4)
+    assert abs(loss(sorted(names)) - loss(names)) > 0.1 * loss(names)  # the input tells the orders apart
+
+
 def test_balanced_class_weights_are_sklearns_on_unequal_classes(tmp_path, backbone, images):
     """9 blue, 5 green and 2 red images: "balanced" gives the loss of scikit-learn's balanced weights
     (n / (classes * count): red 2.67, blue 0.59) written out by name, not of their inverse or of 1."""
