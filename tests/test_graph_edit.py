@@ -141,6 +141,22 @@ def test_replace_with_other_weight_shapes_says_so(net):
     assert assert_weights_kept(state.model, original, skip={names["conv"]}) > 100
 
 
+def test_replace_in_a_frozen_backbone_keeps_the_flag_with_the_weights(net):
+    """In a frozen backbone a changed copy that keeps the weights stays frozen (a fresh, trainable copy would
+    start training the pretrained weights); one with new weights, random ones, trains."""
+    _, step, _, names = net
+    freeze = {"op": "freeze", "layers": ":"}
+    kept = surgery.build(
+        spec(step, freeze, {"op": "replace", "target": names["conv"], "config": {"activation": "relu"}})
+    )
+    assert kept.get_layer(names["conv"]).trainable is False
+    new = surgery.build(
+        spec(step, freeze, {"op": "replace", "target": names["conv"], "config": {"kernel_size": [5, 5]}})
+    )
+    assert new.get_layer(names["conv"]).trainable is True
+    assert new.get_layer(names["bn"]).trainable is False
+
+
 def test_remove_a_layer_inside_a_block(net):
     _, step, original, names = net
     model = surgery.build(spec(step, {"op": "remove", "target": names["bn"]}))

@@ -220,6 +220,19 @@ def test_flops_count_multiply_accumulates_times_two(k):
     assert flops(k.Model(inp, y)) == 2 * macs
 
 
+def test_flops_of_strided_separable_dense_on_feature_maps_and_transpose(k):
+    """A depth multiplier of 2 with stride 2 (the depthwise part counts output positions, on 6 channels), a
+    Dense on a 4x4 map (once per position, not once), and a transposed convolution (per input position)."""
+    from surgery.pruning import flops
+
+    inp = k.Input((8, 8, 3))
+    x = k.layers.SeparableConv2D(5, 3, strides=2, padding="same", depth_multiplier=2)(inp)  # 4x4x5
+    x = k.layers.Dense(3)(x)  # 4x4x3
+    y = k.layers.Conv2DTranspose(2, 3, strides=2, padding="same")(x)  # 8x8x2
+    macs = 16 * (9 * 6 + 6 * 5) + 16 * 5 * 3 + 16 * 9 * 3 * 2
+    assert flops(k.Model(inp, y)) == 2 * macs
+
+
 def test_report_counts_flops_before_and_after(k):
     from surgery.pruning import analyze, flops, prune
 

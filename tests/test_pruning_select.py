@@ -35,6 +35,19 @@ def test_l1_and_l2_rank_by_their_norms_over_the_group(k):
     assert select(a, model, 0.5, criterion="l2").channels_of("p") == [0]
 
 
+def test_l2_is_the_sum_of_squares_not_the_norm(k):
+    """Channel 0: 5 in 'p', 0 in 'out'; channel 1: 3 in both. Sums of squares (25, 0) and (9, 9) average 12.5
+    and 9, so l2 removes channel 1; norms (5, 0) and (3, 3) would average 2.5 and 3 and remove channel 0."""
+    from surgery.pruning import analyze, select
+
+    model = _dense_pair(k)
+    model.get_layer("p").set_weights([np.array([[5, 3], [0, 0], [0, 0], [0, 0]], dtype="float32")])
+    model.get_layer("out").set_weights([np.array([[0], [3]], dtype="float32")])
+    a = analyze(model)
+    assert select(a, model, 0.5, criterion="l2").channels_of("p") == [1]
+    assert select(a, model, 0.5, criterion="l1").channels_of("p") == [0]
+
+
 def _two_groups(k, seed=0):
     """Group 'a' (16 channels, even norms) and group 'b' (16 channels, half of them near zero), with BN on 'a'."""
     k.utils.set_random_seed(seed)

@@ -297,10 +297,16 @@ def test_label_smoothing_and_extra_metrics(tmp_path, keras, backbone, images):
 
 
 def test_monitor_picks_the_best_checkpoint(tmp_path, backbone, images):
-    result = _train(tmp_path, backbone, images, [{"epochs": 4, "learning_rate": 0.05}], monitor="val_loss")
+    """Two epochs that learn, then two at a rate that wrecks the head: the best epoch is not the last, and
+    best.keras is that epoch's model (its loss on the validation images is the best val_loss)."""
+    stages = [{"epochs": 2, "learning_rate": 0.05}, {"epochs": 2, "learning_rate": 50.0, "optimizer": "sgd"}]
+    result = _train(tmp_path, backbone, images, stages, monitor="val_loss")
     losses = result.history["val_loss"]
+    assert int(np.argmin(losses)) < len(losses) - 1, losses  # the input tells "best" from "last"
     assert result.state.best_epoch == 1 + int(np.argmin(losses))
     assert result.state.best == pytest.approx(min(losses), rel=1e-6)
+    best = surgery.evaluate(result.paths["best"], str(images["val"]))
+    assert best.metrics["loss"] == pytest.approx(min(losses), rel=1e-4)
 
 
 def test_a_users_callback_runs_in_every_stage_and_the_history_comes_back(tmp_path, keras, backbone, images):
