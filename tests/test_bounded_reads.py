@@ -76,3 +76,44 @@ def test_a_file_swapped_after_its_check_is_refused_by_its_descriptor(tmp_path, m
     with pytest.raises(files.FileError) as caught:
         files.read_bounded(path, LIMIT)
     assert f"{kind}, not a regular file" in caught.value.message
+
+
+def _socket(path):
+    import socket
+
+    os.chdir(path.parent)  # a socket's path is limited to ~100 bytes: bind by its short relative name
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path.name)
+    return server
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (os.mkfifo, "is a FIFO (named pipe), not a regular file; surgery reads only regular files"),
+        (lambda p: os.symlink("/dev/null", p), "is a character device, not a regular file; surgery reads only"),
+        (_socket, "is a socket, not a regular file; surgery reads only regular files"),
+        (os.mkdir, "is a folder, not a file"),
+    ],
+    ids=["fifo", "device", "socket", "folder"],
+)
+def test_each_kind_of_not_a_file_is_named(tmp_path, monkeypatch, make, says):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "model.keras"
+    made = make(path)
+    try:
+        with pytest.raises(files.FileError) as caught:
+            files.check_regular(path)
+        assert caught.value.message.startswith(says), caught.value.message
+    finally:
+        if made is not None:
+            made.close()
+
+
+def test_a_block_device_is_named_by_its_mode():
+    # Making a block device needs root, so its mode is given as os.stat would report it.
+    import stat
+
+    assert files._not_regular(stat.S_IFBLK | 0o600).startswith("is a block device, not a regular file")
+    # A mode of no kind os.stat knows: named as unknown, and "not a regular file" said once.
+    assert files._not_regular(0) == "is an unknown kind of file, not a regular file; surgery reads only regular files"

@@ -50,3 +50,37 @@ def test_compare_fails_above_atol_and_keeps_what_is_within(keras):
     assert export_check.compare(target, off_by(5e-5), 1e-4, "onnxruntime") == pytest.approx(5e-5, rel=1e-2)
     with pytest.raises(export_check.ExportError, match=r"differ by up to 0\.0002 .* more than atol 0\.0001"):
         export_check.compare(target, off_by(2e-4), 1e-4, "onnxruntime")
+
+
+def _nested(keras, inner_dtype, outer_dtype="float32"):
+    """Input -> Dense (outer_dtype) -> a sub-model whose second Dense has inner_dtype -> Dense (float32)."""
+    inner_in = keras.Input((4,))
+    h = keras.layers.Dense(4, name="inner_a")(inner_in)
+    inner = keras.Model(inner_in, keras.layers.Dense(4, dtype=inner_dtype, name="inner_b")(h), name="inner")
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, dtype=outer_dtype, name="outer")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(inner(x)))
+
+
+@pytest.mark.parametrize(
+    "inner,outer,found",
+    [
+        ("float32", "float32", None),
+        ("mixed_bfloat16", "float32", "mixed_bfloat16"),  # only inside the sub-model, not its first layer
+        ("float16", "float32", "float16"),  # a plain low-precision policy, not only the mixed ones
+        ("float32", "mixed_float16", "mixed_float16"),
+        ("float64", "float32", None),  # more precision is not less
+    ],
+)
+def test_low_precision_is_found_anywhere_in_the_model(keras, inner, outer, found):
+    assert export_check._low_precision(_nested(keras, inner, outer)) == found
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "float16"])
+def test_the_float32_twin_is_float32_inside_sub_models_too_and_keeps_the_weights(keras, policy):
+    model = _nested(keras, policy)
+    twin = export_check.float32_twin(model)
+    assert export_check._low_precision(twin) is None
+    assert {layer.compute_dtype for layer in export_check._all_layers(twin)} == {"float32"}
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(np.asarray(a, dtype="float32"), b)

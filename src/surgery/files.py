@@ -35,7 +35,7 @@ class FileError(SurgeryError):
     """An input file cannot be used: missing, not a regular file, too large, damaged."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISFIFO, "a FIFO (named pipe)"),
         (stat.S_ISCHR, "a character device"),
@@ -45,13 +45,13 @@ def _kind(mode: int) -> str:
     ):
         if test(mode):
             return name
-    return "not a regular file"
+    return "an unknown kind of file"
 
 
 def _not_regular(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "is a folder, not a file"
-    return f"is {_kind(mode)}, not a regular file; surgery reads only regular files"
+    return f"is {file_kind(mode)}, not a regular file; surgery reads only regular files"
 
 
 def check_regular(

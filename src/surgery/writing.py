@@ -81,9 +81,9 @@ def _replaceable(path: Path, st: os.stat_result) -> str | None:
             f"is a folder that surgery did not write (no {MARKER} marker in it); surgery replaces only "
             "regular files and folders it wrote: remove it yourself or choose another path"
         )
-    from .files import _kind
+    from .files import file_kind
 
-    return f"is {_kind(st.st_mode)}; surgery replaces only regular files and folders it wrote"
+    return f"is {file_kind(st.st_mode)}; surgery replaces only regular files and folders it wrote"
 
 
 def check_output(
