@@ -87,6 +87,114 @@ def _special_targets(tmp_path):
     return targets
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, images, backbone):
+    """A finished one-epoch run of the tiny spec (named "tiny"), copied by the tests that change it."""
+    from surgery import train
+
+    root = tmp_path_factory.mktemp("finished")
+    spec = write_spec(root, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
+    train(spec, str(images["train"]), root / "run", echo=None, verbose=0)
+    return spec, root / "run"
+
+
+def _copy_run(finished_run, tmp_path):
+    import shutil
+
+    spec, run = finished_run
+    return spec, Path(shutil.copytree(run, tmp_path / "run", symlinks=True))
+
+
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.is_symlink()) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["checkpoints", "log.csv", "checkpoints/epoch-0001.keras", "tensorboard", "tiny.keras", "classes.json"],
+)
+@pytest.mark.parametrize("mode", ["--force", "--resume"])
+def test_a_link_in_a_run_folder_is_refused_and_what_it_points_to_survives(
+    cli, tmp_path, images, finished_run, link, mode
+):
+    """A colleague's run folder with a link in it: --force would follow checkpoints/ out of the folder and
+    delete a checkpoint there that surgery never wrote; a resume would write through it. Refused before
+    anything is removed or written, on either side of the link."""
+    spec, run = _copy_run(finished_run, tmp_path)
+    outside = tmp_path / "elsewhere"
+    original = run / link
+    if original.is_dir():
+        os.rename(original, outside)
+    else:
+        outside.mkdir()
+        os.rename(original, outside / original.name)
+        outside = outside / original.name
+    (outside if outside.is_dir() else outside.parent).joinpath("epoch-0007.keras").write_bytes(b"not surgery's")
+    os.symlink(outside, original)
+    before_run, before_outside = _tree(run), _tree(outside.parent)
+    result = cli(
+        "train", spec, "--data", images["train"], "-o", run, mode, *(["--epochs", "2"] if mode == "--resume" else [])
+    )
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, f"{link} is a symbolic link; nothing in a run folder may point out of it")
+    assert _tree(run) == before_run and _tree(outside.parent) == before_outside
+    assert (outside if outside.is_dir() else outside.parent).joinpath(
+        "epoch-0007.keras"
+    ).read_bytes() == b"not surgery's"
+
+
+def test_a_folder_where_the_run_writes_its_model_is_refused_before_training(cli, tmp_path, images, finished_run):
+    spec, run = _copy_run(finished_run, tmp_path)
+    (run / "tiny.keras").unlink()
+    (run / "tiny.keras").mkdir()
+    result = cli("train", spec, "--data", images["train"], "-o", run, "--force")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "tiny.keras is a folder, where a run writes a file")
+    assert "Epoch" not in result.output and (run / "checkpoints" / "epoch-0001.keras").is_file()
+
+
+def test_train_does_not_overwrite_the_model_it_starts_from(cli, tmp_path, images, finished_run):
+    """A spec named "tiny" built from run/tiny.keras, trained into run/ again: the final model would replace
+    the source model."""
+    spec_file, run = _copy_run(finished_run, tmp_path)
+    source = json.loads(Path(spec_file).read_text())
+    source["steps"][0] = {"op": "backbone", "name": "keras_file", "path": str(run / "tiny.keras")}
+    source["steps"] = source["steps"][:1]
+    spec = write_spec(tmp_path, source, "again.json")
+    before = (run / "tiny.keras").read_bytes()
+    result = cli("train", spec, "--data", images["train"], "-o", run, "--force")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "tiny.keras", "is also an input of this command")
+    assert (run / "tiny.keras").read_bytes() == before
+
+
+def test_force_with_a_renamed_spec_keeps_the_users_file_of_that_name(cli, tmp_path, images, finished_run):
+    """The marker says the run wrote tiny.keras; other.keras is the user's, and a spec named "other" would
+    replace it."""
+    spec_file, run = _copy_run(finished_run, tmp_path)
+    (run / "other.keras").write_bytes(b"my own model")
+    renamed = {**json.loads(Path(spec_file).read_text()), "name": "other"}
+    spec = write_spec(tmp_path, renamed, "other.json")
+    result = cli("train", spec, "--data", images["train"], "-o", run, "--force")
+    assert result.exit_code == 2
+    assert_one_error_line(
+        result.stderr, "holds other.keras, which the run in this folder did not write (its model is tiny.keras)"
+    )
+    assert (run / "other.keras").read_bytes() == b"my own model" and (run / "tiny.keras").is_file()
+
+
+@pytest.mark.parametrize("inside", [".", "runs/new"])
+def test_a_run_inside_its_data_folder_is_refused(cli, tmp_path, images, backbone, inside):
+    import shutil
+
+    data = Path(shutil.copytree(images["train"], tmp_path / "data"))
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
+    result = cli("train", spec, "--data", data, "-o", data / inside)
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, f"is inside the data folder {data}, whose subfolders are its classes")
+    assert sorted(p.name for p in data.iterdir()) == ["blue", "green", "red"]
+
+
 def test_force_replaces_no_fifo_device_link_or_foreign_folder(cli, tmp_path):
     spec = small_spec(tmp_path)
     for target, why in _special_targets(tmp_path).items():

@@ -30,6 +30,20 @@ def test_nan_or_another_shape_is_an_infinite_difference():
     assert export_check.max_abs_diff(expected, nan) == float("inf")
     short = {**expected, "logits": expected["logits"][:7]}
     assert export_check.max_abs_diff(expected, short) == float("inf")
+    empty = {"none": np.zeros((8, 0), dtype="float32")}
+    assert export_check.max_abs_diff(empty, {"none": empty["none"].copy()}) == 0.0  # nothing to differ
+
+
+def test_a_difference_of_exactly_atol_passes(keras):
+    inputs = keras.Input((6,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(5, kernel_initializer="zeros", name="scores")(inputs))
+    target = export_check.prepare(model, {}, float32=True)
+
+    def quarter_off(batch):
+        out = export_check.keras_outputs(target, batch)
+        return {name: value + 0.25 for name, value in out.items()}  # 0 + 0.25: exact in float32
+
+    assert export_check.compare(target, quarter_off, 0.25, "onnxruntime") == 0.25
 
 
 def test_compare_fails_above_atol_and_keeps_what_is_within(keras):

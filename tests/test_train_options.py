@@ -250,9 +250,10 @@ def test_balanced_class_weights_are_sklearns_on_unequal_classes(tmp_path, backbo
         )
     }
     assert losses["balanced"] == pytest.approx(losses["sklearn"], rel=1e-5)
-    # The input tells the formulas apart: the inverse weights and no weights give other losses.
-    assert abs(losses["inverse"] - losses["sklearn"]) > 0.05 * losses["sklearn"]
-    assert abs(losses["plain"] - losses["sklearn"]) > 0.01 * losses["sklearn"]
+    # The input tells the formulas apart: the inverse weights and no weights give losses further off than
+    # 100 times the tolerance above (by how much depends on the backbone's random weights).
+    assert abs(losses["inverse"] - losses["sklearn"]) > 1e-3 * losses["sklearn"]
+    assert abs(losses["plain"] - losses["sklearn"]) > 1e-3 * losses["sklearn"]
 
 
 def test_a_stage_freezes_then_unfreezes(tmp_path, keras, backbone, images):

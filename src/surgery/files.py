@@ -41,7 +41,6 @@ def file_kind(mode: int) -> str:
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
         (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a folder"),
     ):
         if test(mode):
             return name

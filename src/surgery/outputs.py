@@ -48,7 +48,7 @@ def plan_outputs(
         # `-o out/ --onnx out/model.onnx`: the folder -o creates may hold the other outputs too.
         if "keras" in creatable and os.path.abspath(planned[fmt].parent) == os.path.abspath(planned["keras"].parent):
             creatable.add(fmt)
-    inputs = ([spec.file] if spec.file != "<dict>" else []) + list(spec.inputs)
+    inputs = spec.files_read()
     for fmt, path in planned.items():
         if fmt not in registry.exporters:
             raise SpecError(

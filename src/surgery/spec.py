@@ -59,6 +59,10 @@ class Spec:
             self.inputs.append(resolved)
         return resolved
 
+    def files_read(self) -> list:
+        """The spec's own file and every file its path fields name: what no output may write over."""
+        return ([self.file] if self.file != "<dict>" else []) + list(self.inputs)
+
     def output_file(self, fmt: str) -> Path:
         """Where ``outputs.<fmt>`` goes: inside the spec's folder (``contained_output`` checked it)."""
         return Path(os.path.normpath(self.base / self.outputs[fmt]))

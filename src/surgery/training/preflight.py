@@ -32,6 +32,13 @@ def check(run, force: bool, created_default: bool, worker) -> bool:
             options.class_weights(stage, run.train_src.class_names, [1] * len(run.train_src.class_names), spec.file)
     run.one_hot = options.needs_one_hot(config)
     fp = fingerprint(spec, config)
+    if worker.is_chief:
+        sources = [src for src in (run.train_src, run.val_src) if src is not None]
+        run.folder.check_contents("--resume" if run.resume else "-o")
+        run.folder.check_inputs(
+            spec.files_read() + [src.path for src in sources if src.kind == "npz"],
+            [src.path for src in sources if src.kind == "folder"],
+        )
     if not run.resume:
         if run.extend_to is not None:
             raise SpecError("--epochs N extends a run only with --resume", where="--epochs")

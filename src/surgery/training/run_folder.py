@@ -25,11 +25,12 @@ import io
 import json
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import SurgeryError
-from ..files import MIB, read_bounded, read_json
+from ..files import MIB, read_bounded, read_json, same_file
 from ..writing import MARKER, is_surgery_folder, mark_folder, remove, temporary_sibling
 
 STATE_VERSION = 2  # 2: stages end where they actually ended (early stopping), and a run can be extended
@@ -102,6 +103,65 @@ class RunFolder:
     def _error(self, message: str, where: str = "-o") -> RunFolderError:
         return RunFolderError(message, file=str(self.folder), where=where)
 
+    def check_contents(self, where: str = "-o") -> None:
+        """Refuse a folder whose run files are not what a run writes, before anything is written or removed.
+
+        A symbolic link anywhere among them (a colleague's tarball can hold one) would lead the run's writes
+        and --force's removals out of the folder; a folder where a run writes a file (or the reverse) would
+        only be found after training.
+        """
+        expected = [(p, False) for p in (self.final, self.best, self.classes, self.log, self.folder / MARKER)]
+        if is_surgery_folder(self.folder, "run"):
+            expected.append((self.folder / self._marked_model(), False))
+        expected += [(self.tensorboard, True), (self.checkpoints, True)]
+        for path, is_folder in expected:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise self._error(f"{path.name} cannot be read: {e.strerror}", where) from None
+            if stat.S_ISLNK(st.st_mode):
+                raise self._link_error(path, where)
+            if stat.S_ISDIR(st.st_mode) != is_folder:
+                kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a folder"
+                writes = "a folder" if is_folder else "a file"
+                raise self._error(
+                    f"{path.name} is {kind}, where a run writes {writes}; move it away or choose another -o", where
+                )
+        for top in (self.checkpoints, self.tensorboard):
+            for root, dirs, files in os.walk(top):
+                for name in dirs + files:
+                    if os.path.islink(os.path.join(root, name)):
+                        raise self._link_error(Path(root) / name, where)
+
+    def _link_error(self, path: Path, where: str) -> RunFolderError:
+        return self._error(
+            f"{path.relative_to(self.folder)} is a symbolic link; nothing in a run folder may point out of it "
+            "(the run would write and remove files where it points): remove the link, or choose another -o",
+            where,
+        )
+
+    def check_inputs(self, inputs, data_folders=()) -> None:
+        """Refuse a run whose files would replace one of its inputs, or that would be written into its data."""
+        for path in (self.final, self.best, self.classes, self.log):
+            for source in inputs:
+                if same_file(path, source):
+                    raise RunFolderError(
+                        f"is also an input of this command ({source}); the run would write over it, so choose "
+                        "another -o (or rename the spec)",
+                        file=str(path),
+                        where="-o",
+                    )
+        out = Path(os.path.abspath(self.folder))
+        for data in data_folders:
+            top = Path(os.path.abspath(data))
+            if out == top or top in out.parents:
+                raise self._error(
+                    f"is inside the data folder {data}, whose subfolders are its classes: the run would become "
+                    "part of the data; choose an -o outside it"
+                )
+
     def check_fresh(self, force: bool, created_default: bool) -> None:
         """A new run: the folder can be made, and holds no earlier run unless --force (which clears it)."""
         parent = self.folder.parent
@@ -128,6 +188,12 @@ class RunFolder:
         if not force:
             hint = "pass --resume to continue it, or" if self.state_file.exists() else "pass"
             raise self._error(f"already holds a training run ({present[0].name}); {hint} --force to start over")
+        marked = self._marked_model()
+        if self.final.exists() and marked != self.final.name:
+            raise self._error(
+                f"holds {self.final.name}, which the run in this folder did not write (its model is {marked}): "
+                "--force removes only what a run wrote; choose another -o, or move the file away"
+            )
 
     def start(self) -> None:
         """Clear an earlier run's files (check_fresh allowed it) and mark the folder as this run's."""
