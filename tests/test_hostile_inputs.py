@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from helpers import assert_one_error_line, write_spec
+from helpers import assert_one_error_line, tiny_spec, write_spec
 
 QUICK = 30  # seconds: a hang is a test failure, not a stuck suite
 
@@ -112,6 +112,36 @@ def test_fifo_data_and_images_are_refused(surgery, tmp_path, backbone):
     assert done.exit_code == 2
     assert_one_error_line(done.stderr, "0.png", "is a FIFO")
     assert not (tmp_path / "f.npz").exists()
+
+
+def test_an_image_linked_from_outside_the_data_folder_is_refused(surgery, tmp_path, backbone):
+    """A shared data folder whose cat/x.png is a link to a file elsewhere (a secret, a device): train, features
+    and predict on the folder refuse it by name; a link to another image inside the folder is read."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (images / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(images / name / "0.png")
+    os.symlink(images / "cat" / "0.png", images / "dog" / "inside.png")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((images / "cat" / "0.png").read_bytes())
+    os.symlink(secret, images / "cat" / "x.png")
+    says = f"is a symbolic link to {secret}, outside the data folder"
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], units=2, validation_split=0.0))
+    for args in (
+        ("train", spec, "--data", images, "-o", tmp_path / "run"),
+        ("features", backbone, "--data", images, "-o", tmp_path / "f.npz"),
+        ("predict", backbone, images),
+    ):
+        done, _ = surgery(*args)
+        assert done.exit_code == 2, (args, done.output)
+        assert_one_error_line(done.stderr, "cat/x.png", says)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "f.npz").exists()
+    os.unlink(images / "cat" / "x.png")
+    done, _ = surgery("features", backbone, "--data", images, "-o", tmp_path / "f.npz")
+    assert done.exit_code == 0, done.output
+    assert list(np.load(tmp_path / "f.npz")["files"]) == ["cat/0.png", "dog/0.png", "dog/inside.png"]
 
 
 def test_a_fifo_sidecar_and_run_state_are_refused(surgery, tmp_path, backbone):

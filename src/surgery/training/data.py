@@ -102,15 +102,26 @@ def image_files(paths, what: str = "IMAGE") -> list[Path]:
     return found
 
 
-def _images_under(folder: Path, what: str) -> list[Path]:
+def _images_under(folder: Path, what: str, top: Path | None = None) -> list[Path]:
     """Image files under ``folder``, sorted; one that is not a regular file (a FIFO would hang the decoder)
-    stops the run by name."""
+    or a link that leads out of the data folder ``top`` (a shared folder is data, and may not make surgery
+    read files it does not hold) stops the run by name."""
+    top = top or folder
+    inside = os.path.realpath(top)
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             if name.lower().endswith(IMAGE_SUFFIXES):
                 path = Path(root) / name
+                target = os.path.realpath(path)
+                if os.path.commonpath([inside, target]) != inside:
+                    raise DataError(
+                        f"is a symbolic link to {target}, outside the data folder {top}: surgery reads only "
+                        "the folder's own files; copy the image into it",
+                        file=str(path),
+                        where=what,
+                    )
                 check_regular(path, what, error=DataError)
                 found.append(path)
     return found
@@ -130,7 +141,7 @@ def _inspect_folder(p: Path, what: str) -> Source:
         )
     files = []
     for name in classes:
-        images = _images_under(p / name, what)
+        images = _images_under(p / name, what, top=p)
         if not images:
             raise DataError(
                 f'class folder "{name}" holds no images ({" ".join(IMAGE_SUFFIXES)})', file=str(p), where=what
