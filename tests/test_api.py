@@ -77,3 +77,32 @@ def test_bad_input_raises_the_line_the_command_prints():
     assert (
         str(caught.value) == "<dict>: steps[1] (slice): layer index 99 is out of range; the model has 19 layers (0..18)"
     )
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda d: d.repeat(), "the dataset never ends (it repeats: cardinality INFINITE)"),
+        (lambda d: d.filter(lambda x, y: True), "the dataset's length is unknown"),
+    ],
+    ids=["repeat", "filter"],
+)
+def test_a_dataset_that_never_ends_or_has_no_length_is_refused_in_seconds(tmp_path, backbone, make, says):
+    import numpy as np
+    import tensorflow as tf
+
+    from helpers import tiny_spec
+
+    x, y = np.zeros((6, 16, 16, 3), "float32"), np.arange(6) % 3
+    dataset = make(tf.data.Dataset.from_tensor_slices((x, y)).batch(2))
+    spec = tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0)
+    with pytest.raises(surgery.SurgeryError) as caught:
+        surgery.train(spec, dataset, tmp_path / "run", echo=None, verbose=0)
+    assert caught.value.message.startswith(says), caught.value.message
+    assert not (tmp_path / "run").exists()
+    # What the caller states is taken: the same dataset with its length asserted trains.
+    stated = make(tf.data.Dataset.from_tensor_slices((x, y)).batch(2))
+    if says.startswith("the dataset's length"):
+        stated = stated.apply(tf.data.experimental.assert_cardinality(3))
+        result = surgery.train(spec, stated, tmp_path / "stated", echo=None, verbose=0, class_names=["a", "b", "c"])
+        assert result.history["epoch"] == [1]

@@ -210,3 +210,111 @@ def test_an_npz_bomb_member_is_refused(surgery, tmp_path, backbone):
     done, _ = surgery("features", backbone, "--data", path, "-o", tmp_path / "f.npz")
     assert done.exit_code == 2
     assert_one_error_line(done.stderr, "x.npy declares 300.0 MiB", "decompression bomb")
+
+
+def _npz(path, **arrays):
+    arrays.setdefault("x", np.zeros((3, 16, 16, 3), "float32"))
+    np.savez(path, **arrays)
+    return path
+
+
+BAD_NPZ = {
+    "label 2**40": (
+        {"y": np.array([0, 1, 2**40])},
+        "y has label 1099511627776: more than 100,000 classes is not a labelling surgery trains on",
+    ),
+    "uint64 label": (
+        {"y": np.array([0, 1, 2**63 + 1], dtype="uint64")},
+        "y has label 9223372036854775809: more than 100,000 classes",
+    ),
+    "duplicate class names": (
+        {"y": np.array([0, 1, 2]), "class_names": np.array(["a", "a", "b"])},
+        'class_names names "a" twice; each class needs a name of its own',
+    ),
+    "files of another length": (
+        {"y": np.array([0, 1, 2]), "files": np.array(["a.png", "b.png"])},
+        "files has shape (2,) but y has 3 labels; it needs one file name per image",
+    ),
+    "0-d x": (
+        {"x": np.float32(3), "y": np.array([0])},
+        "x must hold images, N x height x width x channels; got shape ()",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_an_npz_that_lies_about_its_contents_is_refused_by_every_command(surgery, tmp_path, backbone, case):
+    arrays, says = BAD_NPZ[case]
+    data = _npz(tmp_path / "d.npz", **arrays)
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
+    for args in (
+        ("train", spec, "--data", data, "-o", tmp_path / "run"),
+        ("evaluate", backbone, "--data", data),
+        ("features", backbone, "--data", data, "-o", tmp_path / "f.npz"),
+    ):
+        done, seconds = surgery(*args)
+        assert done.exit_code == 2, (args, done.output)
+        assert_one_error_line(done.stderr, f"{data}: --data: {says}")
+        assert seconds < 10
+    assert not (tmp_path / "run").exists() and not (tmp_path / "f.npz").exists()
+
+
+def test_a_huge_label_is_refused_under_a_memory_limit(tmp_path, backbone):
+    """max(y) + 1 class names would be built first: under a 2 GiB address-space limit the refusal must come
+    before any allocation that size (2**40 names would need terabytes)."""
+    import resource
+
+    data = _npz(tmp_path / "d.npz", y=np.array([0, 1, 2**40]))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "features",
+            str(backbone),
+            "--data",
+            str(data),
+            "-o",
+            str(tmp_path / "f.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
+    assert done.returncode == 2, done.stderr
+    assert_one_error_line(done.stderr, "y has label 1099511627776: more than 100,000 classes")
+
+
+@pytest.mark.parametrize(
+    "names, says",
+    [
+        (["a"], "names 1 classes but the model outputs 3; give the right names with --classes"),
+        ([str(i) for i in range(5000)], "names 5000 classes but the model outputs 3"),
+        (["a", "b", "a"], 'class_names names "a" twice; each class needs a name of its own'),
+    ],
+    ids=["one", "5000", "duplicate"],
+)
+def test_a_runs_classes_json_is_checked_as_classes_is(surgery, tmp_path, keras, names, says):
+    """A colleague's classes.json for another model is refused, as --classes with the same names is; it is
+    not ignored (which would print indices) or used (which would print wrong names)."""
+    from PIL import Image
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs)))
+    (tmp_path / "run").mkdir()
+    model.save(str(tmp_path / "run" / "m.keras"))
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
+    (tmp_path / "run" / "classes.json").write_text(json.dumps({"class_names": names}))
+    done, _ = surgery("predict", tmp_path / "run" / "m.keras", tmp_path / "x.png")
+    assert done.exit_code == 2, done.output
+    assert_one_error_line(done.stderr, f"{tmp_path / 'run' / 'classes.json'}: {says}")
+    (tmp_path / "names.json").write_text(json.dumps(names))
+    (tmp_path / "run" / "classes.json").unlink()
+    done, _ = surgery("predict", tmp_path / "run" / "m.keras", tmp_path / "x.png", "--classes", tmp_path / "names.json")
+    assert done.exit_code == 2, done.output
+    assert says.split(";")[0] in done.stderr

@@ -23,10 +23,27 @@ IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 COLOR_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
 SHUFFLE_BUFFER = 1024  # decoded images, not files: a bigger buffer costs memory, not randomness that matters
 SHOWN_BAD_FILES = 3
+# More classes than any dataset people train on (ImageNet-21k has 21,841): a label beyond it is a broken file,
+# and a list of that many names would be built before anything else could refuse it.
+MAX_CLASSES = 100_000
 
 
 class DataError(SurgeryError):
     """The data given to train, features or predict cannot be used."""
+
+
+def check_class_names(names, file: str | None, where: str | None, error=DataError) -> list[str]:
+    """Class names as a list of strings, each once: a name given twice would score its second class as its
+    first wherever labels are matched by name (evaluate), so it is refused wherever names come in."""
+    names = [str(n) for n in names]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise error(
+                f'class_names names "{name[:60]}" twice; each class needs a name of its own', file=file, where=where
+            )
+        seen.add(name)
+    return names
 
 
 @dataclass
@@ -192,6 +209,10 @@ def _inspect_npz(p: Path, what: str) -> Source:
 def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str = "--data") -> Source:
     """Images and labels in memory (an .npz's arrays, or arrays given from Python), checked."""
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 4:
+        raise DataError(
+            f"x must hold images, N x height x width x channels; got shape {x.shape}", file=str(p), where=what
+        )
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(
             f"y must be a 1-D array of integer class indices, got shape {y.shape} dtype {y.dtype}",
@@ -204,14 +225,34 @@ def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str =
         raise DataError("holds no images", file=str(p), where=what)
     if y.min() < 0:
         raise DataError(f"y has a negative label ({y.min()})", file=str(p), where=what)
+    if int(y.max()) >= MAX_CLASSES:
+        raise DataError(
+            f"y has label {y.max()}: more than {MAX_CLASSES:,} classes is not a labelling surgery trains on "
+            "(labels are class indices 0, 1, 2, ...)",
+            file=str(p),
+            where=what,
+        )
     if names_array is not None:
-        names = [str(n) for n in names_array]
+        names_array = np.asarray(names_array)
+        if names_array.ndim != 1 or len(names_array) > MAX_CLASSES:
+            raise DataError(
+                f"class_names must be a list of names, got shape {names_array.shape}", file=str(p), where=what
+            )
+        names = check_class_names(names_array, str(p), what)
         if y.max() >= len(names):
             raise DataError(
                 f"y has label {y.max()} but class_names names {len(names)} classes", file=str(p), where=what
             )
     else:
         names = [str(i) for i in range(int(y.max()) + 1)]
+    if files_array is not None:
+        files_array = np.asarray(files_array)
+        if files_array.shape != y.shape:
+            raise DataError(
+                f"files has shape {files_array.shape} but y has {len(y)} labels; it needs one file name per image",
+                file=str(p),
+                where=what,
+            )
     files = [str(f) for f in files_array] if files_array is not None else [f"{p.name}[{i}]" for i in range(len(y))]
     return Source(p, "npz", names, files=files, x=x, y=y.astype("int64"))
 
@@ -221,7 +262,9 @@ def source_of(value, what: str = "--data", class_names=None) -> Source:
     if isinstance(value, (str, Path)):
         return inspect(value, what)
     if hasattr(value, "element_spec"):  # a tf.data.Dataset, without importing TensorFlow to ask
-        source = Source(Path(f"<{what} dataset>"), "dataset", list(class_names or ()), dataset=value)
+        check_length(value, what)
+        names = check_class_names(class_names or (), None, what)
+        source = Source(Path(f"<{what} dataset>"), "dataset", names, dataset=value)
         source.labels()  # one pass for the labels: the class count, and what balanced class weights divide by
         return source
     if isinstance(value, dict):
@@ -229,6 +272,24 @@ def source_of(value, what: str = "--data", class_names=None) -> Source:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return arrays_source(Path(f"<{what} arrays>"), value[0], value[1], class_names, None, what)
     raise DataError(f"expected a path, (x, y) arrays or a tf.data.Dataset, got {type(value).__name__}", where=what)
+
+
+def check_length(dataset, what: str) -> None:
+    """Refuse a dataset that never ends, or whose length is unknown: its labels are counted (class weights,
+    the class count) and each epoch reads it once, so it must end."""
+    n = int(dataset.cardinality())
+    if n == -1:  # tf.data.INFINITE_CARDINALITY
+        raise DataError(
+            "the dataset never ends (it repeats: cardinality INFINITE); give it without .repeat(), "
+            "each epoch reads it once",
+            where=what,
+        )
+    if n == -2:  # tf.data.UNKNOWN_CARDINALITY
+        raise DataError(
+            "the dataset's length is unknown (a generator, filter() or a file reader); state it with "
+            "dataset.apply(tf.data.experimental.assert_cardinality(N)) (N batches)",
+            where=what,
+        )
 
 
 def matching_validation(train: Source, val: Source) -> None:

@@ -20,7 +20,7 @@ from ..errors import SpecError, did_you_mean
 from ..files import MIB, read_json
 from ..keras_env import keras
 from ..model_files import load_model
-from .data import DataError
+from .data import DataError, check_class_names
 
 SIDECAR = "classes.json"
 SIDECAR_LIMIT = 16 * MIB  # a million class names fit
@@ -58,6 +58,8 @@ def read_sidecar(path: Path, registry) -> Sidecar:
     names = found.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise DataError("class_names must be a list of strings", file=str(path))
+    if names is not None:
+        check_class_names(names, str(path), None)
     shape = found.get("input_shape")
     if shape is not None and (
         not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)

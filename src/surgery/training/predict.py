@@ -19,6 +19,7 @@ from ..errors import SpecError, one_line
 from ..files import read_json
 from ..keras_env import keras, keras_cache_dir, native_stderr_muted
 from . import pipeline
+from .data import check_class_names
 from .models import SIDECAR_LIMIT
 from .stages import output_activation
 
@@ -75,13 +76,20 @@ def read_classes(path: str, units: int) -> Names:
         raise SpecError('expected a JSON list of names, or an object with "class_names"', file=path, where="--classes")
     if len(names) != units:
         raise SpecError(f"names {len(names)} classes but the model outputs {units}", file=path, where="--classes")
-    return Names([str(n) for n in names], p.name)
+    return Names(check_class_names(names, path, "--classes", error=SpecError), p.name)
 
 
 def class_names(loaded, units: int, classes_file: str | None) -> Names:
     if classes_file:
         return read_classes(classes_file, units)
-    if loaded.class_names is not None and len(loaded.class_names) == units:
+    if loaded.class_names is not None:
+        if len(loaded.class_names) != units:
+            # The same refusal as --classes: names for another model would label every score wrongly.
+            raise SpecError(
+                f"names {len(loaded.class_names)} classes but the model outputs {units}; "
+                "give the right names with --classes",
+                file=str(Path(loaded.source).parent / "classes.json"),
+            )
         return Names(list(loaded.class_names), "classes.json")
     if units == IMAGENET_CLASSES:
         return imagenet_names()
