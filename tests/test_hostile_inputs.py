@@ -259,12 +259,42 @@ def test_an_npz_that_lies_about_its_contents_is_refused_by_every_command(surgery
     assert not (tmp_path / "run").exists() and not (tmp_path / "f.npz").exists()
 
 
-def test_a_huge_label_is_refused_under_a_memory_limit(tmp_path, backbone):
-    """max(y) + 1 class names would be built first: under a 2 GiB address-space limit the refusal must come
-    before any allocation that size (2**40 names would need terabytes)."""
+def _liar(path):
+    """An .npz whose x header claims (100000000, 32, 32, 3) float32 (1.2 TB) in a 400-byte member."""
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (100000000, 32, 32, 3)}
+    )
+    labels = io.BytesIO()
+    np.save(labels, np.array([0, 1]))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + b"\0" * 400)
+        archive.writestr("y.npy", labels.getvalue())
+    return path
+
+
+MEMORY_CASES = {
+    "huge label": (
+        lambda p: _npz(p, y=np.array([0, 1, 2**40])),
+        "y has label 1099511627776: more than 100,000 classes",
+    ),
+    "header that lies": (
+        _liar,
+        "its array x claims shape (100000000, 32, 32, 3) (1,228.8 GB) but holds 400 bytes: a broken or hostile file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMORY_CASES))
+def test_data_that_would_exhaust_memory_is_refused_under_a_memory_limit(tmp_path, backbone, case):
+    """max(y) + 1 class names, or the array an .npy header promises, would be allocated first: under a 2 GiB
+    address-space limit the refusal must come before any allocation that size."""
     import resource
 
-    data = _npz(tmp_path / "d.npz", y=np.array([0, 1, 2**40]))
+    make, says = MEMORY_CASES[case]
+    data = make(tmp_path / "d.npz")
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
@@ -287,7 +317,7 @@ def test_a_huge_label_is_refused_under_a_memory_limit(tmp_path, backbone):
         preexec_fn=limit,
     )
     assert done.returncode == 2, done.stderr
-    assert_one_error_line(done.stderr, "y has label 1099511627776: more than 100,000 classes")
+    assert_one_error_line(done.stderr, f"{data}: --data: {says}")
 
 
 @pytest.mark.parametrize(

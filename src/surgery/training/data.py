@@ -185,6 +185,7 @@ def _inspect_npz(p: Path, what: str) -> Source:
             file=str(p),
             where=what,
         )
+    _check_npy_headers(p, what)
     try:
         with np.load(p, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -204,6 +205,41 @@ def _inspect_npz(p: Path, what: str) -> Source:
             where=what,
         )
     return arrays_source(p, arrays["x"], arrays["y"], arrays.get("class_names"), arrays.get("files"), what)
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_npy_headers(p: Path, what: str) -> None:
+    """Refuse a member whose header promises more data than the member holds: numpy allocates what the
+    header says before reading, so 500 bytes that claim (100000000, 32, 32, 3) would ask for 286 GiB."""
+    try:
+        with zipfile.ZipFile(p) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in _NPY_HEADERS:
+                        raise DataError(
+                            f"its array {info.filename[:-4]} is in .npy format {version}; save it with numpy.savez",
+                            file=str(p),
+                            where=what,
+                        )
+                    shape, _, dtype = _NPY_HEADERS[version](member, max_header_size=10_000)
+                    header = member.tell()
+                if dtype.hasobject:
+                    continue  # refused below: object arrays need pickle
+                promised = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if promised > info.file_size - header:
+                    raise DataError(
+                        f"its array {info.filename[:-4]} claims shape {shape} ({promised / 1e9:,.1f} GB) but holds "
+                        f"{info.file_size - header:,} bytes: a broken or hostile file",
+                        file=str(p),
+                        where=what,
+                    )
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise DataError(f"not a readable .npz file ({e})", file=str(p), where=what) from None
 
 
 def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str = "--data") -> Source:
