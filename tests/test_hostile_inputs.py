@@ -348,3 +348,48 @@ def test_a_runs_classes_json_is_checked_as_classes_is(surgery, tmp_path, keras, 
     done, _ = surgery("predict", tmp_path / "run" / "m.keras", tmp_path / "x.png", "--classes", tmp_path / "names.json")
     assert done.exit_code == 2, done.output
     assert says.split(";")[0] in done.stderr
+
+
+def _png_claiming(path, width, height):
+    """A valid PNG signature and IHDR chunk for width x height 8-bit RGB, then a few bytes of image data:
+    what a decompression bomb's first bytes look like (the pixels would come from a tiny compressed stream)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1000)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda p: _png_claiming(p, 12000, 9000), "its header says 12,000 x 9,000 pixels; an image may have at most"),
+        (lambda p: _png_claiming(p, 60000, 60000), "its header says more than 178,956,970 pixels; an image may have"),
+        (lambda p: os.truncate(p, 3 << 30) or p, "is 3,072 MiB; an image file may be at most 512 MiB"),
+    ],
+    ids=["over the limit", "decompression bomb", "sparse 3 GB file"],
+)
+def test_an_image_too_big_to_decode_is_refused_from_its_header_or_size(surgery, tmp_path, backbone, make, says):
+    images = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (images / name).mkdir(parents=True)
+        _png_claiming(images / name / "0.png", 16, 16)
+    bad = images / "cat" / "big.png"
+    bad.touch()
+    make(bad)
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], units=2, validation_split=0.0))
+    for args in (
+        ("train", spec, "--data", images, "-o", tmp_path / "run"),
+        ("features", backbone, "--data", images, "-o", tmp_path / "f.npz"),
+        ("predict", backbone, images),
+        ("predict", backbone, bad),
+    ):
+        done, seconds = surgery(*args)
+        assert done.exit_code == 2, (args, done.output)
+        assert_one_error_line(done.stderr, f"{bad}", says)
+        assert seconds < 5, (args, seconds)

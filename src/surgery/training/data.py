@@ -26,6 +26,9 @@ SHOWN_BAD_FILES = 3
 # More classes than any dataset people train on (ImageNet-21k has 21,841): a label beyond it is a broken file,
 # and a list of that many names would be built before anything else could refuse it.
 MAX_CLASSES = 100_000
+# An image file's bytes: 512 MiB holds an uncompressed BMP of Pillow's pixel limit; a bigger (or sparse) file
+# named .png is refused from its size alone, before anything reads it.
+IMAGE_BYTES = 512 * 1024 * 1024
 
 
 class DataError(SurgeryError):
@@ -139,9 +142,45 @@ def _images_under(folder: Path, what: str, top: Path | None = None) -> list[Path
                         file=str(path),
                         where=what,
                     )
-                check_regular(path, what, error=DataError)
+                check_image(path, what)
                 found.append(path)
     return found
+
+
+def check_image(path: Path, what: str | None = None) -> None:
+    """A regular file of a bounded size whose header (a few bytes, read by Pillow without decoding) states a
+    bounded pixel count: a decompression bomb, a sparse file or a device named .png is refused before
+    TensorFlow decodes it. A file Pillow cannot read is left to the decoder, which names every bad file."""
+    import warnings
+
+    from PIL import Image
+
+    st = check_regular(path, what, error=DataError)
+    if st.st_size > IMAGE_BYTES:
+        raise DataError(
+            f"is {st.st_size / 2**20:,.0f} MiB; an image file may be at most {IMAGE_BYTES // 2**20} MiB",
+            file=str(path),
+            where=what,
+        )
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    size = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+        if limit and width * height > limit:
+            size = f"{width:,} x {height:,} pixels"
+    except Image.DecompressionBombError:  # Pillow refuses past twice its limit, before saying the size
+        size = f"more than {2 * limit:,} pixels"
+    except (OSError, SyntaxError, ValueError):
+        return
+    if size:
+        raise DataError(
+            f"its header says {size}; an image may have at most {limit:,} (Pillow's decompression-bomb limit)",
+            file=str(path),
+            where=what,
+        )
 
 
 def _inspect_folder(p: Path, what: str) -> Source:

@@ -10,12 +10,12 @@ import contextlib
 import io
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..files import check_regular
-from .data import COLOR_MODES, SHOWN_BAD_FILES, SHUFFLE_BUFFER, DataError, Source
+from .data import COLOR_MODES, SHOWN_BAD_FILES, SHUFFLE_BUFFER, DataError, Source, check_image
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def load_images(paths: list, image: ImageSpec, prep):
     for p in paths:
         if not os.path.lexists(p):
             raise DataError("no such image file", file=str(p))
-        check_regular(p, error=DataError)
+        check_image(Path(p))
     check_readable(paths, image)
     tf = _tf()
     batch = tf.stack([decode(tf, str(p), image) for p in paths])
