@@ -303,3 +303,65 @@ def test_pruned_model_exports_to_onnx_with_parity(source, tmp_path, cli):
     x = _x(3)
     y = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert np.abs(y - np.asarray(model(x, training=False))).max() <= 1e-5
+
+
+VGG_CUT = [
+    {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]},
+    {"op": "slice", "layers": ":4"},
+]
+
+
+@pytest.mark.parametrize(
+    "forms, first, channels",
+    [
+        # caffe preprocessing: a frozen 1x1 Conv2D, RGB->BGR and the means, as the preprocess op writes it
+        ([{"op": "preprocess"}], "preprocess", 3),
+        (
+            [
+                {
+                    "op": "insert",
+                    "before": "block1_conv1",
+                    "layer": "Normalization",
+                    "config": {"mean": [1, 2, 3], "variance": [1, 4, 9]},
+                    "name": "norm",
+                }
+            ],
+            "norm",
+            3,
+        ),
+        (
+            [
+                {
+                    "op": "insert",
+                    "before": "block1_conv1",
+                    "layer": "Rescaling",
+                    "config": {"scale": [0.5, 0.25, 2.0], "offset": [1, 2, 3]},
+                    "name": "scale",
+                }
+            ],
+            "scale",
+            3,
+        ),
+        # a grayscale input: the first kernel's input side is the input's one channel
+        ([{"op": "adapt_input", "channels": 1, "rule": "mean"}, {"op": "preprocess"}], "block1_conv1", None),
+    ],
+    ids=["preprocess", "normalization", "rescaling", "adapt_input"],
+)
+def test_the_input_in_another_form_is_never_pruned(forms, first, channels):
+    """Every fixed per-channel map of the input keeps each colour of the image: pruning at ratio 0.5 takes
+    channels from the convolutions after it, never from it (the model would ignore a colour)."""
+    import surgery
+
+    model = surgery.build({"surgery": 1, "name": "m", "steps": [*VGG_CUT, *forms, {"op": "prune", "ratio": 0.5}]})
+    assert model.input.shape[-1] == (channels or 1)
+    if channels:
+        assert model.get_layer(first).output.shape[-1] == channels
+    assert model.get_layer("block1_conv1").input.shape[-1] == (channels or 1)
+    assert model.get_layer("block1_conv1").filters == 32  # the groups after it are pruned
+
+
+def test_plan_groups_says_why_the_preprocessing_is_unprunable(cli, tmp_path):
+    spec = write_spec(tmp_path, {"surgery": 1, "name": "m", "steps": [*VGG_CUT, {"op": "preprocess"}]})
+    result = cli("plan", spec, "--groups")
+    assert result.exit_code == 0, result.output
+    assert "'preprocess' is a fixed map of the model's input channels (preprocessing)" in result.output

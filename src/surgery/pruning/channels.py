@@ -100,6 +100,7 @@ def analyze(model, free_outputs=()) -> Analysis:
     blocks: list[tuple[np.ndarray, str | None]] = []
     tensor_ids: dict[int, np.ndarray] = {}
     records: list[Record] = []
+    input_forms: set[int] = set()  # tensors that are the model's input in another form (see _input_form)
 
     def fresh(n, name):
         spaces.append(name)
@@ -121,6 +122,7 @@ def analyze(model, free_outputs=()) -> Analysis:
             records.append(Record(op.name, op, node, rule, [], outs, True))
             for t, ids in zip(node.outputs, outs):
                 tensor_ids[id(t)] = ids
+                input_forms.add(id(t))
             continue
         ins = [tensor_ids[id(t)] for t in node.input_tensors]
         outs = _flow(rule, ins, node, uf, blocks)
@@ -138,6 +140,12 @@ def analyze(model, free_outputs=()) -> Analysis:
                 blocks.append((ids, f"made by {rule.reason}"))
         elif rule.kind == "producer":
             outs = [fresh(int(node.outputs[0].shape[-1]), op.name)]
+        if node.input_tensors and all(id(t) in input_forms for t in node.input_tensors):
+            form = _input_form(rule, op, node)
+            if form:
+                input_forms.update(id(t) for t in node.outputs)
+                if rule.kind == "producer":
+                    blocks.append((outs[0], form))
         if rule.out_reason:
             blocks.append((outs[0], rule.out_reason))
         if rule.kind == "block":
@@ -167,6 +175,27 @@ def functional_graph(model):
     raise OpError(
         f"pruning needs a functional model (or a Sequential with an Input); '{model.name}' is a "
         f"{type(model).__name__} without a graph to analyse"
+    )
+
+
+def _input_form(rule: Rule, op, node) -> str | None:
+    """Why a layer reading only the input (in some form) still gives the input in another form, or None.
+
+    Channel-preserving layers carry the input's own channels, which are blocked as the input's. A frozen
+    1x1 map from the input's channels to as many channels (the preprocess op's RGB->BGR and means) makes
+    new ids, yet each is one colour of every image: removing one would make the model ignore it.
+    """
+    if rule.kind in ("pass", "block", "repeat"):
+        return "the model's input in another form"
+    if rule.kind != "producer" or op.trainable:
+        return None
+    c_in, c_out = node.input_tensors[0].shape[-1], node.outputs[0].shape[-1]
+    kernel = getattr(op, "kernel_size", (1,))
+    if c_in != c_out or any(k != 1 for k in kernel):
+        return None
+    return (
+        f"'{op.name}' is a fixed map of the model's input channels (preprocessing): each of its channels is "
+        "one channel of every image"
     )
 
 
