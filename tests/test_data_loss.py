@@ -383,3 +383,39 @@ def test_resume_after_sigterm_continues(cli, tmp_path, images, backbone):
     done = cli(*args, "--resume")
     assert done.exit_code == 0, done.stderr
     assert json.loads((run / "checkpoints" / "state.json").read_text())["finished"]
+
+
+def _strict(text):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_writes_strict_json_and_resumes(cli, tmp_path, images, backbone):
+    """A rate of 1e38 (within float32) makes the loss inf: it is never the best, state.json stays JSON (no
+    NaN or Infinity in it) and the run resumes."""
+    stage = {"epochs": 2, "learning_rate": 1e38, "optimizer": "sgd"}
+    spec = write_spec(tmp_path, tiny_spec(backbone, [stage], validation_split=0.0))
+    run = tmp_path / "run"
+    first = cli("train", spec, "--data", images["train"], "-o", run, "--monitor", "loss")
+    assert first.exit_code == 0, first.output
+    state = _strict((run / "checkpoints" / "state.json").read_text())
+    assert state["best"] is None and state["best_epoch"] is None
+    more = cli("train", spec, "--data", images["train"], "-o", run, "--monitor", "loss", "--resume", "--epochs", "3")
+    assert more.exit_code == 0, more.output
+    assert _strict((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 3
+
+
+def test_predict_and_evaluate_json_of_a_nan_model_is_strict_json(cli, tmp_path, keras, images):
+    inputs = keras.Input((16, 16, 3))
+    head = keras.layers.Dense(3, activation="softmax", name="head")
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs)))
+    head.set_weights([np.full((3, 3), np.nan, "float32"), np.zeros(3, "float32")])
+    model.save(str(tmp_path / "nan.keras"))
+    predicted = cli("predict", tmp_path / "nan.keras", images["train"] / "red" / "0.png", "--json")
+    assert predicted.exit_code == 0, predicted.output
+    assert _strict(predicted.stdout)["results"][0]["top"][0]["probability"] is None
+    evaluated = cli("evaluate", tmp_path / "nan.keras", "--data", images["val"], "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert _strict(evaluated.stdout)["metrics"]["loss"] is None

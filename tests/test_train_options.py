@@ -421,6 +421,28 @@ BAD = {
     ),
     "nan rate": ({"epochs": 1, "learning_rate": "NAN_TOKEN"}, "NaN is not a number JSON allows"),
     "negative decay": ({"epochs": 1, "weight_decay": -1}, "weight_decay: -1 is too small; the minimum is 0"),
+    "exponential keys on a cosine": (
+        {"epochs": 3, "schedule": {"type": "cosine", "decay_rate": 0.8}},
+        'train.stages[0].schedule: "decay_rate" is for the exponential schedule; a cosine schedule takes '
+        "warmup_epochs, alpha",
+    ),
+    "cosine key on a piecewise": (
+        {"epochs": 3, "schedule": {"type": "piecewise", "boundaries": [1], "values": [0.1, 0.01], "alpha": 0.1}},
+        '"alpha" is for the cosine schedule; a piecewise schedule takes warmup_epochs, boundaries, values',
+    ),
+    "piecewise key on an exponential": (
+        {"epochs": 3, "schedule": {"type": "exponential", "boundaries": [1]}},
+        '"boundaries" is for the piecewise schedule; a exponential schedule takes warmup_epochs, decay_rate',
+    ),
+    "rate beyond float32": (
+        {"epochs": 1, "learning_rate": 1e300},
+        "train.stages[0].learning_rate: 1e+300 is too large; the maximum is 3.4028234663852886e+38",
+    ),
+    "decay beyond float32": ({"epochs": 1, "weight_decay": 1e300}, "weight_decay: 1e+300 is too large"),
+    "class weight beyond float32": (
+        {"epochs": 1, "class_weight": {"red": 1e308}},
+        "class_weight.red: 1e+308 is too large",
+    ),
 }
 
 
@@ -433,3 +455,21 @@ def test_bad_stage_options_are_one_line_before_training(cli, tmp_path, backbone,
     assert result.exit_code == 2, result.output
     assert_one_error_line(result.stderr, fragment)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--learning-rate", "1e300"), ("--weight-decay", "1e300"), ("--learning-rate", "3.5e38")]
+)
+def test_options_beyond_float32_are_refused_as_the_specs_are(cli, tmp_path, backbone, images, option, value):
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}]))
+    result = cli("train", spec, "--data", images["train"], "-o", tmp_path / "run", option, value)
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(
+        result.stderr, f"{option}: {float(value):g} is too large; the maximum is 3.4028234663852886e+38"
+    )
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(surgery.SurgeryError, match="is too large"):
+        surgery.train(
+            spec, str(images["train"]), tmp_path / "api", echo=None, **{option[2:].replace("-", "_"): float(value)}
+        )
+    assert not (tmp_path / "api").exists()

@@ -21,6 +21,14 @@ def _closed(schema: dict) -> dict:
 
 
 SCHEDULES = ["cosine", "exponential", "piecewise"]
+# The keys each schedule type reads (warmup_epochs and type apply to all): any other is refused, not ignored.
+SCHEDULE_KEYS = {
+    "cosine": ("alpha",),
+    "exponential": ("decay_rate", "decay_epochs"),
+    "piecewise": ("boundaries", "values"),
+}
+# Rates, weights and factors become float32 in Keras: a larger number is inf there, and trains to NaN.
+FLOAT32_MAX = 3.4028234663852886e38
 METRICS = ["auc", "precision", "recall", "top_k_accuracy"]
 _MONITOR = {
     "type": "string",
@@ -53,25 +61,30 @@ STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "learning_rate": {
         "type": "number",
         "exclusiveMinimum": 0,
+        "maximum": FLOAT32_MAX,
         "default": 1e-3,
         "description": "the optimizer's learning rate (a schedule's starting value)",
     },
     "weight_decay": {
         "type": "number",
         "minimum": 0,
+        "maximum": FLOAT32_MAX,
         "description": "the optimizer's decoupled weight decay (AdamW's 0.004 is Keras' default there)",
     },
     "gradient_clip": {
         "description": "clip gradients: a number clips their global norm; or one of norm, value, global_norm",
         "anyOf": [
-            {"type": "number", "exclusiveMinimum": 0, "description": "a global norm"},
+            {"type": "number", "exclusiveMinimum": 0, "maximum": FLOAT32_MAX, "description": "a global norm"},
             {
                 "type": "object",
                 "minProperties": 1,
                 "maxProperties": 1,
                 "additionalProperties": False,
                 "description": "an object with one of norm, value, global_norm",
-                "properties": {k: {"type": "number", "exclusiveMinimum": 0} for k in ("norm", "value", "global_norm")},
+                "properties": {
+                    k: {"type": "number", "exclusiveMinimum": 0, "maximum": FLOAT32_MAX}
+                    for k in ("norm", "value", "global_norm")
+                },
             },
         ],
     },
@@ -117,7 +130,7 @@ STAGE_OPTIONS: dict[str, dict[str, Any]] = {
             },
             "values": {
                 "type": "array",
-                "items": {"type": "number", "exclusiveMinimum": 0},
+                "items": {"type": "number", "exclusiveMinimum": 0, "maximum": FLOAT32_MAX},
                 "minItems": 2,
                 "description": "piecewise: the rates, one more than boundaries",
             },
@@ -128,15 +141,15 @@ STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     "early_stopping": _callback(
         "keras.callbacks.EarlyStopping: end the stage when the monitored metric stops improving",
         patience={"type": "integer", "minimum": 0, "default": 3},
-        min_delta={"type": "number", "minimum": 0, "default": 0},
+        min_delta={"type": "number", "minimum": 0, "maximum": FLOAT32_MAX, "default": 0},
         restore_best_weights={"type": "boolean", "default": True},
     ),
     "reduce_lr_on_plateau": _callback(
         "keras.callbacks.ReduceLROnPlateau: lower the rate when the monitored metric stalls",
         factor={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
         patience={"type": "integer", "minimum": 0, "default": 2},
-        min_delta={"type": "number", "minimum": 0, "default": 1e-4},
-        min_lr={"type": "number", "minimum": 0, "default": 0},
+        min_delta={"type": "number", "minimum": 0, "maximum": FLOAT32_MAX, "default": 1e-4},
+        min_lr={"type": "number", "minimum": 0, "maximum": FLOAT32_MAX, "default": 0},
         cooldown={"type": "integer", "minimum": 0, "default": 0},
     ),
     "label_smoothing": {
@@ -152,7 +165,7 @@ STAGE_OPTIONS: dict[str, dict[str, Any]] = {
             {"const": "balanced"},
             {
                 "type": "object",
-                "additionalProperties": {"type": "number", "minimum": 0},
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX},
                 "description": "an object of class name -> weight (others weigh 1)",
             },
         ],

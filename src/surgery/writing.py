@@ -319,3 +319,21 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[Path]:
     with Outputs(force) as outputs:
         yield outputs.stage(path)
         outputs.commit()
+
+
+def strict_json(data: object, indent: int | None = 2) -> str:
+    """JSON that every parser reads: a NaN or an infinity (a diverged model's figures) becomes null, since
+    Python's json would write NaN and Infinity, which JSON does not have."""
+    import json
+    import math
+
+    def finite(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(data), indent=indent, allow_nan=False)

@@ -8,11 +8,10 @@ paths) is checked first, so bad input fails in a fraction of a second.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..train_schema import METRICS, OPTIMIZERS, PRECISIONS, STRATEGIES
+from ..writing import strict_json
 from .common import guarded, installed_plugins, progress
 from .types import FiniteFloat
 
@@ -183,7 +182,7 @@ def evaluate(model, data, batch_size, preprocess, as_json, plot_path, force):
         target = check_target(plot_path, force, data)
     found = evaluate_model(model, data, batch_size=batch_size, preprocess=preprocess, plugins=installed_plugins())
     if as_json:
-        click.echo(json.dumps(found.as_dict(), indent=2))
+        click.echo(strict_json(found.as_dict()))
     else:
         click.echo(f"evaluated {model} on {found.n:,} images of {data}")
         for line in found.lines():
@@ -254,9 +253,7 @@ def predict(model, images, top, classes_file, preprocess, weights, as_json):
     if names.note:
         click.echo(f"note: {names.note}", err=True)
     if as_json:
-        click.echo(
-            json.dumps({"classes": names.origin, "score": found["score"], "results": found["results"]}, indent=2)
-        )
+        click.echo(strict_json({"classes": names.origin, "score": found["score"], "results": found["results"]}))
         return
     for result in found["results"]:
         click.echo(result["image"])

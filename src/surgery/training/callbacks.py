@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -34,7 +35,8 @@ def checkpointer(folder, state, monitor: str, stage_ends, model):
             model.save(str(tmp))
             tmp.replace(path)
             value = (logs or {}).get(monitor)
-            if value is not None and (state.best is None or better(float(value), state.best)):
+            # A NaN (a diverged epoch) is never the best; it compares False with everything else already.
+            if value is not None and math.isfinite(value) and (state.best is None or better(float(value), state.best)):
                 state.best, state.best_epoch = float(value), done
                 best_tmp = temporary_sibling(folder.best)
                 shutil.copyfile(path, best_tmp)

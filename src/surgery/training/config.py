@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import OpError, SpecError, counted
 from ..selectors import parse_slice
-from ..train_schema import STAGE_OPTIONS
+from ..spec import schema_error
+from ..train_schema import SCHEDULE_KEYS, STAGE_OPTIONS
 
 DEFAULT_EPOCHS = 10
 # How a run is carried out, not what it computes: --resume may change them.
@@ -111,6 +112,11 @@ def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
         if isinstance(given.get(key), (str, Path)):
             given[key] = Path(given[key]).resolve()
     stage_overrides = {k: given.pop(k) for k in list(given) if k in STAGE_OPTIONS or k == "epochs"}
+    for key, value in stage_overrides.items():
+        # Options from the command line or Python meet the schema the spec's own values meet.
+        msg = schema_error(STAGE_OPTIONS.get(key, {"type": "integer", "minimum": 1}), value)
+        if msg:
+            raise SpecError(msg, where=f"--{key.replace('_', '-')}")
     if "validation_split" in given and "validation_data" not in given:
         section.pop("validation_data", None)  # a split asked for on the command line beats the spec's folder
     section.update(given)
@@ -166,10 +172,15 @@ def _check_schedule(schedule: dict, epochs: int, spec, where: str) -> None:
             file=spec.file,
             where=where,
         )
-    if schedule["type"] != "piecewise":
-        unused = sorted({"boundaries", "values"} & set(schedule))
-        if unused:
-            raise SpecError(f'"{unused[0]}" is for the piecewise schedule', file=spec.file, where=where)
+    kind = schedule["type"]
+    for key in sorted(schedule):
+        owner = next((t for t, keys in SCHEDULE_KEYS.items() if key in keys), kind)
+        if owner != kind:
+            takes = ", ".join(("warmup_epochs", *SCHEDULE_KEYS[kind]))
+            raise SpecError(
+                f'"{key}" is for the {owner} schedule; a {kind} schedule takes {takes}', file=spec.file, where=where
+            )
+    if kind != "piecewise":
         return
     boundaries, values = schedule.get("boundaries"), schedule.get("values")
     if boundaries is None or values is None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import SurgeryError
 from ..files import MIB, read_bounded, read_json, same_file
-from ..writing import MARKER, is_surgery_folder, mark_folder, remove, temporary_sibling
+from ..writing import MARKER, is_surgery_folder, mark_folder, remove, strict_json, temporary_sibling
 
 STATE_VERSION = 2  # 2: stages end where they actually ended (early stopping), and a run can be extended
 STATE_LIMIT = 16 * MIB
@@ -82,7 +82,7 @@ def _unwritable(path: Path) -> str:
 
 def write_json(path: Path, data) -> None:
     tmp = temporary_sibling(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(strict_json(data) + "\n")
     os.replace(tmp, path)
 
 
