@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import counted
-from .classify import classify
+from .classify import classify, input_form
 from .rules import Rule, unknown
 from .unionfind import UnionFind
 
@@ -141,7 +141,7 @@ def analyze(model, free_outputs=()) -> Analysis:
         elif rule.kind == "producer":
             outs = [fresh(int(node.outputs[0].shape[-1]), op.name)]
         if node.input_tensors and all(id(t) in input_forms for t in node.input_tensors):
-            form = _input_form(rule, op, node)
+            form = input_form(rule, op, node)
             if form:
                 input_forms.update(id(t) for t in node.outputs)
                 if rule.kind == "producer":
@@ -175,27 +175,6 @@ def functional_graph(model):
     raise OpError(
         f"pruning needs a functional model (or a Sequential with an Input); '{model.name}' is a "
         f"{type(model).__name__} without a graph to analyse"
-    )
-
-
-def _input_form(rule: Rule, op, node) -> str | None:
-    """Why a layer reading only the input (in some form) still gives the input in another form, or None.
-
-    Channel-preserving layers carry the input's own channels, which are blocked as the input's. A frozen
-    1x1 map from the input's channels to as many channels (the preprocess op's RGB->BGR and means) makes
-    new ids, yet each is one colour of every image: removing one would make the model ignore it.
-    """
-    if rule.kind in ("pass", "block", "repeat"):
-        return "the model's input in another form"
-    if rule.kind != "producer" or op.trainable:
-        return None
-    c_in, c_out = node.input_tensors[0].shape[-1], node.outputs[0].shape[-1]
-    kernel = getattr(op, "kernel_size", (1,))
-    if c_in != c_out or any(k != 1 for k in kernel):
-        return None
-    return (
-        f"'{op.name}' is a fixed map of the model's input channels (preprocessing): each of its channels is "
-        "one channel of every image"
     )
 
 

@@ -256,3 +256,24 @@ def _arrays_problem(layer, keys, channels: int, label: str) -> str | None:
         if arr.size > 1 and (arr.ndim == 0 or arr.shape[-1] != channels or arr.size != channels):
             return f"{label} has a {key} of shape {arr.shape}, not one value per channel"
     return None
+
+
+def input_form(rule: Rule, op, node) -> str | None:
+    """Why a layer reading only the input (in some form) still gives the input in another form, or None.
+
+    Channel-preserving layers carry the input's own channels, which are blocked as the input's. A frozen
+    1x1 map from the input's channels to as many channels (the preprocess op's RGB->BGR and means) makes
+    new ids, yet each is one colour of every image: removing one would make the model ignore it.
+    """
+    if rule.kind in ("pass", "block", "repeat"):
+        return "the model's input in another form"
+    if rule.kind != "producer" or op.trainable:
+        return None
+    c_in, c_out = node.input_tensors[0].shape[-1], node.outputs[0].shape[-1]
+    kernel = getattr(op, "kernel_size", (1,))
+    if c_in != c_out or any(k != 1 for k in kernel):
+        return None
+    return (
+        f"'{op.name}' is a fixed map of the model's input channels (preprocessing): each of its channels is "
+        "one channel of every image"
+    )
