@@ -172,7 +172,7 @@ STAGE_OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 
-STAGE_SCHEMA = {
+STAGE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "minLength": 1, "description": "shown in the log; default stage1, stage2, ..."},

@@ -100,7 +100,7 @@ def analyze(model, free_outputs=()) -> Analysis:
     blocks: list[tuple[np.ndarray, str | None]] = []
     tensor_ids: dict[int, np.ndarray] = {}
     records: list[Record] = []
-    input_forms: set[int] = set()  # tensors that are the model's input in another form (see _input_form)
+    input_forms: set[int] = set()  # tensors that are the model's input in another form (see classify.input_form)
 
     def fresh(n, name):
         spaces.append(name)

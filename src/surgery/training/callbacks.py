@@ -35,7 +35,7 @@ def checkpointer(folder, state, monitor: str, stage_ends, model):
             model.save(str(tmp))
             tmp.replace(path)
             value = (logs or {}).get(monitor)
-            # A NaN (a diverged epoch) is never the best; it compares False with everything else already.
+            # A NaN or inf (a diverged epoch) is never the best, not even as the first value seen.
             if value is not None and math.isfinite(value) and (state.best is None or better(float(value), state.best)):
                 state.best, state.best_epoch = float(value), done
                 best_tmp = temporary_sibling(folder.best)

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import OpError, SpecError, counted
 from ..selectors import parse_slice
 from ..spec import schema_error
-from ..train_schema import SCHEDULE_KEYS, STAGE_OPTIONS
+from ..train_schema import SCHEDULE_KEYS, STAGE_OPTIONS, STAGE_SCHEMA
 
 DEFAULT_EPOCHS = 10
 # How a run is carried out, not what it computes: --resume may change them.
@@ -114,7 +114,7 @@ def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
     stage_overrides = {k: given.pop(k) for k in list(given) if k in STAGE_OPTIONS or k == "epochs"}
     for key, value in stage_overrides.items():
         # Options from the command line or Python meet the schema the spec's own values meet.
-        msg = schema_error(STAGE_OPTIONS.get(key, {"type": "integer", "minimum": 1}), value)
+        msg = schema_error(STAGE_SCHEMA["properties"][key], value)
         if msg:
             raise SpecError(msg, where=f"--{key.replace('_', '-')}")
     if "validation_split" in given and "validation_data" not in given:

@@ -251,7 +251,7 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.form
 
 def _check_npy_headers(p: Path, what: str) -> None:
     """Refuse a member whose header promises more data than the member holds: numpy allocates what the
-    header says before reading, so 500 bytes that claim (100000000, 32, 32, 3) would ask for 286 GiB."""
+    header says before reading, so 500 bytes that claim (100000000, 32, 32, 3) float32 would ask for 1.2 TB."""
     try:
         with zipfile.ZipFile(p) as archive:
             for info in archive.infolist():
@@ -311,7 +311,9 @@ def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str =
         names_array = np.asarray(names_array)
         if names_array.ndim != 1 or len(names_array) > MAX_CLASSES:
             raise DataError(
-                f"class_names must be a list of names, got shape {names_array.shape}", file=str(p), where=what
+                f"class_names must be a list of at most {MAX_CLASSES:,} names, got shape {names_array.shape}",
+                file=str(p),
+                where=what,
             )
         names = check_class_names(names_array, str(p), what)
         if y.max() >= len(names):
