@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 
@@ -59,12 +61,15 @@ def outputs(model, x) -> np.ndarray:
 
 
 def _tapped_layers(analysis) -> list:
-    """Layers whose single output can be read from a pruned model by name (not nested models, not inputs)."""
+    """Layers whose single output can be read from a pruned model by name (not nested models, not inputs,
+    not a shared layer, whose output differs per call)."""
     k = keras()
+    calls = Counter(rec.name for rec in analysis.records)
     return [
         rec.name
         for rec in analysis.records
         if rec.is_layer
+        and calls[rec.name] == 1
         and rec.rule.kind != "input"
         and len(rec.node.outputs) == 1
         and len(rec.out_ids) == 1

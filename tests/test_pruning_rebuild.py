@@ -323,3 +323,28 @@ def test_transpose_convolution_kernels_are_sliced_on_their_own_axes(k, dims):
     assert np.array_equal(new_bias, old_bias[keep_out])
     assert pruned.get_layer("up").filters == 7
     assert pruned.get_layer("c2").get_weights()[0].shape[-2] == 7
+
+
+def test_a_shared_layer_stays_one_layer_and_the_other_groups_are_pruned(k):
+    """A layer called twice keeps its groups unprunable, but the rest of the model is pruned, the shared
+    layer cloned once and called at both places with the original's weights."""
+    from surgery.pruning import analyze
+
+    k.utils.set_random_seed(0)
+    inp = k.Input((8, 8, 3))
+    a = k.layers.Conv2D(6, 3, padding="same", name="c1")(inp)
+    b = k.layers.Conv2D(6, 3, padding="same", name="c2")(a)
+    shared = k.layers.Conv2D(5, 1, name="shared")
+    joined = k.layers.Add(name="join")([shared(a), shared(b)])
+    side = k.layers.GlobalAveragePooling2D(name="gap_side")(k.layers.Conv2D(7, 3, name="side")(inp))
+    y = k.layers.Concatenate(name="cat")([k.layers.GlobalAveragePooling2D(name="gap")(joined), side])
+    model = randomize(k.Model(inp, k.layers.Dense(3, name="out")(y)))
+    a = analyze(model)
+    assert not [g for g in a.groups if "shared" in g.producers][0].prunable
+    removal = a.removal({"side": [0, 2, 5]})
+    pruned, _, _, _ = check_twin(model, removal)
+    names = [layer.name for layer in pruned.layers]
+    assert names.count("shared") == 1 and len(pruned.get_layer("shared")._inbound_nodes) == 2
+    assert pruned.get_layer("side").filters == 4
+    for old, new in zip(model.get_layer("shared").get_weights(), pruned.get_layer("shared").get_weights()):
+        assert np.array_equal(old, new)

@@ -110,6 +110,9 @@ def prune(model, removal):
     removed = removal.removed_ids()
     tensor_map: dict[int, object] = {}
     reused: list[str] = []
+    # A layer called at several nodes (shared) is cloned once and called at each, as in the original:
+    # a clone per node would give the new model two layers of one name.
+    clones: dict[int, object] = {}
     for rec in a.records:
         node, op = rec.node, rec.op
         if rec.rule.kind == "input":
@@ -119,11 +122,13 @@ def prune(model, removal):
         if any(id(t) not in tensor_map for t in node.input_tensors):
             continue  # not computed from the model's inputs (it does not feed the outputs either)
         args, kwargs = node.arguments.fill_in(tensor_map)
-        if rec.is_layer:
+        new_op = clones.get(id(op))
+        weights = None
+        if new_op is None and rec.is_layer:
             weights, changed = sliced_weights(rec, removed)
-            new_op = _clone_layer(rec, removed, changed, reused)
-        else:
-            new_op, weights, changed = _clone_op(op), None, False
+            new_op = clones[id(op)] = _clone_layer(rec, removed, changed, reused)
+        elif new_op is None:
+            new_op = clones[id(op)] = _clone_op(op)
         outs = new_op(*args, **kwargs)
         if weights is not None and new_op is not op:
             new_op.set_weights(weights)
