@@ -297,6 +297,38 @@ def test_label_smoothing_and_extra_metrics(tmp_path, keras, backbone, images):
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
 
 
+def test_a_one_unit_sigmoid_head_trains_with_label_smoothing_and_the_probability_metrics(tmp_path, keras, backbone):
+    """Two classes on one sigmoid unit: labels stay 0/1 (one-hot labels would not fit its one column), the
+    binary loss smooths them, and the logged validation figures are those of sklearn on the final model."""
+    from PIL import Image
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+    from helpers import write_pngs
+
+    two = {"cat": (200, 40, 40), "dog": (40, 40, 200)}
+    train = write_pngs(tmp_path / "train", {"cat": 9, "dog": 5}, classes=two)
+    val = write_pngs(tmp_path / "val", {"cat": 7, "dog": 4}, classes=two, seed=3)
+    spec = tiny_spec(backbone, [{"epochs": 4, "learning_rate": 0.5, "label_smoothing": 0.2}], units=1)
+    spec["steps"][2]["config"]["activation"] = "sigmoid"
+    spec["train"]["metrics"] = ["auc", "precision", "recall"]
+    result = surgery.train(
+        write_spec(tmp_path, spec), str(train), tmp_path / "run", validation_data=str(val), echo=None, verbose=0
+    )
+    model = keras.saving.load_model(str(result.paths["final"]))
+    assert type(model.loss).__name__ == "BinaryCrossentropy"
+    files = sorted(val.glob("*/*.png"))
+    y = np.array([f.parent.name == "dog" for f in files], dtype="float32")
+    p = np.asarray(model.predict(np.stack([np.asarray(Image.open(f)) for f in files]).astype("float32"), verbose=0))
+    p = p[:, 0]
+    assert len(set(p > 0.5)) == 2, p  # both answers given: labels and outputs compared row by row tell
+    assert result.history["val_precision"][-1] == pytest.approx(precision_score(y, p > 0.5), abs=1e-6)
+    assert result.history["val_recall"][-1] == pytest.approx(recall_score(y, p > 0.5), abs=1e-6)
+    assert result.history["val_auc"][-1] == pytest.approx(roc_auc_score(y, p), abs=0.05)
+    smoothed = y * 0.8 + 0.1
+    bce = -np.mean(smoothed * np.log(p) + (1 - smoothed) * np.log(1 - p))
+    assert result.history["val_loss"][-1] == pytest.approx(bce, rel=1e-4)
+
+
 def test_monitor_picks_the_best_checkpoint(tmp_path, backbone, images):
     """Two epochs that learn, then two at a rate that wrecks the head: the best epoch is not the last, and
     best.keras is that epoch's model (its loss on the validation images is the best val_loss)."""

@@ -126,6 +126,9 @@ class Run:
         stages.loss_and_metrics(
             model, self.train_src.class_names, self.spec.file, one_hot=self.one_hot, extra=config.metrics
         )
+        # A one-unit head takes the labels as they are, 0 or 1: its binary loss smooths them itself, and
+        # AUC, precision and recall compare them with its one column.
+        self.one_hot = stages.head(model, self.train_src.class_names, self.spec.file, self.one_hot).one_hot
         first = len(self.state.stage_ends)
         if first < len(config.stages):  # else: killed after the last epoch, before the final model was written
             stages.rehearse(
