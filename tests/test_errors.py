@@ -443,8 +443,19 @@ RESUME_DAMAGE = {
     "bad log.csv": (
         "log.csv",
         "epoch,loss\nfirst,1.0\n",
-        "{run}/log.csv: --resume: log.csv is not the log of a surgery run (ValueError: invalid literal "
-        "for int() with base 10: 'first')",
+        "{run}/log.csv: --resume: log.csv is not the log of a surgery run (row 2 holds 'first,1.0': an "
+        "epoch number and figures)",
+    ),
+    "log.csv of blank lines": (
+        "log.csv",
+        "\n\n\n",
+        "{run}/log.csv: --resume: log.csv is not the log of a surgery run (its first row must be the header "
+        "epoch,<metric>,..., not '')",
+    ),
+    "log.csv row of another width": (
+        "log.csv",
+        "epoch,loss,accuracy\n1,0.5\n",
+        "{run}/log.csv: --resume: log.csv is not the log of a surgery run (row 2 has 2 columns, the header 3)",
     ),
 }
 

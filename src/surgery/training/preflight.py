@@ -47,6 +47,7 @@ def check(run, force: bool, created_default: bool, worker) -> bool:
         run.state = RunState(fp)
         return True
     run.state = run.folder.read_state(fp)
+    run.folder.log_rows()
     if run.extend_to is not None:
         extend(run)
     elif run.state.finished:

@@ -303,27 +303,48 @@ class RunFolder:
             if p.name not in keep:
                 remove(p)
 
-    def trim_log(self, epochs_done: int) -> None:
-        """Drop rows of epochs after the checkpoint, which a resumed run trains again."""
+    def log_rows(self) -> list[list[str]] | None:
+        """log.csv's rows, header first, checked to be a surgery log (None when there is none): --resume
+        appends to it and the history is read from it, so a damaged one is refused before training."""
         if not self.log.exists():
-            return
+            return None
         raw = read_bounded(self.log, LOG_LIMIT, "--resume", what="log.csv", error=RunFolderError)
         try:
             rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
-            # Epochs are numbered from 1 in the log, as on the console.
-            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs_done] if rows else []
+            if not rows:
+                return None  # killed before the first epoch ended: Keras had not written the header yet
+            header = rows[0]
+            if not header or header[0] != "epoch" or len(set(header)) != len(header):
+                raise ValueError(f"its first row must be the header epoch,<metric>,..., not {','.join(header)!r}")
+            for number, row in enumerate(rows[1:], 2):
+                if len(row) != len(header):
+                    raise ValueError(f"row {number} has {len(row)} columns, the header {len(header)}")
+                if not _is_number(row[0], int) or not all(v in ("NA", "") or _is_number(v, float) for v in row[1:]):
+                    raise ValueError(f"row {number} holds {','.join(row)[:60]!r}: an epoch number and figures")
         except (UnicodeDecodeError, ValueError, csv.Error) as e:
             raise RunFolderError(
-                f"log.csv is not the log of a surgery run ({type(e).__name__}: {e})",
-                file=str(self.log),
-                where="--resume",
+                f"log.csv is not the log of a surgery run ({e})", file=str(self.log), where="--resume"
             ) from None
+        return rows
+
+    def trim_log(self, epochs_done: int) -> None:
+        """Drop rows of epochs after the checkpoint, which a resumed run trains again."""
+        rows = self.log_rows()
         if not rows:
             return
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= epochs_done]
         tmp = temporary_sibling(self.log)
         with tmp.open("w", newline="") as f:
             csv.writer(f).writerows(kept)
         os.replace(tmp, self.log)
+
+
+def _is_number(text: str, kind) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
 
 
 def differing(recorded: dict, asked: dict) -> str:
