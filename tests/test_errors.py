@@ -234,6 +234,35 @@ def test_output_folder_missing(cli, tmp_path):
     assert not target.parent.exists()
 
 
+@pytest.mark.parametrize(
+    "args,target,suffix",
+    [
+        (["export", "m.keras", "--to", "onnx"], "model.txt", ".onnx"),
+        (["export", "m.keras", "--to", "saved_model"], "m.onnx", ".savedmodel"),
+        (["apply", "spec.json"], "m.onnx", ".keras"),
+    ],
+)
+def test_an_output_with_another_formats_suffix_is_refused_not_made_a_folder(cli, tmp_path, monkeypatch, args, target, suffix):
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path, seed_spec())
+    (tmp_path / "m.keras").write_bytes(b"never read: the path is refused first")
+    result = cli(*args, "-o", target)
+    assert result.exit_code == 2, result.stderr
+    assert assert_one_error_line(result.stderr) == (
+        f"error: {target}: -o: ends in {target[target.rindex('.'):]}, but this output ends in {suffix}: "
+        f"give a path ending in {suffix}, or a folder to write it in"
+    )
+    assert not (tmp_path / target).exists()
+
+
+def test_a_folder_with_a_dot_in_its_name_is_still_a_folder(tmp_path):
+    from surgery.writing import output_path
+
+    assert output_path(str(tmp_path / "v1.2"), "m", ".keras") == (tmp_path / "v1.2" / "m.keras", True)
+    (tmp_path / "runs.old").mkdir()
+    assert output_path(str(tmp_path / "runs.old"), "m", ".onnx") == (tmp_path / "runs.old" / "m.onnx", True)
+
+
 def test_weights_override_bad_inputs(cli, tmp_path):
     not_a_backbone = write_spec(tmp_path, {"surgery": 1, "steps": [{"op": "slice", "layers": ":3"}]}, "a.json")
     result = cli("apply", not_a_backbone, "--weights", "none", "-o", tmp_path / "a.keras")

@@ -19,6 +19,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,14 @@ def output_path(target: str | None, default_name: str, suffix: str) -> tuple[Pat
     p = Path(target)
     if p.suffix == suffix:
         return p, False
+    # `-o model.txt` is a typo for a file, not a folder to create: a word suffix names another format.
+    if re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,9}", p.suffix) and not p.is_dir():
+        raise OutputError(
+            f"ends in {p.suffix}, but this output ends in {suffix}: give a path ending in {suffix}, "
+            "or a folder to write it in",
+            file=target,
+            where="-o",
+        )
     return p / (default_name + suffix), True
 
 
