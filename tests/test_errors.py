@@ -597,3 +597,34 @@ def test_usage_errors_are_one_line(cli, args, expected):
     done = cli(*args)
     assert done.exit_code == 2
     assert assert_one_error_line(done.stderr) == expected
+
+
+def test_a_model_deeper_than_pythons_default_recursion_bound_builds_and_saves(cli, tmp_path, keras):
+    # Keras walks a functional graph one frame per layer of depth; 1,200 is past Python's default 1,000.
+    x = inputs = keras.Input((4,))
+    for n in range(1200):
+        x = keras.layers.Identity(name=f"id{n}")(x)
+    keras.Model(inputs, x).save(tmp_path / "chain.keras")
+    spec = {
+        "surgery": 1,
+        "name": "deep",
+        "steps": [
+            {"op": "backbone", "name": "keras_file", "path": str(tmp_path / "chain.keras")},
+            {"op": "append", "layer": "Dense", "config": {"units": 3}, "name": "head"},
+        ],
+    }
+    result = cli("apply", write_spec(tmp_path, spec), "-o", tmp_path / "deep.keras")
+    assert result.exit_code == 0, result.stderr
+    assert len(keras.saving.load_model(tmp_path / "deep.keras").layers) == 1202
+
+
+def test_a_spec_over_the_step_limit_is_refused_before_tensorflow(cli, tmp_path):
+    from surgery.schema import MAX_STEPS
+
+    spec = seed_spec()
+    spec["steps"] += [{"op": "append", "layer": "Dense", "config": {"units": 2}}] * (MAX_STEPS + 1 - len(spec["steps"]))
+    result = cli("validate", write_spec(tmp_path, spec))
+    assert result.exit_code == 2
+    assert assert_one_error_line(result.stderr) == (
+        f"error: {tmp_path / 'spec.json'}: steps: has {MAX_STEPS + 1} items; expected at most {MAX_STEPS}"
+    )

@@ -19,6 +19,7 @@ from typing import Any
 from .errors import SurgeryError
 
 _quiet = True
+RECURSION_LIMIT = 5000  # see keras()
 
 
 def set_verbose(verbose: bool) -> None:
@@ -67,6 +68,10 @@ def keras() -> Any:
     """The keras module, imported quietly on first use (TensorFlow backend start-up included)."""
     if "keras" in sys.modules and "tensorflow" in sys.modules:
         return sys.modules["keras"]
+    # Keras walks a functional graph recursively, one frame per layer of depth: the default bound (1000)
+    # stops a deep backbone plus a long spec (RecursionError). Specs are bounded by MAX_STEPS, backbones by
+    # their depth; 5000 frames stay well inside the 8 MiB C stack even on Python 3.10.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     with native_stderr_muted():
         import keras as _keras
         import tensorflow as tf
