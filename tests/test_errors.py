@@ -242,14 +242,16 @@ def test_output_folder_missing(cli, tmp_path):
         (["apply", "spec.json"], "m.onnx", ".keras"),
     ],
 )
-def test_an_output_with_another_formats_suffix_is_refused_not_made_a_folder(cli, tmp_path, monkeypatch, args, target, suffix):
+def test_an_output_with_another_formats_suffix_is_refused_not_made_a_folder(
+    cli, tmp_path, monkeypatch, args, target, suffix
+):
     monkeypatch.chdir(tmp_path)
     write_spec(tmp_path, seed_spec())
     (tmp_path / "m.keras").write_bytes(b"never read: the path is refused first")
     result = cli(*args, "-o", target)
     assert result.exit_code == 2, result.stderr
     assert assert_one_error_line(result.stderr) == (
-        f"error: {target}: -o: ends in {target[target.rindex('.'):]}, but this output ends in {suffix}: "
+        f"error: {target}: -o: ends in {target[target.rindex('.') :]}, but this output ends in {suffix}: "
         f"give a path ending in {suffix}, or a folder to write it in"
     )
     assert not (tmp_path / target).exists()

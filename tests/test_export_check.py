@@ -65,7 +65,9 @@ def test_compare_fails_above_atol_and_keeps_what_is_within(keras):
     with pytest.raises(export_check.ExportError, match=r"differ by up to 0\.0002 .* more than atol 0\.0001"):
         export_check.compare(target, off_by(2e-4), 1e-4, "onnxruntime")
     # Within the default but above a tighter atol the user typed: their tolerance fails it (exit 2), not the export.
-    with pytest.raises(export_check.TooStrictError, match=r"more than atol 1e-05.*\(the default atol 0\.0001 passes it\)"):
+    with pytest.raises(
+        export_check.TooStrictError, match=r"more than atol 1e-05.*\(the default atol 0\.0001 passes it\)"
+    ):
         export_check.compare(target, off_by(5e-5), 1e-5, "onnxruntime")
     assert export_check.TooStrictError("x").exit_code == 2 and export_check.ExportError("x").exit_code == 1
 
