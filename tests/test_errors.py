@@ -460,6 +460,11 @@ RESUME_DAMAGE = {
         "STATE_WITH_STRING_EPOCHS",
         "{run}: --resume: checkpoints/state.json: epochs_done has the wrong type (str)",
     ),
+    "state.json stage without epochs": (
+        "checkpoints/state.json",
+        "STATE_WITH_A_WORD_FOR_EPOCHS",
+        "{run}: --resume: checkpoints/state.json: its stages must each hold an epoch count",
+    ),
     "state.json not an object": (
         "checkpoints/state.json",
         "[1]",
@@ -501,6 +506,10 @@ def test_resume_on_a_damaged_run_folder(cli, tmp_path, images, interrupted_run, 
     relative, content, expected = RESUME_DAMAGE[case]
     if content == "STATE_WITH_STRING_EPOCHS":
         content = json.dumps({**json.loads((run / relative).read_text()), "epochs_done": "1"})
+    if content == "STATE_WITH_A_WORD_FOR_EPOCHS":
+        state = json.loads((run / relative).read_text())
+        state["fingerprint"]["train"]["stages"][1]["epochs"] = "two"
+        content = json.dumps(state)
     _damage(run, relative, content)
     result = cli("train", spec, "--data", images["train"], "-o", run, "--resume")
     assert result.exit_code == 2, result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -428,6 +429,40 @@ def test_resume_with_epochs_extends_a_finished_run(cli, tmp_path, backbone, imag
     fewer = cli("train", spec, "--data", images["train"], "-o", run, "--resume", "--epochs", "4")
     assert fewer.exit_code == 2
     assert_one_error_line(fewer.stderr, "the run has 5 epochs already; --epochs 4 must be more")
+
+
+def test_a_run_started_with_epochs_on_the_command_line_resumes(cli, tmp_path, backbone, images):
+    """The README's usual start, `--epochs 2`, killed in its first stage: resumed with or without the same
+    --epochs it goes on with its own stage lengths (2 and 2, not the spec's 1 and 3) to 4 epochs."""
+    spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}, {"epochs": 3}], validation_split=0.0))
+    first = tmp_path / "first"
+
+    class KilledAfterEpochOne(surgery.keras_env.keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt  # after surgery's own callbacks have saved the epoch
+
+    with pytest.raises(surgery.SurgeryError, match="interrupted after 1 epoch; continue with --resume"):
+        surgery.train(
+            spec, str(images["train"]), first, epochs=2, callbacks=[KilledAfterEpochOne()], echo=None, verbose=0
+        )
+    for extra, says in (([], "resuming with the run's own stage epochs (2, 2), not 1, 3"), (["--epochs", "2"], None)):
+        run = tmp_path / f"again{len(extra)}"
+        shutil.copytree(first, run)
+        state_file = run / "checkpoints" / "state.json"
+        assert json.loads(state_file.read_text())["epochs_done"] == 1
+        done = cli("train", spec, "--data", images["train"], "-o", run, "--resume", *extra)
+        assert done.exit_code == 0, done.stderr
+        assert (says in done.output) if says else ("resuming with" not in done.output)
+        state = json.loads(state_file.read_text())
+        assert state["epochs_done"] == 4 and state["finished"] and state["stage_ends"] == [2, 4]
+        log = (run / "log.csv").read_text().splitlines()
+        assert [int(line.split(",")[0]) for line in log[1:]] == [1, 2, 3, 4]
+    other = cli("train", spec, "--data", images["train"], "-o", run, "--resume", "--learning-rate", "0.5")
+    assert other.exit_code == 2
+    assert assert_one_error_line(other.stderr) == (
+        f"error: {run}: --resume: stages[0].learning_rate differs from the run in this folder (0.001 then, "
+        "0.5 now); resume with the same learning_rate, or start over with --force"
+    )
 
 
 BAD = {

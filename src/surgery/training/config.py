@@ -9,7 +9,7 @@ own value wins, and a command-line override beats both.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,9 @@ class TrainConfig:
     @property
     def monitor_metric(self) -> str:
         return self.monitor or ("val_accuracy" if self.has_validation else "accuracy")
+
+    def with_epochs(self, epochs: list[int]) -> TrainConfig:
+        return replace(self, stages=tuple(replace(stage, epochs=n) for stage, n in zip(self.stages, epochs)))
 
     def fingerprint(self) -> dict:
         """What must not change between a run and its --resume (paths included: other data is another run)."""

@@ -9,7 +9,7 @@ from ..errors import SpecError, counted
 from . import data, options
 from .models import read_sidecar
 from .result import fingerprint
-from .run_folder import RunFolderError, RunState
+from .run_folder import RunFolderError, RunState, stage_epochs
 
 
 def check(run, force: bool, created_default: bool, worker) -> bool:
@@ -48,6 +48,7 @@ def check(run, force: bool, created_default: bool, worker) -> bool:
         return True
     run.state = run.folder.read_state(fp)
     run.folder.log_rows()
+    adopt_recorded_epochs(run)
     if run.extend_to is not None:
         extend(run)
     elif run.state.finished:
@@ -64,6 +65,27 @@ def check(run, force: bool, created_default: bool, worker) -> bool:
         )
     run.recorded_preprocess = read_sidecar(run.folder.classes, run.registry).preprocess
     return True
+
+
+def adopt_recorded_epochs(run) -> None:
+    """A resumed run trains its stages for the epochs it started with, whatever the spec says now.
+
+    ``--epochs N`` equal to every stage's recorded epochs is the command that started the run, repeated
+    with --resume: it continues the run. As a total to extend to it could only be refused (it is no more
+    than the run's first stages), so the two readings never compete.
+    """
+    recorded = stage_epochs(run.state.fingerprint)
+    asked = [stage.epochs for stage in run.config.stages]
+    repeated = run.extend_to is not None and all(n == run.extend_to for n in recorded)
+    if repeated:
+        run.extend_to = None
+    if recorded != asked:
+        run.config = run.config.with_epochs(recorded)
+        if not repeated:
+            run.echo(
+                f"resuming with the run's own stage epochs ({', '.join(map(str, recorded))}), "
+                f"not {', '.join(map(str, asked))} (--resume --epochs N trains it on to N)"
+            )
 
 
 def extend(run) -> None:
