@@ -75,6 +75,7 @@ def adopt_recorded_epochs(run) -> None:
     than the run's first stages), so the two readings never compete.
     """
     recorded = stage_epochs(run.state.fingerprint)
+    assert recorded is not None  # read_state refused a state without them
     asked = [stage.epochs for stage in run.config.stages]
     repeated = run.extend_to is not None and all(n == run.extend_to for n in recorded)
     if repeated:
