@@ -105,3 +105,152 @@ def test_a_dataset_that_never_ends_or_has_no_length_is_refused_in_seconds(tmp_pa
         stated = stated.apply(tf.data.experimental.assert_cardinality(3))
         result = surgery.train(spec, stated, tmp_path / "stated", echo=None, verbose=0, class_names=["a", "b", "c"])
         assert result.history["epoch"] == [1]
+
+
+# Each public function with a wrong type, a misspelt keyword or too many arguments: the one line, naming
+# the function and the argument, and nothing written.
+WRONG_ARGUMENTS = {
+    "number for a spec": (
+        lambda out: surgery.build(5),
+        "surgery.build(): spec must be the path of a .json spec or a dict, not int 5",
+    ),
+    "list for an output": (
+        lambda out: surgery.apply(SMALL, output=[str(out)]),
+        "surgery.apply(): output must be a path (str or os.PathLike) or None, not a list",
+    ),
+    "misspelt keyword": (
+        lambda out: surgery.apply(SMALL, ouput=str(out)),
+        'surgery.apply(): unknown argument "ouput"; did you mean "output"?',
+    ),
+    "positional output": (lambda out: surgery.apply(SMALL, str(out)), "surgery.apply(): too many positional arguments"),
+    "a string for force": (
+        lambda out: surgery.apply(SMALL, output=str(out), force="yes"),
+        "surgery.apply(): force must be True or False, not str 'yes'",
+    ),
+    "number for plan": (
+        lambda out: surgery.plan(3.5),
+        "surgery.plan(): spec must be the path of a .json spec or a dict, not float 3.5",
+    ),
+    "load with plugins of another kind": (
+        lambda out: surgery.load(SMALL, plugins={"ops": []}),
+        "surgery.load(): plugins must be surgery.load_plugins()'s result or None, not dict {'ops': []}",
+    ),
+    "export without a format": (
+        lambda out: surgery.export(out / "m.keras", None),
+        "surgery.export(): to must be a string, not NoneType None",
+    ),
+    "string for epochs": (
+        lambda out: surgery.train(SMALL, "data", out, epochs="2"),
+        "surgery.train(): epochs must be a whole number >= 1 or None, not str '2'",
+    ),
+    "zero epochs": (
+        lambda out: surgery.train(SMALL, "data", out, epochs=0),
+        "surgery.train(): epochs must be a whole number >= 1 or None, not int 0",
+    ),
+    "not a callback": (
+        lambda out: surgery.train(SMALL, "data", out, callbacks=[print]),
+        "surgery.train(): callbacks must be a list of keras.callbacks.Callback objects, not list [<built-in",
+    ),
+    "misspelt train option": (
+        lambda out: surgery.train(SMALL, "data", out, batchsize=2),
+        'surgery.train(): unknown training option "batchsize"; did you mean "batch_size"?',
+    ),
+    "string for a train option": (
+        lambda out: surgery.train(SMALL, "data", out, batch_size="2"),
+        '--batch-size: expected integer, got string "2"',
+    ),
+    "evaluate a number": (
+        lambda out: surgery.evaluate(3, "data"),
+        "surgery.evaluate(): model must be a path (str or os.PathLike), not int 3",
+    ),
+    "evaluate a batch size of a float": (
+        lambda out: surgery.evaluate(out / "m.keras", "data", batch_size=2.5),
+        "surgery.evaluate(): batch_size must be a whole number >= 1, not float 2.5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_ARGUMENTS), ids=list(WRONG_ARGUMENTS))
+def test_every_public_function_refuses_wrong_arguments_with_one_line(tmp_path, case):
+    call, says = WRONG_ARGUMENTS[case]
+    out = tmp_path / "out"
+    with pytest.raises(surgery.SurgeryError) as caught:
+        call(out)
+    assert str(caught.value).startswith(says), str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # no run folder, no output: the same call again meets the same line
+
+
+def test_numpy_scalars_in_a_spec_dict_are_the_numbers_they_hold(keras):
+    import numpy as np
+
+    spec = {**SMALL, "seed": np.int32(1), "steps": [*SMALL["steps"][:3]]}
+    spec["steps"].append({"op": "append", "layer": "Dense", "config": {"units": np.int64(7), "use_bias": np.bool_(0)}})
+    model = surgery.build(spec)
+    assert model.output.shape[-1] == 7 and not model.layers[-1].use_bias
+    assert type(spec["seed"]) is np.int32  # the caller's dict is read, not changed
+
+
+@pytest.mark.parametrize(
+    "where, value, says",
+    [
+        (("steps", 3, "config", "units"), {2}, "<dict>: steps[3].config.units: set is not a JSON type"),
+        (("name",), b"small", "<dict>: name: bytes is not a JSON type"),
+        (("steps", 3, "config"), {1: "x"}, "<dict>: steps[3].config: the key 1 is a int; JSON keys are strings"),
+        (("steps", 3, "config", "units"), float("nan"), "<dict>: steps[3].config.units: nan is not a number JSON"),
+    ],
+    ids=["set", "bytes", "int key", "nan"],
+)
+def test_a_value_json_cannot_hold_is_refused_naming_its_key(where, value, says):
+    import copy
+
+    spec = copy.deepcopy(SMALL)
+    target = spec
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    with pytest.raises(surgery.SpecError) as caught:
+        surgery.load(spec)
+    assert str(caught.value).startswith(says), str(caught.value)
+
+
+def _elements(kind):
+    import numpy as np
+    import tensorflow as tf
+
+    x, y = np.zeros((6, 16, 16, 3), "float32"), np.arange(6) % 3
+    pairs = {
+        "triples with weights": (x, y, np.ones(6, "float32")),
+        "string labels": (x, np.array(["a", "b", "c"] * 2)),
+        "dicts": {"image": x, "label": y},
+        "one-hot labels": (x, np.eye(3, dtype="int64")[y]),
+        "float labels": (x, y.astype("float32")),
+        "images alone": x,
+        "images of another size": (np.zeros((6, 20, 20, 3), "float32"), y),
+        "a label beyond any class count": (x, y * 2**40),
+    }[kind]
+    return tf.data.Dataset.from_tensor_slices(pairs).batch(2)
+
+
+DATASET_ELEMENTS = {
+    "triples with weights": "--data: the dataset's elements hold 3 values, not (image, integer label) (sample "
+    "weights are not taken: give class_weight)",
+    "string labels": "--data: the dataset's labels are string; give class indices 0, 1, 2, ...",
+    "dicts": "--data: the dataset's elements are dicts (keys image, label); map them to (image, integer label) pairs",
+    "one-hot labels": "--data: the dataset's labels have shape (None, 3) for images of shape (None, 16, 16, 3) "
+    "(one-hot rows?); give one class index per image",
+    "float labels": "--data: the dataset's labels are float32; give class indices",
+    "images alone": "--data: the dataset's elements hold 1 value, not (image, integer label)",
+    "images of another size": "<--data dataset>: the dataset's images have shape (20, 20, 3) but the model's "
+    "input is (16, 16, 3)",
+    "a label beyond any class count": "<--data dataset>: labels: y has label 2199023255552: more than 100,000 classes",
+}
+
+
+@pytest.mark.parametrize("kind", list(DATASET_ELEMENTS), ids=list(DATASET_ELEMENTS))
+def test_a_dataset_of_other_elements_gets_the_line_arrays_get(tmp_path, backbone, kind):
+    from helpers import tiny_spec
+
+    spec = tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0)
+    with pytest.raises(surgery.SurgeryError) as caught:
+        surgery.train(spec, _elements(kind), tmp_path / "run", echo=None, verbose=0)
+    assert str(caught.value).startswith(DATASET_ELEMENTS[kind]), str(caught.value)

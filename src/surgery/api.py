@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .arguments import checked
+
 if TYPE_CHECKING:
     from .planning import Plan
     from .plugins import Plugins
@@ -39,6 +41,7 @@ def _plugins(plugins: Plugins | None) -> Plugins:
     return load_plugins()
 
 
+@checked(spec="spec", plugins="plugins?", weights="path?")
 def load(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | None = None) -> tuple[Spec, Plugins]:
     """Validate a spec (a path or a dict) without building it; returns ``(Spec, Plugins)``.
 
@@ -50,6 +53,7 @@ def load(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | Non
     return load_spec(spec, plugins.registry, plugins.broken, weights=weights), plugins
 
 
+@checked(spec="spec", plugins="plugins?", weights="path?")
 def build(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | None = None) -> Any:
     """The ``keras.Model`` a spec describes (a path or a dict)."""
     from .executor import run_steps
@@ -69,6 +73,17 @@ class Applied:
     plot: str | None = None  # the plot's report, if one was drawn
 
 
+@checked(
+    spec="spec",
+    output="path?",
+    onnx="path?",
+    force="bool",
+    weights="path?",
+    options="dict?",
+    plot="path?",
+    plugins="plugins?",
+    before_writing="callable?",
+)
 def apply(
     spec: SpecSource,
     *,
@@ -109,6 +124,7 @@ def apply(
     return done
 
 
+@checked(spec="spec", plugins="plugins?")
 def plan(spec: SpecSource, plugins: Plugins | None = None) -> Plan:
     """What each step changes (layers added, removed, replaced, frozen; params; outputs), built with random
     weights where the source allows: a ``surgery.planning.Plan`` with ``changes``, ``state`` and ``random_init``."""
@@ -117,6 +133,7 @@ def plan(spec: SpecSource, plugins: Plugins | None = None) -> Plan:
     return run_plan(spec, _plugins(plugins))
 
 
+@checked(model_path="path", to="str", output="path?", force="bool", options="dict?", plugins="plugins?")
 def export(
     model_path: str | os.PathLike[str],
     to: str,
@@ -133,6 +150,18 @@ def export(
     return export_file(model_path, to, _plugins(plugins).registry, output=output, force=force, options=options)
 
 
+@checked(
+    spec="spec",
+    output="path?",
+    callbacks="callbacks",
+    resume="bool",
+    force="bool",
+    epochs="positive?",
+    weights="path?",
+    plugins="plugins?",
+    echo="callable?",
+    verbose="count",
+)
 def train(
     spec: SpecSource,
     data: Any = None,
@@ -185,6 +214,7 @@ def train(
     )
 
 
+@checked(model="path", batch_size="positive", preprocess="str?", plugins="plugins?")
 def evaluate(
     model: str | os.PathLike[str],
     data: Any,
@@ -197,8 +227,8 @@ def evaluate(
     loss and every compiled metric (Keras' own ``evaluate``), per-class precision, recall and F1, and the
     confusion matrix, with the run's class names and preprocessing."""
     from .training import quietly
-    from .training.data import source_of
     from .training.evaluate import evaluate as run_evaluation
+    from .training.given_data import source_of
     from .training.models import load as load_model
 
     plugins = _plugins(plugins)

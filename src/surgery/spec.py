@@ -12,6 +12,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .errors import OpError, SpecError, did_you_mean
 from .files import StrictJSONError, read_bounded, strict_json
+from .json_values import plain
 from .registry import STEP_KEYS, Registry, SpecValidator
 from .schema import SPEC_VERSION, core_schema
 
@@ -356,7 +357,10 @@ def with_weights(data: Any, registry: Registry, weights: str | None, file: str) 
 def load_spec(source, registry: Registry, broken_plugins: list | None = None, *, weights: str | None = None) -> Spec:
     """A path or an already-parsed dict -> validated Spec, with ``weights`` applied to its source step."""
     if isinstance(source, dict):
+        source = plain(source, "", "<dict>")
         return validate(with_weights(source, registry, weights, "<dict>"), registry, broken_plugins=broken_plugins)
+    if not isinstance(source, (str, os.PathLike)):
+        raise SpecError(f"a spec is the path of a .json file or a dict, not a {type(source).__name__}", where="spec")
     data, name = read_spec_file(source)
     return validate(
         with_weights(data, registry, weights, name),

@@ -53,7 +53,7 @@ def output_path(target: str | None, default_name: str, suffix: str) -> tuple[Pat
         raise OutputError(
             f"ends in {p.suffix}, but this output ends in {suffix}: give a path ending in {suffix}, "
             "or a folder to write it in",
-            file=target,
+            file=str(target),
             where="-o",
         )
     return p / (default_name + suffix), True

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import OpError, SpecError, counted
+from ..errors import OpError, SpecError, counted, did_you_mean
+from ..json_values import plain
 from ..selectors import parse_slice
 from ..spec import schema_error
-from ..train_schema import SCHEDULE_KEYS, STAGE_OPTIONS, STAGE_SCHEMA
+from ..train_schema import SCHEDULE_KEYS, STAGE_OPTIONS, STAGE_SCHEMA, TRAIN_SCHEMA
 
 DEFAULT_EPOCHS = 10
 # How a run is carried out, not what it computes: --resume may change them.
@@ -98,6 +99,10 @@ class TrainConfig:
 
 
 STAGE_KEYS = {f.name for f in fields(Stage)}
+# What surgery.train(**options) and the command line may override: the train section's keys, every stage's
+# options, epochs, and class_names (the names of in-memory data's classes).
+TRAIN_PROPERTIES: dict[str, Any] = TRAIN_SCHEMA["properties"]  # type: ignore[assignment]
+OVERRIDABLE = sorted((set(TRAIN_PROPERTIES) | set(STAGE_OPTIONS) | {"epochs", "class_names"}) - {"stages"})
 
 
 def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
@@ -111,6 +116,17 @@ def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
         if key in section:
             section[key] = spec.input_file(section[key])
     given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in list(given.items()):
+        if key not in OVERRIDABLE:
+            raise SpecError(
+                f'unknown training option "{key}"' + did_you_mean(key, OVERRIDABLE), where="surgery.train()"
+            )
+        if key not in ("data", "validation_data"):  # data may be arrays or a tf.data.Dataset (sources)
+            given[key] = plain(value, f"--{key.replace('_', '-')}")
+        if key in TRAIN_PROPERTIES and key not in STAGE_OPTIONS and key not in ("data", "validation_data"):
+            msg = schema_error(TRAIN_PROPERTIES[key], given[key])
+            if msg:
+                raise SpecError(msg, where=f"--{key.replace('_', '-')}")
     for key in ("data", "validation_data"):
         if isinstance(given.get(key), (str, Path)):
             given[key] = Path(given[key]).resolve()

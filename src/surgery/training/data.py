@@ -74,9 +74,9 @@ class Source:
             return self.arrays()[1]
         if self.y is None:
             found = [np.asarray(label).reshape(-1) for _, label in self.dataset.as_numpy_iterator()]
-            self.y = np.concatenate(found).astype("int64") if found else np.zeros(0, "int64")
-            if not self.class_names:
-                self.class_names = [str(i) for i in range(int(self.y.max()) + 1 if len(self.y) else 0)]
+            y = np.concatenate(found).astype("int64") if found else np.zeros(0, "int64")
+            self.class_names = labelled_classes(y, list(self.class_names), self.path, "labels")
+            self.y = y
         return self.y
 
     def counts(self) -> list[int]:
@@ -281,6 +281,29 @@ def _check_npy_headers(p: Path, what: str) -> None:
         raise DataError(f"not a readable .npz file ({e})", file=str(p), where=what) from None
 
 
+def labelled_classes(y: np.ndarray, names: list[str], p: Path, what: str) -> list[str]:
+    """The class names for labels ``y`` (given ones, else "0", "1", ...), the labels checked first: bounded
+    before a name list is built from them, so a label of 2**40 costs nothing."""
+    if len(y) == 0:
+        raise DataError("holds no images", file=str(p), where=what)
+    if y.min() < 0:
+        raise DataError(f"y has a negative label ({y.min()})", file=str(p), where=what)
+    if int(y.max()) >= MAX_CLASSES:
+        raise DataError(
+            f"y has label {y.max()}: more than {MAX_CLASSES:,} classes is not a labelling surgery trains on "
+            "(labels are class indices 0, 1, 2, ...)",
+            file=str(p),
+            where=what,
+        )
+    if names:
+        if y.max() >= len(names):
+            raise DataError(
+                f"y has label {y.max()} but class_names names {len(names)} classes", file=str(p), where=what
+            )
+        return names
+    return [str(i) for i in range(int(y.max()) + 1)]
+
+
 def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str = "--data") -> Source:
     """Images and labels in memory (an .npz's arrays, or arrays given from Python), checked."""
     x, y = np.asarray(x), np.asarray(y)
@@ -296,17 +319,6 @@ def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str =
         )
     if len(x) != len(y):
         raise DataError(f"x has {len(x)} images but y has {len(y)} labels", file=str(p), where=what)
-    if len(y) == 0:
-        raise DataError("holds no images", file=str(p), where=what)
-    if y.min() < 0:
-        raise DataError(f"y has a negative label ({y.min()})", file=str(p), where=what)
-    if int(y.max()) >= MAX_CLASSES:
-        raise DataError(
-            f"y has label {y.max()}: more than {MAX_CLASSES:,} classes is not a labelling surgery trains on "
-            "(labels are class indices 0, 1, 2, ...)",
-            file=str(p),
-            where=what,
-        )
     if names_array is not None:
         names_array = np.asarray(names_array)
         if names_array.ndim != 1 or len(names_array) > MAX_CLASSES:
@@ -316,12 +328,9 @@ def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str =
                 where=what,
             )
         names = check_class_names(names_array, str(p), what)
-        if y.max() >= len(names):
-            raise DataError(
-                f"y has label {y.max()} but class_names names {len(names)} classes", file=str(p), where=what
-            )
     else:
-        names = [str(i) for i in range(int(y.max()) + 1)]
+        names = []
+    names = labelled_classes(y, names, p, what)
     if files_array is not None:
         files_array = np.asarray(files_array)
         if files_array.shape != y.shape:
@@ -332,41 +341,6 @@ def arrays_source(p: Path, x, y, names_array=None, files_array=None, what: str =
             )
     files = [str(f) for f in files_array] if files_array is not None else [f"{p.name}[{i}]" for i in range(len(y))]
     return Source(p, "npz", names, files=files, x=x, y=y.astype("int64"))
-
-
-def source_of(value, what: str = "--data", class_names=None) -> Source:
-    """A data path, or data given from Python: ``(x, y)`` arrays, or a ``tf.data.Dataset`` of (image, label)."""
-    if isinstance(value, (str, Path)):
-        return inspect(value, what)
-    if hasattr(value, "element_spec"):  # a tf.data.Dataset, without importing TensorFlow to ask
-        check_length(value, what)
-        names = check_class_names(class_names or (), None, what)
-        source = Source(Path(f"<{what} dataset>"), "dataset", names, dataset=value)
-        source.labels()  # one pass for the labels: the class count, and what balanced class weights divide by
-        return source
-    if isinstance(value, dict):
-        value = (value.get("x"), value.get("y"))
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return arrays_source(Path(f"<{what} arrays>"), value[0], value[1], class_names, None, what)
-    raise DataError(f"expected a path, (x, y) arrays or a tf.data.Dataset, got {type(value).__name__}", where=what)
-
-
-def check_length(dataset, what: str) -> None:
-    """Refuse a dataset that never ends, or whose length is unknown: its labels are counted (class weights,
-    the class count) and each epoch reads it once, so it must end."""
-    n = int(dataset.cardinality())
-    if n == -1:  # tf.data.INFINITE_CARDINALITY
-        raise DataError(
-            "the dataset never ends (it repeats: cardinality INFINITE); give it without .repeat(), "
-            "each epoch reads it once",
-            where=what,
-        )
-    if n == -2:  # tf.data.UNKNOWN_CARDINALITY
-        raise DataError(
-            "the dataset's length is unknown (a generator, filter() or a file reader); state it with "
-            "dataset.apply(tf.data.experimental.assert_cardinality(N)) (N batches)",
-            where=what,
-        )
 
 
 def matching_validation(train: Source, val: Source) -> None:

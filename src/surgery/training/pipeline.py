@@ -108,6 +108,12 @@ def _unbatched(source: Source, image: ImageSpec):
     ds = source.dataset
     if len(ds.element_spec[0].shape) == len(image.shape) + 1:
         ds = ds.unbatch()
+    given = ds.element_spec[0].shape.as_list()
+    if len(given) != len(image.shape) or any(None not in (g, m) and g != m for g, m in zip(given, image.shape)):
+        raise DataError(
+            f"the dataset's images have shape {tuple(given)} but the model's input is {image.shape}",
+            file=str(source.path),
+        )
     tf = _tf()
     return ds.map(lambda x, y: (tf.cast(x, "float32"), tf.cast(tf.reshape(y, ()), "int64")))
 

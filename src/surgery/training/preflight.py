@@ -6,10 +6,11 @@ Bad input here costs a fraction of a second and leaves nothing behind.
 from __future__ import annotations
 
 from ..errors import SpecError, counted
-from . import data, options
+from . import data, given_data, options
+from .fingerprints import stage_epochs
 from .models import read_sidecar
 from .result import fingerprint
-from .run_folder import RunFolderError, RunState, stage_epochs
+from .run_folder import RunFolderError, RunState
 
 
 def check(run, force: bool, created_default: bool, worker) -> bool:
@@ -23,9 +24,9 @@ def check(run, force: bool, created_default: bool, worker) -> bool:
             file=spec.file,
             where="train",
         )
-    run.train_src = data.source_of(config.data, "--data", config.class_names)
+    run.train_src = given_data.source_of(config.data, "--data", config.class_names)
     if config.validation_data is not None:
-        run.val_src = data.source_of(config.validation_data, "--validation-data", config.class_names)
+        run.val_src = given_data.source_of(config.validation_data, "--validation-data", config.class_names)
         data.matching_validation(run.train_src, run.val_src)
     for stage in config.stages:
         if isinstance(stage.class_weight, dict):
