@@ -214,18 +214,20 @@ def train(
     )
 
 
-@checked(model="path", batch_size="positive", preprocess="str?", plugins="plugins?")
+@checked(model="path", batch_size="positive", preprocess="str?", image_size="size?", plugins="plugins?")
 def evaluate(
     model: str | os.PathLike[str],
     data: Any,
     *,
     batch_size: int = 32,
     preprocess: str | None = None,
+    image_size: tuple[int, int] | None = None,
     plugins: Plugins | None = None,
 ) -> Evaluation:
     """A trained model (a ``.keras`` file, or a run folder) on a test set, as ``surgery evaluate`` reports it:
     loss and every compiled metric (Keras' own ``evaluate``), per-class precision, recall and F1, and the
-    confusion matrix, with the run's class names and preprocessing."""
+    confusion matrix, with the run's class names and preprocessing. ``image_size`` (height, width) sizes the
+    images for a model whose input size is not fixed (default: the size its run trained at)."""
     from .training import quietly
     from .training.evaluate import evaluate as run_evaluation
     from .training.given_data import source_of
@@ -233,7 +235,5 @@ def evaluate(
 
     plugins = _plugins(plugins)
     source = source_of(data, "--data")
-    loaded = quietly(load_model, str(model), plugins, preprocess=preprocess, compile=True)
-    return quietly(
-        run_evaluation, loaded.model, source, loaded.prep, model_classes=loaded.class_names, batch_size=batch_size
-    )
+    loaded = quietly(load_model, str(model), plugins, preprocess=preprocess, compile=True, image_size=image_size)
+    return quietly(run_evaluation, loaded, source, batch_size=batch_size)

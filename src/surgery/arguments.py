@@ -61,6 +61,10 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "count": (_at_least(0), "a whole number >= 0"),
     "positive": (_at_least(1), "a whole number >= 1"),
     "dict": (lambda v: isinstance(v, dict), "a dict"),
+    "size": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_at_least(1)(d) for d in v),
+        "(height, width), two whole numbers >= 1",
+    ),
     "callable": (callable, "a function"),
     "plugins": (_is_plugins, "surgery.load_plugins()'s result"),
     "callbacks": (
@@ -99,6 +103,8 @@ def checked(**kinds: str) -> Callable:
                     raise SpecError(f"{name} must be {valid}{also}, not {_shown(value)}", where=where)
                 if kind.rstrip("?") in ("count", "positive"):
                     bound.arguments[name] = _as_int(value)
+                elif kind.rstrip("?") == "size":
+                    bound.arguments[name] = tuple(_as_int(d) for d in value)
                 elif kind.rstrip("?") == "bool":
                     bound.arguments[name] = bool(value)
             return function(*bound.args, **bound.kwargs)

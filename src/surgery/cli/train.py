@@ -167,11 +167,17 @@ def _metrics(text: str | None):
 @click.option("--data", required=True, help="A folder of class subfolders of images, or an .npz with x and y.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--preprocess", help='A backbone name, a mode (caffe, tf, torch), or "none" (default: classes.json).')
+@click.option(
+    "--image-size",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    metavar="HEIGHT WIDTH",
+    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", "plot_path", metavar="FILE", help="Also draw the confusion matrix to FILE.svg or FILE.png.")
 @click.option("--force", is_flag=True, help="Overwrite an existing plot file.")
 @guarded
-def evaluate(model, data, batch_size, preprocess, as_json, plot_path, force):
+def evaluate(model, data, batch_size, preprocess, image_size, as_json, plot_path, force):
     """Evaluate MODEL_OR_RUN (a .keras file or a run folder) on --data: loss, metrics, per class, confusion."""
     from ..api import evaluate as evaluate_model
 
@@ -180,7 +186,9 @@ def evaluate(model, data, batch_size, preprocess, as_json, plot_path, force):
         from ..training.confusion_plot import check_target
 
         target = check_target(plot_path, force, data)
-    found = evaluate_model(model, data, batch_size=batch_size, preprocess=preprocess, plugins=installed_plugins())
+    found = evaluate_model(
+        model, data, batch_size=batch_size, preprocess=preprocess, image_size=image_size, plugins=installed_plugins()
+    )
     if as_json:
         click.echo(strict_json(found.as_dict()))
     else:
@@ -205,9 +213,15 @@ def evaluate(model, data, batch_size, preprocess, as_json, plot_path, force):
     "(default: the spec's backbone, or classes.json beside the model).",
 )
 @click.option("--weights", help='For a spec: override the backbone\'s weights ("imagenet", "none", a path).')
+@click.option(
+    "--image-size",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    metavar="HEIGHT WIDTH",
+    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
+)
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @guarded
-def features(source, data, out, layer, batch_size, preprocess, weights, force):
+def features(source, data, out, layer, batch_size, preprocess, weights, image_size, force):
     """Run SPEC_OR_MODEL over --data and save features, labels and file names to an .npz."""
     from ..training import data as datamod
     from ..training import features, models, quietly
@@ -215,7 +229,7 @@ def features(source, data, out, layer, batch_size, preprocess, weights, force):
     path = features.check_output(out, force, inputs=[data, source])
     src = datamod.inspect(data)
     plugins = installed_plugins()
-    loaded = quietly(models.load, source, plugins, weights=weights, preprocess=preprocess)
+    loaded = quietly(models.load, source, plugins, weights=weights, preprocess=preprocess, image_size=image_size)
     if layer:
         loaded.model = models.cut_at(loaded, layer)
     arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=progress(), force=force)
@@ -237,15 +251,21 @@ def features(source, data, out, layer, batch_size, preprocess, weights, force):
 )
 @click.option("--preprocess", help='A backbone name (its preprocess_input), a mode (caffe, tf, torch), or "none".')
 @click.option("--weights", help="For a spec: override the backbone's weights.")
+@click.option(
+    "--image-size",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    metavar="HEIGHT WIDTH",
+    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @guarded
-def predict(model, images, top, classes_file, preprocess, weights, as_json):
+def predict(model, images, top, classes_file, preprocess, weights, image_size, as_json):
     """Classify IMAGE files with MODEL (a .keras file or a spec): the top classes and their scores."""
     from ..training import models, quietly
     from ..training.predict import predict
 
     plugins = installed_plugins()
-    loaded = quietly(models.load, model, plugins, weights=weights, preprocess=preprocess)
+    loaded = quietly(models.load, model, plugins, weights=weights, preprocess=preprocess, image_size=image_size)
     from ..training.data import image_files
 
     found = quietly(predict, loaded, [str(p) for p in image_files(images)], top, classes_file)

@@ -150,6 +150,13 @@ def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
         if section.get(key) is not None:
             section[key] = tuple(section[key])
     section["metrics"] = tuple(_metric_name(m) for m in section.get("metrics", ()))
+    twice = next((n for i, n in enumerate(section["metrics"]) if n in section["metrics"][:i]), None)
+    if twice is not None:  # Keras would log the second under the same name, and one column would hide the other
+        raise SpecError(
+            f'names the metric "{twice}" twice; give each metric once',
+            file=None if "metrics" in given else spec.file,
+            where="--metrics" if "metrics" in given else "train.metrics",
+        )
     defaults = {k: section.pop(k) for k in list(section) if k in STAGE_OPTIONS}
     stages = section.pop("stages", None) or [{"epochs": DEFAULT_EPOCHS}]
     section["stages"] = tuple(_stage(spec, i, {**defaults, **s, **stage_overrides}) for i, s in enumerate(stages))

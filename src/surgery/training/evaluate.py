@@ -155,16 +155,18 @@ def matched_labels(source: Source, model_classes: list | None, units: int) -> tu
     return list(model_classes), index[labels] if len(labels) else labels
 
 
-def evaluate(model, source: Source, prep, *, model_classes: list | None = None, batch_size: int = 32) -> Evaluation:
-    """Evaluate ``model`` on every image of ``source`` (a folder, an .npz, arrays or a dataset)."""
+def evaluate(loaded, source: Source, *, batch_size: int = 32) -> Evaluation:
+    """Evaluate ``loaded.model`` (``models.load``'s) on every image of ``source`` (a folder, an .npz, arrays or
+    a dataset)."""
     import tensorflow as tf
 
-    units = stages.classifier_units(model, str(source.path), doing="evaluates")
-    class_names, labels = matched_labels(source, model_classes, units)
-    image = pipeline.ImageSpec.of(model)
+    model = loaded.model
+    units = stages.classifier_units(model, loaded.source, doing="evaluates")
+    class_names, labels = matched_labels(source, loaded.class_names, units)
+    image = loaded.image()
     if source.kind == "folder":
         pipeline.check_readable(source.files, image)
-    images, _ = pipeline.ordered(source, image, prep, batch_size)
+    images, _ = pipeline.ordered(source, image, loaded.prep, batch_size)
     y = tf.data.Dataset.from_tensor_slices(labels)
     if _one_hot_loss(model):
         y = y.map(lambda label: tf.one_hot(label, len(class_names)))

@@ -28,7 +28,7 @@ def check_output(out: str, force: bool, inputs=()) -> Path:
 
 def extract(loaded, source: data.Source, out: Path, *, batch_size: int, verbose, force: bool = False) -> dict:
     """Run ``loaded.model`` over every image of ``source`` in order; write and return the arrays."""
-    image = pipeline.ImageSpec.of(loaded.model)
+    image = loaded.image()
     if source.kind == "folder":
         pipeline.check_readable(source.files, image)
     images, labels = pipeline.ordered(source, image, loaded.prep, batch_size)

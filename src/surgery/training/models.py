@@ -34,6 +34,17 @@ class Loaded:
     source: str
     prep: Any = None  # the preprocessing function ``preprocess`` names, resolved by ``load``
     tensors: dict = field(default_factory=dict)  # a spec's named tensors ("as"), for features --layer
+    image_size: tuple | None = None  # --image-size: for a model whose input size is not fixed
+    trained_size: tuple | None = None  # the size classes.json says the model was trained at
+
+    def image(self):
+        """The images the model takes: its own fixed size, else --image-size, else the size it was trained at."""
+        from .pipeline import ImageSpec
+
+        size = self.image_size
+        if size is None and None in tuple(self.model.inputs[0].shape)[1:3]:
+            size = self.trained_size
+        return ImageSpec.of(self.model, size, file=self.source, option="--image-size")
 
 
 @dataclass
@@ -91,9 +102,18 @@ def run_model(folder: Path) -> Path | None:
     return None
 
 
-def load(path: str, plugins, *, weights=None, preprocess: str | None = None, compile: bool = False) -> Loaded:
+def load(
+    path: str,
+    plugins,
+    *,
+    weights=None,
+    preprocess: str | None = None,
+    compile: bool = False,
+    image_size: tuple | None = None,
+) -> Loaded:
     """``path`` is a ``.keras`` model, a run folder or a spec (``weights`` overrides a spec's, as ``--weights``
-    does). ``compile``: with the loss and metrics it was trained with (to evaluate it)."""
+    does). ``compile``: with the loss and metrics it was trained with (to evaluate it). ``image_size``: what
+    ``--image-size`` gave, for a model whose input size is not fixed."""
     p = Path(path)
     found = run_model(p) if p.is_dir() else None
     if found is not None:
@@ -111,6 +131,8 @@ def load(path: str, plugins, *, weights=None, preprocess: str | None = None, com
             raise SpecError("--weights applies to a spec, not to a saved model", file=path)
         side = sidecar_beside(p, plugins.registry)  # before the model: a bad sidecar costs no TensorFlow start
         loaded = Loaded(load_model(p, error=DataError, compile=compile), side.preprocess, side.class_names, path)
+        if side.input_shape is not None and len(side.input_shape) == 3:
+            loaded.trained_size = tuple(side.input_shape[:2])
     elif p.suffix == ".json":
         from ..executor import run_steps
         from ..spec import load_spec
@@ -129,6 +151,7 @@ def load(path: str, plugins, *, weights=None, preprocess: str | None = None, com
     if preprocess is not None:
         loaded.preprocess = preprocessing.canonical(preprocess, plugins.registry, where="--preprocess")
     loaded.prep = preprocessing.function(loaded.preprocess, plugins.registry)
+    loaded.image_size = tuple(image_size) if image_size is not None else None
     return loaded
 
 

@@ -27,21 +27,32 @@ class ImageSpec:
     channels: int
 
     @classmethod
-    def of(cls, model, image_size=None) -> ImageSpec:
+    def of(cls, model, image_size=None, *, file: str | None = None, option: str = "train.image_size") -> ImageSpec:
+        """The images ``model`` takes; ``image_size`` (what ``option`` gave) sizes a model that does not fix
+        its own. ``file`` is the command's input the model came from, named in every refusal."""
         shape = tuple(model.inputs[0].shape)
         if len(model.inputs) != 1 or len(shape) != 4:
             raise DataError(
-                f"the model's input is {shape if len(model.inputs) == 1 else 'several tensors'}; "
-                "surgery feeds images to a model with one (batch, height, width, channels) input"
+                f"the model's input is {shape if len(model.inputs) == 1 else f'{len(model.inputs)} tensors'}; "
+                "surgery feeds images to a model with one (batch, height, width, channels) input",
+                file=file,
             )
-        h, w = image_size or shape[1:3]
+        fixed = shape[1:3]
+        if image_size is not None and None not in fixed and tuple(image_size) != tuple(fixed):
+            raise DataError(
+                f"{option} {_size(image_size)} does not apply: the model's input is fixed at {_size(fixed)}; "
+                f"leave {option} out (images are resized to {_size(fixed)})",
+                file=file,
+            )
+        h, w = image_size or fixed
         if h is None or w is None:
             raise DataError(
-                "the model's input size is not fixed (None x None); give the backbone an input_shape, "
-                "or set train.image_size"
+                f"the model's input size is not fixed ({_size(fixed)}); give {option} HEIGHT WIDTH, "
+                "the size it was trained at",
+                file=file,
             )
         if shape[3] not in COLOR_MODES:
-            raise DataError(f"the model's input has {shape[3]} channels; images have 1, 3 or 4")
+            raise DataError(f"the model's input has {shape[3]} channels; images have 1, 3 or 4", file=file)
         return cls(int(h), int(w), int(shape[3]))
 
     @property
@@ -51,6 +62,10 @@ class ImageSpec:
     @property
     def shape(self) -> tuple:
         return (self.height, self.width, self.channels)
+
+
+def _size(hw) -> str:
+    return "x".join("None" if d is None else str(d) for d in hw)
 
 
 def _tf():

@@ -96,13 +96,24 @@ def class_names(loaded, units: int, classes_file: str | None) -> Names:
     return Names(None, "indices")
 
 
+def _check_classifier(model, source: str) -> None:
+    outputs = model.outputs
+    if len(outputs) != 1:
+        raise SpecError(
+            f"the model has {len(outputs)} outputs; predict needs a classifier with one "
+            "(use `surgery features` for other outputs)",
+            file=source,
+        )
+    if len(outputs[0].shape) != 2:
+        raise SpecError(
+            f"the model's output has shape {tuple(outputs[0].shape)}, not (batch, classes); "
+            "predict needs a classifier (use `surgery features` for other outputs)",
+            file=source,
+        )
+
+
 def _scores(model, batch):
     k = keras()
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
-        raise SpecError(
-            f"the model's output has shape {tuple(model.outputs[0].shape)}, not (batch, classes); "
-            "predict needs a classifier (use `surgery features` for other outputs)"
-        )
     out = np.asarray(k.ops.convert_to_numpy(model.predict(batch, verbose=0)), dtype="float64")
     activation = output_activation(model)
     if out.shape[1] == 1:  # one sigmoid unit: two classes
@@ -112,7 +123,8 @@ def _scores(model, batch):
 
 
 def predict(loaded, images: list[str], top: int, classes_file: str | None = None) -> dict:
-    image = pipeline.ImageSpec.of(loaded.model)
+    _check_classifier(loaded.model, loaded.source)
+    image = loaded.image()
     batch = pipeline.load_images(images, image, loaded.prep)
     scores, kind = _scores(loaded.model, batch)
     names = class_names(loaded, scores.shape[1], classes_file)

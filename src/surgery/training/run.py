@@ -56,6 +56,7 @@ class Run:
     runner: distribute.Runner = field(init=False)
     epoch_seconds: list = field(default_factory=list)
     one_hot: bool = False
+    model_file: str | None = None  # the checkpoint resumed from; else the model is the spec's, built now
 
     # --- before TensorFlow: everything that needs no model -------------------------------------------
 
@@ -112,8 +113,9 @@ class Run:
             f"resuming {self.folder.folder} after epoch {self.state.epochs_done} from "
             f"checkpoints/{self.state.checkpoint}"
         )
+        self.model_file = str(self.folder.checkpoints / self.state.checkpoint)
         checkpoint = load_model(
-            self.folder.checkpoints / self.state.checkpoint,
+            self.model_file,
             compile=True,
             error=lambda message: RunFolderError(message, where="--resume"),
         )
@@ -122,13 +124,13 @@ class Run:
     def check_fit(self, model):
         """Everything about the model and the data that could still be wrong; the image spec if nothing is."""
         config = self.config
-        image = pipeline.ImageSpec.of(model, config.image_size)
-        stages.loss_and_metrics(
-            model, self.train_src.class_names, self.spec.file, one_hot=self.one_hot, extra=config.metrics
-        )
+        # A refusal names the file the model came from: the spec, or the checkpoint a --resume loaded.
+        source = self.model_file or self.spec.file
+        image = pipeline.ImageSpec.of(model, config.image_size, file=source)
+        stages.loss_and_metrics(model, self.train_src.class_names, source, one_hot=self.one_hot, extra=config.metrics)
         # A one-unit head takes the labels as they are, 0 or 1: its binary loss smooths them itself, and
         # AUC, precision and recall compare them with its one column.
-        self.one_hot = stages.head(model, self.train_src.class_names, self.spec.file, self.one_hot).one_hot
+        self.one_hot = stages.head(model, self.train_src.class_names, source, self.one_hot).one_hot
         first = len(self.state.stage_ends)
         if first < len(config.stages):  # else: killed after the last epoch, before the final model was written
             stages.rehearse(
