@@ -178,7 +178,10 @@ def _names(given: tuple):
 def export(model, fmt, out, opset, atol, input_names, output_names, force):
     """Write MODEL (a .keras file) in another format, checked against Keras where the format can run."""
     from ..api import export as export_model
+    from ..outputs import exporter_of
 
+    plugins = installed_plugins()
+    exporter_of(plugins.registry, fmt)  # --to missing or unknown: said as the option, not as the API's argument
     # Only what the user gave: each exporter applies its own defaults and refuses what it does not take.
     options = {
         k: v
@@ -190,5 +193,5 @@ def export(model, fmt, out, opset, atol, input_names, output_names, force):
         }.items()
         if v is not None
     }
-    path, report = export_model(model, fmt, output=out, force=force, options=options, plugins=installed_plugins())
+    path, report = export_model(model, fmt, output=out, force=force, options=options, plugins=plugins)
     click.echo(f"wrote {path}" + (f" ({report})" if report else ""))
