@@ -92,7 +92,7 @@ def test_no_public_name_is_also_a_submodule():
     import surgery
 
     assert not set(surgery.__all__) & submodules
-    code = "import surgery, surgery.planning, surgery.api; print(callable(surgery.plan))"
+    code = "import surgery, surgery.report.planning, surgery.api; print(callable(surgery.plan))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
 

@@ -13,7 +13,7 @@ import zipfile
 import pytest
 from fault_plugins import Hold
 
-from surgery.writing import remove_stale_partials, temporary_sibling
+from surgery.io.writing import remove_stale_partials, temporary_sibling
 
 SMALL = {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]}
 

@@ -18,7 +18,7 @@ import pytest
 from fault_plugins import Hold
 
 from surgery.errors import SurgeryError
-from surgery.writing import atomic_output
+from surgery.io.writing import atomic_output
 
 from helpers import SPECS, assert_one_error_line, tiny_spec, wait_for_epochs, write_spec
 

@@ -258,7 +258,7 @@ def test_an_output_with_another_formats_suffix_is_refused_not_made_a_folder(
 
 
 def test_a_folder_with_a_dot_in_its_name_is_still_a_folder(tmp_path):
-    from surgery.writing import output_path
+    from surgery.io.writing import output_path
 
     assert output_path(str(tmp_path / "v1.2"), "m", ".keras") == (tmp_path / "v1.2" / "m.keras", True)
     (tmp_path / "runs.old").mkdir()
@@ -630,7 +630,7 @@ def test_a_model_deeper_than_pythons_default_recursion_bound_builds_and_saves(cl
 
 
 def test_a_spec_over_the_step_limit_is_refused_before_tensorflow(cli, tmp_path):
-    from surgery.schema import MAX_STEPS
+    from surgery.spec.schema import MAX_STEPS
 
     spec = seed_spec()
     spec["steps"] += [{"op": "append", "layer": "Dense", "config": {"units": 2}}] * (MAX_STEPS + 1 - len(spec["steps"]))

@@ -13,7 +13,7 @@ import json
 import pytest
 
 import surgery
-from surgery.graph import model_nodes
+from surgery.model.graph import model_nodes
 
 from graph_helpers import assert_close, assert_differs, assert_weights_kept, backbone, images, predict, run, spec
 

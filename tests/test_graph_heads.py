@@ -134,6 +134,6 @@ def test_edits_rewire_named_tensors_and_branches():
 
 def layers_behind(tensor) -> set:
     """Names of the layers ``tensor`` is computed through."""
-    from surgery.graph import walk_history
+    from surgery.model.graph import walk_history
 
     return {node.operation.name for _, node in walk_history([tensor]) if node is not None}

@@ -99,7 +99,7 @@ def test_validating_the_graph_specs_imports_no_tensorflow():
 
 def test_plot_layout_statuses_and_lanes(keras):
     """Statuses as training sees them, and a shortcut edge that runs beside the boxes it skips, never across."""
-    from surgery.plot import BOX_W, layout
+    from surgery.report.plot import BOX_W, layout
 
     layers = keras.layers
     x = inputs = keras.Input((8, 8, 3), name="x")

@@ -98,7 +98,7 @@ def test_a_cyclic_channel_order_becomes_a_kernel_that_moves_each_channel_where_t
     unequal scales and offsets is not: the layer gives the function's output on random pixels."""
     import numpy as np
 
-    from surgery.preprocess_layers import affine_layers, measure
+    from surgery.model.preprocess_layers import affine_layers, measure
 
     scale, offset = np.array([1.0, 2.0, 3.0]), np.array([-10.0, -20.0, -30.0])
 

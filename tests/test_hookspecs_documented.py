@@ -15,8 +15,8 @@ import re
 import pytest
 
 from surgery import hookspecs
-from surgery.plugins import CALLBACKS
-from surgery.registry import Registration
+from surgery.plugins.loading import CALLBACKS
+from surgery.plugins.registry import Registration
 
 from helpers import ROOT
 

@@ -39,8 +39,8 @@ def _backbone_spec(name: str, side: int) -> dict:
 
 def _export(model, folder, options=None, fmt="onnx"):
     """Through the registered exporter and the host's atomic writing, as `surgery apply` does."""
-    from surgery.plugins import load_plugins
-    from surgery.writing import atomic_output
+    from surgery.io.writing import atomic_output
+    from surgery.plugins.loading import load_plugins
 
     exporter = load_plugins().registry.exporters[fmt]
     path = folder / f"{model.name}{exporter.suffix}"
@@ -357,7 +357,7 @@ def test_layer_without_onnx_conversion_is_named(tmp_path, keras):
 def test_registering_exporters_imports_no_tensorflow():
     code = (
         "import sys\nfrom click.testing import CliRunner\nfrom surgery.cli import main\n"
-        "from surgery.plugins import load_plugins\n"
+        "from surgery.plugins.loading import load_plugins\n"
         "assert {'onnx', 'saved_model'} <= set(load_plugins().registry.exporters)\n"
         "assert CliRunner().invoke(main, ['export', '--help']).exit_code == 0\n"
         "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx') "

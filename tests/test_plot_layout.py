@@ -20,7 +20,7 @@ MAX_ASPECT, MAX_SIDE = 3.0, 6000
 def _nodes(model):
     """The graph as the picture should show it: model.layers, then operations that are not layers (x + y),
     in execution order; edges between their indices."""
-    from surgery.graph import model_nodes
+    from surgery.model.graph import model_nodes
 
     index = {id(layer): i for i, layer in enumerate(model.layers)}
     edges = set()
@@ -58,7 +58,7 @@ def _check_lanes(lay):
     """What the layout promises of lanes (plot_layout's docstring): an edge that skips rows runs down a lane
     to the right of the rows it passes; and no two lanes are drawn as one line: any two that share some
     height are at least LANE apart (asked of the whole picture: lanes of two columns are farther apart)."""
-    from surgery.plot_layout import BOX_H, BOX_W, LANE
+    from surgery.report.plot_layout import BOX_H, BOX_W, LANE
 
     lanes = _lanes(lay)
     if not lanes:
@@ -80,8 +80,8 @@ def _check_lanes(lay):
 
 
 def check_picture(model, lay, max_side=MAX_SIDE):
-    from surgery.plot import BOX_H, BOX_W, TAG_H, TAG_W, primitives, report
-    from surgery.summary import trainable_status
+    from surgery.report.plot import BOX_H, BOX_W, TAG_H, TAG_W, primitives, report
+    from surgery.report.summary import trainable_status
 
     W, H = lay.width, lay.height
     assert W <= max_side and H <= max_side, (W, H)
@@ -199,7 +199,7 @@ def _backbone(keras, name, side=32, frozen_share=0.4):
 
 @pytest.mark.parametrize("name", ["VGG16", "MobileNetV2", "ResNet50"])
 def test_backbone_pictures_fit_and_show_everything(keras, name):
-    from surgery.plot import layout
+    from surgery.report.plot import layout
 
     model = _backbone(keras, name)
     lay = layout(model)
@@ -209,7 +209,7 @@ def test_backbone_pictures_fit_and_show_everything(keras, name):
 
 def test_collapsing_repeated_blocks_keeps_counts_and_the_runs_ends(keras):
     """Forced to a small picture, ResNet50 collapses runs of equal blocks and keeps their first and last."""
-    from surgery.plot import layout
+    from surgery.report.plot import layout
 
     model = _backbone(keras, "ResNet50", frozen_share=0)
     for layer in model.layers:
@@ -227,7 +227,7 @@ def test_collapsing_repeated_blocks_keeps_counts_and_the_runs_ends(keras):
 
 def test_legend_inside_a_single_column_picture(keras):
     """The reported bug: on a narrow graph the legend ran past the canvas' right edge."""
-    from surgery.plot import layout
+    from surgery.report.plot import layout
 
     x = inputs = keras.Input((4,), name="x")
     x = keras.layers.Dense(3, name="d1")(x)
@@ -241,7 +241,7 @@ def test_legend_inside_a_single_column_picture(keras):
 
 def test_two_heads_and_an_operation_are_drawn(keras):
     """Branches stay visible: a two-head model has both heads, both outputs marked; x + y is a box."""
-    from surgery.plot import layout, primitives
+    from surgery.report.plot import layout, primitives
 
     layers = keras.layers
     x = inputs = keras.Input((8, 8, 3), name="image")
@@ -268,8 +268,8 @@ def test_two_heads_and_an_operation_are_drawn(keras):
 
 def test_skip_edges_over_a_common_height_get_lanes_of_their_own(keras):
     """Three early outputs joined at the end skip rows side by side: three lanes, LANE apart, not one line."""
-    from surgery.plot import layout
-    from surgery.plot_layout import LANE
+    from surgery.report.plot import layout
+    from surgery.report.plot_layout import LANE
 
     x = inputs = keras.Input((4,), name="x")
     a = keras.layers.Dense(4, name="a")(x)
@@ -289,7 +289,7 @@ def test_skip_edges_over_a_common_height_get_lanes_of_their_own(keras):
 def test_write_plot_writes_svg_and_png_of_the_same_picture(keras, tmp_path):
     from PIL import Image
 
-    from surgery.plot import layout, write_plot
+    from surgery.report.plot import layout, write_plot
 
     model = _backbone(keras, "MobileNetV2")
     lay = layout(model)
@@ -314,7 +314,7 @@ def test_write_plot_writes_svg_and_png_of_the_same_picture(keras, tmp_path):
 def test_write_plot_overwrites_only_when_forced(keras, tmp_path):
     """--force reaches the write: write_plot replaces an existing file only when told to."""
     from surgery.errors import SurgeryError
-    from surgery.plot import check_target, write_plot
+    from surgery.report.plot import check_target, write_plot
 
     x = inputs = keras.Input((4,), name="x")
     model = keras.Model(inputs, keras.layers.Dense(2, name="d")(x))
@@ -340,7 +340,7 @@ def _applications():
 @pytest.mark.parametrize("name,side", _applications())
 def test_every_application_backbone_picture(keras, name, side):
     """All 40 keras.applications backbones: inside the canvas, at most 3:1, every layer and edge, on screen."""
-    from surgery.plot import layout, to_svg
+    from surgery.report.plot import layout, to_svg
 
     model = _backbone(keras, name, side)
     lay = layout(model)

@@ -17,8 +17,8 @@ import pytest
 from fault_plugins import FAULTS, dist_name, install, no_plugin_selection_from_the_shell  # noqa: F401
 
 from surgery import hookimpl
-from surgery.plugins import Candidate, builtin_candidates, load_plugins, select
-from surgery.registry import APPLICATION_OPTIONS
+from surgery.plugins.loading import Candidate, builtin_candidates, load_plugins, select
+from surgery.plugins.registry import APPLICATION_OPTIONS
 
 from helpers import run_surgery, write_spec
 
@@ -319,8 +319,8 @@ def test_registration_imports_no_tensorflow_even_when_plugins_fail(command, good
 
 def _probe_with_conv5():
     """The probe model plus a ResNet-style ``conv5_*`` layer, which unfreeze's example names."""
-    from surgery.graph import make_model
     from surgery.keras_env import keras
+    from surgery.model.graph import make_model
     from surgery.testing import probe_model
 
     probe = probe_model()

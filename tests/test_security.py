@@ -144,7 +144,7 @@ def _leaking_arguments(keras, folder) -> set:
 
 
 def test_every_layer_argument_keras_reads_as_a_file_is_refused(cli, tmp_path, keras):
-    from surgery.layer_catalog import FILE_ARGUMENTS
+    from surgery.spec.layer_catalog import FILE_ARGUMENTS
 
     leaking = _leaking_arguments(keras, tmp_path)
     assert ("StringLookup", "vocabulary") in leaking, "the search finds nothing: it cannot be trusted"

@@ -66,7 +66,7 @@ def test_freeze_note_counts_frozen_layers_as_the_table_and_the_plot_do(keras):
     assert planned.changes[-1].note == (
         "freeze: 6 layers selected (block3_conv2 .. dense), 4 with weights now frozen, 1,297,186 params"
     )
-    from surgery.summary import trainable_status
+    from surgery.report.summary import trainable_status
 
     status = [trainable_status(layer) for layer in planned.state.model.layers]
     assert (status.count("frozen"), len(status) - status.count("no weights")) == (4, 9)

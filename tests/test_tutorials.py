@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import surgery
-from surgery.summary import totals
+from surgery.report.summary import totals
 
 from helpers import load_spec_json, with_weights
 

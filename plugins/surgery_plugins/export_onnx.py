@@ -195,11 +195,11 @@ def _protos_written_once():
 
     def optimize_graph(*args, **kwargs):
         write = Graph.update_proto
-        Graph.update_proto = lambda self, external_tensor_storage=None: None  # type: ignore[method-assign]
+        Graph.update_proto = lambda self, external_tensor_storage=None: None
         try:
             return passes(*args, **kwargs)
         finally:
-            Graph.update_proto = write  # type: ignore[method-assign]
+            Graph.update_proto = write
 
     optimizer.optimize_graph = optimize_graph
     try:

@@ -28,18 +28,18 @@ _export("api", "build", "load", "apply", "plan", "export", "train", "evaluate", 
 _export("version", "__version__")
 # Errors and messages.
 _export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "counted", "shown", "one_line")
-_export("spec", "StepContext", "schema_error")
+_export("spec.loading", "StepContext", "schema_error")
 # Plugins: the hook marker, the state ops transform, loading and conformance.
 _export("hookspecs", "hookimpl", "OpApply", "OpCheck", "Exporter")
-_export("state", "State")
-_export("plugins", "load_plugins", "Candidate", "builtin_candidates")
-_export("registry", "APPLICATION_OPTIONS")
+_export("model.state", "State")
+_export("plugins.loading", "load_plugins", "Candidate", "builtin_candidates")
+_export("plugins.registry", "APPLICATION_OPTIONS")
 _export("testing", "check_plugin", "probe_model")
 # Keras, imported lazily and quietly.
 _export("keras_env", "keras", "seeded", "native_stderr_muted", "is_quiet", "keras_cache_dir")
 # Choosing layers and what trains.
 _export(
-    "selectors",
+    "spec.selectors",
     "SELECTOR_PROPERTIES",
     "SELECTOR_ANY_OF",
     "FREEZE_SCHEMA",
@@ -51,7 +51,7 @@ _export(
 )
 # Layers from a class name and a config.
 _export(
-    "layers",
+    "model.layers",
     "NAME_PATTERN",
     "LAYER_PROPERTIES",
     "check_layer_class",
@@ -63,17 +63,19 @@ _export(
     "unique_name",
     "keras_reason",
 )
-_export("layer_catalog", "layer_names")
+_export("spec.layer_catalog", "layer_names")
 # The functional graph.
-_export("graph", "make_model", "model_nodes", "cut_map", "output_tensor_of", "retrace", "find_layer", "layer_nodes")
+_export(
+    "model.graph", "make_model", "model_nodes", "cut_map", "output_tensor_of", "retrace", "find_layer", "layer_nodes"
+)
 # Files from someone else.
-_export("files", "check_regular", "check_hdf5", "check_hdf5_links", "read_json")
-_export("model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
-_export("preprocessing", preprocess_modes="MODES", preprocess_function="function")
-_export("preprocess_layers", preprocess_into_model="into_model")
+_export("io.files", "check_regular", "check_hdf5", "check_hdf5_links", "read_json")
+_export("io.model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
+_export("model.preprocessing", preprocess_modes="MODES", preprocess_function="function")
+_export("model.preprocess_layers", preprocess_into_model="into_model")
 # Exporters: the graph to export and the check that it computes what Keras does.
 _export(
-    "export_check",
+    "exporting.export_check",
     "ExportError",
     "converting",
     ExportTarget="Target",
@@ -82,9 +84,9 @@ _export(
     compare_export="compare",
     export_progress="progress",
 )
-_export("onnx_file", "finish_onnx", "verify_onnx")
+_export("exporting.onnx_file", "finish_onnx", "verify_onnx")
 # Reports.
-_export("summary", "layer_rows", param_totals="totals")
+_export("report.summary", "layer_rows", param_totals="totals")
 # Structural pruning.
 _export(
     "pruning",
@@ -114,18 +116,19 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
     from .api import Applied, apply, build, evaluate, export, load, plan, train
     from .errors import OpError, PluginError, SpecError, SurgeryError, counted, did_you_mean, one_line, shown
-    from .export_check import ExportError, converting
-    from .export_check import Target as ExportTarget
-    from .export_check import compare as compare_export
-    from .export_check import prepare as prepare_export
-    from .export_check import progress as export_progress
-    from .export_check import read_options as read_export_options
-    from .files import check_hdf5, check_hdf5_links, check_regular, read_json
-    from .graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
+    from .exporting.export_check import ExportError, converting
+    from .exporting.export_check import Target as ExportTarget
+    from .exporting.export_check import compare as compare_export
+    from .exporting.export_check import prepare as prepare_export
+    from .exporting.export_check import progress as export_progress
+    from .exporting.export_check import read_options as read_export_options
+    from .exporting.onnx_file import finish_onnx, verify_onnx
     from .hookspecs import Exporter, OpApply, OpCheck, hookimpl
+    from .io.files import check_hdf5, check_hdf5_links, check_regular, read_json
+    from .io.model_files import check_model_file, check_weights_content, check_weights_file, load_model
     from .keras_env import is_quiet, keras, keras_cache_dir, native_stderr_muted, seeded
-    from .layer_catalog import layer_names
-    from .layers import (
+    from .model.graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
+    from .model.layers import (
         LAYER_PROPERTIES,
         NAME_PATTERN,
         call_layer,
@@ -137,19 +140,22 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
         new_layer_name,
         unique_name,
     )
-    from .model_files import check_model_file, check_weights_content, check_weights_file, load_model
-    from .onnx_file import finish_onnx, verify_onnx
-    from .plugins import Candidate, builtin_candidates, load_plugins
-    from .preprocess_layers import into_model as preprocess_into_model
-    from .preprocessing import MODES as preprocess_modes
-    from .preprocessing import function as preprocess_function
+    from .model.preprocess_layers import into_model as preprocess_into_model
+    from .model.preprocessing import MODES as preprocess_modes
+    from .model.preprocessing import function as preprocess_function
+    from .model.state import State
+    from .plugins.loading import Candidate, builtin_candidates, load_plugins
+    from .plugins.registry import APPLICATION_OPTIONS
     from .pruning import analyze as analyze_channels
     from .pruning import flops as count_flops
     from .pruning import masked_twin
     from .pruning import prune as prune_channels
     from .pruning import select as select_channels
-    from .registry import APPLICATION_OPTIONS
-    from .selectors import (
+    from .report.summary import layer_rows
+    from .report.summary import totals as param_totals
+    from .spec.layer_catalog import layer_names
+    from .spec.loading import StepContext, schema_error
+    from .spec.selectors import (
         FREEZE_SCHEMA,
         SELECTOR_ANY_OF,
         SELECTOR_PROPERTIES,
@@ -158,10 +164,6 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
         parse_slice,
         unfreeze_layers,
     )
-    from .selectors import resolve as select_layers
-    from .spec import StepContext, schema_error
-    from .state import State
-    from .summary import layer_rows
-    from .summary import totals as param_totals
+    from .spec.selectors import resolve as select_layers
     from .testing import check_plugin, probe_model
     from .version import __version__

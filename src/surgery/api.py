@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from .arguments import checked
 
 if TYPE_CHECKING:
-    from .planning import Plan
-    from .plugins import Plugins
-    from .spec import Spec
-    from .state import State
+    from .model.state import State
+    from .plugins.loading import Plugins
+    from .report.planning import Plan
+    from .spec.loading import Spec
     from .training.evaluate import Evaluation
     from .training.result import TrainResult
 
@@ -36,7 +36,7 @@ SpecSource = str | os.PathLike | dict
 def _plugins(plugins: Plugins | None) -> Plugins:
     if plugins is not None:
         return plugins
-    from .plugins import load_plugins
+    from .plugins.loading import load_plugins
 
     return load_plugins()
 
@@ -47,7 +47,7 @@ def load(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | Non
 
     ``weights`` overrides the source step's weights as ``--weights`` does ("imagenet", "none", a path).
     """
-    from .spec import load_spec
+    from .spec.loading import load_spec
 
     plugins = _plugins(plugins)
     return load_spec(spec, plugins.registry, plugins.broken, weights=weights), plugins
@@ -104,12 +104,12 @@ def apply(
     (the command line prints the layer table there).
     """
     from .executor import run_steps
-    from .outputs import plan_outputs, write_outputs
+    from .exporting.outputs import plan_outputs, write_outputs
 
     parsed, plugins = load(spec, plugins, weights=weights)
     planned = plan_outputs(parsed, plugins.registry, output=output, extra={"onnx": onnx} if onnx else None, force=force)
     if plot:
-        from .plot import check_target
+        from .report.plot import check_target
 
         check_target(plot, force)
     state = run_steps(parsed, plugins.registry)
@@ -118,7 +118,7 @@ def apply(
     reports = write_outputs(state.model, planned, plugins.registry, force=force, options=options)
     done = Applied(state.model, state.notes, planned, reports)
     if plot:
-        from .plot import write_plot
+        from .report.plot import write_plot
 
         done.plot = write_plot(state.model, plot, force)
     return done
@@ -127,8 +127,8 @@ def apply(
 @checked(spec="spec", plugins="plugins?")
 def plan(spec: SpecSource, plugins: Plugins | None = None) -> Plan:
     """What each step changes (layers added, removed, replaced, frozen; params; outputs), built with random
-    weights where the source allows: a ``surgery.planning.Plan`` with ``changes``, ``state`` and ``random_init``."""
-    from .planning import plan as run_plan
+    weights where the source allows: a ``surgery.report.planning.Plan`` with ``changes``, ``state`` and ``random_init``."""
+    from .report.planning import plan as run_plan
 
     return run_plan(spec, _plugins(plugins))
 
@@ -145,7 +145,7 @@ def export(
 ) -> tuple[Path, str | None]:
     """Write a saved ``.keras`` model in another format (``to``: onnx, saved_model, keras, a plugin's);
     returns the path written and the exporter's report."""
-    from .outputs import export_file
+    from .exporting.outputs import export_file
 
     return export_file(model_path, to, _plugins(plugins).registry, output=output, force=force, options=options)
 
@@ -188,7 +188,7 @@ def train(
     override the spec's. The result has the history (log.csv's columns), the paths, the final metrics and
     the validation figures; None if a resumed run had already finished.
     """
-    from .spec import load_spec
+    from .spec.loading import load_spec
     from .training.config import resolve
     from .training.run import train as run_training
 

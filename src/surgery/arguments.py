@@ -41,7 +41,7 @@ def _at_least(low: int) -> Callable[[Any], bool]:
 
 
 def _is_plugins(value: Any) -> bool:
-    from .plugins import Plugins
+    from .plugins.loading import Plugins
 
     return isinstance(value, Plugins)
 

@@ -7,10 +7,10 @@ import contextlib
 import re
 
 from .errors import InternalError, SpecError, SurgeryError, one_line
-from .graph import make_model
 from .keras_env import keras, native_stderr_muted
-from .spec import Spec, StepContext, op_params
-from .state import State
+from .model.graph import make_model
+from .model.state import State
+from .spec.loading import Spec, StepContext, op_params
 
 
 def out_of_memory(e: Exception) -> str:

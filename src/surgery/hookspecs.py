@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
-    from .spec import StepContext
-    from .state import State
+    from .model.state import State
+    from .spec.loading import StepContext
 
 hookspec = pluggy.HookspecMarker("surgery")
 hookimpl = pluggy.HookimplMarker("surgery")

@@ -27,10 +27,10 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 
 from .errors import PluginError, one_line
-from .plugins import plugin_name, registration_of
-from .registry import Registry
-from .spec import Spec, StepContext, schema_error
-from .state import State
+from .model.state import State
+from .plugins.loading import plugin_name, registration_of
+from .plugins.registry import Registry
+from .spec.loading import Spec, StepContext, schema_error
 
 HEAVY_MODULES = ("tensorflow", "keras", "torch", "jax")
 PROBE_SHAPE = (32, 32, 3)
@@ -52,8 +52,8 @@ def probe_model(shape=PROBE_SHAPE, blocks: int = 3):
     Ops' examples that name layers should name these (``block2_relu``,
     ``block3_pool``, ``block1_*``) or the test should pass its own ``model=``.
     """
-    from .graph import make_model
     from .keras_env import keras, seeded
+    from .model.graph import make_model
 
     layers = keras().layers
     seeded(0)
@@ -228,7 +228,7 @@ def _export(exporter, model, folder: Path):
 def _imports_nothing_heavy(module: str):
     code = (
         "import importlib, sys\n"
-        "from surgery.plugins import registration_of\n"
+        "from surgery.plugins.loading import registration_of\n"
         f"registration_of(importlib.import_module({module!r}))\n"
         f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
     )

@@ -36,7 +36,7 @@ def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
     from ..api import apply as build_and_write
 
     def show(state):
-        from ..summary import render
+        from ..report.summary import render
 
         for note in state.notes:
             click.echo(f"  {note}")
@@ -112,10 +112,10 @@ def plan(spec, as_json, all_groups, plot_path, force):
 
     plugins = installed_plugins()
     if plot_path:
-        from ..plot import check_target
+        from ..report.plot import check_target
 
         check_target(plot_path, force)
-    from ..planning import render, render_groups
+    from ..report.planning import render, render_groups
 
     planned = plan_spec(spec, plugins)
     steps = [c.as_dict() for c in planned.changes]
@@ -129,7 +129,7 @@ def plan(spec, as_json, all_groups, plot_path, force):
         click.echo(render(planned))
         click.echo(render_groups(planned, limit=None if all_groups else 10))
     if plot_path:
-        from ..plot import write_plot
+        from ..report.plot import write_plot
 
         report = write_plot(planned.state.model, plot_path, force)
         click.echo(f"wrote {plot_path} ({report})", err=as_json)
@@ -178,7 +178,7 @@ def _names(given: tuple):
 def export(model, fmt, out, opset, atol, input_names, output_names, force):
     """Write MODEL (a .keras file) in another format, checked against Keras where the format can run."""
     from ..api import export as export_model
-    from ..outputs import exporter_of
+    from ..exporting.outputs import exporter_of
 
     plugins = installed_plugins()
     exporter_of(plugins.registry, fmt)  # --to missing or unknown: said as the option, not as the API's argument

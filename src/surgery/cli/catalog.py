@@ -19,7 +19,7 @@ from .common import guarded, installed_plugins
 @guarded
 def plugins(as_json):
     """List the installed plugins and what each registered."""
-    from ..plugins import load_plugins
+    from ..plugins.loading import load_plugins
 
     loaded = load_plugins()
     for warning in loaded.warnings:
@@ -159,6 +159,6 @@ def backbones(patterns, as_json):
 @guarded
 def schema():
     """Print the JSON Schema of specs, with every installed op's params."""
-    from ..schema import full_schema
+    from ..spec.schema import full_schema
 
     click.echo(json.dumps(full_schema(installed_plugins().registry), indent=2))

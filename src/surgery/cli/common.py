@@ -117,7 +117,7 @@ class OneLineErrors(click.Group):
 
 def installed_plugins():
     """The installed plugins; a line on stderr for each disabled one and each unknown name in the environment."""
-    from ..plugins import load_plugins, warn_broken
+    from ..plugins.loading import load_plugins, warn_broken
 
     plugins = load_plugins()
     warn_broken(plugins, lambda m: click.echo(m, err=True))

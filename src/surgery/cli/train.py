@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import click
 
-from ..train_schema import METRICS, OPTIMIZERS, PRECISIONS, STRATEGIES
-from ..writing import strict_json
+from ..io.writing import strict_json
+from ..spec.train_schema import METRICS, OPTIMIZERS, PRECISIONS, STRATEGIES
 from .common import guarded, installed_plugins, progress
 from .types import FiniteFloat
 

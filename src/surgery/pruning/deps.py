@@ -8,8 +8,8 @@ lazily: ``keras()`` returns the module on first use.
 from __future__ import annotations
 
 from surgery.errors import OpError  # noqa: F401  (bad input the user can fix: one line)
-from surgery.graph import make_model, model_nodes  # noqa: F401
 from surgery.keras_env import keras  # noqa: F401  (a function returning the keras module)
+from surgery.model.graph import make_model, model_nodes  # noqa: F401
 
 
 def close_names(word: str, names) -> str:

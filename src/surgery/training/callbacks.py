@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import raise_if_stopped
+from ..io.writing import temporary_sibling
 from ..keras_env import keras
-from ..writing import temporary_sibling
 
 
 def mode(monitor: str) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..errors import OpError, SpecError, counted, did_you_mean
 from ..json_values import plain
-from ..selectors import parse_slice
-from ..spec import schema_error
-from ..train_schema import SCHEDULE_KEYS, STAGE_OPTIONS, STAGE_SCHEMA, TRAIN_SCHEMA
+from ..spec.loading import schema_error
+from ..spec.selectors import parse_slice
+from ..spec.train_schema import SCHEDULE_KEYS, STAGE_OPTIONS, STAGE_SCHEMA, TRAIN_SCHEMA
 
 DEFAULT_EPOCHS = 10
 # How a run is carried out, not what it computes: --resume may change them.

@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 
 from ..errors import SpecError
-from ..writing import atomic_output
+from ..io.writing import atomic_output
 
 CELL, MARGIN, FONT = 44, 16, 12
 SUFFIXES = (".svg", ".png")
@@ -19,7 +19,7 @@ SUFFIXES = (".svg", ".png")
 def check_target(path: str, force: bool, data: str | None = None) -> Path:
     """The plot's path, checked before evaluating: never one of the images, nor a new file among them (the
     next run would read it as data)."""
-    from ..writing import check_output
+    from ..io.writing import check_output
 
     target = Path(path)
     if target.suffix.lower() not in SUFFIXES:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SurgeryError
-from ..files import check_archive, check_regular
+from ..io.files import check_archive, check_regular
 
 # What keras.utils.image_dataset_from_directory reads; other files are skipped.
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import cut_map, make_model, output_tensor_of, retrace
 from ..keras_env import keras
+from ..model.graph import cut_map, make_model, output_tensor_of, retrace
 
 MIB = 2**20
 

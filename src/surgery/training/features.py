@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import writing
 from ..errors import SpecError
+from ..io import writing
 from . import data, pipeline
 
 

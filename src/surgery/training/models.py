@@ -2,7 +2,7 @@
 
 A model trained by ``surgery train`` has ``classes.json`` beside it, which names
 its classes and the preprocessing its backbone expects (by the backbone's name,
-see ``surgery.preprocessing``), so it is fed images exactly as in training.
+see ``surgery.model.preprocessing``), so it is fed images exactly as in training.
 Anything else gets ``--preprocess``, or none. The sidecar is someone else's
 data: it is read bounded and checked field by field, and nothing it names is
 imported.
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import preprocessing
 from ..errors import SpecError, did_you_mean
-from ..files import MIB, read_json
+from ..io.files import MIB, read_json
+from ..io.model_files import load_model
 from ..keras_env import keras
-from ..model_files import load_model
+from ..model import preprocessing
 from .data import DataError, check_class_names
 
 SIDECAR = "classes.json"
@@ -29,7 +29,7 @@ SIDECAR_LIMIT = 16 * MIB  # a million class names fit
 @dataclass
 class Loaded:
     model: Any
-    preprocess: str | None  # a backbone name or mode (surgery.preprocessing), or None
+    preprocess: str | None  # a backbone name or mode (surgery.model.preprocessing), or None
     class_names: list | None
     source: str
     prep: Any = None  # the preprocessing function ``preprocess`` names, resolved by ``load``
@@ -87,7 +87,7 @@ def sidecar_beside(model_path: Path, registry) -> Sidecar:
 
 def run_model(folder: Path) -> Path | None:
     """The final model of a run folder surgery wrote (the one its marker names), else its best.keras."""
-    from ..writing import MARKER, is_surgery_folder
+    from ..io.writing import MARKER, is_surgery_folder
 
     if not is_surgery_folder(folder, "run"):
         return None
@@ -135,7 +135,7 @@ def load(
             loaded.trained_size = tuple(side.input_shape[:2])
     elif p.suffix == ".json":
         from ..executor import run_steps
-        from ..spec import load_spec
+        from ..spec.loading import load_spec
 
         spec = load_spec(path, plugins.registry, plugins.broken, weights=weights)
         state = run_steps(spec, plugins.registry)

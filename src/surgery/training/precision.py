@@ -10,8 +10,8 @@ mixed-precision guide's advice).
 
 from __future__ import annotations
 
-from ..graph import make_model, retrace
 from ..keras_env import keras
+from ..model.graph import make_model, retrace
 
 
 def set_policy(name: str) -> None:

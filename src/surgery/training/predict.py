@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError, one_line
-from ..files import read_json
+from ..io.files import read_json
 from ..keras_env import keras, keras_cache_dir, native_stderr_muted
 from . import pipeline
 from .data import check_class_names

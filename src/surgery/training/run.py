@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import preprocessing
 from ..errors import Terminated, counted, interrupted_exit
+from ..io.model_files import load_model
+from ..io.writing import atomic_output
 from ..keras_env import keras
-from ..model_files import load_model
-from ..writing import atomic_output
+from ..model import preprocessing
 from . import callbacks, data, distribute, options, pipeline, precision, preflight, quietly, stages
 from .evaluate import evaluate_batches
 from .feature_cache import FeatureCache
@@ -30,8 +30,8 @@ from .result import Interrupted, TrainResult, global_settings
 from .run_folder import RunFolder, RunFolderError, RunState, write_json
 
 if TYPE_CHECKING:
-    from ..registry import Registry
-    from ..spec import Spec
+    from ..plugins.registry import Registry
+    from ..spec.loading import Spec
     from .config import TrainConfig
 
 
@@ -85,7 +85,7 @@ class Run:
         """(model, preprocess name): the spec built now, with its preprocessing in the graph unless asked not
         to, and its final activation in float32 for mixed precision."""
         from ..executor import run_steps
-        from ..preprocess_layers import for_backbone, into_model
+        from ..model.preprocess_layers import for_backbone, into_model
 
         keras().utils.set_random_seed(self.config.seed)
         built = run_steps(self.spec, self.registry)

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import SurgeryError
-from ..files import MIB, read_bounded, read_json, same_file
-from ..writing import MARKER, is_surgery_folder, mark_folder, remove, strict_json, temporary_sibling
+from ..io.files import MIB, read_bounded, read_json, same_file
+from ..io.writing import MARKER, is_surgery_folder, mark_folder, remove, strict_json, temporary_sibling
 from .fingerprints import differing, stage_epochs, without_epochs
 
 STATE_VERSION = 2  # 2: stages end where they actually ended (early stopping), and a run can be extended

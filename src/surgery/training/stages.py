@@ -1,7 +1,7 @@
 """One stage of training: freeze/unfreeze, then compile with the stage's optimizer.
 
 The selectors are those of the spec's ``freeze`` and ``unfreeze`` steps (the same
-core functions, ``surgery.selectors``), and ``unfreeze`` keeps
+core functions, ``surgery.spec.selectors``), and ``unfreeze`` keeps
 BatchNormalization layers frozen (inference mode: moving statistics used, not
 updated) unless the stage says ``"batchnorm": "train"``. Recompiling after the
 change is what makes Keras see the new trainable weights.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from ..errors import SpecError, SurgeryError, counted
 from ..keras_env import keras
-from ..selectors import freeze_layers, unfreeze_layers
-from ..summary import totals
+from ..report.summary import totals
+from ..spec.selectors import freeze_layers, unfreeze_layers
 from . import options
 from .options import Head
 
@@ -146,7 +146,7 @@ def random_backbone_warning(model, spec, registry, classes: int, stage: int) -> 
     constant (about 1e-11 apart on VGG16), so the loss stays near ln(classes) whatever the head does."""
     import math
 
-    from ..spec import StepContext, op_params
+    from ..spec.loading import StepContext, op_params
 
     if stage != 0:
         return None

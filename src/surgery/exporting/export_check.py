@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EXIT_INTERNAL, SpecError, SurgeryError, one_line
+from ..errors import EXIT_INTERNAL, SpecError, SurgeryError, one_line
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_INPUT_NAME = "image"
@@ -117,7 +117,7 @@ def _float32_config(value):
 
 def float32_twin(model):
     """The same graph and weights with float32 layers, so that it runs in onnxruntime on CPU."""
-    from .keras_env import keras
+    from ..keras_env import keras
 
     k = keras()
 
@@ -175,7 +175,7 @@ def prepare(model, options: dict, *, float32: bool) -> Target:
     inference mode they are the identity and leave no trace. Outputs are
     returned as a dict because TensorFlow exporters name outputs by its keys.
     """
-    from .keras_env import keras
+    from ..keras_env import keras
 
     k = keras()
     notes = []

@@ -15,9 +15,9 @@ import json
 import os
 import re
 
-from .errors import SurgeryError, one_line, shown
+from ..errors import SurgeryError, one_line, shown
+from ..spec.layer_catalog import file_arguments, nested_class_names
 from .files import MIB, FileError, check_archive, check_hdf5, check_hdf5_links, read_member
-from .layer_catalog import file_arguments, nested_class_names
 
 CONFIG = "config.json"
 MEMBER_LIMITS = {CONFIG: 64 * MIB, "metadata.json": 1 * MIB}
@@ -67,7 +67,7 @@ def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
 def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool = False):
     """A ``keras.Model`` from a checked ``.keras`` file, loaded with ``safe_mode=True`` (compiled only when asked:
     a checkpoint to resume carries its optimizer's state)."""
-    from .keras_env import keras
+    from ..keras_env import keras
 
     check_model_file(path, error=error)
     k = keras()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from .graph import model_nodes
-from .selectors import trainable_status  # the one definition of frozen; plot.py imports it from here too
+from ..model.graph import model_nodes
+from ..spec.selectors import trainable_status  # the one definition of frozen; plot.py imports it from here too
 
 
 def _size(weights) -> int:

@@ -11,8 +11,8 @@ the RGB->BGR swap and the mean). The ``preprocess`` op and ``surgery train`` bot
 
 from __future__ import annotations
 
-from .errors import OpError
-from .keras_env import keras
+from ..errors import OpError
+from ..keras_env import keras
 from .layers import unique_name
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from .errors import OpError, counted, did_you_mean
+from ..errors import OpError, counted, did_you_mean
 
 _SLICE_RE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*(?::\s*(-?\d+)?\s*)?$")
 

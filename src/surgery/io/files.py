@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import ErrorFactory, SurgeryError, one_line
+from ..errors import ErrorFactory, SurgeryError, one_line
 
 KIB = 1 << 10
 MIB = 1 << 20

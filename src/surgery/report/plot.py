@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .errors import SpecError
+from ..errors import SpecError
 from .plot_fold import collapse, repeated_runs
 from .plot_layout import (
     BOX_H,
@@ -61,7 +61,7 @@ def _shape(tensors) -> str:
 def graph(model) -> tuple[list, list]:
     """One Box per layer of ``model`` (in ``model.layers`` order), then one per operation that is not a layer
     (in execution order); a box's ``members`` is its own index. Edges (source, target) in execution order."""
-    from .graph import model_nodes
+    from ..model.graph import model_nodes
     from .summary import layer_rows, trainable_status
 
     boxes = []
@@ -334,7 +334,7 @@ def to_png(lay: Layout, path) -> None:
 
 def check_target(path, force: bool = False) -> None:
     """Before any work: a suffix we draw, and a path that may be written (as for every output)."""
-    from .writing import check_output
+    from ..io.writing import check_output
 
     _check_suffix(path)
     check_output(Path(path), force, "--plot")
@@ -352,7 +352,7 @@ def report(lay: Layout) -> str:
 
 def write_plot(model, path, force: bool = False, max_side: int = MAX_SIDE) -> str:
     """Draw ``model`` to ``path`` (.svg, or .png with Pillow), atomically; returns a one-line report."""
-    from .writing import atomic_output
+    from ..io.writing import atomic_output
 
     _check_suffix(path)
     lay = layout(model, max_side)

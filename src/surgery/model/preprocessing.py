@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import ErrorFactory, SpecError, did_you_mean
+from ..errors import ErrorFactory, SpecError, did_you_mean
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..plugins.registry import Registry
 
 MODES = ("caffe", "tf", "torch")
 NONE = "none"
@@ -64,7 +64,7 @@ def function(name: str | None, registry: Registry) -> Callable[[Any], Any] | Non
     if name is None:
         return None
     if name in MODES:
-        from .keras_env import keras
+        from ..keras_env import keras
 
         imagenet_utils = keras().applications.imagenet_utils
         return lambda x: imagenet_utils.preprocess_input(x, mode=name)

@@ -101,7 +101,7 @@ def retrace(model, replacements: dict, targets: list, around=None) -> list:
 
 def make_model(inputs, outputs, name=None):
     """A functional model; single inputs/outputs are passed bare, so ``model.input`` is a tensor."""
-    from .keras_env import keras
+    from ..keras_env import keras
 
     def bare(x):
         return x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x
@@ -182,7 +182,7 @@ def layer_nodes(model, layer) -> list:
 
 
 def find_layer(model, name: str, what: str = "layer"):
-    from .errors import OpError, did_you_mean
+    from ..errors import OpError, did_you_mean
 
     for layer in model.layers:
         if layer.name == name:
@@ -193,7 +193,7 @@ def find_layer(model, name: str, what: str = "layer"):
 
 def find_tensor(model, tensors: dict, name: str):
     """A named tensor, else the output of the layer of that name in any branch; OpError if neither."""
-    from .errors import OpError, did_you_mean
+    from ..errors import OpError, did_you_mean
 
     if name in tensors:
         t = tensors[name]
@@ -260,7 +260,7 @@ def rebuild(model, tensors: dict, *, around=None, inputs=None, feeds=None):
 
 def _explained(around):
     """``around`` whose calls, when a layer cannot take its new input, fail with one line naming that layer."""
-    from .errors import OpError, SurgeryError, one_line
+    from ..errors import OpError, SurgeryError, one_line
 
     def wrapped(layer):
         fn = around(layer) if around else layer

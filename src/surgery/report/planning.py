@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .registry import Registry
-from .state import State
+from ..model.state import State
+from ..plugins.registry import Registry
 
 
 @dataclass
@@ -51,7 +51,7 @@ class StepChange:
 
 def snapshot(state) -> Snapshot:
     """Layers of every branch (a head set aside by a branch is not "removed"); counts of the model itself."""
-    from .selectors import trainable_status
+    from ..spec.selectors import trainable_status
     from .summary import totals
 
     total, trainable, _ = totals(state.model)
@@ -133,8 +133,8 @@ class Plan:
 
     def groups(self):
         """The final model's channel groups (``surgery.pruning.Analysis``), or the one-line reason there are none."""
-        from .errors import OpError
-        from .pruning import analyze
+        from ..errors import OpError
+        from ..pruning import analyze
 
         try:
             return analyze(self.state.model)
@@ -144,8 +144,8 @@ class Plan:
 
 def plan(source, plugins) -> Plan:
     """Build ``source`` (a path or a dict), with random weights where its source op allows it, recording each step."""
-    from .executor import run_steps
-    from .spec import WeightsNotApplicable, load_spec
+    from ..executor import run_steps
+    from ..spec.loading import WeightsNotApplicable, load_spec
 
     try:
         spec = load_spec(source, plugins.registry, plugins.broken, weights="none")

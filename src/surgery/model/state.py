@@ -35,7 +35,7 @@ class State:
         """The single current output tensor (ops that extend the model start here)."""
         outputs = self.model.outputs
         if len(outputs) != 1:
-            from .errors import OpError
+            from ..errors import OpError
 
             raise OpError(f"the model has {len(outputs)} outputs; this op needs exactly one")
         return outputs[0]

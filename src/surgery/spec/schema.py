@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .registry import Registry, with_op
+from ..plugins.registry import Registry, with_op
 from .train_schema import TRAIN_SCHEMA
 
 SPEC_VERSION = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import one_line
+from ..errors import one_line
 from .export_check import BATCH_DIM, ExportError, Target, _all_layers, compare
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError, one_line
+from .. import hookspecs
+from ..errors import PluginError, one_line
 from .registry import Registration, Registry
 
 GROUP = "surgery"

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import SurgeryError, environment_reason, raise_if_stopped
+from ..errors import SurgeryError, environment_reason, raise_if_stopped
 from .files import same_file
 
 NAME_MAX = 255
@@ -72,7 +72,7 @@ def is_surgery_folder(path: Path, kind: str | None = None) -> bool:
 
 
 def mark_folder(path: Path, kind: str, **extra: Any) -> None:
-    from .version import __version__
+    from ..version import __version__
 
     (path / MARKER).write_text(json.dumps({"surgery": __version__, "kind": kind, **extra}) + "\n")
 

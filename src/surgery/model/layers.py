@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any
 
-from .errors import OpError, did_you_mean, one_line
-from .layer_catalog import REFUSED, file_arguments, layer_names, nested_class_names
+from ..errors import OpError, did_you_mean, one_line
+from ..spec.layer_catalog import REFUSED, file_arguments, layer_names, nested_class_names
 
 NAME_PATTERN = "^[A-Za-z0-9_.-]+$"
 # What keras.layers.Layer takes in **kwargs besides its named arguments (Keras 3's Layer.__init__).
@@ -155,7 +155,7 @@ def _own_reason(keras, cls, cls_name: str, config: dict) -> str | None:
 
 def make_layer(cls_name: str, config: dict, name: str):
     """The layer, constructed the way Keras deserialises it, so nested configs work too; one OpError line if not."""
-    from .keras_env import keras as load
+    from ..keras_env import keras as load
 
     keras = load()
     cls = getattr(keras.layers, cls_name)

@@ -10,10 +10,10 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import OpError, SpecError, did_you_mean
-from .files import StrictJSONError, read_bounded, strict_json
-from .json_values import plain
-from .registry import STEP_KEYS, Registry, SpecValidator
+from ..errors import OpError, SpecError, did_you_mean
+from ..io.files import StrictJSONError, read_bounded, strict_json
+from ..json_values import plain
+from ..plugins.registry import STEP_KEYS, Registry, SpecValidator
 from .schema import SPEC_VERSION, core_schema
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of JSON; anything this big is a mistake

@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SpecError, SurgeryError, did_you_mean
-from .writing import Outputs, check_output, output_path
+from ..errors import SpecError, SurgeryError, did_you_mean
+from ..io.writing import Outputs, check_output, output_path
 
 if TYPE_CHECKING:
-    from .registry import ExporterInfo, Registry
-    from .spec import Spec
+    from ..plugins.registry import ExporterInfo, Registry
+    from ..spec.loading import Spec
 
 # The options only the ONNX exporter takes on `surgery apply` (export takes each exporter's own).
 ONNX_OPTIONS = ("opset", "atol")
@@ -118,7 +118,7 @@ def export_file(
     Everything that can be checked without TensorFlow (the format, the paths, the file) is checked before
     the model is loaded, so a typo costs no start-up time.
     """
-    from .model_files import check_model_file, load_model
+    from ..io.model_files import check_model_file, load_model
 
     model_path = Path(model_path)
     exporter = exporter_of(registry, fmt)

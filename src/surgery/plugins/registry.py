@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from .errors import PluginError
+from ..errors import PluginError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -343,7 +343,7 @@ class Registry:
 
     def backbone(self, name: str) -> BackboneInfo:
         """A registered backbone by name (any case); an OpError naming the close ones if there is none."""
-        from .errors import OpError, did_you_mean
+        from ..errors import OpError, did_you_mean
 
         info = self.backbones.get(name) or self.backbones.get(name.lower())
         if info is None:

@@ -1,0 +1,1 @@
+"""Exports: outputs planned and written all or none, the check against Keras, the ONNX file."""
