@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from surgery import files
+from surgery.io import files
 
 LIMIT = 1000
 

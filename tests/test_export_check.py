@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from surgery import export_check
+from surgery.exporting import export_check
 
 
 def _outputs():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import surgery
-from surgery import export_check
+from surgery.exporting import export_check
 
 from helpers import SPECS, assert_one_error_line, load_spec_json
 
