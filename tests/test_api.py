@@ -254,3 +254,105 @@ def test_a_dataset_of_other_elements_gets_the_line_arrays_get(tmp_path, backbone
     with pytest.raises(surgery.SurgeryError) as caught:
         surgery.train(spec, _elements(kind), tmp_path / "run", echo=None, verbose=0)
     assert str(caught.value).startswith(DATASET_ELEMENTS[kind]), str(caught.value)
+
+
+def test_a_png_plot_without_pillow_is_refused_before_the_build(tmp_path, monkeypatch, cli):
+    """Pillow is what draws a PNG: without it, apply says so before building and writes nothing (not the
+    .keras either); an .svg needs no Pillow."""
+    import sys
+
+    from helpers import assert_one_error_line, write_spec
+
+    spec = write_spec(tmp_path, SMALL)
+    monkeypatch.setitem(sys.modules, "PIL.ImageDraw", None)
+    with pytest.raises(surgery.SpecError, match="writing a PNG needs Pillow"):
+        surgery.apply(SMALL, output=str(tmp_path / "out"), plot=str(tmp_path / "m.png"), before_writing=pytest.fail)
+    done = cli("apply", spec, "-o", tmp_path / "out", "--plot", tmp_path / "m.png")
+    assert done.exit_code == 2, done.output
+    assert_one_error_line(done.stderr, "--plot: writing a PNG needs Pillow (pip install pillow); or plot to a .svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+    done = surgery.apply(SMALL, output=str(tmp_path / "out"), plot=str(tmp_path / "m.svg"))
+    assert done.plot.startswith("6 layers") and (tmp_path / "m.svg").read_text().startswith("<svg")
+
+
+def test_the_picture_is_one_of_the_outputs_all_or_none(tmp_path, monkeypatch):
+    """A picture that fails to draw leaves no model behind: it is placed with the other outputs or none is."""
+    from surgery.report import plot
+
+    def broken(lay):
+        raise surgery.SpecError("the picture could not be drawn", where="--plot")
+
+    monkeypatch.setattr(plot, "to_svg", broken)
+    with pytest.raises(surgery.SpecError, match="could not be drawn"):
+        surgery.apply(SMALL, output=str(tmp_path / "out"), onnx=None, plot=str(tmp_path / "m.svg"))
+    assert not (tmp_path / "m.svg").exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_load_refuses_what_validate_refuses(tmp_path, cli):
+    """One check path: a train section that monitors a metric the run does not log."""
+    from helpers import write_spec
+
+    spec = {**SMALL, "train": {"monitor": "val_auc", "stages": [{"epochs": 1}]}}
+    path = write_spec(tmp_path, spec)
+    done = cli("validate", path)
+    assert done.exit_code == 2, done.output
+    with pytest.raises(surgery.SpecError) as caught:
+        surgery.load(str(path))
+    assert done.stderr.strip() == f"error: {caught.value}"
+    assert 'train.monitor: "val_auc" is not logged by this run' in str(caught.value)
+    spec["train"]["metrics"] = ["auc"]
+    surgery.load(spec)  # with the metric logged, the same section passes
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory, keras):
+    """A model over 16x16 images whose three outputs are the mean red, green and blue, with a classes.json
+    that names them out of alphabetical order; an .npz of 7 images in unequal classes."""
+    import json
+
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("colour")
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pooled")(inputs)
+    head = keras.layers.Dense(3, activation="softmax", name="head")
+    model = keras.Model(inputs, head(pooled))
+    head.set_weights([np.eye(3, dtype="float32") * 0.05, np.zeros(3, "float32")])
+    (folder / "run").mkdir()
+    model.save(str(folder / "run" / "m.keras"))
+    (folder / "run" / "classes.json").write_text(json.dumps({"class_names": ["red", "green", "blue"]}))
+    rng = np.random.default_rng(3)
+    y = np.array([2, 0, 0, 1, 2, 2, 2])
+    x = (rng.uniform(0, 60, (7, 16, 16, 3)) + np.eye(3)[y][:, None, None, :] * 180).astype("float32")
+    np.savez(folder / "data.npz", x=x, y=y, class_names=np.array(["red", "green", "blue"]))
+    return folder, model, x, y
+
+
+def test_features_from_python_are_the_models_outputs_in_the_datas_order(tmp_path, colour_run):
+    import numpy as np
+
+    folder, model, x, y = colour_run
+    arrays = surgery.features(folder / "run" / "m.keras", folder / "data.npz", tmp_path / "f.npz", layer="pooled")
+    np.testing.assert_allclose(arrays["features"], x.mean(axis=(1, 2)), rtol=1e-5)
+    assert arrays["labels"].tolist() == y.tolist() and arrays["class_names"].tolist() == ["red", "green", "blue"]
+    assert np.load(tmp_path / "f.npz")["features"].shape == (7, 3)
+    with pytest.raises(surgery.SurgeryError, match="already exists"):
+        surgery.features(folder / "run" / "m.keras", folder / "data.npz", tmp_path / "f.npz")
+
+
+def test_predict_from_python_names_the_runs_classes(tmp_path, colour_run):
+    import numpy as np
+    from PIL import Image
+
+    folder, model, x, y = colour_run
+    for i in (0, 3):  # a blue image, then a green one
+        Image.fromarray(x[i].astype("uint8")).save(tmp_path / f"{i}.png")
+    found = surgery.predict(folder / "run" / "m.keras", [tmp_path / "0.png", tmp_path / "3.png"], top=2)
+    assert found["names"].origin == "classes.json" and found["score"] == "probability"
+    assert [r["top"][0]["name"] for r in found["results"]] == ["blue", "green"]
+    want = model.predict(np.stack([x[0], x[3]]).astype("uint8").astype("float32"), verbose=0)
+    got = [[e["probability"] for e in r["top"]] for r in found["results"]]
+    np.testing.assert_allclose(got, np.sort(want, axis=1)[:, ::-1][:, :2], rtol=1e-5)
+    with pytest.raises(surgery.SurgeryError, match="images must be a non-empty list of paths"):
+        surgery.predict(folder / "run" / "m.keras", [])

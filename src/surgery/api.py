@@ -43,14 +43,19 @@ def _plugins(plugins: Plugins | None) -> Plugins:
 
 @checked(spec="spec", plugins="plugins?", weights="path?")
 def load(spec: SpecSource, plugins: Plugins | None = None, *, weights: str | None = None) -> tuple[Spec, Plugins]:
-    """Validate a spec (a path or a dict) without building it; returns ``(Spec, Plugins)``.
+    """Validate a spec (a path or a dict) without building it, as ``surgery validate`` does: the steps, and
+    the train section with the metrics it monitors; returns ``(Spec, Plugins)``.
 
     ``weights`` overrides the source step's weights as ``--weights`` does ("imagenet", "none", a path).
     """
     from .spec.loading import load_spec
+    from .training import config, options
 
     plugins = _plugins(plugins)
-    return load_spec(spec, plugins.registry, plugins.broken, weights=weights), plugins
+    parsed = load_spec(spec, plugins.registry, plugins.broken, weights=weights)
+    if "train" in parsed.data:
+        options.check_monitors(config.resolve(parsed, {}, need_data=False), parsed.file)
+    return parsed, plugins
 
 
 @checked(spec="spec", plugins="plugins?", weights="path?")
@@ -115,13 +120,14 @@ def apply(
     state = run_steps(parsed, plugins.registry)
     if before_writing is not None:
         before_writing(state)
-    reports = write_outputs(state.model, planned, plugins.registry, force=force, options=options)
-    done = Applied(state.model, state.notes, planned, reports)
+    also: dict[str, tuple[Path, Callable[[Path], str | None]]] = {}
     if plot:
-        from .report.plot import write_plot
+        from .report.plot import draw
 
-        done.plot = write_plot(state.model, plot, force)
-    return done
+        also["plot"] = (Path(plot), lambda tmp: draw(state.model, plot, tmp))
+    reports = write_outputs(state.model, planned, plugins.registry, force=force, options=options, also=also)
+    drawn = reports.pop("plot", None)
+    return Applied(state.model, state.notes, planned, reports, plot=drawn)
 
 
 @checked(spec="spec", plugins="plugins?")
@@ -237,3 +243,81 @@ def evaluate(
     source = source_of(data, "--data")
     loaded = quietly(load_model, str(model), plugins, preprocess=preprocess, compile=True, image_size=image_size)
     return quietly(run_evaluation, loaded, source, batch_size=batch_size)
+
+
+@checked(
+    model="path",
+    data="path",
+    output="path",
+    layer="str?",
+    batch_size="positive",
+    preprocess="str?",
+    weights="path?",
+    image_size="size?",
+    force="bool",
+    plugins="plugins?",
+    verbose="count",
+)
+def features(
+    model: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    layer: str | None = None,
+    batch_size: int = 32,
+    preprocess: str | None = None,
+    weights: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    force: bool = False,
+    plugins: Plugins | None = None,
+    verbose: int = 0,
+) -> dict[str, Any]:
+    """Run a spec, a ``.keras`` model or a run folder over a folder or ``.npz`` of images, as ``surgery
+    features`` does, and write ``output`` (.npz): the features (of ``layer``, a layer or a spec's named
+    tensor, if given), labels, class names and file names, in the data's order; returns those arrays."""
+    from .training import data as source_data
+    from .training import models, quietly
+    from .training.features import check_output, extract
+
+    path = check_output(str(output), force, inputs=[data, model])
+    source = source_data.inspect(str(data))
+    plugins = _plugins(plugins)
+    loaded = quietly(models.load, str(model), plugins, weights=weights, preprocess=preprocess, image_size=image_size)
+    if layer:
+        loaded.model = models.cut_at(loaded, layer)
+    return quietly(extract, loaded, source, path, batch_size=batch_size, verbose=verbose, force=force)
+
+
+@checked(
+    model="path",
+    images="paths",
+    top="positive",
+    classes="path?",
+    preprocess="str?",
+    weights="path?",
+    image_size="size?",
+    plugins="plugins?",
+)
+def predict(
+    model: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    top: int = 5,
+    classes: str | os.PathLike[str] | None = None,
+    preprocess: str | None = None,
+    weights: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    plugins: Plugins | None = None,
+) -> dict[str, Any]:
+    """The top classes of each image (files, or folders of them), as ``surgery predict`` says them:
+    ``{"names": where the class names came from, "score": "probability" or "logit", "results": [{"image",
+    "top": [{"index", "name", score}]}]}``. ``classes`` is a JSON list of class names (default: the
+    run's ``classes.json``, or ImageNet's for a 1000-class output)."""
+    from .training import models, quietly
+    from .training.data import image_files
+    from .training.predict import predict as run_prediction
+
+    plugins = _plugins(plugins)
+    loaded = quietly(models.load, str(model), plugins, weights=weights, preprocess=preprocess, image_size=image_size)
+    files = [str(p) for p in image_files([str(i) for i in images])]
+    return quietly(run_prediction, loaded, files, top, None if classes is None else str(classes))

@@ -57,6 +57,10 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "spec": (lambda v: _is_path(v) or isinstance(v, dict), "the path of a .json spec or a dict"),
     "path": (_is_path, "a path (str or os.PathLike)"),
     "str": (lambda v: isinstance(v, str), "a string"),
+    "paths": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_path(p) for p in v),
+        "a non-empty list of paths",
+    ),
     "bool": (lambda v: isinstance(v, bool) or type(v).__name__ == "bool_", "True or False"),
     "count": (_at_least(0), "a whole number >= 0"),
     "positive": (_at_least(1), "a whole number >= 1"),

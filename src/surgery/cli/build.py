@@ -67,12 +67,10 @@ def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
 def validate(spec):
     """Check SPEC against the schema and the installed plugins, without building (no TensorFlow)."""
     from ..api import load
-    from ..training import config, options
 
     parsed, _ = load(spec, installed_plugins())
     checked = "layer class names, slice text and file paths"
     if "train" in parsed.data:
-        options.check_monitors(config.resolve(parsed, {}, need_data=False), parsed.file)
         checked += ", the training options and the metrics they monitor"
     click.echo(
         f"ok: {spec}: {counted(len(parsed.steps), 'step')}; checked the schema, op and backbone names and options, "

@@ -223,19 +223,24 @@ def evaluate(model, data, batch_size, preprocess, image_size, as_json, plot_path
 @guarded
 def features(source, data, out, layer, batch_size, preprocess, weights, image_size, force):
     """Run SPEC_OR_MODEL over --data and save features, labels and file names to an .npz."""
-    from ..training import data as datamod
-    from ..training import features, models, quietly
+    from ..api import features as extract_features
 
-    path = features.check_output(out, force, inputs=[data, source])
-    src = datamod.inspect(data)
-    plugins = installed_plugins()
-    loaded = quietly(models.load, source, plugins, weights=weights, preprocess=preprocess, image_size=image_size)
-    if layer:
-        loaded.model = models.cut_at(loaded, layer)
-    arrays = quietly(features.extract, loaded, src, path, batch_size=batch_size, verbose=progress(), force=force)
+    arrays = extract_features(
+        source,
+        data,
+        out,
+        layer=layer,
+        batch_size=batch_size,
+        preprocess=preprocess,
+        weights=weights,
+        image_size=image_size,
+        force=force,
+        plugins=installed_plugins(),
+        verbose=progress(),
+    )
     n = len(arrays["class_names"])
     click.echo(
-        f"wrote {path}: features {arrays['features'].shape}, labels ({len(arrays['labels'])},), "
+        f"wrote {out}: features {arrays['features'].shape}, labels ({len(arrays['labels'])},), "
         f"{n} class{'es' * (n != 1)}, files"
     )
 
@@ -261,14 +266,18 @@ def features(source, data, out, layer, batch_size, preprocess, weights, image_si
 @guarded
 def predict(model, images, top, classes_file, preprocess, weights, image_size, as_json):
     """Classify IMAGE files with MODEL (a .keras file or a spec): the top classes and their scores."""
-    from ..training import models, quietly
-    from ..training.predict import predict
+    from ..api import predict as classify
 
-    plugins = installed_plugins()
-    loaded = quietly(models.load, model, plugins, weights=weights, preprocess=preprocess, image_size=image_size)
-    from ..training.data import image_files
-
-    found = quietly(predict, loaded, [str(p) for p in image_files(images)], top, classes_file)
+    found = classify(
+        model,
+        images,
+        top=top,
+        classes=classes_file,
+        preprocess=preprocess,
+        weights=weights,
+        image_size=image_size,
+        plugins=installed_plugins(),
+    )
     names = found["names"]
     if names.note:
         click.echo(f"note: {names.note}", err=True)

@@ -9,6 +9,7 @@ leaves none. ``export_file`` does the same for a saved ``.keras`` model (``surge
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,10 +68,13 @@ def write_outputs(
     *,
     force: bool = False,
     options: dict[str, dict[str, Any]] | None = None,
+    also: dict[str, tuple[Path, Callable[[Path], str | None]]] | None = None,
 ) -> dict[str, str | None]:
     """Export ``model`` to every planned path, all or none; format -> the exporter's one-line report.
 
-    ``options`` maps a format to its exporter's options.
+    ``options`` maps a format to its exporter's options. ``also`` adds outputs that are not exports (the
+    picture): name -> (path, a function writing it to the temporary path it is given); they are placed
+    with the others, or none is.
     """
     reports: dict[str, str | None] = {}
     with Outputs(force) as outputs:
@@ -80,6 +84,8 @@ def write_outputs(
                 reports[fmt] = registry.exporters[fmt].export(model, tmp, dict((options or {}).get(fmt, {})))
             except SurgeryError as e:
                 raise e.located(file=str(path), where=f"output {fmt}") from None
+        for name, (path, write) in (also or {}).items():
+            reports[name] = write(outputs.stage(path))
         outputs.commit()
     return reports
 

@@ -284,12 +284,9 @@ def to_svg(lay: Layout) -> str:
 
 
 def to_png(lay: Layout, path) -> None:
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        raise SpecError(
-            "writing a PNG needs Pillow (pip install pillow); or plot to a .svg file", where="--plot"
-        ) from None
+    _check_pillow()
+    from PIL import Image, ImageDraw, ImageFont
+
     image = Image.new("RGB", (int(lay.width), int(lay.height)), "white")
     draw = ImageDraw.Draw(image)
     fonts = {}
@@ -333,10 +330,13 @@ def to_png(lay: Layout, path) -> None:
 
 
 def check_target(path, force: bool = False) -> None:
-    """Before any work: a suffix we draw, and a path that may be written (as for every output)."""
+    """Before any work: a suffix we draw, what drawing it needs, and a path that may be written (as for
+    every output)."""
     from ..io.writing import check_output
 
     _check_suffix(path)
+    if Path(path).suffix.lower() == ".png":
+        _check_pillow()
     check_output(Path(path), force, "--plot")
 
 
@@ -345,9 +345,29 @@ def _check_suffix(path) -> None:
         raise SpecError(f"cannot plot to {Path(path).name}: give a file ending in .svg or .png", where="--plot")
 
 
+def _check_pillow() -> None:
+    try:
+        import PIL.ImageDraw  # noqa: F401 - only asked whether it is there
+    except ImportError:
+        raise SpecError(
+            "writing a PNG needs Pillow (pip install pillow); or plot to a .svg file", where="--plot"
+        ) from None
+
+
 def report(lay: Layout) -> str:
     """ "14 layers, 4 of 7 with weights frozen" (summary.trainable_status's "frozen")."""
     return f"{lay.layers} layers, {lay.frozen} of {lay.weighted} with weights frozen"
+
+
+def draw(model, path, tmp, max_side: int = MAX_SIDE) -> str:
+    """Draw ``model`` into ``tmp`` in the format ``path``'s suffix names; returns a one-line report."""
+    _check_suffix(path)
+    lay = layout(model, max_side)
+    if Path(path).suffix.lower() == ".svg":
+        Path(tmp).write_text(to_svg(lay), encoding="utf-8")
+    else:
+        to_png(lay, tmp)
+    return report(lay)
 
 
 def write_plot(model, path, force: bool = False, max_side: int = MAX_SIDE) -> str:
@@ -355,10 +375,5 @@ def write_plot(model, path, force: bool = False, max_side: int = MAX_SIDE) -> st
     from ..io.writing import atomic_output
 
     _check_suffix(path)
-    lay = layout(model, max_side)
     with atomic_output(Path(path), force) as tmp:
-        if Path(path).suffix.lower() == ".svg":
-            Path(tmp).write_text(to_svg(lay), encoding="utf-8")
-        else:
-            to_png(lay, tmp)
-    return report(lay)
+        return draw(model, path, tmp, max_side)
