@@ -149,3 +149,18 @@ def test_the_readme_layout_names_every_module():
         if n.endswith(".py") and not any(list((ROOT / d).rglob(n)) for d in ("src", "plugins", "tests"))
     )
     assert not stale, f"the README's Layout section names modules that do not exist: {stale}"
+
+
+def test_pruning_reaches_the_rest_of_surgery_only_through_deps():
+    """docs and pruning/deps.py promise one door: a rename in the core then touches one file of the package."""
+    wrong = []
+    for path in _modules(SRC / "pruning"):
+        if path.name == "deps.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            outside = isinstance(node, ast.ImportFrom) and (
+                node.level > 1 or (node.level == 0 and (node.module or "").split(".")[0] == "surgery")
+            )
+            if outside or (isinstance(node, ast.Import) and any(a.name.startswith("surgery") for a in node.names)):
+                wrong.append(f"{path.name}:{node.lineno}")
+    assert not wrong, wrong

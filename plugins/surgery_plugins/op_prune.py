@@ -29,11 +29,10 @@ from surgery import (
     model_nodes,
     parse_slice,
     prune_channels,
+    pruning_criteria,
     select_channels,
     select_layers,
 )
-
-CRITERIA = ["l1", "l2", "bn_scale", "random"]
 
 
 def _selector(key: str) -> dict:
@@ -65,7 +64,7 @@ SCHEMA = {
             "description": "the fraction of channels to remove, between 0 and 1 (exclusive), e.g. 0.3",
         },
         "criterion": {
-            "enum": CRITERIA,
+            "enum": list(pruning_criteria),
             "default": "l1",
             "description": "channel importance: l1 or l2 norm of the group's weights, bn_scale (|gamma| of its "
             "BatchNormalization; l1 where it has none), random (seeded by the spec's seed)",

@@ -95,6 +95,7 @@ _export(
     select_channels="select",
     prune_channels="prune",
     count_flops="flops",
+    pruning_criteria="CRITERIA",
 )
 
 __all__ = sorted(_EXPORTS)
@@ -146,6 +147,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .model.state import State
     from .plugins.loading import Candidate, builtin_candidates, load_plugins
     from .plugins.registry import APPLICATION_OPTIONS
+    from .pruning import CRITERIA as pruning_criteria
     from .pruning import analyze as analyze_channels
     from .pruning import flops as count_flops
     from .pruning import masked_twin

@@ -118,16 +118,19 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ``; did you mean "x"?`` suffix, or a short list of what is valid."""
+def did_you_mean(word: str, choices: Iterable[str], *, most: int = 1, otherwise: str | None = None) -> str:
+    """A ``; did you mean "x"?`` suffix (up to ``most`` close names, ``"x" or "y"``), else ``otherwise`` or a
+    short list of what is valid."""
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, choices, n=most, cutoff=0.6)
     if not close:
         lowered = {c.lower(): c for c in choices}
         if word.lower() in lowered:
             close = [lowered[word.lower()]]
     if close:
-        return f'; did you mean "{close[0]}"?'
+        return "; did you mean " + " or ".join(f'"{c}"' for c in close) + "?"
+    if otherwise is not None:
+        return otherwise
     listed = ", ".join(choices)
     if len(listed) <= 160:  # a list that still fits the one error line
         return "; valid: " + listed

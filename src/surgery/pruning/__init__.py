@@ -17,9 +17,20 @@ from __future__ import annotations
 
 from .channels import Analysis, Group, analyze
 from .flops import flops
-from .importance import select
+from .importance import CRITERIA, select
 from .rebuild import PruneReport, prune
 from .removal import Removal
 from .twin import masked_twin
 
-__all__ = ["Analysis", "Group", "PruneReport", "Removal", "analyze", "flops", "masked_twin", "prune", "select"]
+__all__ = [
+    "CRITERIA",
+    "Analysis",
+    "Group",
+    "PruneReport",
+    "Removal",
+    "analyze",
+    "flops",
+    "masked_twin",
+    "prune",
+    "select",
+]

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import counted
 from .classify import classify, input_form
+from .deps import counted
 from .rules import Rule, unknown
 from .unionfind import UnionFind
 
@@ -284,14 +284,15 @@ class Analysis:
         return [g for g in self.groups if g.prunable]
 
     def record(self, layer: str) -> Record:
-        from .deps import OpError, close_names
+        from .deps import OpError, did_you_mean
 
         if not isinstance(layer, str):
             raise OpError(f"a layer is named by a string, not {layer!r}")
         recs = self._by_name.get(layer)
         if not recs:
             names = [r.name for r in self.records if r.is_layer]
-            raise OpError(f'no layer named "{layer}"' + close_names(layer, names))
+            also = f"; the model has {len(set(names))} layers"
+            raise OpError(f'no layer named "{layer}"' + did_you_mean(layer, names, most=3, otherwise=also))
         if len(recs) > 1:
             raise OpError(f"layer '{layer}' is called {len(recs)} times (shared); its channels cannot be pruned")
         return recs[0]

@@ -7,17 +7,6 @@ lazily: ``keras()`` returns the module on first use.
 
 from __future__ import annotations
 
-from surgery.errors import OpError  # noqa: F401  (bad input the user can fix: one line)
+from surgery.errors import OpError, counted, did_you_mean  # noqa: F401  (bad input the user can fix: one line)
 from surgery.keras_env import keras  # noqa: F401  (a function returning the keras module)
 from surgery.model.graph import make_model, model_nodes  # noqa: F401
-
-
-def close_names(word: str, names) -> str:
-    """A '; did you mean ...' suffix for an unknown layer name."""
-    import difflib
-
-    names = sorted(set(names))
-    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
-    if close:
-        return "; did you mean " + " or ".join(f'"{c}"' for c in close) + "?"
-    return f"; the model has {len(names)} layers"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import counted
+from .deps import counted
 from .rules import weight_index
 
 
