@@ -7,7 +7,7 @@
     twin = masked_twin(model, removal)             # the original with those channels zeroed: pruned(x) == twin(x)
     flops(model)                                   # 2 x multiply-accumulates, batch 1
 
-Modules: ``rules`` (how each layer moves channels), ``channels`` (the
+Modules: ``rules`` and ``layer_rules`` (how each layer moves channels), ``walk`` and ``channels`` (the
 analysis, over ``unionfind``), ``removal``, ``importance`` (scores and selection), ``rebuild``,
 ``twin``, ``flops``; ``deps`` is the one place that imports from the rest of
 surgery. Importing this package does not import TensorFlow.
@@ -15,12 +15,13 @@ surgery. Importing this package does not import TensorFlow.
 
 from __future__ import annotations
 
-from .channels import Analysis, Group, analyze
+from .channels import Analysis, Group
 from .flops import flops
 from .importance import CRITERIA, select
 from .rebuild import PruneReport, prune
 from .removal import Removal
 from .twin import masked_twin
+from .walk import analyze
 
 __all__ = [
     "CRITERIA",

@@ -19,15 +19,13 @@ nested model, shared layer, grouped conv), or normalisation across channels
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .classify import classify, input_form
 from .deps import counted
-from .rules import Rule, unknown
+from .rules import Rule
 from .unionfind import UnionFind
 
 if TYPE_CHECKING:
@@ -83,134 +81,6 @@ class Record:
     is_layer: bool
 
 
-def analyze(model, free_outputs=()) -> Analysis:
-    """The dependency groups of ``model``'s channels (see the module docstring).
-
-    ``free_outputs``: positions in ``model.outputs`` whose channels may go all the same (a tensor
-    kept for later steps to read, not an output anyone consumes yet); every other output is blocked.
-    """
-    from .deps import model_nodes
-
-    graph = functional_graph(model)
-    nodes = model_nodes(graph)
-    calls = Counter(id(n.operation) for n in nodes if n.operation is not None and not n.is_input)
-    layer_ids = {id(layer) for layer in graph.layers}
-    uf = UnionFind()
-    spaces: list[str] = []
-    blocks: list[tuple[np.ndarray, str | None]] = []
-    tensor_ids: dict[int, np.ndarray] = {}
-    records: list[Record] = []
-    input_forms: set[int] = set()  # tensors that are the model's input in another form (see classify.input_form)
-
-    def fresh(n, name):
-        spaces.append(name)
-        return uf.fresh(n, len(spaces) - 1)
-
-    for node in nodes:
-        op = node.operation
-        if op is None:
-            continue
-        rule = classify(op, node, calls[id(op)])
-        if node.is_input:
-            # An input without a fixed last axis (token ids of any length) gets no ids: nothing flows from it.
-            outs = [
-                fresh(int(t.shape[-1]) if len(t.shape) and t.shape[-1] is not None else 0, op.name)
-                for t in node.outputs
-            ]
-            for ids in outs:
-                blocks.append((ids, f"'{op.name}' is the model's input"))
-            records.append(Record(op.name, op, node, rule, [], outs, True))
-            for t, ids in zip(node.outputs, outs):
-                tensor_ids[id(t)] = ids
-                input_forms.add(id(t))
-            continue
-        ins = [tensor_ids[id(t)] for t in node.input_tensors]
-        outs = _flow(rule, ins, node, uf, blocks)
-        if outs is None:  # shapes the rule did not expect: treat the layer as unknown
-            rule = unknown(f"'{op.name}' ({type(op).__name__}) has channel counts the pruner did not expect")
-            outs = _flow(rule, ins, node, uf, blocks)
-        if rule.kind == "unknown":
-            for ids in ins:
-                blocks.append((ids, rule.reason))
-            outs = [
-                fresh(int(t.shape[-1]) if len(t.shape) and t.shape[-1] is not None else 0, op.name)
-                for t in node.outputs
-            ]
-            for ids in outs:
-                blocks.append((ids, f"made by {rule.reason}"))
-        elif rule.kind == "producer":
-            outs = [fresh(int(node.outputs[0].shape[-1]), op.name)]
-        if node.input_tensors and all(id(t) in input_forms for t in node.input_tensors):
-            form = input_form(rule, op, node)
-            if form:
-                input_forms.update(id(t) for t in node.outputs)
-                if rule.kind == "producer":
-                    blocks.append((outs[0], form))
-        if rule.out_reason:
-            blocks.append((outs[0], rule.out_reason))
-        if rule.kind == "block":
-            blocks.append((outs[0], rule.reason))
-        records.append(Record(op.name, op, node, rule, ins, outs, id(op) in layer_ids))
-        for t, ids in zip(node.outputs, outs):
-            tensor_ids[id(t)] = ids
-    for position, t in enumerate(graph.outputs):
-        if position in free_outputs:
-            continue
-        history = t._keras_history
-        blocks.append((tensor_ids[id(t)], f"'{history.operation.name}' gives the model's output"))
-    analysis = Analysis(model, records, uf, spaces, blocks, tensor_ids)
-    analysis.graph = graph
-    return analysis
-
-
-def functional_graph(model):
-    """The functional graph of ``model`` (a Sequential's own), or OpError for a subclassed model."""
-    from .deps import OpError
-
-    if hasattr(model, "_nodes_by_depth"):
-        return model
-    inner = getattr(model, "_functional", None)
-    if inner is not None and hasattr(inner, "_nodes_by_depth"):
-        return inner
-    raise OpError(
-        f"pruning needs a functional model (or a Sequential with an Input); '{model.name}' is a "
-        f"{type(model).__name__} without a graph to analyse"
-    )
-
-
-def _flow(rule: Rule, ins: list, node, uf: UnionFind, blocks: list):
-    """The output id arrays for a rule, or None when the shapes do not fit it (producers/unknown: filled later)."""
-    kind = rule.kind
-    if kind in ("producer", "unknown"):
-        return []
-    out_c = int(node.outputs[0].shape[-1])
-    if not ins:
-        return None
-    if kind == "repeat":
-        out = np.repeat(ins[0], rule.repeat)
-    elif kind in ("pass", "block"):
-        out = ins[0]
-    elif kind == "concat":
-        out = np.concatenate(ins)
-    elif kind == "flatten":
-        shape = node.input_tensors[0].shape
-        spatial = shape[1:-1]
-        if any(s is None for s in spatial):
-            return None
-        out = np.tile(ins[0], int(np.prod(spatial, dtype=np.int64)))
-    elif kind == "merge":
-        full = [ids for ids in ins if len(ids) == out_c]
-        if not full or any(len(ids) not in (1, out_c) for ids in ins):
-            return None
-        for other in full[1:]:
-            for a, b in zip(full[0], other):
-                uf.union(a, b)
-        out = full[0]
-    else:
-        raise AssertionError(kind)
-    return [out] if len(out) == out_c else None
-
-
 class Analysis:
     """The result of :func:`analyze`: groups, their channels, and the records the rebuild walks."""
 
@@ -219,48 +89,42 @@ class Analysis:
         self.graph = model  # the functional graph walked: the model itself, or a Sequential's
         self.records = records
         self.tensor_ids = tensor_ids
+        self.spaces = list(spaces)
         n = len(uf.parent)
         self.root = np.array([uf.find(i) for i in range(n)], dtype=np.int64)
-        # Groups: union the producer spaces of every id with its class root's.
         space = np.array(uf.space, dtype=np.int64)
-        sp = list(range(len(spaces)))
-
-        def find(i):
-            while sp[i] != i:
-                sp[i] = sp[sp[i]]
-                i = sp[i]
-            return i
-
-        for a, b in zip(space, space[self.root]):
-            ra, rb = find(int(a)), find(int(b))
-            if ra != rb:
-                sp[max(ra, rb)] = min(ra, rb)
-        space_group = np.array([find(i) for i in range(len(spaces))], dtype=np.int64)
-        order = {s: g for g, s in enumerate(sorted(set(space_group.tolist())))}
-        self.id_group = np.array([order[int(space_group[s])] for s in space], dtype=np.int64)
-        self.groups: list[Group] = []
-        for g in range(len(order)):
-            self.groups.append(Group(g, [], [], np.zeros(0, dtype=np.int64)))
-        for s, name in enumerate(spaces):
-            self.groups[order[int(space_group[s])]].producers.append(name)
+        self._group_spaces(space)
         roots = np.unique(self.root)  # sorted: a class is named by its first id, so this is first-seen order
         root_group = self.id_group[roots]
         for g in self.groups:
             g.classes = roots[root_group == g.id]
         self.class_group = dict(zip(roots.tolist(), root_group.tolist()))
         # Which producers' outputs each class is in: a producer must keep at least one output channel.
-        self.spaces = list(spaces)
-        self.space_group = [order[int(space_group[s])] for s in range(len(spaces))]
         pairs = np.unique(np.stack([space, self.root]), axis=1) if n else np.zeros((2, 0), dtype=np.int64)
         self.space_classes: dict[int, list] = {}
         self.class_spaces: dict[int, list] = {}
         for s, r in zip(pairs[0].tolist(), pairs[1].tolist()):
             self.space_classes.setdefault(s, []).append(r)
             self.class_spaces.setdefault(r, []).append(s)
-        self.class_index = {}
-        for g in self.groups:
-            for i, r in enumerate(g.classes.tolist()):
-                self.class_index[r] = i
+        self.class_index = {r: i for g in self.groups for i, r in enumerate(g.classes.tolist())}
+        self._attach(blocks, records)
+
+    def _group_spaces(self, space: np.ndarray) -> None:
+        """Groups: the producer spaces whose channels were joined, numbered in the order they were made."""
+        spaces_uf = UnionFind()
+        spaces_uf.fresh(len(self.spaces), 0)
+        for a, b in zip(space, space[self.root]):
+            spaces_uf.union(a, b)
+        space_group = [spaces_uf.find(i) for i in range(len(self.spaces))]
+        order = {s: g for g, s in enumerate(sorted(set(space_group)))}
+        self.space_group = [order[s] for s in space_group]
+        self.id_group = np.array([self.space_group[s] for s in space], dtype=np.int64)
+        self.groups: list[Group] = [Group(g, [], [], np.zeros(0, dtype=np.int64)) for g in range(len(order))]
+        for s, name in enumerate(self.spaces):
+            self.groups[self.space_group[s]].producers.append(name)
+
+    def _attach(self, blocks, records) -> None:
+        """Each group's reasons not to prune (from ``blocks``) and the layers it touches."""
         for ids, reason in blocks:
             for gid in np.unique(self.id_group[ids]).tolist():
                 if reason not in self.groups[gid].reasons:

@@ -57,8 +57,8 @@ def layer_macs(layer, in_shape, out_shape) -> int:
 
 def flops(model) -> int:
     """2 x the multiply-accumulates of ``model`` for batch 1 (see the module docstring)."""
-    from .channels import functional_graph
     from .deps import OpError, keras, model_nodes
+    from .walk import functional_graph
 
     k = keras()
     total = 0
