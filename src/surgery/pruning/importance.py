@@ -105,36 +105,11 @@ def select(
     seed: int = 0,
 ):
     """The channels to remove: ``ratio`` of the chosen groups' channels, least important first."""
-    from .deps import OpError
     from .removal import Removal
 
-    if analysis.model is not model:
-        raise OpError("this analysis is of another model; analyze the model being pruned")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
-        raise OpError(f"ratio must be a number between 0 and 1 (exclusive), not {ratio!r}")
-    if criterion not in CRITERIA:
-        raise OpError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
-    if scope not in SCOPES:
-        raise OpError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-    for key, value in (("round_to", round_to), ("min_channels", min_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise OpError(f"{key} must be an integer of at least 1, not {value!r}")
+    _check_selection(analysis, model, ratio, criterion, scope, round_to, min_channels)
     chosen = _chosen_groups(analysis, groups)
-    notes = []
-    if criterion == "random":
-        rng = np.random.default_rng(seed)
-        scores: dict = {}
-        for g in chosen:
-            scores.update(zip(g.classes.tolist(), rng.random(g.channels).tolist()))
-    else:
-        scores, bn_groups = class_scores(analysis, criterion)
-        if criterion == "bn_scale":
-            missing = [g.id for g in chosen if g.id not in bn_groups]
-            if missing:
-                notes.append(
-                    f"bn_scale: {len(missing)} group(s) without BatchNormalization scored by l1 "
-                    f"({', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''})"
-                )
+    scores, notes = _scores(analysis, chosen, criterion, seed)
     # Tie-break by channel position so equal scores always give the same choice.
     ranked = {
         g.id: sorted(g.classes.tolist(), key=lambda r: (scores.get(r, 0.0), analysis.class_index[r])) for g in chosen
@@ -164,6 +139,40 @@ def select(
     removal = Removal(analysis, frozenset(classes), tuple(notes))
     removal.check()
     return removal
+
+
+def _check_selection(analysis, model, ratio, criterion, scope, round_to, min_channels) -> None:
+    from .deps import OpError
+
+    if analysis.model is not model:
+        raise OpError("this analysis is of another model; analyze the model being pruned")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise OpError(f"ratio must be a number between 0 and 1 (exclusive), not {ratio!r}")
+    if criterion not in CRITERIA:
+        raise OpError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
+    if scope not in SCOPES:
+        raise OpError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    for key, value in (("round_to", round_to), ("min_channels", min_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OpError(f"{key} must be an integer of at least 1, not {value!r}")
+
+
+def _scores(analysis, chosen, criterion: str, seed: int) -> tuple[dict, list]:
+    """class -> importance score for the chosen groups, and notes on what was scored another way."""
+    if criterion == "random":
+        rng = np.random.default_rng(seed)
+        scores: dict = {}
+        for g in chosen:
+            scores.update(zip(g.classes.tolist(), rng.random(g.channels).tolist()))
+        return scores, []
+    scores, bn_groups = class_scores(analysis, criterion)
+    missing = [g.id for g in chosen if g.id not in bn_groups] if criterion == "bn_scale" else []
+    if not missing:
+        return scores, []
+    return scores, [
+        f"bn_scale: {len(missing)} group(s) without BatchNormalization scored by l1 "
+        f"({', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''})"
+    ]
 
 
 class _Taker:

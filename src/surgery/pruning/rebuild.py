@@ -14,6 +14,7 @@ report's ``reused``): it is then shared with the original model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -99,25 +100,54 @@ class PruneReport:
 
 def prune(model, removal):
     """(a new model without ``removal``'s channels, a :class:`PruneReport`)."""
-    from .deps import OpError, keras, make_model
+    from .deps import OpError, make_model
     from .flops import flops
 
-    k = keras()
     a = removal.analysis
     if a.model is not model:
         raise OpError("this removal was computed for another model; analyze the model being pruned")
     removal.check()
-    removed = removal.removed_ids()
-    tensor_map: dict[int, object] = {}
     reused: list[str] = []
+    tensor_map = _rebuilt_tensors(a, removal.removed_ids(), reused)
+    inputs = [tensor_map[id(t)] for t in a.graph.inputs]
+    outputs = [tensor_map[id(t)] for t in a.graph.outputs]
+    new_model = make_model(inputs, outputs, name=model.name)
+    new_model.trainable = model.trainable
+    groups = [
+        {
+            "id": gid,
+            "producers": list(a.groups[gid].producers),
+            "channels_before": a.groups[gid].channels,
+            "channels_after": a.groups[gid].channels - len(idx),
+        }
+        for gid, idx in removal.by_group().items()
+    ]
+    report = PruneReport(
+        groups,
+        int(model.count_params()),
+        int(new_model.count_params()),
+        _flops_or_none(flops, model),
+        _flops_or_none(flops, new_model),
+        reused,
+        list(removal.notes),
+    )
+    return new_model, report
+
+
+def _rebuilt_tensors(a, removed, reused: list) -> dict:
+    """Every node called again, in order, on the new tensors with sliced weights: old tensor id -> new tensor.
+    ``reused`` gets the names of layers Keras could not rebuild from their config (called as they are)."""
+    from .deps import keras
+
+    k = keras()
+    tensor_map: dict[int, object] = {}
     # A layer called at several nodes (shared) is cloned once and called at each, as in the original:
     # a clone per node would give the new model two layers of one name.
-    clones: dict[int, object] = {}
+    clones: dict[int, Any] = {}
     for rec in a.records:
         node, op = rec.node, rec.op
         if rec.rule.kind == "input":
-            new_input = _clone_input(k, op)
-            tensor_map[id(node.outputs[0])] = new_input
+            tensor_map[id(node.outputs[0])] = _clone_input(k, op)
             continue
         if any(id(t) not in tensor_map for t in node.input_tensors):
             continue  # not computed from the model's inputs (it does not feed the outputs either)
@@ -135,31 +165,7 @@ def prune(model, removal):
         flat = outs if isinstance(outs, (list, tuple)) else [outs]
         for old, new in zip(node.outputs, flat):
             tensor_map[id(old)] = new
-    inputs = [tensor_map[id(t)] for t in a.graph.inputs]
-    outputs = [tensor_map[id(t)] for t in a.graph.outputs]
-    new_model = make_model(inputs, outputs, name=model.name)
-    new_model.trainable = model.trainable
-    groups = []
-    for gid, idx in removal.by_group().items():
-        g = a.groups[gid]
-        groups.append(
-            {
-                "id": gid,
-                "producers": list(g.producers),
-                "channels_before": g.channels,
-                "channels_after": g.channels - len(idx),
-            }
-        )
-    report = PruneReport(
-        groups,
-        int(model.count_params()),
-        int(new_model.count_params()),
-        _flops_or_none(flops, model),
-        _flops_or_none(flops, new_model),
-        reused,
-        list(removal.notes),
-    )
-    return new_model, report
+    return tensor_map
 
 
 def _flops_or_none(fn, model):
