@@ -164,3 +164,18 @@ def test_pruning_reaches_the_rest_of_surgery_only_through_deps():
             if outside or (isinstance(node, ast.Import) and any(a.name.startswith("surgery") for a in node.names)):
                 wrong.append(f"{path.name}:{node.lineno}")
     assert not wrong, wrong
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_over_60_lines():
+    """A function that fits a screen is read whole; a longer one says where it splits."""
+    long = []
+    for path in _modules(SRC) + _modules(PLUGIN_DIRS[0]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, long

@@ -74,56 +74,13 @@ from .types import FiniteFloat
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in the output folder (--epochs N: to N).")
 @click.option("--force", is_flag=True, help="Start over in an output folder that holds a run.")
 @guarded
-def train(
-    spec,
-    data,
-    validation_data,
-    validation_split,
-    out,
-    epochs,
-    batch_size,
-    optimizer,
-    learning_rate,
-    weight_decay,
-    label_smoothing,
-    class_weight,
-    patience,
-    monitor,
-    metrics,
-    precision,
-    seed,
-    deterministic,
-    weights,
-    strategy,
-    no_cache,
-    no_preprocess_in_model,
-    resume,
-    force,
-):
+def train(spec, data, validation_data, out, epochs, weights, resume, force, **given):
     """Build SPEC's model and train it, stage by stage, on --data."""
     from ..api import train as train_spec
     from ..errors import SpecError
 
     if resume and force:
         raise SpecError("--resume continues a run and --force starts it over; give one")
-    options = {
-        "validation_split": validation_split,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "learning_rate": learning_rate,
-        "weight_decay": weight_decay,
-        "label_smoothing": label_smoothing,
-        "class_weight": class_weight,
-        "early_stopping": {"patience": patience} if patience is not None else None,
-        "monitor": monitor,
-        "metrics": _metrics(metrics),
-        "precision": precision,
-        "seed": seed,
-        "deterministic": deterministic or None,
-        "strategy": strategy,
-        "feature_cache": False if no_cache else None,
-        "preprocess_in_model": False if no_preprocess_in_model else None,
-    }
     train_spec(
         spec,
         data,
@@ -136,8 +93,21 @@ def train(
         plugins=installed_plugins(),
         echo=click.echo,
         verbose=progress(),
-        **options,
+        **_train_options(**given),
     )
+
+
+def _train_options(patience, metrics, deterministic, no_cache, no_preprocess_in_model, **same) -> dict:
+    """The train section's keys from the options: those spelt otherwise on the command line translated,
+    the rest (batch_size, learning_rate, ...) as they are. None: not given, the spec's value stands."""
+    return {
+        **same,
+        "early_stopping": {"patience": patience} if patience is not None else None,
+        "metrics": _metrics(metrics),
+        "deterministic": deterministic or None,
+        "feature_cache": False if no_cache else None,
+        "preprocess_in_model": False if no_preprocess_in_model else None,
+    }
 
 
 def _metrics(text: str | None):

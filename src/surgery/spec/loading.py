@@ -256,50 +256,58 @@ def validate(
     if msg:
         raise SpecError(msg, file=file)
     spec = Spec(data, file, base if base is not None else Path.cwd())
+    _check_outputs(spec, registry)
+    named: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        _check_step(spec, i, step, registry, broken_plugins, named)
+    return spec
+
+
+def _check_outputs(spec: Spec, registry: Registry) -> None:
+    """Outputs a spec names stay in its folder and carry their exporter's suffix."""
     for fmt, value in spec.outputs.items():
         suffix = registry.exporters[fmt].suffix
         why = contained_output(spec.base, value)
         if why is None and not value.endswith(suffix):
             why = f"must end in {suffix}, the {fmt} exporter's suffix"
         if why:
-            raise SpecError(f'"{value}" {why}', file=file, where=f"outputs.{fmt}")
-    named: dict[str, int] = {}
-    for i, step in enumerate(steps):
-        op = step["op"]
-        where = f"steps[{i}] ({op})"
-        if op not in registry.ops:
-            provider = next((r for r in broken_plugins or () if ("op", op) in r.attempted), None)
-            if provider is not None:
-                raise SpecError(
-                    f'op "{op}" comes from plugin {provider.name!r}, which is disabled: {provider.error}',
-                    file=file,
-                    where=f"steps[{i}]",
-                )
-            raise SpecError(f'unknown op "{op}"' + did_you_mean(op, registry.ops), file=file, where=f"steps[{i}]")
-        info = registry.ops[op]
-        if i == 0 and not info.source:
-            starts = sorted(n for n, o in registry.ops.items() if o.source)
+            raise SpecError(f'"{value}" {why}', file=spec.file, where=f"outputs.{fmt}")
+
+
+def _check_step(spec: Spec, i: int, step: dict, registry: Registry, broken_plugins, named: dict) -> None:
+    """One step: an installed op (or the disabled plugin that would give it), in its place, with valid
+    params and a name ("as") of its own; ``named`` collects the names."""
+    file, op = spec.file, step["op"]
+    where = f"steps[{i}] ({op})"
+    if op not in registry.ops:
+        provider = next((r for r in broken_plugins or () if ("op", op) in r.attempted), None)
+        if provider is not None:
             raise SpecError(
-                f'the first step must start a model ({", ".join(starts)}), not "{op}"', file=file, where=where
+                f'op "{op}" comes from plugin {provider.name!r}, which is disabled: {provider.error}',
+                file=file,
+                where=f"steps[{i}]",
             )
-        if i > 0 and info.source:
-            raise SpecError("only the first step may start a model", file=file, where=where)
-        msg = schema_error(registry.step_schema(op), step)
-        if msg:
-            raise SpecError(msg, file=file, where=where)
-        if "as" in step:
-            if step["as"] in named:
-                raise SpecError(
-                    f'as: "{step["as"]}" already names the output of steps[{named[step["as"]]}]', file=file, where=where
-                )
-            named[step["as"]] = i
-        if info.check is not None:
-            ctx = StepContext(spec, i, op, registry)
-            try:
-                info.check(op_params(step), ctx)
-            except OpError as e:
-                raise e.located(file=file, where=where) from None
-    return spec
+        raise SpecError(f'unknown op "{op}"' + did_you_mean(op, registry.ops), file=file, where=f"steps[{i}]")
+    info = registry.ops[op]
+    if i == 0 and not info.source:
+        starts = sorted(n for n, o in registry.ops.items() if o.source)
+        raise SpecError(f'the first step must start a model ({", ".join(starts)}), not "{op}"', file=file, where=where)
+    if i > 0 and info.source:
+        raise SpecError("only the first step may start a model", file=file, where=where)
+    msg = schema_error(registry.step_schema(op), step)
+    if msg:
+        raise SpecError(msg, file=file, where=where)
+    if "as" in step:
+        if step["as"] in named:
+            raise SpecError(
+                f'as: "{step["as"]}" already names the output of steps[{named[step["as"]]}]', file=file, where=where
+            )
+        named[step["as"]] = i
+    if info.check is not None:
+        try:
+            info.check(op_params(step), StepContext(spec, i, op, registry))
+        except OpError as e:
+            raise e.located(file=file, where=where) from None
 
 
 def op_params(step: dict) -> dict:

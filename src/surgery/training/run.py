@@ -160,6 +160,47 @@ class Run:
         )
         return found + [checkpoints] + list(self.extra_callbacks)
 
+    def begin_stage(self, model, i: int, start: int, end: int) -> tuple:
+        """Say the stage; a stage that starts now (not one a checkpoint carries) applies its selectors and
+        compiles. Returns its (loss, metrics)."""
+        config, state, class_names = self.config, self.state, self.train_src.class_names
+        stage = config.stages[i]
+        self.echo(
+            f"stage {i + 1}/{len(config.stages)} {stage.name}: {stage.describe()}"
+            + (f" (extended to end at epoch {end})" if state.last_stage_end == end and i else "")
+        )
+        loss, metrics = stages.loss_and_metrics(
+            model,
+            class_names,
+            self.spec.file,
+            one_hot=self.one_hot,
+            label_smoothing=stage.label_smoothing,
+            extra=config.metrics,
+        )
+        if start >= state.epochs_done:
+            for note in stages.apply_selectors(model, stage, i, self.spec):
+                self.echo(f"  {note}")
+            stages.compile_stage(model, stage, loss, metrics)
+            warning = stages.random_backbone_warning(model, self.spec, self.registry, len(class_names), i)
+            if warning and not self.resume:
+                self.echo(warning)
+        self.echo(f"  {stages.trainable_report(model)}")
+        return loss, metrics
+
+    def end_stage(self, stage, end: int, own: list) -> None:
+        """Where the stage ended (early stopping may end it first), recorded in the run's state."""
+        state = self.state
+        stopper = next((c for c in own if type(c).__name__ == "EarlyStopping"), None)
+        done = stopper.stopped_epoch + 1 if stopper is not None and stopper.stopped_epoch else end
+        if stopper is not None and done < end:
+            self.echo(
+                f"  early stopping: {stage.name} ended after epoch {done} of {end} ({stopper.monitor} stopped improving)"
+            )
+        state.epochs_done = done  # the chief's checkpointer recorded it too; the other workers count here
+        state.stage_ends.append(done)
+        if self.runner.worker.is_chief:
+            self.folder.write_state(state)
+
     def run_stages(self, model, sets, cache, fit_callbacks, verbose) -> None:
         config, state, class_names, where = self.config, self.state, self.train_src.class_names, self.spec.file
         tensorboard_written = False
@@ -167,26 +208,7 @@ class Run:
             if i < len(state.stage_ends):
                 continue
             start, end = self.window(i)
-            self.echo(
-                f"stage {i + 1}/{len(config.stages)} {stage.name}: {stage.describe()}"
-                + (f" (extended to end at epoch {end})" if state.last_stage_end == end and i else "")
-            )
-            loss, metrics = stages.loss_and_metrics(
-                model,
-                class_names,
-                where,
-                one_hot=self.one_hot,
-                label_smoothing=stage.label_smoothing,
-                extra=config.metrics,
-            )
-            if start >= state.epochs_done:  # a stage that starts now; else the checkpoint carries it
-                for note in stages.apply_selectors(model, stage, i, self.spec):
-                    self.echo(f"  {note}")
-                stages.compile_stage(model, stage, loss, metrics)
-                warning = stages.random_backbone_warning(model, self.spec, self.registry, len(class_names), i)
-                if warning and not self.resume:
-                    self.echo(warning)
-            self.echo(f"  {stages.trainable_report(model)}")
+            loss, metrics = self.begin_stage(model, i, start, end)
             keras().utils.set_random_seed(config.seed + state.epochs_done)
             fitted, fitted_sets = cache.for_stage(model)
             if fitted is not model:
@@ -208,17 +230,7 @@ class Run:
                 verbose=verbose,
                 class_weight=weights,
             )
-            stopper = next((c for c in own if type(c).__name__ == "EarlyStopping"), None)
-            done = stopper.stopped_epoch + 1 if stopper is not None and stopper.stopped_epoch else end
-            if stopper is not None and done < end:
-                self.echo(
-                    f"  early stopping: {stage.name} ended after epoch {done} of {end} "
-                    f"({stopper.monitor} stopped improving)"
-                )
-            state.epochs_done = done  # the chief's checkpointer recorded it too; the other workers count here
-            state.stage_ends.append(done)
-            if self.runner.worker.is_chief:
-                self.folder.write_state(state)
+            self.end_stage(stage, end, own)
         if not self.runner.worker.is_chief or callbacks.tensorboard_available():
             return
         self.echo("note: no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
