@@ -97,6 +97,7 @@ def test_plugins_and_ops_name_the_distribution_and_the_plugin(cli):
         "ops": ["head", "squeeze_excite"],
         "backbones": ["tinynet"],
         "exporters": ["layers_json"],
+        "channel_rules": [],
     }
     ops = cli("ops").stdout
     assert re.search(r"^head\s+tinynet\s+Pooling, dropout", ops, re.M), ops

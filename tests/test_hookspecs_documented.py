@@ -58,7 +58,12 @@ def register_signature(hook: str) -> str:
 
 
 def test_hookspecs_exist_and_the_loader_calls_every_one():
-    assert HOOKSPECS == ["surgery_register_backbones", "surgery_register_exporters", "surgery_register_ops"]
+    assert HOOKSPECS == [
+        "surgery_register_backbones",
+        "surgery_register_channel_rules",
+        "surgery_register_exporters",
+        "surgery_register_ops",
+    ]
     assert sorted(CALLBACKS) == HOOKSPECS
 
 

@@ -17,8 +17,8 @@ import pytest
 from fault_plugins import FAULTS, dist_name, install, no_plugin_selection_from_the_shell  # noqa: F401
 
 from surgery import hookimpl
+from surgery.plugins.application_options import APPLICATION_OPTIONS
 from surgery.plugins.loading import Candidate, builtin_candidates, load_plugins, select
-from surgery.plugins.registry import APPLICATION_OPTIONS
 
 from helpers import run_surgery, write_spec
 

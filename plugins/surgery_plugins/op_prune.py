@@ -190,7 +190,7 @@ def _note(report, how: str, removed: int) -> str:
 def apply(state, params, ctx):
     check(params, ctx)
     ws, positions, free = _workspace(state)
-    analysis = analyze_channels(ws, free_outputs=free)
+    analysis = analyze_channels(ws, free_outputs=free, declared=ctx.registry.layer_rules())
     if "channels" in params:
         removal = analysis.removal(params["channels"])
         how = "channels of " + ", ".join(params["channels"])

@@ -33,7 +33,7 @@ _export("spec.loading", "StepContext", "schema_error")
 _export("hookspecs", "hookimpl", "OpApply", "OpCheck", "Exporter")
 _export("model.state", "State")
 _export("plugins.loading", "load_plugins", "Candidate", "builtin_candidates")
-_export("plugins.registry", "APPLICATION_OPTIONS")
+_export("plugins.application_options", "APPLICATION_OPTIONS")
 _export("testing", "check_plugin", "probe_model")
 # Keras, imported lazily and quietly.
 _export("keras_env", "keras", "seeded", "native_stderr_muted", "is_quiet", "keras_cache_dir")
@@ -97,6 +97,8 @@ _export(
     count_flops="flops",
     pruning_criteria="CRITERIA",
 )
+_export("pruning.rules", ChannelRule="Rule", ChannelRole="Role", unknown_channels="unknown")
+_export("pruning.layer_rules", ChannelSite="Site")
 
 __all__ = sorted(_EXPORTS)
 
@@ -145,14 +147,18 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .model.preprocessing import MODES as preprocess_modes
     from .model.preprocessing import function as preprocess_function
     from .model.state import State
+    from .plugins.application_options import APPLICATION_OPTIONS
     from .plugins.loading import Candidate, builtin_candidates, load_plugins
-    from .plugins.registry import APPLICATION_OPTIONS
     from .pruning import CRITERIA as pruning_criteria
     from .pruning import analyze as analyze_channels
     from .pruning import flops as count_flops
     from .pruning import masked_twin
     from .pruning import prune as prune_channels
     from .pruning import select as select_channels
+    from .pruning.layer_rules import Site as ChannelSite
+    from .pruning.rules import Role as ChannelRole
+    from .pruning.rules import Rule as ChannelRule
+    from .pruning.rules import unknown as unknown_channels
     from .report.summary import layer_rows
     from .report.summary import totals as param_totals
     from .spec.layer_catalog import layer_names

@@ -91,3 +91,20 @@ def surgery_register_exporters(register: Register) -> None:
     - ``export(model, path, options) -> str | None``: writes ``path`` (the host
       handles temporary names and renaming) and returns a one-line report.
     """
+
+
+@hookspec
+def surgery_register_channel_rules(register: Register) -> None:
+    """Declare how a plugin's own layer class passes channels, so that ``prune`` (and ``plan --groups``)
+    can remove channels through it instead of keeping every channel it touches.
+
+    ``register(layer, rule, *, description="")``
+
+    - ``layer``: the class as ``"module.ClassName"`` (``type(layer).__module__`` and ``__qualname__``):
+      no class is imported to register it.
+    - ``rule(layer, site) -> surgery.ChannelRule``: reads one call of such a layer (``site.node``,
+      ``site.label``, ``site.rank``, ``site.channels``) and says what it does to channels: passes them
+      (``"pass"``, with per-channel weights as ``surgery.ChannelRole("name", "out", axis)``), makes new ones
+      (``"producer"``), blocks them (``"block"`` with a reason), or cannot say (``surgery.unknown_channels
+      (reason)``). Every weight of the layer must be named by a role, or it stays unprunable.
+    """

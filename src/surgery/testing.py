@@ -44,6 +44,7 @@ class Checked:
     ops: list = field(default_factory=list)
     backbones: list = field(default_factory=list)
     exporters: list = field(default_factory=list)
+    channel_rules: list = field(default_factory=list)  # registered and checked as they came in, not run
 
 
 def probe_model(shape=PROBE_SHAPE, blocks: int = 3):
@@ -106,6 +107,7 @@ def check_plugin(
                 problems += _check_backbone(info, (backbone_options or {}).get(info.name))
         for exporter in reg.exporters:
             checked.exporters.append(exporter.format)
+        checked.channel_rules += [info.layer for info in reg.channel_rules]
             problems += _attempt(f"exporter {exporter.format!r}", _export, exporter, make(), Path(tmp))
     if fresh_import and inspect.ismodule(plugin):
         problems += _attempt("registration", _imports_nothing_heavy, plugin.__name__)

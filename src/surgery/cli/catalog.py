@@ -11,6 +11,7 @@ import json
 import click
 
 from ..errors import SurgeryError, did_you_mean
+from ..plugins.registry import KINDS
 from .common import guarded, installed_plugins
 
 
@@ -35,9 +36,7 @@ def plugins(as_json):
                         "builtin": r.builtin,
                         "status": "broken" if r.error else "ok",
                         "error": r.error,
-                        "ops": r.ops,
-                        "backbones": r.backbones,
-                        "exporters": r.exporters,
+                        **{kind.table: getattr(r, kind.table) for kind in KINDS},
                     }
                     for r in loaded.records
                 ],
@@ -48,10 +47,10 @@ def plugins(as_json):
     for r in loaded.records:
         status = f"BROKEN: {r.error}" if r.error else "ok"
         click.echo(f"{r.name}  [{r.origin}]  {status}")
-        for kind in ("ops", "backbones", "exporters"):
-            names = getattr(r, kind)
+        for kind in KINDS:
+            names = getattr(r, kind.table)
             if names:
-                click.echo(f"    {kind}: " + ", ".join(names))
+                click.echo(f"    {kind.table.replace('_', ' ')}: " + ", ".join(names))
 
 
 def _table(rows):

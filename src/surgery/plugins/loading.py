@@ -19,16 +19,12 @@ import pluggy
 
 from .. import hookspecs
 from ..errors import PluginError, one_line
-from .registry import Registration, Registry
+from .registry import KINDS, Registration, Registry
 
 GROUP = "surgery"
 BUILTIN_DIST = "surgery"
 # Each hook and the Registration method that is its ``register`` callback.
-CALLBACKS = {
-    "surgery_register_ops": "register_op",
-    "surgery_register_backbones": "register_backbone",
-    "surgery_register_exporters": "register_exporter",
-}
+CALLBACKS = {kind.hook: kind.register for kind in KINDS}
 HOOKS = tuple(CALLBACKS)
 LOAD_VAR = "SURGERY_LOAD_PLUGINS"
 BLOCK_VAR = "SURGERY_BLOCK_PLUGINS"
@@ -44,6 +40,7 @@ class PluginRecord:
     ops: list = field(default_factory=list)
     backbones: list = field(default_factory=list)
     exporters: list = field(default_factory=list)
+    channel_rules: list = field(default_factory=list)
     attempted: list = field(default_factory=list)  # (kind, name) it tried to register, kept when broken
 
     @property
@@ -181,9 +178,8 @@ def load_plugins(candidates: Iterable[Candidate] | None = None) -> Plugins:
             record.attempted = list(reg.attempted)
             continue
         registry.commit(reg)
-        record.ops = [o.name for o in reg.ops]
-        record.backbones = [b.name for b in reg.backbones]
-        record.exporters = [e.format for e in reg.exporters]
+        for kind in KINDS:
+            setattr(record, kind.table, [getattr(e, kind.key) for e in getattr(reg, kind.table)])
     return Plugins(registry, records, pm, warnings)
 
 

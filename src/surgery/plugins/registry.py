@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
 
 from ..errors import PluginError
+from .application_options import APPLICATION_OPTIONS
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -98,6 +99,37 @@ class ExporterInfo:
     plugin: str
 
 
+@dataclass(frozen=True)
+class ChannelRuleInfo:
+    layer: str  # the layer class it is for, "module.ClassName" (as type(layer).__module__ and __qualname__)
+    rule: Callable  # rule(layer, site) -> surgery.ChannelRule
+    description: str
+    plugin: str
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of thing plugins register: how messages name it, the hook that registers it, the
+    ``register_*`` method of ``Registration`` the hook gets, the table (``Registration``, ``Registry`` and
+    ``PluginRecord`` attribute) that holds it, and the attribute of an entry that names it."""
+
+    name: str
+    hook: str
+    register: str
+    table: str
+    key: str
+
+
+# The one list of kinds: loading, clashes, the plugins command and the conformance helper read it.
+KINDS = (
+    Kind("op", "surgery_register_ops", "register_op", "ops", "name"),
+    Kind("backbone", "surgery_register_backbones", "register_backbone", "backbones", "name"),
+    Kind("exporter", "surgery_register_exporters", "register_exporter", "exporters", "format"),
+    Kind("channel rule", "surgery_register_channel_rules", "register_channel_rule", "channel_rules", "layer"),
+)
+LAYER_CLASS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
 def _check_name(kind: str, name: Any) -> None:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise PluginError(f"{kind} name {name!r} is not valid; use lowercase letters, digits and _")
@@ -134,6 +166,7 @@ class Registration:
     ops: list = field(default_factory=list)
     backbones: list = field(default_factory=list)
     exporters: list = field(default_factory=list)
+    channel_rules: list = field(default_factory=list)
     # (kind, name) of every register call, valid or not: lets a message about an
     # unknown op name the disabled plugin that tried to provide it.
     attempted: list = field(default_factory=list)
@@ -233,6 +266,19 @@ class Registration:
             raise PluginError(f'exporter {format!r}: suffix must be a file suffix such as ".onnx", got {suffix!r}')
         self.exporters.append(ExporterInfo(format, export, suffix, description, self.plugin))
 
+    def register_channel_rule(self, layer, rule, *, description=""):
+        self.attempted.append(("channel rule", layer))
+        if not isinstance(layer, str) or not LAYER_CLASS_RE.match(layer):
+            raise PluginError(
+                f"channel rule for {layer!r}: name the layer class by its module and class name, "
+                'as "package.module.ClassName" (no class is imported to register it)'
+            )
+        if layer.startswith("keras."):
+            raise PluginError(f"channel rule for {layer!r}: Keras' own layers have surgery's rules")
+        if not callable(rule):
+            raise PluginError(f"channel rule for {layer!r}: rule must be a callable")
+        self.channel_rules.append(ChannelRuleInfo(layer, rule, description, self.plugin))
+
 
 def _is_shape(shape) -> bool:
     return (
@@ -264,54 +310,6 @@ def with_op(name: str, schema: dict) -> dict:
     }
 
 
-# The options every keras.applications-style backbone takes, with Keras' defaults (editors show the
-# descriptions and defaults; validation ignores defaults). "x-required" is ours (a property-level way to
-# say required, so options stay one flat dict).
-APPLICATION_OPTIONS = {
-    "weights": {
-        "description": '"imagenet" (downloaded once into Keras\' cache), null for random init, or a path to a '
-        "weights file (model.save_weights), relative to the spec",
-        "default": "imagenet",
-        "anyOf": [
-            {"const": "imagenet"},
-            {"type": "null"},
-            {"type": "string", "minLength": 1, "description": "a weights file path"},
-        ],
-    },
-    "include_top": {
-        "type": "boolean",
-        "default": True,
-        "description": "keep the classifier on top (the ImageNet head); false for a feature extractor",
-    },
-    "input_shape": {
-        "type": "array",
-        "minItems": 3,
-        "maxItems": 3,
-        "items": {"type": "integer", "minimum": 1, "maximum": 65_536},
-        "description": "[height, width, channels]; left out, Keras takes the backbone's own size (the default "
-        "shown; surgery backbones lists it) with include_top, and any size without",
-    },
-    "pooling": {
-        "enum": [None, "avg", "max"],
-        "default": None,
-        "description": "without include_top: null keeps the last feature map, avg or max pools it to a vector",
-    },
-    "classes": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 100_000,
-        "default": 1000,
-        "description": "classes of the top layer (include_top; other than 1000 needs weights other than "
-        "ImageNet's); ImageNet-21k has 21,843",
-    },
-    "classifier_activation": {
-        "type": ["string", "null"],
-        "default": "softmax",
-        "description": "the top layer's activation (include_top): a keras.activations name, or null for logits",
-    },
-}
-
-
 class Registry:
     """Everything registered by the loaded plugins, by name."""
 
@@ -319,27 +317,34 @@ class Registry:
         self.ops: dict[str, OpInfo] = {}
         self.backbones: dict[str, BackboneInfo] = {}
         self.exporters: dict[str, ExporterInfo] = {}
+        self.channel_rules: dict[str, ChannelRuleInfo] = {}
 
     def clashes(self, reg: Registration) -> str | None:
-        for kind, table, entries, key in (
-            ("op", self.ops, reg.ops, "name"),
-            ("backbone", self.backbones, reg.backbones, "name"),
-            ("exporter", self.exporters, reg.exporters, "format"),
-        ):
-            seen = set()
-            for entry in entries:
-                name = getattr(entry, key)
+        for kind in KINDS:
+            table, seen = getattr(self, kind.table), set()
+            for entry in getattr(reg, kind.table):
+                name = getattr(entry, kind.key)
                 if name in table:
-                    return f"{kind} {name!r} is already registered by plugin {table[name].plugin!r}"
+                    return f"{kind.name} {name!r} is already registered by plugin {table[name].plugin!r}"
                 if name in seen:
-                    return f"{kind} {name!r} is registered twice by this plugin"
+                    return f"{kind.name} {name!r} is registered twice by this plugin"
                 seen.add(name)
         return None
 
     def commit(self, reg: Registration) -> None:
-        self.ops.update((o.name, o) for o in reg.ops)
-        self.backbones.update((b.name, b) for b in reg.backbones)
-        self.exporters.update((e.format, e) for e in reg.exporters)
+        for kind in KINDS:
+            getattr(self, kind.table).update((getattr(e, kind.key), e) for e in getattr(reg, kind.table))
+
+    def copy(self) -> Registry:
+        """A registry with the same entries, whose tables can be changed without changing this one's."""
+        other = Registry()
+        for kind in KINDS:
+            setattr(other, kind.table, dict(getattr(self, kind.table)))
+        return other
+
+    def layer_rules(self) -> dict[str, Callable]:
+        """ "module.ClassName" -> the rule a plugin declared for that layer class (see the pruning package)."""
+        return {name: info.rule for name, info in self.channel_rules.items()}
 
     def backbone(self, name: str) -> BackboneInfo:
         """A registered backbone by name (any case); an OpError naming the close ones if there is none."""

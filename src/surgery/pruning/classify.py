@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .layer_rules import Site, layer_rule
-from .rules import MERGE_OPS, UNARY_OPS, Rule, unknown, weight_index
+from .rules import KINDS, MERGE_OPS, UNARY_OPS, Rule, unknown, weight_index
 
 
-def classify(op, node, calls: int) -> Rule:
-    """The rule for one call node (``calls``: how often ``op`` is called in the model)."""
+def classify(op, node, calls: int, declared: dict | None = None) -> Rule:
+    """The rule for one call node (``calls``: how often ``op`` is called in the model). ``declared`` maps
+    "module.ClassName" to the rule a plugin registered for its own layer class (Registry.layer_rules)."""
     from .deps import keras
 
     k = keras()
@@ -32,7 +33,8 @@ def classify(op, node, calls: int) -> Rule:
     out = node.outputs[0]
     if len(out.shape) < 2 or out.shape[-1] is None:
         return unknown(f"{label} gives a tensor without a fixed channel axis")
-    if not module.startswith("keras."):
+    plugin_rule = (declared or {}).get(f"{module}.{cls.__qualname__}")
+    if plugin_rule is None and not module.startswith("keras."):
         return unknown(f"{label} is not a layer the pruner understands")
     if module.startswith("keras.src.ops."):
         return _op_rule(op, node, label)
@@ -41,14 +43,31 @@ def classify(op, node, calls: int) -> Rule:
         return unknown(f"{label} is quantized")
     if getattr(op, "lora_enabled", False):
         return unknown(f"{label} has LoRA weights")
-    rule = layer_rule(op, Site(node, label, module))
+    site = Site(node, label, module)
+    rule = _declared_rule(plugin_rule, op, site) if plugin_rule is not None else layer_rule(op, site)
     if rule.kind != "unknown":
         index = weight_index(op)
-        known = {index[n] for n in {r.weight for r in rule.roles} | set(rule.fixed) if n in index}
+        named = {r.weight for r in rule.roles} | set(rule.fixed)
+        missing = sorted(n for n in named if n not in index)
+        if missing:
+            return unknown(f"{label}: its channel rule names weights it does not have ({', '.join(missing)})")
+        known = {index[n] for n in named}
         extra = [v.name for i, v in enumerate(op.weights) if i not in known]
         if extra:
             return unknown(f"{label} has weights the pruner does not know ({', '.join(extra)})")
     return rule
+
+
+def _declared_rule(rule, op, site: Site) -> Rule:
+    """A plugin's rule for its own layer class; one that fails or answers otherwise than with a Rule leaves
+    the layer's channels where they are, with the reason, rather than pruning it on a guess."""
+    try:
+        found = rule(op, site)
+    except Exception as e:  # noqa: BLE001 (a plugin's code may fail any way at all)
+        return unknown(f"{site.label}: its plugin's channel rule raised {type(e).__name__}: {e}")
+    if not isinstance(found, Rule) or found.kind not in KINDS:
+        return unknown(f"{site.label}: its plugin's channel rule gave {found!r}, not a surgery.ChannelRule")
+    return found
 
 
 def _scalar(x) -> bool:

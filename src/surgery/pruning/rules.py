@@ -20,13 +20,16 @@ Kinds:
 
 The class lists are exact (``type(layer).__name__`` in a ``keras.*`` module):
 a user's subclass of Conv2D is ``unknown`` until someone says how it treats
-channels. That is the rule everywhere here: when in doubt, block, never guess.
+channels (a plugin does, through ``surgery_register_channel_rules``). That is the
+rule everywhere here: when in doubt, block, never guess.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+KINDS = ("input", "producer", "repeat", "pass", "block", "merge", "concat", "flatten", "unknown")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ from .rules import Rule, unknown
 from .unionfind import UnionFind
 
 
-def analyze(model, free_outputs=()) -> Analysis:
+def analyze(model, free_outputs=(), declared: dict | None = None) -> Analysis:
     """The dependency groups of ``model``'s channels (see the module docstring).
 
     ``free_outputs``: positions in ``model.outputs`` whose channels may go all the same (a tensor
     kept for later steps to read, not an output anyone consumes yet); every other output is blocked.
+    ``declared``: the channel rules plugins registered for their own layer classes
+    (``registry.layer_rules()``), "module.ClassName" -> rule.
     """
     from .deps import model_nodes
 
@@ -30,7 +32,7 @@ def analyze(model, free_outputs=()) -> Analysis:
         op = node.operation
         if op is None:
             continue
-        rule = classify(op, node, calls[id(op)])
+        rule = classify(op, node, calls[id(op)], declared)
         if node.is_input:
             walk.input(op, node, rule)
         else:

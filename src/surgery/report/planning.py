@@ -119,8 +119,7 @@ def _recording(registry: Registry, snaps: list) -> Registry:
 
         return recorded
 
-    copy = Registry()
-    copy.backbones, copy.exporters = dict(registry.backbones), dict(registry.exporters)
+    copy = registry.copy()
     copy.ops = {name: dataclasses.replace(info, apply=wrap(info.apply)) for name, info in registry.ops.items()}
     return copy
 
@@ -130,6 +129,7 @@ class Plan:
     changes: list  # StepChange per step
     state: State  # the final state
     random_init: bool  # whether the source step was built with random weights
+    layer_rules: dict = field(default_factory=dict)  # the plugins' channel rules (Registry.layer_rules)
 
     def groups(self):
         """The final model's channel groups (``surgery.pruning.Analysis``), or the one-line reason there are none."""
@@ -137,7 +137,7 @@ class Plan:
         from ..pruning import analyze
 
         try:
-            return analyze(self.state.model)
+            return analyze(self.state.model, declared=self.layer_rules)
         except OpError as e:
             return e.message
 
@@ -159,7 +159,7 @@ def plan(source, plugins) -> Plan:
     for index, op, note, snap in snaps:
         changes.append(compare(index, op, note, before, snap))
         before = snap
-    return Plan(changes, state, random_init)
+    return Plan(changes, state, random_init, plugins.registry.layer_rules())
 
 
 def _names(names: list, limit: int = 6) -> str:
