@@ -140,3 +140,10 @@ def test_the_plugins_command_lists_channel_rules(cli, monkeypatch):
     done = cli("plugins")
     assert done.exit_code == 0, done.output
     assert "    channel rules: layer_plugins.scale_layer.ChannelScale" in done.stdout
+
+
+def test_check_plugin_reports_the_channel_rules_it_registered():
+    from layer_plugins import channel_scale
+
+    checked = surgery.check_plugin(channel_scale, fresh_import=False)
+    assert checked.channel_rules == ["layer_plugins.scale_layer.ChannelScale"] and checked.ops == []

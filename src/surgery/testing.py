@@ -107,8 +107,8 @@ def check_plugin(
                 problems += _check_backbone(info, (backbone_options or {}).get(info.name))
         for exporter in reg.exporters:
             checked.exporters.append(exporter.format)
-        checked.channel_rules += [info.layer for info in reg.channel_rules]
             problems += _attempt(f"exporter {exporter.format!r}", _export, exporter, make(), Path(tmp))
+        checked.channel_rules += [info.layer for info in reg.channel_rules]
     if fresh_import and inspect.ismodule(plugin):
         problems += _attempt("registration", _imports_nothing_heavy, plugin.__name__)
     if problems:
