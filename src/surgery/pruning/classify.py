@@ -47,11 +47,8 @@ def classify(op, node, calls: int, declared: dict | None = None) -> Rule:
     rule = _declared_rule(plugin_rule, op, site) if plugin_rule is not None else layer_rule(op, site)
     if rule.kind != "unknown":
         index = weight_index(op)
-        named = {r.weight for r in rule.roles} | set(rule.fixed)
-        missing = sorted(n for n in named if n not in index)
-        if missing:
-            return unknown(f"{label}: its channel rule names weights it does not have ({', '.join(missing)})")
-        known = {index[n] for n in named}
+        # A role for a weight the layer lacks (a bias with use_bias=False) is no weight to slice.
+        known = {index[n] for n in {r.weight for r in rule.roles} | set(rule.fixed) if n in index}
         extra = [v.name for i, v in enumerate(op.weights) if i not in known]
         if extra:
             return unknown(f"{label} has weights the pruner does not know ({', '.join(extra)})")
