@@ -107,8 +107,11 @@ def write_pngs(folder, n_per_class, classes=CLASSES, size=16, seed=0):
     return folder
 
 
-def save_tiny_backbone(path, keras, size=16):
-    """conv-BN-relu twice and a pooling layer: small, with BatchNormalization to watch."""
+def save_tiny_backbone(path, keras, size=16, seed=0):
+    """conv-BN-relu twice and a pooling layer: small, with BatchNormalization to watch. Its weights come
+    from ``seed``: drawn from whatever the process did before, they would depend on the order tests ran in
+    (a head that learns in one order and not in another)."""
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3), name="image")
     x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
     for i, filters in ((1, 4), (2, 8)):

@@ -62,7 +62,11 @@ class Run:
 
     def check(self, force: bool, created_default: bool, worker) -> bool:
         """The options, the data, the folder (fresh, or a run to resume); False if a resumed run had finished."""
-        return preflight.check(self, force, created_default, worker)
+        found = preflight.check(self, force, created_default, worker)
+        self.train_src, self.val_src, self.one_hot = found.train_src, found.val_src, found.one_hot
+        self.state, self.config, self.extend_to = found.state, found.config, found.extend_to
+        self.recorded_preprocess = found.recorded_preprocess
+        return not found.finished
 
     # --- stages -------------------------------------------------------------------------------------
 
