@@ -356,3 +356,22 @@ def test_predict_from_python_names_the_runs_classes(tmp_path, colour_run):
     np.testing.assert_allclose(got, np.sort(want, axis=1)[:, ::-1][:, :2], rtol=1e-5)
     with pytest.raises(surgery.SurgeryError, match="images must be a non-empty list of paths"):
         surgery.predict(folder / "run" / "m.keras", [])
+
+
+def test_numpy_numbers_are_the_arguments_they_hold():
+    """np.int64(3) is a count and np.bool_(True) a flag; a float or a bool is not a count."""
+    import numpy as np
+
+    from surgery.arguments import checked
+
+    @checked(n="positive", flag="bool")
+    def f(n, flag):
+        return n, flag
+
+    n, flag = f(np.int64(3), np.bool_(True))
+    assert (n, flag) == (3, True) and type(n) is int and type(flag) is bool
+    for bad in (np.float64(3.0), np.bool_(True), True):
+        with pytest.raises(surgery.SpecError, match="n must be a whole number >= 1"):
+            f(bad, False)
+    with pytest.raises(surgery.SpecError, match="flag must be True or False"):
+        f(3, np.int64(1))

@@ -133,9 +133,6 @@ def test_a_bad_registration_disables_the_plugin_with_one_line(layer, rule, says)
 def test_the_plugins_command_lists_channel_rules(cli, monkeypatch):
     from layer_plugins import channel_scale
 
-    from surgery.cli import common
-
-    monkeypatch.setattr(common, "installed_plugins", lambda: _plugins(channel_scale))
     monkeypatch.setattr("surgery.plugins.loading.load_plugins", lambda: _plugins(channel_scale))
     done = cli("plugins")
     assert done.exit_code == 0, done.output

@@ -25,6 +25,14 @@ def open_size(tmp_path_factory, keras):
     return folder
 
 
+def _train_refused(cli, spec, images, tmp_path, says):
+    """train refuses ``spec`` with the one line ``says`` and makes no run folder."""
+    done = cli("train", spec, "--data", images["train"], "-o", tmp_path / "run")
+    assert done.exit_code == 2, done.output
+    assert_one_error_line(done.stderr, says)
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_open_size_model_asks_each_command_for_a_size_naming_the_model(cli, open_size, tmp_path):
     model, data = open_size / "open.keras", open_size / "data.npz"
     says = (
@@ -89,14 +97,14 @@ def test_the_python_api_takes_an_image_size(open_size):
 def test_a_size_option_on_a_model_of_fixed_size_says_it_does_not_apply(cli, tmp_path, images, backbone):
     """train.image_size on a 16x16 model: the option is named, not the data (which fits the model)."""
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], image_size=[32, 24]))
-    done = cli("train", spec, "--data", images["train"], "-o", tmp_path / "run")
-    assert done.exit_code == 2, done.output
-    assert_one_error_line(
-        done.stderr,
+    _train_refused(
+        cli,
+        spec,
+        images,
+        tmp_path,
         f"{spec}: train.image_size 32x24 does not apply: the model's input is fixed at 16x16; leave "
         "train.image_size out (images are resized to 16x16)",
     )
-    assert not (tmp_path / "run").exists()
     same = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], image_size=[16, 16]), "same.json")
     done = cli("train", same, "--data", images["train"], "-o", tmp_path / "run")
     assert done.exit_code == 0, done.output
@@ -128,14 +136,14 @@ def test_a_two_input_source_model_is_refused_naming_the_spec(cli, tmp_path, kera
     joined = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([a, b]))
     keras.Model([a, b], joined).save(str(tmp_path / "two_in.keras"))
     spec = write_spec(tmp_path, tiny_spec(tmp_path / "two_in.keras", [{"epochs": 1}]))
-    done = cli("train", spec, "--data", images["train"], "-o", tmp_path / "run")
-    assert done.exit_code == 2, done.output
-    assert_one_error_line(
-        done.stderr,
+    _train_refused(
+        cli,
+        spec,
+        images,
+        tmp_path,
         f"{spec}: the model's input is 2 tensors; surgery feeds images to a model with one "
         "(batch, height, width, channels) input",
     )
-    assert not (tmp_path / "run").exists()
 
 
 def test_resume_onto_a_swapped_checkpoint_names_the_checkpoint(cli, tmp_path, keras, images, backbone):

@@ -15,21 +15,22 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import SpecError, did_you_mean
+from .json_values import numpy_scalar
 
 
 def _is_path(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike))
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number or bool it holds; anything else as it is."""
+    scalar = numpy_scalar(value)
+    return value if scalar is None else scalar
+
+
 def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return int(value)
-    item = getattr(value, "item", None)  # a numpy integer is the number it holds
-    if callable(item) and type(value).__module__ == "numpy" and "int" in type(value).__name__:
-        return int(item())
-    return None
+    value = _plain(value)
+    return None if isinstance(value, bool) or not isinstance(value, int) else int(value)
 
 
 def _at_least(low: int) -> Callable[[Any], bool]:
@@ -61,7 +62,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_path(p) for p in v),
         "a non-empty list of paths",
     ),
-    "bool": (lambda v: isinstance(v, bool) or type(v).__name__ == "bool_", "True or False"),
+    "bool": (lambda v: isinstance(_plain(v), bool), "True or False"),
     "count": (_at_least(0), "a whole number >= 0"),
     "positive": (_at_least(1), "a whole number >= 1"),
     "dict": (lambda v: isinstance(v, dict), "a dict"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 from .errors import SpecError
@@ -40,7 +41,7 @@ def plain(value: Any, where: str, file: str | None = None) -> Any:
         return [plain(item, f"{where}[{i}]", file) for i, item in enumerate(value)]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    scalar = _numpy_scalar(value)
+    scalar = numpy_scalar(value)
     if scalar is not None:
         return plain(scalar, where, file)
     raise SpecError(
@@ -48,10 +49,8 @@ def plain(value: Any, where: str, file: str | None = None) -> Any:
     )
 
 
-def _numpy_scalar(value: Any) -> Any:
+def numpy_scalar(value: Any) -> Any:
     """A numpy bool, integer or float as its Python value; None for anything else (numpy not imported)."""
-    import sys
-
     np = sys.modules.get("numpy")  # a numpy value means numpy is already imported: never import it here
     if np is None or not isinstance(value, (np.bool_, np.integer, np.floating)):
         return None

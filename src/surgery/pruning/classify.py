@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layer_rules import Site, layer_rule
-from .rules import KINDS, MERGE_OPS, UNARY_OPS, Rule, unknown, weight_index
+from .rules import MERGE_OPS, RULE_KINDS, UNARY_OPS, Rule, unknown, weight_index
 
 
 def classify(op, node, calls: int, declared: dict | None = None) -> Rule:
@@ -62,7 +62,7 @@ def _declared_rule(rule, op, site: Site) -> Rule:
         found = rule(op, site)
     except Exception as e:  # noqa: BLE001 (a plugin's code may fail any way at all)
         return unknown(f"{site.label}: its plugin's channel rule raised {type(e).__name__}: {e}")
-    if not isinstance(found, Rule) or found.kind not in KINDS:
+    if not isinstance(found, Rule) or found.kind not in RULE_KINDS:
         return unknown(f"{site.label}: its plugin's channel rule gave {found!r}, not a surgery.ChannelRule")
     return found
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KINDS = ("input", "producer", "repeat", "pass", "block", "merge", "concat", "flatten", "unknown")
+RULE_KINDS = ("input", "producer", "repeat", "pass", "block", "merge", "concat", "flatten", "unknown")
 
 
 @dataclass(frozen=True)
