@@ -11,125 +11,83 @@ from __future__ import annotations
 import click
 
 from ..io.writing import strict_json
-from ..spec.train_schema import METRICS, OPTIMIZERS, PRECISIONS, STRATEGIES
+from ..spec.train_options import BY_NAME, FLAGGED
+from ..spec.train_values import FLOAT32_MAX
 from .common import guarded, installed_plugins, progress
 from .types import FiniteFloat
 
 
+def _click_type(schema: dict):
+    """The click type that takes what ``schema`` allows (the resolved config checks the rest)."""
+    if "enum" in schema:
+        return click.Choice(schema["enum"])
+    low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
+    if schema.get("type") == "integer":
+        return click.IntRange(low, high)
+    if schema.get("type") == "number":
+        # float32's ceiling stays the config's check (one clear line): in --help it would be a 39-digit bound.
+        high = schema.get("exclusiveMaximum", None if high == FLOAT32_MAX else high)
+        return FiniteFloat(low, high, min_open="exclusiveMinimum" in schema, max_open="exclusiveMaximum" in schema)
+    return None
+
+
+def _table_options(command):
+    """The options of spec.train_options' table that have a flag, in the table's order."""
+    for option in reversed(FLAGGED):
+        flag = option.flag
+        assert flag is not None
+        if flag.switch:
+            command = click.option(option.flag_name, option.name, is_flag=True, default=None, help=flag.help)(command)
+        else:
+            kind = _click_type(flag.schema or option.schema)
+            command = click.option(option.flag_name, option.name, type=kind, metavar=flag.metavar, help=flag.help)(
+                command
+            )
+    return command
+
+
+def _as_spec(given: dict) -> dict:
+    """The flags' values as the train section's: None where not given, so the spec's value stands."""
+    values = {}
+    for name, value in given.items():
+        flag = BY_NAME[name].flag
+        assert flag is not None
+        if value is not None and flag.switch:
+            value = flag.value if value else None
+        elif value is not None and flag.to_spec is not None:
+            value = flag.to_spec(value)
+        values[name] = value
+    return values
+
+
 @click.command("train")
 @click.argument("spec", type=click.Path(dir_okay=True))
-@click.option(
-    "--data", help="A folder of class subfolders of images, or an .npz with x and y (default: the spec's train.data)."
-)
-@click.option("--validation-data", help="A separate validation folder or .npz (instead of a split).")
-@click.option(
-    "--validation-split",
-    type=FiniteFloat(0, 1, max_open=True),
-    help="Fraction of --data held out for validation (default 0.2).",
-)
 @click.option("-o", "--output", "out", help="Folder for the run (default runs/<name>).")
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    help="Epochs of every stage (overrides the spec); with --resume, the total to train the run on to.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (default 32).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Every stage's optimizer (default adam).")
-@click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), help="Every stage's learning rate.")
-@click.option("--weight-decay", type=FiniteFloat(min=0), help="Every stage's optimizer weight decay.")
-@click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), help="Label smoothing of the loss.")
-@click.option("--class-weight", type=click.Choice(["balanced"]), help="Weigh classes by their inverse frequency.")
-@click.option(
-    "--early-stopping",
-    "patience",
-    type=click.IntRange(min=0),
-    metavar="PATIENCE",
-    help="End a stage when the monitored metric has not improved for PATIENCE epochs (best weights restored).",
-)
-@click.option("--monitor", help="The metric that picks best.keras and that early stopping watches (val_loss, ...).")
-@click.option(
-    "--metrics",
-    help="Extra metrics, comma-separated: auc, precision, recall, top_k_accuracy (top 5) or top_K_accuracy.",
-)
-@click.option("--precision", type=click.Choice(PRECISIONS), help="Mixed precision policy (default float32).")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1), help="Data split, shuffling, new weights.")
-@click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (slower on GPU).")
+@_table_options
 @click.option("--weights", help='Override the backbone\'s weights: "imagenet", "none", or a file path.')
-@click.option(
-    "--strategy",
-    type=click.Choice(STRATEGIES),
-    help="default: one device; mirrored: every local GPU; multiworker: the machines TF_CONFIG lists "
-    "(see docs/training.md).",
-)
-@click.option(
-    "--no-cache",
-    is_flag=True,
-    help="Run the frozen layers every epoch instead of training the layers after them on their outputs, computed once.",
-)
-@click.option(
-    "--no-preprocess-in-model",
-    is_flag=True,
-    help="Keep the backbone's preprocessing outside the trained model (classes.json names it) instead of in it.",
-)
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in the output folder (--epochs N: to N).")
 @click.option("--force", is_flag=True, help="Start over in an output folder that holds a run.")
 @guarded
-def train(spec, data, validation_data, out, epochs, weights, resume, force, **given):
+def train(spec, out, weights, resume, force, **given):
     """Build SPEC's model and train it, stage by stage, on --data."""
     from ..api import train as train_spec
     from ..errors import SpecError
 
     if resume and force:
         raise SpecError("--resume continues a run and --force starts it over; give one")
+    options = _as_spec(given)
     train_spec(
         spec,
-        data,
+        options.pop("data"),
         out,
-        validation_data=validation_data,
         resume=resume,
         force=force,
-        epochs=epochs,
         weights=weights,
         plugins=installed_plugins(),
         echo=click.echo,
         verbose=progress(),
-        **_train_options(**given),
+        **options,
     )
-
-
-def _train_options(patience, metrics, deterministic, no_cache, no_preprocess_in_model, **same) -> dict:
-    """The train section's keys from the options: those spelt otherwise on the command line translated,
-    the rest (batch_size, learning_rate, ...) as they are. None: not given, the spec's value stands."""
-    return {
-        **same,
-        "early_stopping": {"patience": patience} if patience is not None else None,
-        "metrics": _metrics(metrics),
-        "deterministic": deterministic or None,
-        "feature_cache": False if no_cache else None,
-        "preprocess_in_model": False if no_preprocess_in_model else None,
-    }
-
-
-def _metrics(text: str | None):
-    """--metrics auc,top_3_accuracy -> the spec's form: ["auc", {"top_k_accuracy": 3}]."""
-    import re
-
-    from ..errors import SpecError
-
-    if text is None:
-        return None
-    found: list[str | dict[str, int]] = []
-    for name in (n.strip() for n in text.split(",") if n.strip()):
-        top = re.fullmatch(r"top_(\d+)_accuracy", name)
-        if top:
-            found.append({"top_k_accuracy": int(top.group(1))})
-        elif name in METRICS:
-            found.append(name)
-        else:
-            raise SpecError(
-                f'unknown metric "{name}"; valid: ' + ", ".join(METRICS) + ", top_K_accuracy", where="--metrics"
-            )
-    return found
 
 
 @click.command("evaluate")

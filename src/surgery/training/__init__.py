@@ -1,7 +1,7 @@
 """Training a built model: ``surgery train``, ``surgery features`` and ``surgery predict``.
 
 Modules, lightest first (the first three import no TensorFlow; the train section's
-schema is ``surgery.spec.train_schema``, in the core, since ``surgery validate`` checks it):
+schema and options table are ``surgery.spec.train_options``, in the core, since ``surgery validate`` checks them):
 
 - ``config``: the spec's ``train`` section merged with command-line overrides, checked;
 - ``data``: what an image folder or ``.npz`` holds, checked without TensorFlow;

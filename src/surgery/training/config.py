@@ -17,25 +17,35 @@ from ..errors import OpError, SpecError, counted, did_you_mean
 from ..json_values import plain
 from ..spec.loading import schema_error
 from ..spec.selectors import parse_slice
-from ..spec.train_schema import SCHEDULE_KEYS, STAGE_OPTIONS, STAGE_SCHEMA, TRAIN_SCHEMA
+from ..spec.train_options import (
+    BY_NAME,
+    DEFAULT_EPOCHS,
+    EXECUTION_ONLY,
+    OVERRIDABLE,
+    STAGE_OPTIONS,
+    STAGE_SCHEMA,
+    TRAIN_SCHEMA,
+)
+from ..spec.train_values import SCHEDULE_KEYS
 
-DEFAULT_EPOCHS = 10
-# How a run is carried out, not what it computes: --resume may change them.
-EXECUTION_ONLY = ("strategy", "feature_cache", "feature_cache_memory_mb")
+
+def _default(name: str) -> Any:
+    """The table's default (train_options.OPTIONS): the schema that editors show and the dataclass agree."""
+    return BY_NAME[name].default
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     epochs: int
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
+    optimizer: str = _default("optimizer")
+    learning_rate: float = _default("learning_rate")
     weight_decay: float | None = None
     gradient_clip: Any = None
     schedule: dict | None = None
     early_stopping: Any = None
     reduce_lr_on_plateau: Any = None
-    label_smoothing: float = 0.0
+    label_smoothing: float = _default("label_smoothing")
     class_weight: Any = None
     freeze: dict | None = None
     unfreeze: dict | None = None
@@ -61,19 +71,19 @@ class TrainConfig:
     data: Any  # a path, or in-memory data given from Python (training.sources)
     stages: tuple
     validation_data: Any = None
-    validation_split: float = 0.2
-    batch_size: int = 32
+    validation_split: float = _default("validation_split")
+    batch_size: int = _default("batch_size")
     image_size: tuple | None = None
     seed: int = 0
-    deterministic: bool = False
-    precision: str = "float32"
+    deterministic: bool = _default("deterministic")
+    precision: str = _default("precision")
     monitor: str | None = None
     metrics: tuple = ()
-    preprocess_in_model: bool = True
-    cache: bool = True
-    strategy: str = "default"
-    feature_cache: bool = True
-    feature_cache_memory_mb: int = 1024
+    preprocess_in_model: bool = _default("preprocess_in_model")
+    cache: bool = _default("cache")
+    strategy: str = _default("strategy")
+    feature_cache: bool = _default("feature_cache")
+    feature_cache_memory_mb: int = _default("feature_cache_memory_mb")
     class_names: tuple | None = field(default=None)  # in-memory data: the names of its classes
 
     @property
@@ -98,11 +108,7 @@ class TrainConfig:
         return json.loads(json.dumps(values, default=str))
 
 
-STAGE_KEYS = {f.name for f in fields(Stage)}
-# What surgery.train(**options) and the command line may override: the train section's keys, every stage's
-# options, epochs, and class_names (the names of in-memory data's classes).
-TRAIN_PROPERTIES: dict[str, Any] = TRAIN_SCHEMA["properties"]  # type: ignore[assignment]
-OVERRIDABLE = sorted((set(TRAIN_PROPERTIES) | set(STAGE_OPTIONS) | {"epochs", "class_names"}) - {"stages"})
+TRAIN_PROPERTIES: dict[str, Any] = TRAIN_SCHEMA["properties"]
 
 
 def resolve(spec, overrides: dict, need_data: bool = True) -> TrainConfig:
