@@ -85,6 +85,34 @@ def test_the_public_api_is_what_all_says():
         surgery.graph_internals_that_do_not_exist  # noqa: B018
 
 
+def test_docs_put_every_public_name_in_one_tier():
+    """docs/plugins.md's tables (the pipeline, the plugin contract, the author's toolkit) name exactly
+    __all__, each once, so a new public name must be placed in a tier."""
+    import surgery
+
+    section = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8").split("## The public API", 1)[1]
+    rows = [line.split("|")[2] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    named = [n for row in rows[1:] for n in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)[`(]", row) if n != "names"]
+    twice = sorted({n for n in named if named.count(n) > 1})
+    assert not twice, f"named in two tiers: {twice}"
+    assert set(named) == set(surgery.__all__), (
+        f"public but in no tier: {sorted(set(surgery.__all__) - set(named))}; "
+        f"in a tier but not public: {sorted(set(named) - set(surgery.__all__))}"
+    )
+
+
+def test_every_built_in_op_types_its_register():
+    """With ``register: RegisterOp``, mypy checks each op's apply and check against OpApply and OpCheck."""
+    untyped = []
+    for path in _modules(PLUGIN_DIRS[0]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name == "surgery_register_ops":
+                annotation = node.args.args[0].annotation
+                if getattr(annotation, "id", None) != "RegisterOp":
+                    untyped.append(path.name)
+    assert not untyped, f"surgery_register_ops(register) without RegisterOp: {untyped}"
+
+
 def test_no_public_name_is_also_a_submodule():
     """Importing a submodule sets it as an attribute of the package: a public function of the same name
     would turn into the module after the first import (surgery.plan once did)."""

@@ -92,3 +92,12 @@ def test_every_hookspec_has_a_test_named_after_it(hook):
                 n.name for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.FunctionDef)
             }
     assert any(n.startswith(f"test_{hook}_") for n in names), f"no test_{hook}_* test in tests/"
+
+
+def test_the_register_op_protocol_takes_what_the_host_takes():
+    """RegisterOp is what a plugin's mypy checks against; the host's register_op is what runs."""
+    protocol = inspect.signature(hookspecs.RegisterOp.__call__).parameters
+    host = inspect.signature(Registration.register_op).parameters
+    assert [(p.name, p.kind, p.default) for p in list(protocol.values())[1:]] == [
+        (p.name, p.kind, p.default) for p in list(host.values())[1:]
+    ]

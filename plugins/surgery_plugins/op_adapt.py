@@ -21,7 +21,9 @@ Rules, for a kernel of C0 input channels adapted to C (``kh, kw, C0, F`` ->
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl, keras, model_nodes
+from typing import Any
+
+from surgery import OpError, RegisterOp, State, StepContext, hookimpl, keras, model_nodes
 
 RULES = ("mean", "repeat", "zeros")
 
@@ -76,7 +78,7 @@ def _check_size(size, info) -> None:
         )
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     if "rule" in params and "channels" not in params:
         raise OpError('"rule" applies when "channels" is given')
     if "size" in params:
@@ -135,7 +137,7 @@ def first_convolutions(model, start) -> list:
     return convs
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     model = state.model
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         shapes = ", ".join(str(tuple(t.shape)) for t in model.inputs)
@@ -168,7 +170,7 @@ def apply(state, params, ctx):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "adapt_input",
         SCHEMA,

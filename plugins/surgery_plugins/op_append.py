@@ -13,6 +13,9 @@ from typing import Any
 from surgery import (
     LAYER_PROPERTIES,
     OpError,
+    RegisterOp,
+    State,
+    StepContext,
     call_layer,
     check_new_layer,
     hookimpl,
@@ -36,11 +39,11 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     check_new_layer(params)
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     check(params, ctx)
     config = dict(params.get("config", {}))
     name = new_layer_name(state, params["layer"], params.get("name") or config.pop("name", None))
@@ -68,7 +71,7 @@ def editor_schema(registry) -> dict:
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "append",
         SCHEMA,

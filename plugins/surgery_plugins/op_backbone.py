@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from surgery import OpError, State, SurgeryError, check_regular, hookimpl, schema_error, seeded, shown
+from surgery import (
+    OpError,
+    RegisterOp,
+    State,
+    StepContext,
+    SurgeryError,
+    check_regular,
+    hookimpl,
+    schema_error,
+    seeded,
+    shown,
+)
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -39,7 +50,7 @@ def _weights(info, params):
     return params.get("weights", info.options.get("weights", {}).get("default", "imagenet"))
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     info = ctx.registry.backbone(params["name"])
     msg = schema_error(info.options_schema(), {"op": "backbone", **params, "name": info.name})
     if msg:
@@ -76,7 +87,7 @@ def check(params, ctx):
             )
 
 
-def apply(state, params, ctx):
+def apply(state: State | None, params: dict[str, Any], ctx: StepContext) -> State:
     info = ctx.registry.backbone(params["name"])
     seeded(ctx.seed)  # so that a random-init backbone is the same on every build
     model = info.build(**_options(info, params, ctx))
@@ -114,7 +125,7 @@ def editor_schema(registry) -> dict:
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "backbone",
         SCHEMA,

@@ -9,9 +9,14 @@ last one: both paths of the block see the edit where they read its tensor.
 
 from __future__ import annotations
 
+from typing import Any
+
 from surgery import (
     LAYER_PROPERTIES,
     OpError,
+    RegisterOp,
+    State,
+    StepContext,
     check_layer_config,
     check_new_layer,
     find_layer,
@@ -97,13 +102,13 @@ def _requested_name(params) -> str | None:
     return params.get("name") or params.get("config", {}).get("name")
 
 
-def check_insert(params, ctx):
+def check_insert(params: dict[str, Any], ctx: StepContext) -> None:
     if ("after" in params) == ("before" in params):
         raise OpError('give exactly one of "after" or "before" (a layer name)')
     check_new_layer(params)
 
 
-def insert(state, params, ctx):
+def insert(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     where = "after" if "after" in params else "before"
     target, nodes = _target(state, params[where])
     if where == "after":
@@ -134,7 +139,7 @@ def insert(state, params, ctx):
     )
 
 
-def check_replace(params, ctx):
+def check_replace(params: dict[str, Any], ctx: StepContext) -> None:
     if "layer" in params:
         check_new_layer(params)
         return
@@ -160,7 +165,7 @@ def _shapes(layer) -> list:
     return [(w.name, tuple(w.shape)) for w in layer.weights]
 
 
-def replace(state, params, ctx):
+def replace(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     target, _ = _target(state, params["target"])
     name = new_layer_name(state, type(target).__name__, _requested_name(params) or target.name, target.name)
     seeded(ctx.seed)
@@ -182,7 +187,7 @@ def replace(state, params, ctx):
     return after.evolve(f'replace: {target.name} ({type(target).__name__}) with {cls} "{name}", {weights}')
 
 
-def remove(state, params, ctx):
+def remove(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     target, nodes = _target(state, params["target"])
     _single_input(target, nodes, "remove works on single-input, single-output layers")
     _single_output(target, nodes, "remove works on single-input, single-output layers")
@@ -209,7 +214,7 @@ def _with_layer_enum(schema: dict):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "insert",
         INSERT_SCHEMA,

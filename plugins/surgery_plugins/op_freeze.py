@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from surgery import FREEZE_SCHEMA, UNFREEZE_SCHEMA, freeze_layers, hookimpl, parse_slice, unfreeze_layers
+from typing import Any
+
+from surgery import (
+    FREEZE_SCHEMA,
+    UNFREEZE_SCHEMA,
+    RegisterOp,
+    State,
+    StepContext,
+    freeze_layers,
+    hookimpl,
+    parse_slice,
+    unfreeze_layers,
+)
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     if "layers" in params:
         parse_slice(params["layers"])
 
 
-def freeze(state, params, ctx):
+def freeze(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     return state.evolve(freeze_layers(state.model, params), model=state.model)
 
 
-def unfreeze(state, params, ctx):
+def unfreeze(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     return state.evolve(unfreeze_layers(state.model, params), model=state.model)
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "freeze",
         FREEZE_SCHEMA,

@@ -6,7 +6,19 @@ that shows every input's shape rather than Keras' multi-line traceback text.
 
 from __future__ import annotations
 
-from surgery import OpError, check_layer_config, hookimpl, make_layer, new_layer_name, seeded
+from typing import Any
+
+from surgery import (
+    OpError,
+    RegisterOp,
+    State,
+    StepContext,
+    check_layer_config,
+    hookimpl,
+    make_layer,
+    new_layer_name,
+    seeded,
+)
 
 ELEMENTWISE = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 MERGE_LAYERS = ELEMENTWISE + ("Concatenate",)
@@ -28,7 +40,7 @@ SCHEMA = {
 }
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     if params["layer"] == "Subtract" and len(params["inputs"]) != 2:
         raise OpError(f"Subtract takes exactly 2 inputs, got {len(params['inputs'])}")
     if "name" in params.get("config", {}):
@@ -64,7 +76,7 @@ def check_shapes(cls: str, names, tensors, axis: int = -1) -> None:
         raise OpError(f"{cls} needs tensors of the same shape; got {_shapes_text(names, tensors)}")
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     check(params, ctx)
     cls, names = params["layer"], params["inputs"]
     tensors = [state.tensor(n) for n in names]
@@ -82,7 +94,7 @@ def apply(state, params, ctx):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "merge",
         SCHEMA,

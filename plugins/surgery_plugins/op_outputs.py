@@ -8,7 +8,9 @@ no weights, so the name survives saving without custom objects.
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl, keras
+from typing import Any
+
+from surgery import OpError, RegisterOp, State, StepContext, hookimpl, keras
 
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$"
 
@@ -45,14 +47,14 @@ def _entries(params) -> list[tuple[str, str | None]]:
     return [(e, None) if isinstance(e, str) else (e["tensor"], e["name"]) for e in params["tensors"]]
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     named = [name for _, name in _entries(params) if name]
     for name in set(named):
         if named.count(name) > 1:
             raise OpError(f'two outputs are named "{name}"; output names must differ')
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     check(params, ctx)
     taken = {layer.name: layer for layer in state.workspace().layers}
     outputs, names = [], []
@@ -77,7 +79,7 @@ def apply(state, params, ctx):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "outputs",
         SCHEMA,

@@ -7,7 +7,18 @@ so the file loads with ``safe_mode`` and no custom objects.
 
 from __future__ import annotations
 
-from surgery import OpError, hookimpl, preprocess_function, preprocess_into_model, preprocess_modes
+from typing import Any
+
+from surgery import (
+    OpError,
+    RegisterOp,
+    State,
+    StepContext,
+    hookimpl,
+    preprocess_function,
+    preprocess_into_model,
+    preprocess_modes,
+)
 
 MODES = preprocess_modes
 
@@ -24,7 +35,7 @@ SCHEMA = {
 }
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     if "backbone" in params and "mode" in params:
         raise OpError('give "backbone" or "mode", not both')
     if "backbone" in params:
@@ -58,14 +69,14 @@ def _function(params, state, ctx):
     return preprocess_function(info.name, ctx.registry), name, channels
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     check(params, ctx)
     fn, fname, written_for = _function(params, state, ctx)
     return preprocess_into_model(state, fn, fname, written_for)
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "preprocess",
         SCHEMA,

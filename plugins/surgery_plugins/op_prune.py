@@ -18,11 +18,14 @@ channels, one that nothing reads yet keeps them, as an output does.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from surgery import (
     SELECTOR_PROPERTIES,
     OpError,
+    RegisterOp,
+    State,
+    StepContext,
     analyze_channels,
     hookimpl,
     make_model,
@@ -93,7 +96,7 @@ SCHEMA = {
 }
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     given = [k for k in ("channels", "ratio") if k in params]
     if len(given) != 1:
         raise OpError(
@@ -187,7 +190,7 @@ def _note(report, how: str, removed: int) -> str:
     return note
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     check(params, ctx)
     ws, positions, free = _workspace(state)
     analysis = analyze_channels(ws, free_outputs=free, declared=ctx.registry.layer_rules())
@@ -216,7 +219,7 @@ def apply(state, params, ctx):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "prune",
         SCHEMA,

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from surgery import OpError, cut_map, did_you_mean, hookimpl, keras, make_model, output_tensor_of, parse_slice, retrace
+from typing import Any
+
+from surgery import (
+    OpError,
+    RegisterOp,
+    State,
+    StepContext,
+    cut_map,
+    did_you_mean,
+    hookimpl,
+    keras,
+    make_model,
+    output_tensor_of,
+    parse_slice,
+    retrace,
+)
 
 SCHEMA = {
     "type": "object",
@@ -13,7 +28,7 @@ SCHEMA = {
 }
 
 
-def check(params, ctx):
+def check(params: dict[str, Any], ctx: StepContext) -> None:
     given = [k for k in ("layers", "to") if k in params]
     if len(given) != 1:
         raise OpError('give exactly one of "layers" (slice text such as ":11") or "to" (a layer name)')
@@ -45,7 +60,7 @@ def _describe(layer, k) -> str:
     return f"{layer.name} (index {k})"
 
 
-def apply(state, params, ctx):
+def apply(state: State, params: dict[str, Any], ctx: StepContext) -> State:
     model = state.model
     layers = model.layers
     start, stop = _bounds(params, layers)
@@ -81,7 +96,7 @@ def apply(state, params, ctx):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "slice",
         SCHEMA,

@@ -30,7 +30,7 @@ _export("version", "__version__")
 _export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "counted", "shown", "one_line")
 _export("spec.loading", "StepContext", "schema_error")
 # Plugins: the hook marker, the state ops transform, loading and conformance.
-_export("hookspecs", "hookimpl", "OpApply", "OpCheck", "Exporter")
+_export("hookspecs", "hookimpl", "OpApply", "OpCheck", "RegisterOp", "Exporter")
 _export("model.state", "State")
 _export("plugins.loading", "load_plugins", "Candidate", "builtin_candidates")
 _export("plugins.application_options", "APPLICATION_OPTIONS")
@@ -41,7 +41,6 @@ _export("keras_env", "keras", "seeded", "native_stderr_muted", "is_quiet", "kera
 _export(
     "spec.selectors",
     "SELECTOR_PROPERTIES",
-    "SELECTOR_ANY_OF",
     "FREEZE_SCHEMA",
     "UNFREEZE_SCHEMA",
     "parse_slice",
@@ -54,13 +53,11 @@ _export(
     "model.layers",
     "NAME_PATTERN",
     "LAYER_PROPERTIES",
-    "check_layer_class",
     "check_layer_config",
     "check_new_layer",
     "make_layer",
     "call_layer",
     "new_layer_name",
-    "unique_name",
     "keras_reason",
 )
 _export("spec.layer_catalog", "layer_names")
@@ -69,7 +66,7 @@ _export(
     "model.graph", "make_model", "model_nodes", "cut_map", "output_tensor_of", "retrace", "find_layer", "layer_nodes"
 )
 # Files from someone else.
-_export("io.files", "check_regular", "check_hdf5", "check_hdf5_links", "read_json")
+_export("io.files", "check_regular", "read_json")
 _export("io.model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
 _export("model.preprocessing", preprocess_modes="MODES", preprocess_function="function")
 _export("model.preprocess_layers", preprocess_into_model="into_model")
@@ -86,7 +83,7 @@ _export(
 )
 _export("exporting.onnx_file", "finish_onnx", "verify_onnx")
 # Reports.
-_export("report.summary", "layer_rows", param_totals="totals")
+_export("report.summary", "layer_rows")
 # Structural pruning.
 _export(
     "pruning",
@@ -126,8 +123,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .exporting.export_check import progress as export_progress
     from .exporting.export_check import read_options as read_export_options
     from .exporting.onnx_file import finish_onnx, verify_onnx
-    from .hookspecs import Exporter, OpApply, OpCheck, hookimpl
-    from .io.files import check_hdf5, check_hdf5_links, check_regular, read_json
+    from .hookspecs import Exporter, OpApply, OpCheck, RegisterOp, hookimpl
+    from .io.files import check_regular, read_json
     from .io.model_files import check_model_file, check_weights_content, check_weights_file, load_model
     from .keras_env import is_quiet, keras, keras_cache_dir, native_stderr_muted, seeded
     from .model.graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
@@ -135,13 +132,11 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
         LAYER_PROPERTIES,
         NAME_PATTERN,
         call_layer,
-        check_layer_class,
         check_layer_config,
         check_new_layer,
         keras_reason,
         make_layer,
         new_layer_name,
-        unique_name,
     )
     from .model.preprocess_layers import into_model as preprocess_into_model
     from .model.preprocessing import MODES as preprocess_modes
@@ -160,12 +155,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .pruning.rules import Rule as ChannelRule
     from .pruning.rules import unknown as unknown_channels
     from .report.summary import layer_rows
-    from .report.summary import totals as param_totals
     from .spec.layer_catalog import layer_names
     from .spec.loading import StepContext, schema_error
     from .spec.selectors import (
         FREEZE_SCHEMA,
-        SELECTOR_ANY_OF,
         SELECTOR_PROPERTIES,
         UNFREEZE_SCHEMA,
         freeze_layers,

@@ -7,7 +7,7 @@ registered what. Registering must be cheap and must not import TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,9 +22,12 @@ hookimpl = pluggy.HookimplMarker("surgery")
 
 
 class OpApply(Protocol):
-    """``apply(state, params, ctx) -> State``: builds the step (may import Keras); ``state`` is None for a source op."""
+    """``apply(state, params, ctx) -> State``: builds the step (may import Keras).
 
-    def __call__(self, state: State | None, params: dict[str, Any], ctx: StepContext) -> State: ...
+    A source op is called with ``state=None``: it annotates ``state: State | None``, which fits here too.
+    """
+
+    def __call__(self, state: State, params: dict[str, Any], ctx: StepContext) -> State: ...
 
 
 class OpCheck(Protocol):
@@ -42,8 +45,28 @@ class Exporter(Protocol):
 Register = Callable[..., None]
 
 
+class RegisterOp(Protocol):
+    """The ``register`` that ``surgery_register_ops`` receives; annotating it lets mypy check an op's
+    ``apply`` and ``check`` against ``OpApply`` and ``OpCheck``."""
+
+    def __call__(
+        self,
+        name: str,
+        schema: dict[str, Any],
+        apply: OpApply,
+        *,
+        check: OpCheck | None = None,
+        description: str = "",
+        examples: Sequence[dict[str, Any]] = (),
+        source: bool = False,
+        weights: Callable[..., dict[str, Any] | None] | None = None,
+        backbone: Callable[[dict[str, Any]], str | None] | None = None,
+        editor_schema: Callable[..., dict[str, Any]] | None = None,
+    ) -> None: ...
+
+
 @hookspec
-def surgery_register_ops(register: Register) -> None:
+def surgery_register_ops(register: RegisterOp) -> None:
     """Register spec operations.
 
     ``register(name, schema, apply, *, check=None, description="", examples=(), source=False,

@@ -6,7 +6,7 @@ callables); Keras is imported inside the callables, when a model is built, so
 `surgery validate`, `plugins` and `schema` stay fast and TensorFlow-free.
 """
 
-from surgery import hookimpl
+from surgery import RegisterOp, hookimpl
 
 from . import backbone, export, head, squeeze_excite
 
@@ -27,7 +27,7 @@ def surgery_register_backbones(register):
 
 
 @hookimpl
-def surgery_register_ops(register):
+def surgery_register_ops(register: RegisterOp) -> None:
     register(
         "head",
         head.SCHEMA,
