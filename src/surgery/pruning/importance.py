@@ -38,8 +38,7 @@ SCOPES = ("local", "global")
 
 def class_scores(analysis, criterion: str) -> tuple[dict, set]:
     """({class root: importance}, ids of groups that have a BatchNormalization gamma)."""
-    from .rebuild import role_ids
-    from .rules import weight_index
+    from .rules import role_ids, weight_index
 
     p = 2 if criterion == "l2" else 1
     total: dict[int, float] = {}

@@ -19,13 +19,7 @@ from typing import Any
 import numpy as np
 
 from .deps import counted
-from .rules import weight_index
-
-
-def role_ids(rec, role) -> np.ndarray:
-    """The ids along ``role``'s axis of its weight, one per index."""
-    ids = rec.in_ids[0] if role.side == "in" else rec.out_ids[0]
-    return np.repeat(ids, role.repeat) if role.repeat > 1 else ids
+from .rules import role_ids, weight_index
 
 
 def sliced_weights(rec, removed: np.ndarray) -> tuple[list, bool]:

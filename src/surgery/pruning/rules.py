@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 RULE_KINDS = ("input", "producer", "repeat", "pass", "block", "merge", "concat", "flatten", "unknown")
 
 
@@ -71,6 +73,12 @@ def weight_index(layer) -> dict:
             if v is obj:
                 index.setdefault(attr, i)
     return index
+
+
+def role_ids(rec, role) -> np.ndarray:
+    """The ids along ``role``'s axis of its weight, one per index."""
+    ids = rec.in_ids[0] if role.side == "in" else rec.out_ids[0]
+    return np.repeat(ids, role.repeat) if role.repeat > 1 else ids
 
 
 def unknown(reason: str) -> Rule:
