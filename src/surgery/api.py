@@ -82,6 +82,7 @@ class Applied:
     spec="spec",
     output="path?",
     onnx="path?",
+    exports="dict?",
     force="bool",
     weights="path?",
     options="dict?",
@@ -94,6 +95,7 @@ def apply(
     *,
     output: str | None = None,
     onnx: str | None = None,
+    exports: dict[str, str] | None = None,
     force: bool = False,
     weights: str | None = None,
     options: dict[str, dict[str, Any]] | None = None,
@@ -102,7 +104,8 @@ def apply(
     before_writing: Callable[[State], None] | None = None,
 ) -> Applied:
     """Build a spec and write its outputs, all or none: ``<name>.keras`` (``output``: a folder or a
-    ``.keras`` path), the spec's ``outputs``, ``onnx`` if given, and a ``plot`` (.svg or .png).
+    ``.keras`` path), the spec's ``outputs``, ``onnx`` if given, ``exports`` (more files by format:
+    ``{"litert": "m.tflite"}``), and a ``plot`` (.svg or .png).
 
     Every output path is checked before the build. ``options`` maps a format to its exporter's options
     (``{"onnx": {"opset": 17}}``). ``before_writing(state)`` is called between the build and the writing
@@ -112,7 +115,8 @@ def apply(
     from .exporting.outputs import plan_outputs, write_outputs
 
     parsed, plugins = load(spec, plugins, weights=weights)
-    planned = plan_outputs(parsed, plugins.registry, output=output, extra={"onnx": onnx} if onnx else None, force=force)
+    extra = {**({"onnx": onnx} if onnx else {}), **(exports or {})}
+    planned = plan_outputs(parsed, plugins.registry, output=output, extra=extra or None, force=force)
     if plot:
         from .report.plot import check_target
 

@@ -19,6 +19,12 @@ from .types import FiniteFloat
 @click.option("-o", "--output", "out", help="Folder for <name>.keras, or a path ending in .keras.")
 @click.option("--onnx", "onnx_path", help="Also write the model as ONNX to this path.")
 @click.option("--opset", type=int, help="ONNX opset (default 17).")
+@click.option("--litert", "litert_path", help="Also write the model as a LiteRT (.tflite) file to this path.")
+@click.option(
+    "--allow-flex",
+    is_flag=True,
+    help="LiteRT: keep ops it has no builtin kernel for as Flex ops (the file then needs a runtime with Flex).",
+)
 @click.option(
     "--atol", type=FiniteFloat(min=0), help="Largest difference from Keras an export may show (default 1e-4)."
 )
@@ -31,7 +37,7 @@ from .types import FiniteFloat
     help="Also draw the model's graph to FILE.svg or FILE.png (frozen layers marked).",
 )
 @guarded
-def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
+def apply(spec, out, onnx_path, opset, litert_path, allow_flex, atol, weights, force, plot_path):
     """Build the model SPEC describes, print it, and save it."""
     from ..api import apply as build_and_write
 
@@ -42,16 +48,18 @@ def apply(spec, out, onnx_path, opset, atol, weights, force, plot_path):
             click.echo(f"  {note}")
         click.echo(render(state.model))
 
-    # Exporters refuse options they do not take, so the ONNX ones go to ONNX alone.
+    # Exporters refuse options they do not take, so each gets its own.
     onnx_options = {k: v for k, v in {"opset": opset, "atol": atol}.items() if v is not None}
+    litert_options = {k: v for k, v in {"atol": atol, "allow_flex": allow_flex or None}.items() if v is not None}
     done = build_and_write(
         spec,
         output=out,
         onnx=onnx_path,
+        exports={"litert": litert_path} if litert_path else None,
         force=force,
         weights=weights,
         plot=plot_path,
-        options={"onnx": onnx_options},
+        options={"onnx": onnx_options, "litert": litert_options},
         plugins=installed_plugins(),
         before_writing=show,
     )
@@ -144,20 +152,25 @@ def _names(given: tuple):
     "--to",
     "fmt",
     metavar="FORMAT",
-    help="onnx, saved_model, keras, or another installed exporter (`surgery plugins` lists them).",
+    help="onnx, saved_model, litert, keras, or another installed exporter (`surgery plugins` lists them).",
 )
 @click.option(
     "-o",
     "--output",
     "out",
-    help="The output file (ending in the format's suffix: .onnx, .savedmodel, "
+    help="The output file (ending in the format's suffix: .onnx, .savedmodel, .tflite, "
     ".keras) or a folder for MODEL's name with that suffix. Default: next to MODEL.",
 )
 @click.option("--opset", type=int, help="ONNX opset (onnx; default 17).")
 @click.option(
+    "--allow-flex",
+    is_flag=True,
+    help="Keep ops LiteRT has no builtin kernel for as Flex ops (litert; the file needs a runtime with Flex).",
+)
+@click.option(
     "--atol",
     type=FiniteFloat(min=0),
-    help="Largest max abs difference from Keras that passes the check (onnx, saved_model; default 1e-4).",
+    help="Largest max abs difference from Keras that passes the check (onnx, saved_model, litert; default 1e-4).",
 )
 @click.option(
     "--input-name",
@@ -173,7 +186,7 @@ def _names(given: tuple):
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @guarded
-def export(model, fmt, out, opset, atol, input_names, output_names, force):
+def export(model, fmt, out, opset, allow_flex, atol, input_names, output_names, force):
     """Write MODEL (a .keras file) in another format, checked against Keras where the format can run."""
     from ..api import export as export_model
     from ..exporting.outputs import exporter_of
@@ -185,6 +198,7 @@ def export(model, fmt, out, opset, atol, input_names, output_names, force):
         k: v
         for k, v in {
             "opset": opset,
+            "allow_flex": allow_flex or None,
             "atol": atol,
             "input_name": _names(input_names),
             "output_name": _names(output_names),
