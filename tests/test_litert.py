@@ -92,7 +92,7 @@ def exporter():
 
 def test_an_op_with_only_a_flex_kernel_is_refused_by_name_unless_allowed(exporter, keras, tmp_path):
     model = _model_with(keras, keras.ops.erf, "erf")
-    with pytest.raises(surgery.ExportError) as refused:
+    with pytest.raises(surgery.SurgeryError) as refused:
         exporter(model, tmp_path / "m.tflite", {})
     assert_one_error_line(f"error: {refused.value}\n", "LiteRT has no builtin kernel for: Erf;", "--allow-flex")
     assert not (tmp_path / "m.tflite").exists()
@@ -111,6 +111,6 @@ def test_an_op_no_litert_runtime_has_is_refused_even_with_flex(exporter, keras, 
 
     model = _model_with(keras, tf.math.erfc, "erfc")
     for options in ({}, {"allow_flex": True}):
-        with pytest.raises(surgery.ExportError, match="ops that no LiteRT runtime has: Erfc;"):
+        with pytest.raises(surgery.SurgeryError, match="ops that no LiteRT runtime has: Erfc;"):
             exporter(model, tmp_path / "m.tflite", options)
     assert not (tmp_path / "m.tflite").exists()

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from surgery import (
-    ExportError,
     SpecError,
+    SurgeryError,
+    check_quantized,
     compare_export,
     converting,
     export_progress,
@@ -31,9 +32,12 @@ from surgery import (
     native_stderr_muted,
     prepare_export,
     read_export_options,
+    read_quantize_options,
+    speed_note,
+    time_alternating,
 )
 
-OPTIONS = ("atol", "input_name", "output_name", "allow_flex")
+OPTIONS = ("atol", "input_name", "output_name", "allow_flex", "quantize", "calibration", "int8_io")
 SIGNATURE = "serving_default"
 # What the converter's error lists: ops a Flex runtime has, and ops no LiteRT runtime has.
 _NEEDS = re.compile(r"^(TF Select ops|Custom ops): (.+)$", re.M)
@@ -46,47 +50,99 @@ def _needed_ops(error: Exception) -> dict[str, list[str]]:
     return found
 
 
-def _convert(saved_model: Path, flex: bool) -> bytes:
+def _convert(saved_model: Path, flex: bool, quantized: dict | None = None) -> bytes:
+    """The flatbuffer; ``quantized``: ``kind``, ``calibration``, ``int8_io`` for a post-training quantization."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    if quantized is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        kind = quantized["kind"]
+        if kind == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif kind == "int8":
+            # Full integer: every op in int8, calibrated on the samples; an op without an int8 kernel fails
+            # the conversion (with flex allowed, it stays a float Flex op).
+            calibration = quantized["calibration"]
+            converter.representative_dataset = lambda: ([batch] for batch in calibration.batches(1))
+            ops[0] = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            if quantized["int8_io"]:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
     converter.target_spec.supported_ops = ops
     return converter.convert()
 
 
-def _litert(saved_model: Path, allow_flex: bool) -> tuple[bytes, list[str]]:
+def _litert(saved_model: Path, allow_flex: bool, quantized: dict | None = None) -> tuple[bytes, list[str]]:
     """The flatbuffer, and the Flex ops it needs (none unless ``allow_flex``)."""
     try:
-        return _convert(saved_model, flex=False), []
+        return _convert(saved_model, False, quantized), []
     except Exception as e:  # noqa: BLE001 (the converter's ConverterError; anything else is said by converting)
         needed = _needed_ops(e)
         if not needed:
             raise
     custom, flex = needed.get("Custom ops", []), needed.get("TF Select ops", [])
+    # What the model is made of decides these, not a converter's failure: the user's to change (exit 2).
     if custom:
-        raise ExportError(
+        raise SurgeryError(
             f"the model uses TensorFlow ops that no LiteRT runtime has: {', '.join(sorted(set(custom)))}; "
             "replace the layers that use them (ONNX or a SavedModel can carry them)"
         )
     if not allow_flex:
-        raise ExportError(
+        raise SurgeryError(
             f"the model needs TensorFlow ops that LiteRT has no builtin kernel for: {', '.join(sorted(set(flex)))}; "
             "allow_flex (--allow-flex) keeps them as Flex ops, for a LiteRT runtime built with Flex"
         )
-    return _convert(saved_model, flex=True), sorted(set(flex))
+    return _convert(saved_model, True, quantized), sorted(set(flex))
+
+
+def _runner(content: bytes):
+    """``run(inputs) -> {output: float array}``; an int8 input or output is (de)quantized with its own scale."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=content).get_signature_runner(SIGNATURE)
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+
+    def run(inputs):
+        given = {}
+        for name, x in inputs.items():
+            scale, zero = ins[name]["quantization"]
+            dtype = ins[name]["dtype"]
+            if np.issubdtype(dtype, np.integer) and scale:
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale + zero), info.min, info.max)
+            given[name] = np.asarray(x, dtype=dtype)
+        found = runner(**given)
+        result = {}
+        for name, y in found.items():
+            scale, zero = outs[name]["quantization"]
+            result[name] = (y.astype("float32") - zero) * scale if np.issubdtype(y.dtype, np.integer) and scale else y
+        return result
+
+    return run
 
 
 def _verify(content: bytes, target, atol: float) -> float:
-    from ai_edge_litert.interpreter import Interpreter
+    run = _runner(content)
+    return compare_export(target, lambda inputs: {n: run(inputs)[n] for n in target.output_names}, atol, "LiteRT")
 
-    def run(inputs):
-        result = Interpreter(model_content=content).get_signature_runner(SIGNATURE)(**inputs)
-        return {name: result[name] for name in target.output_names}
 
-    return compare_export(target, run, atol, "LiteRT")
+def _check_quantized(content: bytes, float_content: bytes, target, kind: str, calibration) -> str:
+    run = _runner(content)
+    figures = check_quantized(
+        target, lambda inputs: [run(inputs)[n] for n in target.output_names], calibration, f"the {kind} LiteRT file"
+    )
+    one = {target.input_names[0]: calibration.eval_x[:1]}
+    float_run = _runner(float_content)
+    timed = time_alternating({"float": lambda: float_run(one), "quantized": lambda: run(one)})
+    return (
+        f"{kind}: {len(float_content) / 1e6:.2f} MB -> {len(content) / 1e6:.2f} MB; {figures.describe()}; "
+        f"{speed_note(timed['float'], timed['quantized'])}"
+    )
 
 
 def _allow_flex(options: dict) -> bool:
@@ -100,6 +156,10 @@ def export(model, path, options):
     keras()
     options = read_export_options(options, OPTIONS, "litert")
     allow_flex = _allow_flex(options)
+    kind, calibration = read_quantize_options(options)
+    int8_io = options.get("int8_io", False)
+    if int8_io and kind != "int8":
+        raise SpecError("int8_io applies to an int8 quantization (--quantize int8)")
     # LiteRT runs float32 (float16 files are a quantization, not a policy): a mixed-precision model is
     # exported as its float32 twin, as for ONNX.
     target = prepare_export(model, options, float32=True)
@@ -109,7 +169,13 @@ def export(model, path, options):
             saved = Path(tmp) / "model"
             target.model.export(str(saved), format="tf_saved_model", verbose=False, input_signature=target.signature())
             content, flex = _litert(saved, allow_flex)
+            quantized = None
+            if kind is not None and not flex:
+                spec = {"kind": kind, "calibration": calibration, "int8_io": int8_io}
+                quantized = _litert(saved, allow_flex, spec)[0]
     seconds = time.monotonic() - start
+    if kind is not None and flex:
+        raise SurgeryError("a file with Flex ops cannot be checked here, so it is not quantized; export it in float32")
     if flex:
         checked = "not run here (no Flex runtime in ai-edge-litert): check it where it will run"
         ops = f"Flex ops {', '.join(flex)} (needs a LiteRT runtime with Flex)"
@@ -118,8 +184,15 @@ def export(model, path, options):
             diff = _verify(content, target, options["atol"])
         checked = f"max abs diff vs Keras {diff:.1e} (atol {options['atol']:g})"
         ops = "builtin ops only"
+    report = (
+        f"signature {SIGNATURE}: {target.describe()}; {ops}; {len(content) / 1e6:.2f} MB; {checked}; {seconds:.1f} s"
+    )
+    if quantized is not None:
+        with export_progress(f"checking the {kind} LiteRT file against the float model"), native_stderr_muted():
+            report = f"{_check_quantized(quantized, content, target, kind, calibration)}; float32 file: {report}"
+        content = quantized
     Path(path).write_bytes(content)
-    return f"signature {SIGNATURE}: {target.describe()}; {ops}; {len(content) / 1e6:.2f} MB; {checked}; {seconds:.1f} s"
+    return report
 
 
 @hookimpl

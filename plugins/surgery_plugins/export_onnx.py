@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from surgery import (
     SpecError,
     __version__,
+    check_quantized,
     converting,
     export_progress,
     finish_onnx,
@@ -26,11 +29,17 @@ from surgery import (
     native_stderr_muted,
     prepare_export,
     read_export_options,
+    read_quantize_options,
+    speed_note,
+    time_alternating,
     verify_onnx,
 )
 
 DEFAULT_OPSET = 17
-OPTIONS = ("opset", "atol", "input_name", "output_name")
+OPTIONS = ("opset", "atol", "input_name", "output_name", "quantize", "calibration")
+# onnxruntime quantizes to int8 (static QDQ, calibrated) or dynamic (int8 weights); float16 needs another
+# package (onnxconverter-common) and runs no faster on a CPU.
+QUANTIZE = ("int8", "dynamic")
 
 
 def _opset(value) -> int:
@@ -227,6 +236,7 @@ def _convert(target, path, opset):
 def export(model, path, options):
     keras()
     options = read_export_options(options, OPTIONS, "onnx")
+    kind, calibration = read_quantize_options(options, QUANTIZE)
     opset = _opset(options.get("opset", DEFAULT_OPSET))
     target = prepare_export(model, options, float32=True)
     start = time.monotonic()
@@ -237,9 +247,72 @@ def export(model, path, options):
     with export_progress("checking the ONNX file in onnxruntime"):
         diff = verify_onnx(path, target, options["atol"])
     notes = "".join(f"; {n}" for n in target.notes)
-    return (
+    report = (
         f"opset {opset}; {target.describe()}; max abs diff vs Keras {diff:.1e} (atol {options['atol']:g})"
         f"; {seconds:.1f} s{notes}"
+    )
+    if kind is None:
+        return report
+    return f"{_quantize(Path(path), target, kind, calibration)}; float32 file: {report}"
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader: the calibration samples, a batch of 8 at a time."""
+
+    def __init__(self, name, calibration):
+        self._batches = ({name: batch} for batch in calibration.batches(8))
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _quantize(path: Path, target, kind: str, calibration) -> str:
+    """Replace the checked float32 file at ``path`` by its quantized form, once that passes the accuracy check."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = target.input_names[0]
+    with tempfile.TemporaryDirectory(prefix=".surgery-quantize-", dir=path.parent) as tmp:
+        ready, quantized = Path(tmp) / "ready.onnx", Path(tmp) / "quantized.onnx"
+        with converting(f"quantizing the ONNX file ({kind})", f"the ONNX {kind} quantization"), native_stderr_muted():
+            # Shape inference and graph fusions first, as onnxruntime's quantization guide does.
+            quant_pre_process(str(path), str(ready))
+            if kind == "int8":
+                quantize_static(
+                    str(ready),
+                    str(quantized),
+                    _Reader(name, calibration),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                )
+            else:
+                quantize_dynamic(str(ready), str(quantized), weight_type=QuantType.QInt8)
+        with export_progress(f"checking the {kind} ONNX file against the float model"):
+            session = _session(quantized)
+            figures = check_quantized(
+                target,
+                lambda inputs: session.run(target.output_names, inputs),
+                calibration,
+                f"the {kind} ONNX file",
+            )
+            one = {name: calibration.eval_x[:1]}
+            float_session = _session(path)
+            timed = time_alternating(
+                {"float": lambda: float_session.run(None, one), "quantized": lambda: session.run(None, one)}
+            )
+        sizes = path.stat().st_size, quantized.stat().st_size
+        os.replace(quantized, path)
+    return (
+        f"{kind}: {sizes[0] / 1e6:.2f} MB -> {sizes[1] / 1e6:.2f} MB; {figures.describe()}; "
+        f"{speed_note(timed['float'], timed['quantized'])}"
     )
 
 

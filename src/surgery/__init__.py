@@ -82,6 +82,14 @@ _export(
     export_progress="progress",
 )
 _export("exporting.onnx_file", "finish_onnx", "verify_onnx")
+_export(
+    "exporting.quantized",
+    "Calibration",
+    read_quantize_options="read_options",
+    check_quantized="check",
+    time_alternating="latencies",
+    speed_note="speed_note",
+)
 # Reports.
 _export("report.summary", "layer_rows")
 # Structural pruning.
@@ -123,6 +131,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .exporting.export_check import progress as export_progress
     from .exporting.export_check import read_options as read_export_options
     from .exporting.onnx_file import finish_onnx, verify_onnx
+    from .exporting.quantized import Calibration, speed_note
+    from .exporting.quantized import check as check_quantized
+    from .exporting.quantized import latencies as time_alternating
+    from .exporting.quantized import read_options as read_quantize_options
     from .hookspecs import Exporter, OpApply, OpCheck, RegisterOp, hookimpl
     from .io.files import check_regular, read_json
     from .io.model_files import check_model_file, check_weights_content, check_weights_file, load_model

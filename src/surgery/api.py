@@ -153,11 +153,18 @@ def export(
     options: dict[str, Any] | None = None,
     plugins: Plugins | None = None,
 ) -> tuple[Path, str | None]:
-    """Write a saved ``.keras`` model in another format (``to``: onnx, saved_model, keras, a plugin's);
-    returns the path written and the exporter's report."""
+    """Write a saved ``.keras`` model in another format (``to``: onnx, saved_model, litert, keras, a plugin's);
+    returns the path written and the exporter's report. ``options`` are the exporter's (``atol``, ...) and,
+    for a quantized export, ``quantize`` (int8, dynamic, float16), ``calibration`` and ``eval`` (a folder or
+    ``.npz``, read as training data is), ``calibration_samples``, ``max_drop``, ``min_agreement``, ``int8_io``."""
     from .exporting.outputs import export_file
 
-    return export_file(model_path, to, _plugins(plugins).registry, output=output, force=force, options=options)
+    plugins = _plugins(plugins)
+    if options:
+        from .training import calibration, quietly
+
+        options = quietly(calibration.read, str(model_path), options, plugins)
+    return export_file(model_path, to, plugins.registry, output=output, force=force, options=options)
 
 
 @checked(

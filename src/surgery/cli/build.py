@@ -184,9 +184,32 @@ def _names(given: tuple):
     multiple=True,
     help="Name of the output (default: the output layer's name); repeat for several outputs.",
 )
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8", "dynamic", "float16"]),
+    help="Quantize (onnx: int8, dynamic; litert: all three), checked against the float model on held-out data.",
+)
+@click.option(
+    "--calibration",
+    metavar="DATA",
+    help="Images to calibrate and check the quantized model on: a folder of class subfolders or an .npz.",
+)
+@click.option(
+    "--eval", "eval_data", metavar="DATA", help="Check on this data instead of a held-out part of --calibration."
+)
+@click.option("--calibration-samples", type=click.IntRange(min=1), help="Calibration images (default 200).")
+@click.option(
+    "--max-drop", type=FiniteFloat(0, 100), help="Points of accuracy the quantized model may lose (default 1.0)."
+)
+@click.option(
+    "--min-agreement",
+    type=FiniteFloat(0, 1),
+    help="Fraction of images whose top class must stay the float model's (default 0.9).",
+)
+@click.option("--int8-io", is_flag=True, help="litert int8: integer inputs and outputs too (default float).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @guarded
-def export(model, fmt, out, opset, allow_flex, atol, input_names, output_names, force):
+def export(model, fmt, out, opset, allow_flex, atol, input_names, output_names, force, **quantization):
     """Write MODEL (a .keras file) in another format, checked against Keras where the format can run."""
     from ..api import export as export_model
     from ..exporting.outputs import exporter_of
@@ -202,6 +225,13 @@ def export(model, fmt, out, opset, allow_flex, atol, input_names, output_names, 
             "atol": atol,
             "input_name": _names(input_names),
             "output_name": _names(output_names),
+            "quantize": quantization["quantize"],
+            "calibration": quantization["calibration"],
+            "eval": quantization["eval_data"],
+            "calibration_samples": quantization["calibration_samples"],
+            "max_drop": quantization["max_drop"],
+            "min_agreement": quantization["min_agreement"],
+            "int8_io": quantization["int8_io"] or None,
         }.items()
         if v is not None
     }

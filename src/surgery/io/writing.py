@@ -268,13 +268,17 @@ class Outputs:
     def __init__(self, force: bool = False):
         self.force = force
         self.staged: list[tuple[Path, Path]] = []
+        # Folders stage() made for an output: removed again, if still empty, when nothing is committed.
+        self.created: list[Path] = []
 
     def __enter__(self) -> Outputs:
         return self
 
     def stage(self, path: Path, kind: str | None = None) -> Path:
         try:
-            path.parent.mkdir(exist_ok=True)
+            if not path.parent.exists():
+                path.parent.mkdir()
+                self.created.append(path.parent)
             remove_stale_partials(path)
             tmp = temporary_sibling(path)
             remove(tmp)
@@ -293,6 +297,7 @@ class Outputs:
                 ino = os.stat(tmp).st_ino
                 place(tmp, path, self.force)
                 placed.append((path, ino))
+            self.created = []
         except OSError as e:
             self._take_back(placed)
             raise _written_error(path, e) from None
@@ -313,6 +318,10 @@ class Outputs:
         for tmp, _ in self.staged:
             remove(tmp)
         self.staged = []
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only an empty folder goes: never anything this run did not make
+        self.created = []
         if isinstance(error, OSError) and paths:
             # Writing failed (disk full, read-only, file too large): the output being written is the last staged.
             raise _written_error(paths[-1], error) from None

@@ -1,0 +1,113 @@
+"""The data a quantized export is calibrated and judged on, read as ``surgery train`` and ``evaluate`` read data.
+
+The user's ``--calibration`` (and ``--eval``) folder or ``.npz`` goes through the same checks as training
+data (links, sizes, unreadable images: one line each), the model's own image size and preprocessing
+(``classes.json`` beside the model, as evaluate uses), and labels matched to the model's classes by name.
+The exporter gets arrays (``exporting.quantized.Calibration``), never a path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from ..exporting.quantized import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_SAMPLES, Calibration
+from . import data, models, pipeline
+from .evaluate import matched_labels
+
+MAX_EVAL = 1000  # held-out images the check runs: enough for a 0.1-point figure, seconds of inference
+MIN_IMAGES = 20  # fewer and one image is 5 points of accuracy: the check would judge noise
+SEED = 0
+# The keys surgery export takes for quantization; the exporter receives quantize, int8_io and a Calibration.
+READ_HERE = ("calibration", "eval", "calibration_samples", "max_drop", "min_agreement")
+
+
+def _number(options: dict, key: str, default: float, low: float, high: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise SpecError(
+            f"{key} must be a number from {low:g} to {high:g}, got {value!r}", where=f"--{key.replace('_', '-')}"
+        )
+    return float(value)
+
+
+def _samples(options: dict) -> int:
+    value = options.get("calibration_samples", DEFAULT_SAMPLES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(
+            f"calibration_samples must be a whole number >= 1, got {value!r}", where="--calibration-samples"
+        )
+    return value
+
+
+def _arrays(loaded, source: data.Source, index: np.ndarray) -> np.ndarray:
+    """The images at ``index`` as the model takes them (its size, its preprocessing), float32."""
+    image = loaded.image()
+    if source.kind == "folder":
+        batch = pipeline.load_images([source.files[i] for i in index], image, loaded.prep)
+        return np.asarray(batch, dtype="float32")
+    x = pipeline.check_npz_shape(source, image)[index]
+    return np.asarray(loaded.prep(x) if loaded.prep is not None else x, dtype="float32")
+
+
+def _labels(loaded, source: data.Source) -> np.ndarray:
+    units = int(loaded.model.outputs[0].shape[-1] or 0)
+    return matched_labels(source, loaded.class_names, units)[1]
+
+
+def read(model_path: str, options: dict, plugins) -> dict:
+    """``options`` with the calibration and eval paths replaced by a ``Calibration`` (for a quantized export)."""
+    if options.get("quantize") is None:
+        stray = sorted(set(READ_HERE) & set(options))
+        if stray:
+            raise SpecError(f"{stray[0]} applies to a quantized export; add --quantize int8, dynamic or float16")
+        return options
+    rest = {k: v for k, v in options.items() if k not in READ_HERE}
+    given = options.get("calibration")
+    if given is None:
+        raise SpecError(
+            f"quantize {options['quantize']} needs data to check the result against the float model: give "
+            "--calibration DATA (a folder of class subfolders or an .npz)"
+        )
+    samples = _samples(options)
+    max_drop = _number(options, "max_drop", DEFAULT_MAX_DROP, 0, 100)
+    min_agreement = _number(options, "min_agreement", DEFAULT_MIN_AGREEMENT, 0, 1)
+    source = data.inspect(str(given), "--calibration")
+    held = data.inspect(str(options["eval"]), "--eval") if options.get("eval") is not None else None
+    loaded = models.load(model_path, plugins)
+    if len(loaded.model.inputs) != 1:
+        raise SpecError(
+            f"quantization is calibrated on a model with one image input; this one has {len(loaded.model.inputs)}"
+        )
+    rng = np.random.default_rng(SEED)
+    order = rng.permutation(len(source))
+    if held is None:
+        if len(source) < MIN_IMAGES:
+            raise SpecError(
+                f"{len(source)} images are too few to calibrate and check a quantized model; give at least "
+                f"{MIN_IMAGES}, or --eval DATA",
+                file=str(given),
+                where="--calibration",
+            )
+        n = min(samples, len(source) // 2)
+        cal, held_index, held_source = order[:n], order[n : n + MAX_EVAL], source
+    else:
+        if len(held) < MIN_IMAGES:
+            raise SpecError(
+                f"{len(held)} images are too few to check a quantized model; give at least {MIN_IMAGES}",
+                file=str(options["eval"]),
+                where="--eval",
+            )
+        cal, held_source = order[:samples], held
+        held_index = rng.permutation(len(held))[:MAX_EVAL]
+    calibration = Calibration(
+        samples=_arrays(loaded, source, np.sort(cal)),
+        eval_x=_arrays(loaded, held_source, np.sort(held_index)),
+        eval_y=_labels(loaded, held_source)[np.sort(held_index)],
+        source=f"{len(held_index)} held-out images of {Path(str(held_source.path)).name}",
+        max_drop=max_drop,
+        min_agreement=min_agreement,
+    )
+    return {**rest, "calibration": calibration}

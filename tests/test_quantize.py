@@ -1,0 +1,169 @@
+"""Quantized exports (surgery export --quantize) on a CNN trained here on scikit-learn's digits: int8 ONNX and
+LiteRT within a point of the float model with integer weights really in the file, and the accuracy check
+that refuses what loses more, with nothing written."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import surgery
+
+from helpers import ROOT, assert_one_error_line
+
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+from source_model import build_source, digits  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains a model and converts it several times
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, keras):
+    """A 10-digit CNN (8x8 inputs, 0-16 pixels, its Rescaling inside) and held-out digits it was not fit on."""
+    folder = tmp_path_factory.mktemp("quantize")
+    keras.utils.set_random_seed(0)
+    x, y = digits(list(range(10)))
+    order = np.random.default_rng(0).permutation(len(x))
+    fit, held = order[:1200], order[1200:]
+    model = build_source(keras, n_classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[fit], y[fit], epochs=8, batch_size=32, verbose=0)
+    model.save(folder / "digits.keras")
+    names = np.array([str(i) for i in range(10)])
+    np.savez(folder / "held.npz", x=x[held], y=y[held], class_names=names)
+    accuracy = float(np.mean(model.predict(x[held], verbose=0).argmax(1) == y[held]))
+    assert accuracy > 0.9  # a model worth quantizing: a point of it is a real change
+    return {"folder": folder, "model": folder / "digits.keras", "data": folder / "held.npz", "x": x[held], "y": y[held]}
+
+
+def _export(cli, trained, fmt, out, *args):
+    return cli("export", trained["model"], "--to", fmt, "-o", out, "--calibration", trained["data"], *args)
+
+
+def _litert_scores(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    return runner(image=x.astype("float32"))["digits"]
+
+
+def _onnx_scores(path, x):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["digits"], {"image": x.astype("float32")})[0]
+
+
+@pytest.mark.parametrize("fmt, scores", [("onnx", _onnx_scores), ("litert", _litert_scores)])
+def test_int8_stays_within_a_point_of_the_float_model(cli, trained, keras, tmp_path, fmt, scores):
+    suffix = {"onnx": ".onnx", "litert": ".tflite"}[fmt]
+    out = tmp_path / f"digits{suffix}"
+    result = _export(cli, trained, fmt, out, "--quantize", "int8")
+    assert result.exit_code == 0, result.output
+    assert "int8: " in result.output and "% quantized; top-1 agreement with the float model" in result.output
+    x, y = trained["x"], trained["y"]
+    float_accuracy = np.mean(keras.saving.load_model(trained["model"]).predict(x, verbose=0).argmax(1) == y)
+    int8_accuracy = np.mean(scores(out, x).argmax(1) == y)
+    assert abs(float_accuracy - int8_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
+
+
+def test_the_int8_files_hold_integer_weights(cli, trained, tmp_path):
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert _export(cli, trained, "onnx", tmp_path / "d.onnx", "--quantize", "int8").exit_code == 0
+    proto = onnx.load(str(tmp_path / "d.onnx"))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    int8 = [t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert any("conv2" in name for name in int8) and any("features" in name for name in int8), int8
+    assert _export(cli, trained, "litert", tmp_path / "d.tflite", "--quantize", "int8", "--int8-io").exit_code == 0
+    interpreter = Interpreter(model_path=str(tmp_path / "d.tflite"))
+    runner = interpreter.get_signature_runner("serving_default")
+    assert runner.get_input_details()["image"]["dtype"] == np.int8
+    assert runner.get_output_details()["digits"]["dtype"] == np.int8
+    kernels = [t for t in interpreter.get_tensor_details() if "conv2" in t["name"] and len(t["shape"]) == 4]
+    assert kernels and all(t["dtype"] == np.int8 for t in kernels), kernels
+
+
+def test_dynamic_and_float16_are_smaller_and_checked(cli, trained, tmp_path):
+    for fmt, kind, name in (("onnx", "dynamic", "d.onnx"), ("litert", "float16", "d.tflite")):
+        result = _export(cli, trained, fmt, tmp_path / name, "--quantize", kind)
+        assert result.exit_code == 0, result.output
+        sizes = result.output.split(f"({kind}: ", 1)[1].split(";", 1)[0]  # "0.10 MB -> 0.05 MB"
+        before, after = (float(part.split()[0]) for part in sizes.split("->"))
+        assert after < before
+        assert "top-1 agreement with the float model" in result.output
+
+
+def test_a_calibration_that_ruins_accuracy_is_refused_and_nothing_is_written(cli, trained, tmp_path):
+    # Calibrated on faint images (a hundredth of the ink), int8 ranges clip the real ones.
+    faint = tmp_path / "faint.npz"
+    np.savez(faint, x=trained["x"] / 100, y=trained["y"], class_names=np.array([str(i) for i in range(10)]))
+    for fmt, name in (("onnx", "d.onnx"), ("litert", "d.tflite")):
+        result = cli(
+            "export", trained["model"], "--to", fmt, "-o", tmp_path / name, "--quantize", "int8",
+            "--calibration", faint, "--eval", trained["data"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert_one_error_line(
+            result.stderr, "is too far from the float model", "points of accuracy", "nothing was written"
+        )
+        assert not (tmp_path / name).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faint.npz"]
+
+
+def test_the_python_api_quantizes_with_the_same_check(trained, tmp_path):
+    path, report = surgery.export(
+        trained["model"],
+        "litert",
+        output=str(tmp_path),
+        options={"quantize": "dynamic", "calibration": trained["data"]},
+    )
+    assert path == tmp_path / "digits.tflite" and path.exists()
+    assert report.startswith("dynamic: ") and "top-1 agreement" in report
+
+
+BAD = {
+    "no calibration": (["--quantize", "int8"], "needs data to check the result against the float model"),
+    "missing data": (["--quantize", "int8", "--calibration", "nowhere.npz"], "nowhere.npz"),
+    "option without quantize": (["--max-drop", "2"], "max_drop applies to a quantized export"),
+    "int8 io without int8": (["--quantize", "dynamic", "--int8-io", "--calibration", "DATA"], "int8_io applies to"),
+    "a kind onnx lacks": (["--quantize", "float16", "--calibration", "DATA"], "quantize must be one of int8, dynamic"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_quantization_options_are_one_line(cli, trained, tmp_path, case):
+    args, fragment = BAD[case]
+    fmt = "litert" if "int8 io" in case else "onnx"
+    args = [str(trained["data"]) if a == "DATA" else a for a in args]
+    result = cli("export", trained["model"], "--to", fmt, "-o", tmp_path / "out", *args)
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_calibration_data_is_one_line(cli, trained, tmp_path):
+    names = np.array([str(i) for i in range(10)])
+    cases = {
+        "few.npz": (dict(x=trained["x"][:12], y=trained["y"][:12]), "12 images are too few"),
+        "shape.npz": (dict(x=np.zeros((40, 16, 16, 3)), y=np.arange(40) % 10), "x holds images of shape (16, 16, 3)"),
+    }
+    for name, (arrays, fragment) in cases.items():
+        np.savez(tmp_path / name, class_names=names, **arrays)
+        result = cli(
+            "export", trained["model"], "--to", "onnx", "-o", tmp_path / "out.onnx", "--quantize", "int8",
+            "--calibration", tmp_path / name,
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert_one_error_line(result.stderr, fragment)
+        assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_format_without_quantization_refuses_it(cli, trained, tmp_path):
+    result = _export(cli, trained, "saved_model", tmp_path / "d.savedmodel", "--quantize", "int8")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, 'the saved_model exporter takes no option "calibration"')
