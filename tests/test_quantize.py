@@ -14,7 +14,7 @@ import surgery
 from helpers import ROOT, assert_one_error_line
 
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
-from source_model import build_source, digits  # noqa: E402
+from source_model import ten_digit_classifier  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains a model and converts it several times
 
@@ -23,19 +23,13 @@ pytestmark = pytest.mark.slow  # trains a model and converts it several times
 def trained(tmp_path_factory, keras):
     """A 10-digit CNN (8x8 inputs, 0-16 pixels, its Rescaling inside) and held-out digits it was not fit on."""
     folder = tmp_path_factory.mktemp("quantize")
-    keras.utils.set_random_seed(0)
-    x, y = digits(list(range(10)))
-    order = np.random.default_rng(0).permutation(len(x))
-    fit, held = order[:1200], order[1200:]
-    model = build_source(keras, n_classes=10)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x[fit], y[fit], epochs=8, batch_size=32, verbose=0)
+    model, _, (x, y) = ten_digit_classifier(keras)
     model.save(folder / "digits.keras")
     names = np.array([str(i) for i in range(10)])
-    np.savez(folder / "held.npz", x=x[held], y=y[held], class_names=names)
-    accuracy = float(np.mean(model.predict(x[held], verbose=0).argmax(1) == y[held]))
+    np.savez(folder / "held.npz", x=x, y=y, class_names=names)
+    accuracy = float(np.mean(model.predict(x, verbose=0).argmax(1) == y))
     assert accuracy > 0.9  # a model worth quantizing: a point of it is a real change
-    return {"folder": folder, "model": folder / "digits.keras", "data": folder / "held.npz", "x": x[held], "y": y[held]}
+    return {"folder": folder, "model": folder / "digits.keras", "data": folder / "held.npz", "x": x, "y": y}
 
 
 def _export(cli, trained, fmt, out, *args):

@@ -40,6 +40,22 @@ def build_source(keras, n_classes=5):
     return keras.Model(inputs, outputs, name="digits_source")
 
 
+def ten_digit_classifier(keras, epochs=8, seed=0):
+    """A CNN fit on 1,200 of the 1,797 digits (all ten), and the split: (model, (x, y) fit on, (x, y) held out).
+
+    What quantized exports are judged on (tests/test_quantize.py, bench/deploy.py): a model worth more than
+    chance, and 597 digits it has not seen.
+    """
+    keras.utils.set_random_seed(seed)
+    x, y = digits(list(range(10)))
+    order = np.random.default_rng(seed).permutation(len(x))
+    fit, held = order[:1200], order[1200:]
+    model = build_source(keras, n_classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[fit], y[fit], epochs=epochs, batch_size=32, verbose=0)
+    return model, (x[fit], y[fit]), (x[held], y[held])
+
+
 def train_source(path, epochs=15, seed=0):
     from surgery import keras
 

