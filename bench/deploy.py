@@ -22,7 +22,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,70 +32,9 @@ ROOT = HERE.parent
 if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
     sys.path.pop(0)
 sys.path += [str(HERE), str(ROOT / "examples" / "digits")]
-from _measure import median, table  # noqa: E402
+from _measure import table  # noqa: E402
 
-FORMS = ("keras", "onnx float32", "onnx int8", "litert float32", "litert int8")
-THREADS = os.cpu_count() or 1
 NO_CHECK = {"max_drop": 100.0, "min_agreement": 0.0}  # random weights: agreement is noise, not a measure
-
-
-def _onnx(path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def _litert(path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=str(path), num_threads=THREADS).get_signature_runner("serving_default")
-    name = next(iter(runner.get_input_details()))
-    return lambda x: next(iter(runner(**{name: x}).values()))
-
-
-def _keras(model):
-    import tensorflow as tf
-
-    call = tf.function(lambda x: model(x, training=False))
-    return lambda x: call(x).numpy()
-
-
-def make_forms(model_path: Path, calibration: Path, folder: Path, samples: int, check: dict) -> dict:
-    """Every deployment form of the saved model, as {form: (run, size in bytes)}."""
-    import surgery
-    from surgery import keras
-
-    files = {}
-    for fmt, kind in (("onnx", None), ("onnx", "int8"), ("litert", None), ("litert", "int8")):
-        suffix = ".onnx" if fmt == "onnx" else ".tflite"
-        out = folder / f"{fmt}_{kind or 'float32'}{suffix}"
-        options = {} if kind is None else {"quantize": kind, "calibration": str(calibration), **check}
-        if kind is not None:
-            options["calibration_samples"] = samples
-        started = time.perf_counter()
-        surgery.export(str(model_path), fmt, output=str(out), options=options)
-        print(f"  {fmt} {kind or 'float32'}: exported in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        files[f"{fmt} {kind or 'float32'}"] = out
-    forms = {"keras": (_keras(keras().saving.load_model(model_path)), model_path.stat().st_size)}
-    for form, path in files.items():
-        forms[form] = ((_onnx if form.startswith("onnx") else _litert)(path), path.stat().st_size)
-    return forms
-
-
-def latencies(forms: dict, x: np.ndarray, repeats: int) -> dict:
-    for run, _ in forms.values():
-        run(x)
-    times: dict[str, list] = {form: [] for form in forms}
-    for _ in range(repeats):
-        for form, (run, _) in forms.items():
-            started = time.perf_counter()
-            run(x)
-            times[form].append(time.perf_counter() - started)
-    return {form: median(t) for form, t in times.items()}
 
 
 def backbone_rows(name: str, size: int, repeats: int, samples: int) -> list:
@@ -111,23 +49,23 @@ def backbone_rows(name: str, size: int, repeats: int, samples: int) -> list:
             "steps": [{"op": "backbone", "name": name, "weights": None, "input_shape": [size, size, 3]}],
         }
         surgery.apply(spec, output=str(folder / f"{name}.keras"))
-        rng = np.random.default_rng(0)
-        x = rng.uniform(0, 255, (max(2 * samples, 40), size, size, 3)).astype("float32")
+        x = np.random.default_rng(0).uniform(0, 255, (samples + 40, size, size, 3)).astype("float32")
         np.savez(folder / "random.npz", x=x, y=np.arange(len(x)) % 2, class_names=np.array(["a", "b"]))
-        forms = make_forms(folder / f"{name}.keras", folder / "random.npz", folder, samples, NO_CHECK)
-        one, eight = latencies(forms, x[:1], repeats), latencies(forms, x[:8], repeats)
+        found = surgery.bench(
+            folder / f"{name}.keras", folder / "random.npz", repeats=repeats, samples=samples, limits=NO_CHECK
+        )
         keras().backend.clear_session()
-    base = one["onnx float32"]
     return [
-        [name, form, f"{1e3 * one[form]:.2f}", f"{base / one[form]:.2f}x", f"{1e3 * eight[form]:.1f}",
-         f"{forms[form][1] / 1e6:.1f}"]
-        for form in FORMS
+        [name, r["form"], f"{1e3 * r['batch_1_s']:.2f}", f"{r['speedup']:.2f}x", f"{1e3 * r['batch_8_s']:.1f}",
+         f"{r['bytes'] / 1e6:.1f}"]
+        for r in found.rows
     ]  # fmt: skip
 
 
-def digits_rows(samples: int) -> list:
+def digits_rows(repeats: int) -> tuple[list, str]:
     from source_model import ten_digit_classifier
 
+    import surgery
     from surgery import keras
 
     model, (x_fit, y_fit), (x_held, y_held) = ten_digit_classifier(keras())
@@ -135,13 +73,14 @@ def digits_rows(samples: int) -> list:
         folder = Path(tmp)
         model.save(folder / "digits.keras")
         names = np.array([str(i) for i in range(10)])
-        np.savez(folder / "calibration.npz", x=x_fit, y=y_fit, class_names=names)
-        forms = make_forms(folder / "digits.keras", folder / "calibration.npz", folder, samples, {})
-        rows = []
-        for form, (run, size) in forms.items():
-            accuracy = np.mean(np.argmax(run(x_held.astype("float32")), axis=1) == y_held)
-            rows.append(["digits CNN", form, f"{100 * accuracy:.2f}%", f"{size / 1e3:.0f}"])
-    return rows
+        np.savez(folder / "fit.npz", x=x_fit, y=y_fit, class_names=names)
+        np.savez(folder / "held.npz", x=x_held, y=y_held, class_names=names)
+        found = surgery.bench(
+            folder / "digits.keras", folder / "fit.npz", repeats=repeats, samples=200, eval=folder / "held.npz"
+        )
+    return [
+        ["digits CNN", r["form"], f"{100 * r['accuracy']:.2f}%", f"{r['bytes'] / 1e3:.0f}"] for r in found.rows
+    ], found.images
 
 
 def main(argv=None) -> None:
@@ -155,11 +94,12 @@ def main(argv=None) -> None:
     for name in args.backbones:
         print(f"{name}:", file=sys.stderr)
         rows += backbone_rows(name, args.size, args.repeats, args.samples)
-    print(f"latency at {args.size}x{args.size}, {THREADS} threads, median of {args.repeats} alternating runs")
+    print(f"latency at {args.size}x{args.size}, {os.cpu_count()} threads, median of {args.repeats} alternating runs")
     print(table(["model", "form", "batch 1 ms", "vs onnx float32", "batch 8 ms", "MB"], rows))
     print()
-    print("accuracy on 597 held-out digits (trained here, 200 calibration images)")
-    print(table(["model", "form", "accuracy", "KB"], digits_rows(200)))
+    digits, images = digits_rows(args.repeats)
+    print(f"accuracy of a CNN trained here on digits: {images}, 200 calibration images")
+    print(table(["model", "form", "accuracy", "KB"], digits))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""ONNX export of every built-in backbone: export time, parity with Keras, onnxruntime vs Keras CPU throughput.
+"""ONNX (or LiteRT) export of every built-in backbone: export time, parity with Keras, runtime vs Keras throughput.
 
 Each backbone (include_top=False, its default input size, random weights)
 runs in a fresh process with a time limit, so one that fails or runs out of
@@ -9,6 +9,7 @@ already in the file are skipped) and the table printed at any time.
     python bench/onnx.py                          # all backbones, resumable
     python bench/onnx.py mobilenetv2 resnet50     # a subset
     python bench/onnx.py --table                  # print the table of what is done
+    python bench/onnx.py --to litert              # the same with LiteRT files run by ai-edge-litert
 """
 
 from __future__ import annotations
@@ -41,10 +42,25 @@ median, table = _measure.median, _measure.table
 PARITY = 1e-5
 
 
-def measure(name: str, batch: int, repeats: int) -> dict:
+SUFFIX = {"onnx": ".onnx", "litert": ".tflite"}
+
+
+def _runtime(fmt: str, path: Path):
+    """``run(x) -> the first output``: onnxruntime for an ONNX file, ai-edge-litert for a LiteRT one."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"image": x})[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=os.cpu_count()).get_signature_runner("serving_default")
+    return lambda x: next(iter(runner(image=x).values()))
+
+
+def measure(name: str, batch: int, repeats: int, fmt: str = "onnx") -> dict:
     """In the child process: build, export (the exporter's own check included), compare, time both runtimes."""
     import numpy as np
-    import onnxruntime as ort
 
     import surgery
     from surgery import keras, load_plugins
@@ -61,13 +77,13 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     model = surgery.build(spec)
     x = np.random.default_rng(0).standard_normal((batch, *side)).astype("float32")
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{name}.onnx"
+        path = Path(folder) / f"{name}{SUFFIX[fmt]}"
         started = time.perf_counter()
         # The exporter's check must not stop the bench: the difference is measured and reported here.
-        registry.exporters["onnx"].export(model, path, {"atol": float("inf")})
+        registry.exporters[fmt].export(model, path, {"atol": float("inf")})
         export_s = time.perf_counter() - started
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        runs = {"onnxruntime": lambda: session.run(None, {"image": x})[0], "keras": lambda: model.predict_on_batch(x)}
+        run_file = _runtime(fmt, path)
+        runs = {"onnxruntime": lambda: run_file(x), "keras": lambda: model.predict_on_batch(x)}
         # Warm-up (graph building, allocation), then alternating runs, so that drift in
         # the machine's load (it is shared) hits both runtimes alike.
         outputs = {runtime: np.asarray(run()) for runtime, run in runs.items()}
@@ -148,9 +164,9 @@ HEADER = [
     "max abs output",
     "relative",
     "Keras f32 vs f64",
-    "ORT img/s",
+    "runtime img/s",
     "Keras img/s",
-    "ORT/Keras",
+    "runtime/Keras",
     "note",
 ]
 
@@ -168,12 +184,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per backbone")
-    parser.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "surgery-bench-onnx.jsonl")
+    parser.add_argument("--to", dest="fmt", choices=sorted(SUFFIX), default="onnx", help="the format (default onnx)")
+    parser.add_argument("--results", type=Path, help="default: surgery-bench-FORMAT.jsonl in the temporary folder")
     parser.add_argument("--table", action="store_true", help="only print the table of the results file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.results is None:
+        args.results = Path(tempfile.gettempdir()) / f"surgery-bench-{args.fmt}.jsonl"
     if args.child:
-        print(json.dumps(measure(args.child, args.batch, args.repeats)))
+        print(json.dumps(measure(args.child, args.batch, args.repeats, args.fmt)))
         return
     from surgery import load_plugins
 
@@ -193,6 +212,8 @@ def main() -> None:
                 str(args.batch),
                 "--repeats",
                 str(args.repeats),
+                "--to",
+                args.fmt,
             ]
             try:
                 proc = subprocess.run(
@@ -227,7 +248,7 @@ def main() -> None:
         ratios = sorted(r["ort_img_s"] / r["keras_img_s"] for r in ok)
         print(
             f"\n{sum(r['max_abs_diff'] <= PARITY for r in ok)}/{len(rows)} within {PARITY:g}; "
-            f"ORT/Keras median {median(ratios):.2f}x (range {ratios[0]:.2f}x to {ratios[-1]:.2f}x); "
+            f"{args.fmt} runtime/Keras median {median(ratios):.2f}x (range {ratios[0]:.2f}x to {ratios[-1]:.2f}x); "
             f"batch {args.batch}, {os.cpu_count()} CPUs"
         )
 

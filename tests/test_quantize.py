@@ -161,3 +161,27 @@ def test_a_format_without_quantization_refuses_it(cli, trained, tmp_path):
     result = _export(cli, trained, "saved_model", tmp_path / "d.savedmodel", "--quantize", "int8")
     assert result.exit_code == 2, result.output
     assert_one_error_line(result.stderr, 'the saved_model exporter takes no option "calibration"')
+
+
+def test_bench_puts_every_form_side_by_side(cli, trained):
+    import json
+
+    result = cli("bench", trained["model"], "--data", trained["data"], "--repeats", "2", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    rows = {r["form"]: r for r in found["forms"]}
+    assert list(rows) == ["keras", "onnx float32", "onnx int8", "litert float32", "litert int8"]
+    assert found["images"] == "397 held-out images of held.npz"
+    # The float forms compute what Keras does; the int8 ones stay within the check's point and are smaller.
+    assert rows["onnx float32"]["accuracy"] == rows["keras"]["accuracy"] == rows["litert float32"]["accuracy"]
+    for fmt in ("onnx", "litert"):
+        assert abs(rows[f"{fmt} int8"]["accuracy"] - rows[f"{fmt} float32"]["accuracy"]) <= 0.01
+        assert rows[f"{fmt} int8"]["bytes"] < rows[f"{fmt} float32"]["bytes"] / 2
+    assert rows["onnx float32"]["speedup"] == 1.0
+    assert all(r["batch_1_s"] > 0 and r["batch_8_s"] > 0 for r in rows.values())
+
+
+def test_bench_on_missing_data_is_one_line(cli, trained, tmp_path):
+    result = cli("bench", trained["model"], "--data", tmp_path / "none.npz")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, "none.npz")

@@ -29,6 +29,7 @@ from surgery import (
     export_progress,
     hookimpl,
     keras,
+    litert_runner,
     native_stderr_muted,
     prepare_export,
     read_export_options,
@@ -99,45 +100,18 @@ def _litert(saved_model: Path, allow_flex: bool, quantized: dict | None = None) 
     return _convert(saved_model, True, quantized), sorted(set(flex))
 
 
-def _runner(content: bytes):
-    """``run(inputs) -> {output: float array}``; an int8 input or output is (de)quantized with its own scale."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_content=content).get_signature_runner(SIGNATURE)
-    ins, outs = runner.get_input_details(), runner.get_output_details()
-
-    def run(inputs):
-        given = {}
-        for name, x in inputs.items():
-            scale, zero = ins[name]["quantization"]
-            dtype = ins[name]["dtype"]
-            if np.issubdtype(dtype, np.integer) and scale:
-                info = np.iinfo(dtype)
-                x = np.clip(np.round(x / scale + zero), info.min, info.max)
-            given[name] = np.asarray(x, dtype=dtype)
-        found = runner(**given)
-        result = {}
-        for name, y in found.items():
-            scale, zero = outs[name]["quantization"]
-            result[name] = (y.astype("float32") - zero) * scale if np.issubdtype(y.dtype, np.integer) and scale else y
-        return result
-
-    return run
-
-
 def _verify(content: bytes, target, atol: float) -> float:
-    run = _runner(content)
+    run = litert_runner(content)
     return compare_export(target, lambda inputs: {n: run(inputs)[n] for n in target.output_names}, atol, "LiteRT")
 
 
 def _check_quantized(content: bytes, float_content: bytes, target, kind: str, calibration) -> str:
-    run = _runner(content)
+    run = litert_runner(content)
     figures = check_quantized(
         target, lambda inputs: [run(inputs)[n] for n in target.output_names], calibration, f"the {kind} LiteRT file"
     )
     one = {target.input_names[0]: calibration.eval_x[:1]}
-    float_run = _runner(float_content)
+    float_run = litert_runner(float_content)
     timed = time_alternating({"float": lambda: float_run(one), "quantized": lambda: run(one)})
     return (
         f"{kind}: {len(float_content) / 1e6:.2f} MB -> {len(content) / 1e6:.2f} MB; {figures.describe()}; "

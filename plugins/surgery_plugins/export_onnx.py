@@ -27,6 +27,7 @@ from surgery import (
     is_quiet,
     keras,
     native_stderr_muted,
+    onnx_runner,
     prepare_export,
     read_export_options,
     read_quantize_options,
@@ -266,12 +267,6 @@ class _Reader:
         return next(self._batches, None)
 
 
-def _session(path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def _quantize(path: Path, target, kind: str, calibration) -> str:
     """Replace the checked float32 file at ``path`` by its quantized form, once that passes the accuracy check."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -298,18 +293,16 @@ def _quantize(path: Path, target, kind: str, calibration) -> str:
             else:
                 quantize_dynamic(str(ready), str(quantized), weight_type=QuantType.QInt8)
         with export_progress(f"checking the {kind} ONNX file against the float model"):
-            session = _session(quantized)
+            run = onnx_runner(quantized)
             figures = check_quantized(
                 target,
-                lambda inputs: session.run(target.output_names, inputs),
+                lambda inputs: [run(inputs)[n] for n in target.output_names],
                 calibration,
                 f"the {kind} ONNX file",
             )
             one = {name: calibration.eval_x[:1]}
-            float_session = _session(path)
-            timed = time_alternating(
-                {"float": lambda: float_session.run(None, one), "quantized": lambda: session.run(None, one)}
-            )
+            float_run = onnx_runner(path)
+            timed = time_alternating({"float": lambda: float_run(one), "quantized": lambda: run(one)})
         sizes = path.stat().st_size, quantized.stat().st_size
         os.replace(quantized, path)
     return (

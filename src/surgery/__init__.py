@@ -24,7 +24,9 @@ def _export(module: str, *names: str, **renamed: str) -> None:
 
 
 # The pipeline.
-_export("api", "build", "load", "apply", "plan", "export", "train", "evaluate", "features", "predict", "Applied")
+_export(
+    "api", "build", "load", "apply", "plan", "export", "train", "evaluate", "features", "predict", "bench", "Applied"
+)
 _export("version", "__version__")
 # Errors and messages.
 _export("errors", "SurgeryError", "SpecError", "OpError", "PluginError", "did_you_mean", "counted", "shown", "one_line")
@@ -82,6 +84,7 @@ _export(
     export_progress="progress",
 )
 _export("exporting.onnx_file", "finish_onnx", "verify_onnx")
+_export("exporting.runtimes", "onnx_runner", "litert_runner")
 _export(
     "exporting.quantized",
     "Calibration",
@@ -122,7 +125,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
-    from .api import Applied, apply, build, evaluate, export, features, load, plan, predict, train
+    from .api import Applied, apply, bench, build, evaluate, export, features, load, plan, predict, train
     from .errors import OpError, PluginError, SpecError, SurgeryError, counted, did_you_mean, one_line, shown
     from .exporting.export_check import ExportError, converting
     from .exporting.export_check import Target as ExportTarget
@@ -135,6 +138,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .exporting.quantized import check as check_quantized
     from .exporting.quantized import latencies as time_alternating
     from .exporting.quantized import read_options as read_quantize_options
+    from .exporting.runtimes import litert_runner, onnx_runner
     from .hookspecs import Exporter, OpApply, OpCheck, RegisterOp, hookimpl
     from .io.files import check_regular, read_json
     from .io.model_files import check_model_file, check_weights_content, check_weights_file, load_model

@@ -168,6 +168,29 @@ def export(
 
 
 @checked(
+    model="path", data="path", repeats="positive", samples="positive?", eval="path?", limits="dict?", plugins="plugins?"
+)
+def bench(
+    model: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    repeats: int = 20,
+    samples: int | None = None,
+    eval: str | os.PathLike[str] | None = None,
+    limits: dict[str, float] | None = None,
+    plugins: Plugins | None = None,
+) -> Any:
+    """A saved ``.keras`` model in its deployment forms (Keras, ONNX and LiteRT, float32 and int8) on this
+    machine, as ``surgery bench`` does: each made by its exporter (int8 calibrated on ``samples`` images of
+    ``data`` and checked against ``limits``: ``max_drop``, ``min_agreement``), then timed at batch 1 and 8,
+    with sizes and accuracy on the held-out images (``eval``, or the rest of ``data``)."""
+    from .training import deploy_bench, quietly
+
+    given = {"calibration_samples": samples, "eval": str(eval) if eval is not None else None, **(limits or {})}
+    return quietly(deploy_bench.bench, str(model), str(data), _plugins(plugins), repeats=repeats, limits=given)
+
+
+@checked(
     spec="spec",
     output="path?",
     callbacks="callbacks",

@@ -3,6 +3,7 @@
 build.py    apply, validate, plan, export
 catalog.py  plugins, ops, backbones, schema (no TensorFlow)
 train.py    train, evaluate, features, predict
+deploy.py   bench
 common.py   one error line and its exit status, signals, loading the plugins
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
-from . import build, catalog, train
+from . import build, catalog, deploy, train
 from .common import OneLineErrors
 
 
@@ -36,5 +37,6 @@ for command in (
     train.evaluate,
     train.features,
     train.predict,
+    deploy.bench,
 ):
     main.add_command(command)
