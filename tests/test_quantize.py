@@ -185,3 +185,30 @@ def test_bench_on_missing_data_is_one_line(cli, trained, tmp_path):
     result = cli("bench", trained["model"], "--data", tmp_path / "none.npz")
     assert result.exit_code == 2, result.output
     assert_one_error_line(result.stderr, "none.npz")
+
+
+def test_a_pruned_model_quantizes_and_keeps_its_pruned_shapes(cli, trained, tmp_path):
+    import onnx
+
+    from helpers import write_spec
+
+    spec = {
+        "surgery": 1,
+        "name": "pruned",
+        "seed": 0,
+        "steps": [
+            {"op": "backbone", "name": "keras_file", "path": str(trained["model"])},
+            {"op": "prune", "ratio": 0.25, "names": ["conv1", "conv2"]},
+        ],
+    }
+    built = cli("apply", write_spec(tmp_path, spec), "-o", tmp_path / "pruned.keras")
+    assert built.exit_code == 0, built.output
+    result = _export(
+        cli, trained | {"model": tmp_path / "pruned.keras"}, "onnx", tmp_path / "p.onnx", "--quantize", "int8"
+    )
+    assert result.exit_code == 0, result.output
+    assert "int8: " in result.output
+    proto = onnx.load(str(tmp_path / "p.onnx"))
+    kernels = {t.name: list(t.dims) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    conv2 = [dims for name, dims in kernels.items() if "conv2" in name and len(dims) == 4]
+    assert conv2 == [[24, 12, 3, 3]], kernels  # 32 filters less a quarter, on conv1's 16 less a quarter
