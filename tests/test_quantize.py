@@ -212,3 +212,18 @@ def test_a_pruned_model_quantizes_and_keeps_its_pruned_shapes(cli, trained, tmp_
     kernels = {t.name: list(t.dims) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8}
     conv2 = [dims for name, dims in kernels.items() if "conv2" in name and len(dims) == 4]
     assert conv2 == [[24, 12, 3, 3]], kernels  # 32 filters less a quarter, on conv1's 16 less a quarter
+
+
+def test_a_feature_extractor_is_judged_by_cosine_similarity(cli, trained, keras, tmp_path):
+    model = keras.saving.load_model(trained["model"])
+    features = keras.Model(model.inputs, model.get_layer("features").output)  # 64 ReLU units, no classes
+    features.save(tmp_path / "features.keras")
+    result = _export(
+        cli, trained | {"model": tmp_path / "features.keras"}, "litert", tmp_path / "f.tflite", "--quantize", "int8"
+    )
+    assert result.exit_code == 0, result.output
+    import re
+
+    cosine = float(re.search(r"cosine similarity to the float model ([0-9.]+) on 397 images", result.output)[1])
+    assert 0.99 <= cosine <= 1
+    assert "agreement" not in result.output.split("float32 file:")[0]

@@ -46,6 +46,7 @@ class Calibration:
     eval_x: np.ndarray
     eval_y: np.ndarray | None
     source: str
+    classifier: bool = True  # class scores (judged by top-1); else features or a value (judged by cosine)
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     min_cosine: float = DEFAULT_MIN_COSINE
@@ -102,15 +103,22 @@ def _one_output(outputs) -> np.ndarray:
     return np.asarray(outputs, dtype="float64").reshape(len(outputs), -1)
 
 
-def figures(expected, actual, labels: np.ndarray | None) -> Figures:
+def _cosine(want: np.ndarray, got: np.ndarray) -> float:
+    """Mean cosine similarity per image; a single value per image is compared across the images instead."""
+    if want.shape[1] == 1:
+        want, got = want.T, got.T
+    dot = np.sum(want * got, axis=1)
+    norms = np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1)
+    same = np.all(want == got, axis=1)  # two zero vectors are alike
+    return float(np.mean(np.where(norms > 0, dot / np.maximum(norms, 1e-30), same)))
+
+
+def figures(expected, actual, labels: np.ndarray | None, classifier: bool = True) -> Figures:
     """How the quantized outputs compare with the float ones (both for the same images)."""
     want, got = _one_output(expected), _one_output(actual)
     n = len(want)
-    if want.shape[1] == 1:  # one unit: not class scores (a binary head is judged by its value)
-        dot = np.sum(want * got, axis=1)
-        norms = np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1)
-        cosine = float(np.mean(np.where(norms > 0, dot / np.maximum(norms, 1e-30), want[:, 0] == got[:, 0])))
-        return Figures(n, cosine=cosine)
+    if not classifier or want.shape[1] == 1:
+        return Figures(n, cosine=_cosine(want, got))
     float_top, quant_top = want.argmax(axis=1), got.argmax(axis=1)
     agreement = float(np.mean(float_top == quant_top))
     if labels is None:
@@ -134,7 +142,7 @@ def check(target: Target, run: Callable[[dict], Any], calibration: Calibration, 
         batch = {name: calibration.eval_x[start : start + 64]}
         expected.append(_one_output(keras_outputs(target, batch)))
         actual.append(_one_output(run(batch)))
-    found = figures(np.concatenate(expected), np.concatenate(actual), calibration.eval_y)
+    found = figures(np.concatenate(expected), np.concatenate(actual), calibration.eval_y, calibration.classifier)
     problems = []
     if found.float_accuracy is not None and found.quantized_accuracy is not None:
         drop = 100 * (found.float_accuracy - found.quantized_accuracy)

@@ -52,9 +52,17 @@ def _arrays(loaded, source: data.Source, index: np.ndarray) -> np.ndarray:
     return np.asarray(loaded.prep(x) if loaded.prep is not None else x, dtype="float32")
 
 
-def _labels(loaded, source: data.Source) -> np.ndarray:
+def _labels(loaded, source: data.Source) -> tuple[bool, np.ndarray | None]:
+    """(whether the output is class scores, the data's labels in the model's numbering or None).
+
+    Class scores: the model's classes.json names them, or the output has one unit per class of the data, or
+    ends in a softmax. Anything else (features, a value) is judged by cosine similarity, not by top-1.
+    """
     units = int(loaded.model.outputs[0].shape[-1] or 0)
-    return matched_labels(source, loaded.class_names, units)[1]
+    last = getattr(getattr(loaded.model.layers[-1], "activation", None), "__name__", "")
+    if loaded.class_names is not None or (units > 1 and units == len(source.class_names)):
+        return True, matched_labels(source, loaded.class_names, units)[1]
+    return units > 1 and last == "softmax", None
 
 
 def read(model_path: str, options: dict, plugins) -> dict:
@@ -102,11 +110,13 @@ def read(model_path: str, options: dict, plugins) -> dict:
             )
         cal, held_source = order[:samples], held
         held_index = rng.permutation(len(held))[:MAX_EVAL]
+    classifier, labels = _labels(loaded, held_source)
     calibration = Calibration(
         samples=_arrays(loaded, source, np.sort(cal)),
         eval_x=_arrays(loaded, held_source, np.sort(held_index)),
-        eval_y=_labels(loaded, held_source)[np.sort(held_index)],
+        eval_y=labels[np.sort(held_index)] if labels is not None else None,
         source=f"{len(held_index)} held-out images of {Path(str(held_source.path)).name}",
+        classifier=classifier,
         max_drop=max_drop,
         min_agreement=min_agreement,
     )
