@@ -66,7 +66,7 @@ def _convert(saved_model: Path, flex: bool, quantized: dict | None = None) -> by
             converter.target_spec.supported_types = [tf.float16]
         elif kind == "int8":
             # Full integer: every op in int8, calibrated on the samples; an op without an int8 kernel fails
-            # the conversion (with flex allowed, it stays a float Flex op).
+            # the conversion rather than staying float unseen.
             calibration = quantized["calibration"]
             converter.representative_dataset = lambda: ([batch] for batch in calibration.batches(1))
             ops[0] = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
@@ -100,16 +100,25 @@ def _litert(saved_model: Path, allow_flex: bool, quantized: dict | None = None) 
     return _convert(saved_model, True, quantized), sorted(set(flex))
 
 
-def _verify(content: bytes, target, atol: float) -> float:
+def _outputs(content: bytes, target):
+    """``run(inputs) -> [outputs in the target's order]``, running the file once per call."""
     run = litert_runner(content)
-    return compare_export(target, lambda inputs: {n: run(inputs)[n] for n in target.output_names}, atol, "LiteRT")
+
+    def ordered(inputs):
+        found = run(inputs)
+        return [found[n] for n in target.output_names]
+
+    return ordered
+
+
+def _verify(content: bytes, target, atol: float) -> float:
+    run = _outputs(content, target)
+    return compare_export(target, lambda inputs: dict(zip(target.output_names, run(inputs))), atol, "LiteRT")
 
 
 def _check_quantized(content: bytes, float_content: bytes, target, kind: str, calibration) -> str:
     run = litert_runner(content)
-    figures = check_quantized(
-        target, lambda inputs: [run(inputs)[n] for n in target.output_names], calibration, f"the {kind} LiteRT file"
-    )
+    figures = check_quantized(target, _outputs(content, target), calibration, f"the {kind} LiteRT file")
     one = {target.input_names[0]: calibration.eval_x[:1]}
     float_run = litert_runner(float_content)
     timed = time_alternating({"float": lambda: float_run(one), "quantized": lambda: run(one)})

@@ -294,12 +294,7 @@ def _quantize(path: Path, target, kind: str, calibration) -> str:
                 quantize_dynamic(str(ready), str(quantized), weight_type=QuantType.QInt8)
         with export_progress(f"checking the {kind} ONNX file against the float model"):
             run = onnx_runner(quantized)
-            figures = check_quantized(
-                target,
-                lambda inputs: [run(inputs)[n] for n in target.output_names],
-                calibration,
-                f"the {kind} ONNX file",
-            )
+            figures = check_quantized(target, run, calibration, f"the {kind} ONNX file")
             one = {name: calibration.eval_x[:1]}
             float_run = onnx_runner(path)
             timed = time_alternating({"float": lambda: float_run(one), "quantized": lambda: run(one)})
