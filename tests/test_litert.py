@@ -9,6 +9,8 @@ import surgery
 
 from helpers import assert_one_error_line, tiny_spec, write_spec
 
+pytestmark = pytest.mark.slow  # converts models (TensorFlow's converter, seconds each); the full suite runs it
+
 
 def _litert(path):
     from ai_edge_litert.interpreter import Interpreter
