@@ -6,6 +6,9 @@ names, tf2onnx 1.17). Keras hands a traced ``tf.function`` to tf2onnx; three
 things in that trace stop tf2onnx from converting some built-in backbones, and
 ``_traceable`` works around each while the export runs (see the functions).
 Registering imports nothing heavy; TensorFlow is imported when a model is exported.
+
+With ``quantize`` (int8, dynamic) the checked float32 file is quantized by onnxruntime and replaced only
+once the quantized file passes ``check_quantized`` against the float model (docs/deploy.md).
 """
 
 from __future__ import annotations
