@@ -74,10 +74,11 @@ def test_export_names_the_files_input_and_output(applied, cli, tmp_path, keras):
     np.testing.assert_allclose(_litert(written)(pixels=x)["logits"], want, atol=1e-4)
 
 
-def test_a_bad_allow_flex_is_one_line_and_writes_nothing(applied, tmp_path):
+@pytest.mark.parametrize("switch", ["allow_flex", "int8_io"])
+def test_a_bad_switch_is_one_line_and_writes_nothing(applied, tmp_path, switch):
     out, _ = applied
-    with pytest.raises(surgery.SpecError, match="allow_flex must be true or false, got 'yes'"):
-        surgery.export(out / "tiny.keras", "litert", output=str(tmp_path), options={"allow_flex": "yes"})
+    with pytest.raises(surgery.SpecError, match=f"{switch} must be true or false, got 'yes'"):
+        surgery.export(out / "tiny.keras", "litert", output=str(tmp_path), options={switch: "yes"})
     assert not list(tmp_path.iterdir())
 
 

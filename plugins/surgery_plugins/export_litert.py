@@ -100,9 +100,8 @@ def _litert(saved_model: Path, allow_flex: bool, quantized: dict | None = None) 
     return _convert(saved_model, True, quantized), sorted(set(flex))
 
 
-def _outputs(content: bytes, target):
-    """``run(inputs) -> [outputs in the target's order]``, running the file once per call."""
-    run = litert_runner(content)
+def _ordered(run, target):
+    """``run`` giving a list of the outputs in the target's order."""
 
     def ordered(inputs):
         found = run(inputs)
@@ -112,13 +111,13 @@ def _outputs(content: bytes, target):
 
 
 def _verify(content: bytes, target, atol: float) -> float:
-    run = _outputs(content, target)
+    run = _ordered(litert_runner(content), target)
     return compare_export(target, lambda inputs: dict(zip(target.output_names, run(inputs))), atol, "LiteRT")
 
 
 def _check_quantized(content: bytes, float_content: bytes, target, kind: str, calibration) -> str:
     run = litert_runner(content)
-    figures = check_quantized(target, _outputs(content, target), calibration, f"the {kind} LiteRT file")
+    figures = check_quantized(target, _ordered(run, target), calibration, f"the {kind} LiteRT file")
     one = {target.input_names[0]: calibration.eval_x[:1]}
     float_run = litert_runner(float_content)
     timed = time_alternating({"float": lambda: float_run(one), "quantized": lambda: run(one)})
@@ -128,19 +127,19 @@ def _check_quantized(content: bytes, float_content: bytes, target, kind: str, ca
     )
 
 
-def _allow_flex(options: dict) -> bool:
-    value = options.get("allow_flex", False)
+def _switch(options: dict, key: str) -> bool:
+    value = options.get(key, False)
     if not isinstance(value, bool):
-        raise SpecError(f"allow_flex must be true or false, got {value!r}")
+        raise SpecError(f"{key} must be true or false, got {value!r}")
     return value
 
 
 def export(model, path, options):
     keras()
     options = read_export_options(options, OPTIONS, "litert")
-    allow_flex = _allow_flex(options)
+    allow_flex = _switch(options, "allow_flex")
     kind, calibration = read_quantize_options(options)
-    int8_io = options.get("int8_io", False)
+    int8_io = _switch(options, "int8_io")
     if int8_io and kind != "int8":
         raise SpecError("int8_io applies to an int8 quantization (--quantize int8)")
     # LiteRT runs float32 (float16 files are a quantization, not a policy): a mixed-precision model is

@@ -60,6 +60,15 @@ def _as_spec(given: dict) -> dict:
     return values
 
 
+# evaluate, features and predict take a model whose input size may be open.
+_image_size = click.option(
+    "--image-size",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    metavar="HEIGHT WIDTH",
+    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
+)
+
+
 @click.command("train")
 @click.argument("spec", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "out", help="Folder for the run (default runs/<name>).")
@@ -95,12 +104,7 @@ def train(spec, out, weights, resume, force, **given):
 @click.option("--data", required=True, help="A folder of class subfolders of images, or an .npz with x and y.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--preprocess", help='A backbone name, a mode (caffe, tf, torch), or "none" (default: classes.json).')
-@click.option(
-    "--image-size",
-    type=(click.IntRange(min=1), click.IntRange(min=1)),
-    metavar="HEIGHT WIDTH",
-    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
-)
+@_image_size
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", "plot_path", metavar="FILE", help="Also draw the confusion matrix to FILE.svg or FILE.png.")
 @click.option("--force", is_flag=True, help="Overwrite an existing plot file.")
@@ -141,12 +145,7 @@ def evaluate(model, data, batch_size, preprocess, image_size, as_json, plot_path
     "(default: the spec's backbone, or classes.json beside the model).",
 )
 @click.option("--weights", help='For a spec: override the backbone\'s weights ("imagenet", "none", a path).')
-@click.option(
-    "--image-size",
-    type=(click.IntRange(min=1), click.IntRange(min=1)),
-    metavar="HEIGHT WIDTH",
-    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
-)
+@_image_size
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @guarded
 def features(source, data, out, layer, batch_size, preprocess, weights, image_size, force):
@@ -184,12 +183,7 @@ def features(source, data, out, layer, batch_size, preprocess, weights, image_si
 )
 @click.option("--preprocess", help='A backbone name (its preprocess_input), a mode (caffe, tf, torch), or "none".')
 @click.option("--weights", help="For a spec: override the backbone's weights.")
-@click.option(
-    "--image-size",
-    type=(click.IntRange(min=1), click.IntRange(min=1)),
-    metavar="HEIGHT WIDTH",
-    help="Image size for a model whose input size is not fixed (default: the size classes.json says it trained at).",
-)
+@_image_size
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @guarded
 def predict(model, images, top, classes_file, preprocess, weights, image_size, as_json):

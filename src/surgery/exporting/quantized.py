@@ -25,8 +25,6 @@ DEFAULT_SAMPLES = 200  # calibration images: what onnxruntime's and LiteRT's gui
 DEFAULT_MAX_DROP = 1.0  # points of top-1 accuracy
 DEFAULT_MIN_AGREEMENT = 0.9  # the quantized model's top-1 equals the float model's on this fraction
 DEFAULT_MIN_COSINE = 0.99  # for outputs that are not class scores
-# What surgery export's quantization options are, beside each exporter's own.
-OPTIONS = ("quantize", "calibration", "int8_io")
 
 
 class AccuracyError(SurgeryError):

@@ -82,6 +82,7 @@ class TrainOption:
 
 
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0, "maximum": FLOAT32_MAX}
+_NON_NEGATIVE = {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX}
 
 OPTIONS: tuple[TrainOption, ...] = (
     TrainOption(
@@ -257,9 +258,7 @@ OPTIONS: tuple[TrainOption, ...] = (
     TrainOption(
         "weight_decay",
         {
-            "type": "number",
-            "minimum": 0,
-            "maximum": FLOAT32_MAX,
+            **_NON_NEGATIVE,
             "description": "the optimizer's decoupled weight decay (AdamW's 0.004 is Keras' default there)",
         },
         scope="stage",
@@ -289,7 +288,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         callback_schema(
             "keras.callbacks.EarlyStopping: end the stage when the monitored metric stops improving",
             patience={"type": "integer", "minimum": 0, "default": 3},
-            min_delta={"type": "number", "minimum": 0, "maximum": FLOAT32_MAX, "default": 0},
+            min_delta={**_NON_NEGATIVE, "default": 0},
             restore_best_weights={"type": "boolean", "default": True},
         ),
         scope="stage",
@@ -306,8 +305,8 @@ OPTIONS: tuple[TrainOption, ...] = (
             "keras.callbacks.ReduceLROnPlateau: lower the rate when the monitored metric stalls",
             factor={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
             patience={"type": "integer", "minimum": 0, "default": 2},
-            min_delta={"type": "number", "minimum": 0, "maximum": FLOAT32_MAX, "default": 1e-4},
-            min_lr={"type": "number", "minimum": 0, "maximum": FLOAT32_MAX, "default": 0},
+            min_delta={**_NON_NEGATIVE, "default": 1e-4},
+            min_lr={**_NON_NEGATIVE, "default": 0},
             cooldown={"type": "integer", "minimum": 0, "default": 0},
         ),
         scope="stage",
@@ -332,7 +331,7 @@ OPTIONS: tuple[TrainOption, ...] = (
                 {"const": "balanced"},
                 {
                     "type": "object",
-                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX},
+                    "additionalProperties": _NON_NEGATIVE,
                     "description": "an object of class name -> weight (others weigh 1)",
                 },
             ],

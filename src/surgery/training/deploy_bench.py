@@ -19,7 +19,7 @@ import numpy as np
 from ..exporting.outputs import export_file
 from ..exporting.quantized import Calibration, latencies
 from ..exporting.runtimes import litert_runner, onnx_runner
-from ..keras_env import keras
+from ..io.model_files import load_model
 from . import calibration as calibration_data
 
 # (form, exporter, quantize): the forms in the order of the table.
@@ -70,9 +70,9 @@ def _keras_run(model):
     return lambda inputs: [np.asarray(call(next(iter(inputs.values()))))]
 
 
-def _forms(model_path: str, data: Calibration, registry, folder: Path, threads: int) -> dict:
+def _forms(model, model_path: str, data: Calibration, registry, folder: Path, threads: int) -> dict:
     """{form: (run(inputs) -> outputs, size in bytes)}, each file made by its exporter."""
-    forms = {"keras": (_keras_run(keras().saving.load_model(model_path)), Path(model_path).stat().st_size)}
+    forms = {"keras": (_keras_run(model), Path(model_path).stat().st_size)}
     for form, fmt, kind in FORMS[1:]:
         path = folder / f"{form.replace(' ', '_')}{registry.exporters[fmt].suffix}"
         options = {"quantize": kind, "calibration": data} if kind else {}
@@ -96,9 +96,10 @@ def bench(model_path: str, data: str, plugins, *, repeats: int = 20, limits: dic
     }
     held: Calibration = calibration_data.read(model_path, options, plugins)["calibration"]
     threads = os.cpu_count() or 1
-    name = keras().saving.load_model(model_path).inputs[0].name
+    model = load_model(Path(model_path))
+    name = model.inputs[0].name
     with tempfile.TemporaryDirectory(prefix="surgery-bench-") as tmp:
-        forms = _forms(model_path, held, plugins.registry, Path(tmp), threads)
+        forms = _forms(model, model_path, held, plugins.registry, Path(tmp), threads)
         timed = {
             b: latencies({form: _call(run, {name: held.eval_x[:b]}) for form, (run, _) in forms.items()}, repeats)
             for b in BATCHES
