@@ -227,3 +227,53 @@ def test_a_feature_extractor_is_judged_by_cosine_similarity(cli, trained, keras,
     cosine = float(re.search(r"cosine similarity to the float model ([0-9.]+) on 397 images", result.output)[1])
     assert 0.99 <= cosine <= 1
     assert "agreement" not in result.output.split("float32 file:")[0]
+
+
+def _quantizing_spec(folder, trained, onnx: dict):
+    import shutil
+
+    from helpers import write_spec
+
+    shutil.copy(trained["data"], folder / "held.npz")
+    steps = [{"op": "backbone", "name": "keras_file", "path": str(trained["model"])}]
+    return write_spec(folder, {"surgery": 1, "steps": steps, "outputs": {"keras": "d.keras", "onnx": onnx}})
+
+
+def test_a_spec_output_is_quantized_and_checked_as_export_does(cli, trained, tmp_path):
+    import onnx
+
+    spec = _quantizing_spec(tmp_path, trained, {"path": "d.onnx", "quantize": "int8", "calibration": "held.npz"})
+    result = cli("apply", spec)
+    assert result.exit_code == 0, result.output
+    assert "int8: " in result.output and "top-1 agreement with the float model" in result.output
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "d.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    accuracy = np.mean(_onnx_scores(tmp_path / "d.onnx", trained["x"]).argmax(1) == trained["y"])
+    assert accuracy > 0.9
+    assert (tmp_path / "d.keras").exists()
+
+
+def test_a_spec_output_whose_quantization_fails_writes_none_of_the_outputs(cli, trained, tmp_path):
+    faint = tmp_path / "faint.npz"
+    np.savez(faint, x=trained["x"] / 100, y=trained["y"], class_names=np.array([str(i) for i in range(10)]))
+    onnx = {"path": "d.onnx", "quantize": "int8", "calibration": "faint.npz", "eval": "held.npz"}
+    spec = _quantizing_spec(tmp_path, trained, onnx)
+    result = cli("apply", spec)
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(
+        result.stderr, "d.onnx: output onnx", "is too far from the float model", "nothing was written"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faint.npz", "held.npz", "spec.json"]
+
+
+def test_a_spec_outputs_missing_calibration_data_is_refused_before_the_build(cli, trained, tmp_path, monkeypatch):
+    import surgery.executor
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the data was checked")
+
+    monkeypatch.setattr(surgery.executor, "run_steps", no_build)
+    spec = _quantizing_spec(tmp_path, trained, {"path": "d.onnx", "quantize": "int8", "calibration": "none.npz"})
+    result = cli("apply", spec)
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, "none.npz", "outputs.onnx.calibration", "no such file or folder")

@@ -363,3 +363,22 @@ def test_command_line_outputs_may_go_anywhere(cli, tmp_path):
     result = cli("apply", spec, "-o", tmp_path / "elsewhere" / "m.keras")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "elsewhere" / "m.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    "output,why",
+    [
+        ({"path": "../victim/notes.onnx", "quantize": "int8", "calibration": "d.npz"}, "leaves the spec's folder"),
+        ({"path": "m.onnx", "quantize": "int4", "calibration": "d.npz"}, "int4"),
+        ({"path": "m.onnx", "quantize": "int8"}, "calibration"),
+        ({"path": "m.onnx", "quantize": "int8", "calibration": "d.npz", "max_drop": -1}, "max_drop"),
+        ({"path": "m.onnx", "quantize": "int8", "calibration": "d.npz", "script": "x.py"}, "script"),
+    ],
+)
+def test_a_spec_quantized_output_is_checked_like_a_path(cli, tmp_path, output, why):
+    (tmp_path / "specs").mkdir()
+    steps = [{"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]}]
+    spec = write_spec(tmp_path / "specs", {"surgery": 1, "steps": steps, "outputs": {"onnx": output}})
+    result = cli("validate", spec)
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "outputs.onnx", why)

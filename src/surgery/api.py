@@ -121,9 +121,12 @@ def apply(
         from .report.plot import check_target
 
         check_target(plot, force)
+    quantized = _quantized_outputs(parsed, exclude=extra)
     state = run_steps(parsed, plugins.registry)
     if before_writing is not None:
         before_writing(state)
+    if quantized:
+        options = {**(options or {}), **_calibrated(quantized, state, parsed.file, options or {})}
     also: dict[str, tuple[Path, Callable[[Path], str | None]]] = {}
     if plot:
         from .report.plot import draw
@@ -132,6 +135,37 @@ def apply(
     reports = write_outputs(state.model, planned, plugins.registry, force=force, options=options, also=also)
     drawn = reports.pop("plot", None)
     return Applied(state.model, state.notes, planned, reports, plot=drawn)
+
+
+def _quantized_outputs(spec: Spec, exclude: dict) -> dict:
+    """Format -> (its quantization options, their checked data) for the spec's quantized outputs; a format the
+    command line also names is written where it says, unquantized."""
+    from .training.calibration import asked
+
+    found = {}
+    for fmt in spec.outputs:
+        options = spec.output_options(fmt)
+        if options and fmt not in exclude:
+            found[fmt] = (options, asked(options, _output_key(fmt), spec.file))
+    return found
+
+
+def _output_key(fmt: str) -> Callable[[str], str]:
+    """How messages name an output's option: ``outputs.onnx.calibration``."""
+    return lambda key: f"outputs.{fmt}.{key}"
+
+
+def _calibrated(quantized: dict, state: State, source: str, given: dict) -> dict:
+    """Each quantized output's exporter options, with its calibration arrays read for the built model."""
+    from .training import calibration, models, quietly
+
+    loaded = models.built(state, source)
+    return {
+        fmt: calibration.exporter_options(
+            {**given.get(fmt, {}), **options}, quietly(calibration.calibrate, request, loaded)
+        )
+        for fmt, (options, request) in quantized.items()
+    }
 
 
 @checked(spec="spec", plugins="plugins?")

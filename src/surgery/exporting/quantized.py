@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecError, SurgeryError
+from ..spec.schema import QUANTIZE_KINDS
 from .export_check import Target
 
-KINDS = ("int8", "dynamic", "float16")
+KINDS = QUANTIZE_KINDS
 DEFAULT_SAMPLES = 200  # calibration images: what onnxruntime's and LiteRT's guides use, a few hundred
 DEFAULT_MAX_DROP = 1.0  # points of top-1 accuracy
 DEFAULT_MIN_AGREEMENT = 0.9  # the quantized model's top-1 equals the float model's on this fraction

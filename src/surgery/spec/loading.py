@@ -66,7 +66,20 @@ class Spec:
 
     def output_file(self, fmt: str) -> Path:
         """Where ``outputs.<fmt>`` goes: inside the spec's folder (``contained_output`` checked it)."""
-        return Path(os.path.normpath(self.base / self.outputs[fmt]))
+        return Path(os.path.normpath(self.base / _output_path(self.outputs[fmt])))
+
+    def output_options(self, fmt: str) -> dict:
+        """``outputs.<fmt>``'s quantization as ``surgery export`` takes it, data paths resolved against the
+        spec's folder (and recorded as its inputs); {} for a plain path."""
+        value = self.outputs[fmt]
+        if isinstance(value, str):
+            return {}
+        paths = {k: str(self.input_file(v)) for k, v in value.items() if k in ("calibration", "eval")}
+        return {**{k: v for k, v in value.items() if k != "path"}, **paths}
+
+
+def _output_path(value: str | dict) -> str:
+    return value if isinstance(value, str) else value["path"]
 
 
 def contained_output(base: Path, value: str) -> str | None:
@@ -267,11 +280,13 @@ def _check_outputs(spec: Spec, registry: Registry) -> None:
     """Outputs a spec names stay in its folder and carry their exporter's suffix."""
     for fmt, value in spec.outputs.items():
         suffix = registry.exporters[fmt].suffix
-        why = contained_output(spec.base, value)
-        if why is None and not value.endswith(suffix):
+        path = _output_path(value)
+        why = contained_output(spec.base, path)
+        if why is None and not path.endswith(suffix):
             why = f"must end in {suffix}, the {fmt} exporter's suffix"
         if why:
-            raise SpecError(f'"{value}" {why}', file=spec.file, where=f"outputs.{fmt}")
+            raise SpecError(f'"{path}" {why}', file=spec.file, where=f"outputs.{fmt}")
+        spec.output_options(fmt)  # records the data it reads as the spec's inputs
 
 
 def _check_step(spec: Spec, i: int, step: dict, registry: Registry, broken_plugins, named: dict) -> None:

@@ -44,11 +44,37 @@ CORE_SCHEMA = {
 }
 
 
+QUANTIZE_KINDS = ("int8", "dynamic", "float16")
+# An output written quantized: its path and what `surgery export --quantize` takes, spelt as its options are.
+QUANTIZED_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string", "minLength": 1},
+        "quantize": {"enum": list(QUANTIZE_KINDS)},
+        "calibration": {"type": "string", "minLength": 1, "description": "a folder of class subfolders or an .npz"},
+        "eval": {
+            "type": "string",
+            "minLength": 1,
+            "description": "held-out data to check on (default: part of calibration)",
+        },
+        "calibration_samples": {"type": "integer", "minimum": 1},
+        "max_drop": {"type": "number", "minimum": 0, "maximum": 100},
+        "min_agreement": {"type": "number", "minimum": 0, "maximum": 1},
+        "int8_io": {"type": "boolean"},
+    },
+    "required": ["path", "quantize", "calibration"],
+    "additionalProperties": False,
+}
+
+
 def core_schema(registry: Registry) -> dict:
     """The top level with ``outputs`` keys for each installed exporter; steps stay open."""
     schema = _copy(CORE_SCHEMA)
     schema["properties"]["outputs"]["properties"] = {
-        fmt: {"type": "string", "minLength": 1, "description": f"path of the {fmt} output ({e.suffix})"}
+        fmt: {
+            "description": f"path of the {fmt} output ({e.suffix}), or an object: that path and its quantization",
+            "anyOf": [{"type": "string", "minLength": 1}, _copy(QUANTIZED_OUTPUT)],
+        }
         for fmt, e in sorted(registry.exporters.items())
     }
     return schema

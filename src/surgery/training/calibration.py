@@ -8,6 +8,8 @@ The exporter gets arrays (``exporting.quantized.Calibration``), never a path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +26,18 @@ SEED = 0
 READ_HERE = ("calibration", "eval", "calibration_samples", "max_drop", "min_agreement")
 
 
-def _number(options: dict, key: str, default: float, low: float, high: float) -> float:
+def _number(options: dict, key: str, default: float, low: float, high: float, where) -> float:
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise SpecError(
-            f"{key} must be a number from {low:g} to {high:g}, got {value!r}", where=f"--{key.replace('_', '-')}"
-        )
+        raise SpecError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}", where=where(key))
     return float(value)
 
 
-def _samples(options: dict) -> int:
+def _samples(options: dict, where) -> int:
     value = options.get("calibration_samples", DEFAULT_SAMPLES)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(
-            f"calibration_samples must be a whole number >= 1, got {value!r}", where="--calibration-samples"
+            f"calibration_samples must be a whole number >= 1, got {value!r}", where=where("calibration_samples")
         )
     return value
 
@@ -65,29 +65,63 @@ def _labels(loaded, source: data.Source) -> tuple[bool, np.ndarray | None]:
     return units > 1 and last == "softmax", None
 
 
-def read(model_path: str, options: dict, plugins) -> dict:
-    """``options`` with the calibration and eval paths replaced by a ``Calibration`` (for a quantized export)."""
-    if options.get("quantize") is None:
-        stray = sorted(set(READ_HERE) & set(options))
-        if stray:
-            raise SpecError(f"{stray[0]} applies to a quantized export; add --quantize int8, dynamic or float16")
-        return options
-    rest = {k: v for k, v in options.items() if k not in READ_HERE}
-    given = options.get("calibration")
-    if given is None:
-        raise SpecError(
-            f"quantize {options['quantize']} needs data to check the result against the float model: give "
-            "--calibration DATA (a folder of class subfolders or an .npz)"
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A quantized export's data and limits, checked without TensorFlow (the data's files, the numbers)."""
+
+    source: data.Source
+    held: data.Source | None
+    samples: int
+    max_drop: float
+    min_agreement: float
+    where: Callable[[str], str]  # a key -> how messages name it: --calibration, or outputs.onnx.calibration
+    file: str | None  # the file that gave the options (a spec), for messages; None for the command line
+
+
+def asked(options: dict, where: Callable[[str], str] = _flag, file: str | None = None) -> Asked | None:
+    """The calibration ``options`` ask for, each checked; None for a float export."""
+    try:
+        if options.get("quantize") is None:
+            stray = sorted(set(READ_HERE) & set(options))
+            if stray:
+                raise SpecError(
+                    f"{stray[0]} applies to a quantized export; add {where('quantize')} (int8, dynamic or float16)",
+                    where=where(stray[0]),
+                )
+            return None
+        given = options.get("calibration")
+        if given is None:
+            raise SpecError(
+                f"quantize {options['quantize']} needs data to check the result against the float model: give "
+                f"{where('calibration')} (a folder of class subfolders or an .npz)",
+                where=where("quantize"),
+            )
+        return Asked(
+            source=data.inspect(str(given), where("calibration")),
+            held=data.inspect(str(options["eval"]), where("eval")) if options.get("eval") is not None else None,
+            samples=_samples(options, where),
+            max_drop=_number(options, "max_drop", DEFAULT_MAX_DROP, 0, 100, where),
+            min_agreement=_number(options, "min_agreement", DEFAULT_MIN_AGREEMENT, 0, 1, where),
+            where=where,
+            file=file,
         )
-    samples = _samples(options)
-    max_drop = _number(options, "max_drop", DEFAULT_MAX_DROP, 0, 100)
-    min_agreement = _number(options, "min_agreement", DEFAULT_MIN_AGREEMENT, 0, 1)
-    source = data.inspect(str(given), "--calibration")
-    held = data.inspect(str(options["eval"]), "--eval") if options.get("eval") is not None else None
-    loaded = models.load(model_path, plugins)
+    except SpecError as e:
+        raise e.located(file=file) from None
+
+
+def calibrate(request: Asked, loaded) -> Calibration:
+    """The calibration and held-out arrays for ``loaded`` (a ``models.Loaded``: its size, preprocessing and
+    classes)."""
+    source, held = request.source, request.held
     if len(loaded.model.inputs) != 1:
         raise SpecError(
-            f"quantization is calibrated on a model with one image input; this one has {len(loaded.model.inputs)}"
+            f"quantization is calibrated on a model with one image input; this one has {len(loaded.model.inputs)}",
+            file=request.file,
+            where=request.where("quantize"),
         )
     rng = np.random.default_rng(SEED)
     order = rng.permutation(len(source))
@@ -95,29 +129,41 @@ def read(model_path: str, options: dict, plugins) -> dict:
         if len(source) < MIN_IMAGES:
             raise SpecError(
                 f"{len(source)} images are too few to calibrate and check a quantized model; give at least "
-                f"{MIN_IMAGES}, or --eval DATA",
-                file=str(given),
-                where="--calibration",
+                f"{MIN_IMAGES}, or {request.where('eval')} DATA",
+                file=str(source.path),
+                where=request.where("calibration"),
             )
-        n = min(samples, len(source) // 2)
+        n = min(request.samples, len(source) // 2)
         cal, held_index, held_source = order[:n], order[n : n + MAX_EVAL], source
     else:
         if len(held) < MIN_IMAGES:
             raise SpecError(
                 f"{len(held)} images are too few to check a quantized model; give at least {MIN_IMAGES}",
-                file=str(options["eval"]),
-                where="--eval",
+                file=str(held.path),
+                where=request.where("eval"),
             )
-        cal, held_source = order[:samples], held
+        cal, held_source = order[: request.samples], held
         held_index = rng.permutation(len(held))[:MAX_EVAL]
     classifier, labels = _labels(loaded, held_source)
-    calibration = Calibration(
+    return Calibration(
         samples=_arrays(loaded, source, np.sort(cal)),
         eval_x=_arrays(loaded, held_source, np.sort(held_index)),
         eval_y=labels[np.sort(held_index)] if labels is not None else None,
         source=f"{len(held_index)} held-out images of {Path(str(held_source.path)).name}",
         classifier=classifier,
-        max_drop=max_drop,
-        min_agreement=min_agreement,
+        max_drop=request.max_drop,
+        min_agreement=request.min_agreement,
     )
-    return {**rest, "calibration": calibration}
+
+
+def exporter_options(options: dict, calibration: Calibration) -> dict:
+    """What the exporter receives: its own options and the arrays, never the data's paths."""
+    return {**{k: v for k, v in options.items() if k not in READ_HERE}, "calibration": calibration}
+
+
+def read(model_path: str, options: dict, plugins) -> dict:
+    """``options`` with the calibration and eval paths replaced by a ``Calibration`` (for a quantized export)."""
+    request = asked(options)
+    if request is None:
+        return options
+    return exporter_options(options, calibrate(request, models.load(model_path, plugins)))

@@ -138,20 +138,23 @@ def load(
         from ..spec.loading import load_spec
 
         spec = load_spec(path, plugins.registry, plugins.broken, weights=weights)
-        state = run_steps(spec, plugins.registry)
-        loaded = Loaded(
-            state.model,
-            state.backbone if state.preprocess is not None else None,
-            None,
-            path,
-            tensors=dict(state.tensors),
-        )
+        loaded = built(run_steps(spec, plugins.registry), path)
     else:
         raise DataError("is neither a Keras model (.keras) nor a spec (.json)", file=path)
     if preprocess is not None:
         loaded.preprocess = preprocessing.canonical(preprocess, plugins.registry, where="--preprocess")
     loaded.prep = preprocessing.function(loaded.preprocess, plugins.registry)
     loaded.image_size = tuple(image_size) if image_size is not None else None
+    return loaded
+
+
+def built(state, source: str) -> Loaded:
+    """A model a spec built (its ``State``): fed as its backbone expects unless a ``preprocess`` step put
+    the preprocessing inside; no class names (a spec has no data)."""
+    loaded = Loaded(
+        state.model, state.backbone if state.preprocess is not None else None, None, source, tensors=dict(state.tensors)
+    )
+    loaded.prep = state.preprocess
     return loaded
 
 
