@@ -25,7 +25,19 @@ def _export(module: str, *names: str, **renamed: str) -> None:
 
 # The pipeline.
 _export(
-    "api", "build", "load", "apply", "plan", "export", "train", "evaluate", "features", "predict", "bench", "Applied"
+    "api",
+    "build",
+    "load",
+    "apply",
+    "plan",
+    "export",
+    "train",
+    "evaluate",
+    "features",
+    "predict",
+    "bench",
+    "sweep",
+    "Applied",
 )
 _export("version", "__version__")
 # Errors and messages.
@@ -125,7 +137,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_public_api.py keeps them equal)
-    from .api import Applied, apply, bench, build, evaluate, export, features, load, plan, predict, train
+    from .api import Applied, apply, bench, build, evaluate, export, features, load, plan, predict, sweep, train
     from .errors import OpError, PluginError, SpecError, SurgeryError, counted, did_you_mean, one_line, shown
     from .exporting.export_check import ExportError, converting
     from .exporting.export_check import Target as ExportTarget

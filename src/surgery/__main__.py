@@ -1,3 +1,5 @@
 from .cli import main
 
-main(prog_name="surgery")
+# Guarded: `surgery sweep --jobs N` starts its workers with spawn, which imports this module again.
+if __name__ == "__main__":
+    main(prog_name="surgery")

@@ -121,12 +121,14 @@ def apply(
         from .report.plot import check_target
 
         check_target(plot, force)
-    quantized = _quantized_outputs(parsed, exclude=extra)
+    from .training import calibration
+
+    quantized = calibration.spec_outputs(parsed, exclude=extra)
     state = run_steps(parsed, plugins.registry)
     if before_writing is not None:
         before_writing(state)
     if quantized:
-        options = {**(options or {}), **_calibrated(quantized, state, parsed.file, options or {})}
+        options = {**(options or {}), **calibration.calibrated(quantized, state, parsed.file, options or {})}
     also: dict[str, tuple[Path, Callable[[Path], str | None]]] = {}
     if plot:
         from .report.plot import draw
@@ -135,37 +137,6 @@ def apply(
     reports = write_outputs(state.model, planned, plugins.registry, force=force, options=options, also=also)
     drawn = reports.pop("plot", None)
     return Applied(state.model, state.notes, planned, reports, plot=drawn)
-
-
-def _quantized_outputs(spec: Spec, exclude: dict) -> dict:
-    """Format -> (its quantization options, their checked data) for the spec's quantized outputs; a format the
-    command line also names is written where it says, unquantized."""
-    from .training.calibration import asked
-
-    found = {}
-    for fmt in spec.outputs:
-        options = spec.output_options(fmt)
-        if options and fmt not in exclude:
-            found[fmt] = (options, asked(options, _output_key(fmt), spec.file))
-    return found
-
-
-def _output_key(fmt: str) -> Callable[[str], str]:
-    """How messages name an output's option: ``outputs.onnx.calibration``."""
-    return lambda key: f"outputs.{fmt}.{key}"
-
-
-def _calibrated(quantized: dict, state: State, source: str, given: dict) -> dict:
-    """Each quantized output's exporter options, with its calibration arrays read for the built model."""
-    from .training import calibration, models, quietly
-
-    loaded = models.built(state, source)
-    return {
-        fmt: calibration.exporter_options(
-            {**given.get(fmt, {}), **options}, quietly(calibration.calibrate, request, loaded)
-        )
-        for fmt, (options, request) in quantized.items()
-    }
 
 
 @checked(spec="spec", plugins="plugins?")
@@ -286,6 +257,41 @@ def train(
         extend_to=epochs if resume else None,
         extra_callbacks=callbacks,
     )
+
+
+@checked(
+    spec="spec",
+    grid="grid",
+    output="path",
+    data="path?",
+    validation_data="path?",
+    test="path?",
+    jobs="positive",
+    resume="bool",
+    epochs="positive?",
+    plugins="plugins?",
+)
+def sweep(
+    spec: SpecSource,
+    grid: str | os.PathLike[str] | dict,
+    output: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    validation_data: str | os.PathLike[str] | None = None,
+    test: str | os.PathLike[str] | None = None,
+    jobs: int = 1,
+    resume: bool = False,
+    epochs: int | None = None,
+    plugins: Plugins | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Train every variant of ``spec`` that ``grid`` makes (places in the spec, as error lines write them, mapped to
+    lists of values) into run folders under ``output``, as ``surgery sweep`` does: each checked and built before
+    any trains, ``jobs`` at once; returns the table's rows (also ``output``/results.csv, .json and .md)."""
+    from .sweeps.run import sweep as run_sweep
+
+    given = {"data": data, "validation_data": validation_data, "epochs": epochs}
+    return run_sweep(spec, grid, Path(output), _plugins(plugins), given, test, jobs, resume, echo or (lambda _: None))
 
 
 @checked(model="path", batch_size="positive", preprocess="str?", image_size="size?", plugins="plugins?")

@@ -57,6 +57,7 @@ def _is_callback(value: Any) -> bool:
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "spec": (lambda v: _is_path(v) or isinstance(v, dict), "the path of a .json spec or a dict"),
     "path": (_is_path, "a path (str or os.PathLike)"),
+    "grid": (lambda v: _is_path(v) or isinstance(v, dict), "the path of a .json grid or a dict"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "paths": (
         lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_path(p) for p in v),

@@ -4,6 +4,7 @@ build.py    apply, validate, plan, export
 catalog.py  plugins, ops, backbones, schema (no TensorFlow)
 train.py    train, evaluate, features, predict
 deploy.py   bench
+sweep.py    sweep
 common.py   one error line and its exit status, signals, loading the plugins
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
-from . import build, catalog, deploy, train
+from . import build, catalog, deploy, sweep, train
 from .common import OneLineErrors
 
 
@@ -38,5 +39,6 @@ for command in (
     train.features,
     train.predict,
     deploy.bench,
+    sweep.sweep,
 ):
     main.add_command(command)

@@ -167,3 +167,31 @@ def read(model_path: str, options: dict, plugins) -> dict:
     if request is None:
         return options
     return exporter_options(options, calibrate(request, models.load(model_path, plugins)))
+
+
+def spec_outputs(spec, exclude: dict) -> dict:
+    """Format -> (its quantization options, their checked data) for a spec's quantized outputs; a format the
+    command line also names is written where it says, unquantized."""
+    found = {}
+    for fmt in spec.outputs:
+        options = spec.output_options(fmt)
+        if options and fmt not in exclude:
+            found[fmt] = (options, asked(options, _output_key(fmt), spec.file))
+    return found
+
+
+def _output_key(fmt: str) -> Callable[[str], str]:
+    """How messages name an output's option: ``outputs.onnx.calibration``."""
+    return lambda key: f"outputs.{fmt}.{key}"
+
+
+def calibrated(quantized: dict, state, source: str, given: dict) -> dict:
+    """Each quantized output's exporter options (``spec_outputs``'), with calibration arrays read for the model a
+    spec built (its ``State``)."""
+    from . import quietly
+
+    loaded = models.built(state, source)
+    return {
+        fmt: exporter_options({**given.get(fmt, {}), **options}, quietly(calibrate, request, loaded))
+        for fmt, (options, request) in quantized.items()
+    }

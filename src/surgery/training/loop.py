@@ -144,8 +144,8 @@ def fit(
             callback_list.on_train_batch_begin(i)
             callback_list.on_train_batch_end(i, totals.add(train_step(batch)))
         # Keras' EpochIterator makes an iterator at the end of each epoch and another at the start of the
-        # next, so each epoch of fit uses up two of the shuffle's reshuffles; do the same, so that a worker
-        # sees the batches one process would.
+        # next (pipeline.iterators_per_epoch), so each epoch of fit uses up two of the shuffle's reshuffles; do
+        # the same, so that a worker sees the batches one process would.
         iter(train)
         logs = totals.logs()
         if validation is not None:

@@ -251,6 +251,25 @@ def datasets(
     )
 
 
+def iterators_per_epoch(ds) -> int:
+    """How many iterators ``fit`` makes of ``ds`` per epoch: Keras' EpochIterator makes one at the start of an
+    epoch and, when it knows the dataset's length, another at its end (tests/test_sweep.py holds Keras to it)."""
+    return 2 if int(ds.cardinality()) >= 0 else 1
+
+
+def skip_epochs(sets: Datasets, epochs: int) -> None:
+    """Bring a resumed run's shuffles to where an uninterrupted run's were after ``epochs`` epochs.
+
+    A shuffle that reshuffles each iteration draws its next order when an iterator is made; making the
+    iterators ``fit`` would have made, without reading from them, costs no image. So a run resumed within a
+    stage whose batches all come from one pipeline (the images, or the feature cache's order) trains on the
+    batches the uninterrupted run trained on."""
+    for ds in (sets.train, sets.train_order):
+        if ds is not None:
+            for _ in range(epochs * iterators_per_epoch(ds)):
+                iter(ds)
+
+
 def _count(ds, source: Source | None) -> int:
     """How many images a dataset holds; one given from Python may not know (its labels were counted)."""
     n = int(ds.cardinality())

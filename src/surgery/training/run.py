@@ -244,6 +244,9 @@ class Run:
         state, config = self.state, self.config
         model, preprocess = self.model()
         image = self.check_fit(model)
+        # The shuffles' orders come from their seed and the global one: a resumed run, which loads a checkpoint
+        # instead of building, sets it too.
+        keras().utils.set_random_seed(config.seed)
         sets = pipeline.datasets(
             self.train_src,
             self.val_src,
@@ -255,6 +258,8 @@ class Run:
             cache=config.cache,
             one_hot=self.one_hot,
         )
+        if self.resume:
+            pipeline.skip_epochs(sets, state.epochs_done)
         self.echo(
             f"data: {self.train_src.describe()}; training on {sets.n_train:,}, validating on "
             f"{sets.n_validation:,}" + (f" (precision {config.precision})" if config.precision != "float32" else "")

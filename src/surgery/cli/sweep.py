@@ -1,0 +1,51 @@
+"""``surgery sweep``: train a grid of spec variants and compare them in one table."""
+
+from __future__ import annotations
+
+import click
+
+from .common import guarded, installed_plugins
+
+
+@click.command("sweep")
+@click.argument("spec", metavar="SPEC.json")
+@click.option(
+    "--grid",
+    required=True,
+    metavar="GRID.json",
+    help='Places in the spec mapped to the values to try: {"steps[3].layers": [...], "mode": "zip"}.',
+)
+@click.option("--data", metavar="PATH", help="Training data for every variant (default: the spec's train.data).")
+@click.option("--validation-data", metavar="PATH", help="Validation data for every variant.")
+@click.option("--test", metavar="PATH", help="Evaluate each variant's final model on this data too.")
+@click.option(
+    "-o", "--output", "out", required=True, metavar="FOLDER", help="The sweep folder: one run folder per variant."
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Variants trained at once.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Every stage's epochs, in every variant.")
+@click.option("--resume", is_flag=True, help="Go on with an interrupted sweep: finished variants are kept.")
+@guarded
+def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume):
+    """Train every variant of SPEC that GRID makes and write the table (results.csv, .json, .md in FOLDER)."""
+    from ..api import sweep as run_sweep
+
+    plugins = installed_plugins()
+    rows = run_sweep(
+        spec,
+        grid,
+        out,
+        data=data,
+        validation_data=validation_data,
+        test=test,
+        jobs=jobs,
+        resume=resume,
+        epochs=epochs,
+        plugins=plugins,
+        echo=click.echo,
+    )
+    failed = [row for row in rows if row["status"] != "ok"]
+    click.echo(
+        f"wrote {out}/results.csv, results.json, results.md ({len(rows) - len(failed)} of {len(rows)} variants ok)"
+    )
+    if failed:
+        raise click.exceptions.Exit(3)

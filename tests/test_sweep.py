@@ -1,0 +1,320 @@
+"""surgery sweep: a grid of spec variants, each checked before any trains, trained into run folders, compared
+in one table; interrupted and resumed; failures recorded while the others go on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+import surgery
+from surgery.errors import SpecError
+from surgery.sweeps.grid import grid_of
+
+from helpers import assert_one_error_line, tiny_spec, write_pngs
+
+# --- the grid, without TensorFlow ------------------------------------------------------------------------
+
+SPEC = {
+    "surgery": 1,
+    "steps": [{"op": "backbone", "name": "vgg16"}, {"op": "freeze", "layers": ":"}],
+    "train": {"stages": [{"epochs": 1, "learning_rate": 0.1}, {"epochs": 1, "learning_rate": 0.01}]},
+}
+
+
+def test_a_product_grid_makes_every_combination_in_order_with_readable_ids():
+    grid = grid_of({"steps[1].layers": [":", ":-3"], "train.stages[1].epochs": [2, 5, 9]}, "g.json")
+    variants = grid.variants(SPEC, "g.json")
+    assert [v.id for v in variants] == [
+        "layers=.._epochs=2",
+        "layers=.._epochs=5",
+        "layers=.._epochs=9",
+        "layers=..-3_epochs=2",
+        "layers=..-3_epochs=5",
+        "layers=..-3_epochs=9",
+    ]
+    fourth = variants[3].data
+    assert fourth["steps"][1] == {"op": "freeze", "layers": ":-3"}
+    assert fourth["train"]["stages"] == [{"epochs": 1, "learning_rate": 0.1}, {"epochs": 2, "learning_rate": 0.01}]
+    assert SPEC["steps"][1]["layers"] == ":" and SPEC["train"]["stages"][1]["epochs"] == 1  # the spec is untouched
+
+
+def test_zip_pairs_the_lists_and_ids_tell_apart_places_with_the_same_last_key():
+    grid = grid_of(
+        {
+            "train.stages[0].learning_rate": [0.1, 0.001],
+            "train.stages[1].learning_rate": [0.01, 0.0001],
+            "steps[1]": [{"op": "freeze", "layers": ":"}, {"op": "freeze", "names": ["block1_conv1"]}],
+            "mode": "zip",
+        },
+        "g.json",
+    )
+    variants = grid.variants(SPEC, "g.json")
+    assert [v.id for v in variants] == [
+        "stages-0-.learning_rate=0.1_stages-1-.learning_rate=0.01_steps-1-=v1",
+        "stages-0-.learning_rate=0.001_stages-1-.learning_rate=0.0001_steps-1-=v2",
+    ]
+    assert variants[1].values == {
+        "train.stages[0].learning_rate": 0.001,
+        "train.stages[1].learning_rate": 0.0001,
+        "steps[1]": {"op": "freeze", "names": ["block1_conv1"]},
+    }
+
+
+def test_equal_ids_are_made_unique():
+    variants = grid_of({"steps[1].layers": ["a:b", "a/b"]}, "g.json").variants(SPEC, "g.json")
+    assert [v.id for v in variants] == ["layers=a..b", "layers=a-b"]
+    variants = grid_of({"steps[1].layers": ["a b", "a/b"]}, "g.json").variants(SPEC, "g.json")
+    assert [v.id for v in variants] == ["layers=a-b", "layers=a-b-2"]
+
+
+BAD_GRIDS = {
+    "a place that is not there": ({"steps[7].layers": [":"]}, "steps[7] does not exist: steps has 3 items"),
+    "a key under a missing key": ({"train.schedule.warmup": [1]}, "train.schedule does not exist in the spec"),
+    "not a place": ({"steps..layers": [":"]}, '"steps..layers" is not a place in a spec'),
+    "an empty list": ({"steps[1].layers": []}, "expected a non-empty list of the values to try"),
+    "a value, not a list": ({"steps[1].layers": ":"}, "expected a non-empty list of the values to try"),
+    "a bad mode": ({"steps[1].layers": [":"], "mode": "random"}, "mode must be one of product, zip"),
+    "zip of unequal lists": ({"steps[1].layers": [":", "1:"], "seed": [1], "mode": "zip"}, "must have one length"),
+    "not an object": ([1, 2], "a grid is an object"),
+    "nothing to vary": ({"mode": "zip"}, "the grid names no place to vary"),
+    "too many variants": ({"seed": list(range(40)), "steps[1].layers": [str(i) for i in range(30)]}, "1,200 variants"),
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, backbone):
+    """A spec in its own folder naming its backbone by a relative path, and data beside it."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "proj").mkdir()
+    shutil.copy(backbone, root / "proj" / "tiny.keras")
+    spec = tiny_spec("tiny.keras", [{"epochs": 2, "learning_rate": 0.05}])
+    (root / "proj" / "spec.json").write_text(json.dumps(spec))
+    write_pngs(root / "data", {"red": 9, "green": 6, "blue": 3})
+    write_pngs(root / "test", 3, seed=2)
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRIDS))
+def test_a_bad_grid_is_one_line_and_nothing_is_made(cli, project, tmp_path, case):
+    grid, fragment = BAD_GRIDS[case]
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    spec = project / "proj" / "spec.json"
+    result = cli("sweep", spec, "--grid", tmp_path / "grid.json", "--data", project / "data", "-o", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, "grid.json", fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+BAD_VARIANTS = {
+    # (grid, the variant named, the place and what is wrong)
+    "a value of the wrong type": ({"steps[1].layers": [":", 5]}, "[variant layers=5]", "layers: expected string"),
+    "an unknown option": (
+        {"train.stages[0].learnig_rate": [0.1]},
+        "[variant learnig_rate=0.1]",
+        'unknown key "learnig_rate"; did you mean "learning_rate"?',
+    ),
+    "a layer the model lacks": (
+        {"steps[1].names": [["conv1"], ["conv9"]]},
+        "[variant names=v2]",
+        'steps[1] (freeze): names: "conv9" matches no layer',
+    ),
+    "a monitor nothing logs": ({"train.monitor": ["val_loss", "val_auc"]}, "[variant monitor=val_auc]", "val_auc"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VARIANTS))
+def test_every_variant_is_checked_before_any_trains(cli, project, tmp_path, case):
+    grid, variant, fragment = BAD_VARIANTS[case]
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    spec = project / "proj" / "spec.json"
+    result = cli("sweep", spec, "--grid", tmp_path / "grid.json", "--data", project / "data", "-o", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, f"spec.json {variant}", fragment)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_data_is_checked_before_any_trains(cli, project, tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps({"steps[1].layers": [":"]}))
+    spec = project / "proj" / "spec.json"
+    result = cli("sweep", spec, "--grid", tmp_path / "grid.json", "--data", tmp_path / "none", "-o", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "none", "no such file or folder")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_folder_that_holds_other_files_is_refused(cli, project, tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps({"steps[1].layers": [":"]}))
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("mine")
+    spec = project / "proj" / "spec.json"
+    for extra in ((), ("--resume",)):
+        result = cli(
+            "sweep", spec, "--grid", tmp_path / "grid.json", "--data", project / "data", "-o", tmp_path / "runs", *extra
+        )
+        assert result.exit_code == 2
+        assert_one_error_line(result.stderr, "runs", "not empty" if not extra else "is not a sweep folder")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["notes.txt"]
+
+
+# --- training ----------------------------------------------------------------------------------------------
+
+GRID = {"steps[1].layers": [":", ":-3"]}  # the head alone, or the head and bn2 (conv2 has no bias to train)
+
+
+def _sweep(cli, project, out, *extra):
+    (out.parent / "grid.json").write_text(json.dumps(GRID))
+    return cli(
+        "sweep", project / "proj" / "spec.json", "--grid", out.parent / "grid.json", "--data", project / "data",
+        "--test", project / "test", "-o", out, *extra,
+    )  # fmt: skip
+
+
+def _table(out) -> list[dict]:
+    rows = json.loads((out / "results.json").read_text())["variants"]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def swept(project):
+    from click.testing import CliRunner
+
+    from surgery.cli import main
+
+    def cli(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    out = project / "whole" / "runs"
+    out.parent.mkdir()
+    result = _sweep(cli, project, out)
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_the_table_holds_each_variants_figures_read_from_its_run(keras, swept, project):
+    found = json.loads((swept / "results.json").read_text())
+    rows = found["variants"]
+    assert [r["id"] for r in rows] == ["layers=..", "layers=..-3"]
+    assert [r["layers"] for r in rows] == [":", ":-3"]
+    assert found["monitor"] == "val_accuracy"
+    with (swept / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["id"] for r in table] == ["layers=..", "layers=..-3"]
+    assert list(table[0])[:4] == ["id", "layers", "status", "params"]
+    md = (swept / "results.md").read_text().splitlines()
+    assert md[0].startswith("| id | layers | status |") and len(md) == 4
+    for row in rows:
+        run = swept / row["id"]
+        final = keras.saving.load_model(run / "tiny.keras")
+        assert row["status"] == "ok" and row["epochs"] == 2
+        assert row["params"] == final.count_params()
+        with (run / "log.csv").open() as f:
+            log = list(csv.DictReader(f))
+        accuracies = [float(r["val_accuracy"]) for r in log]
+        assert row["best"] == pytest.approx(max(accuracies)) and row["best_epoch"] == 1 + accuracies.index(
+            max(accuracies)
+        )
+        assert row["val_loss"] == pytest.approx(float(log[-1]["val_loss"]))
+        evaluated = surgery.evaluate(run / "tiny.keras", project / "test")
+        assert row["test_accuracy"] == pytest.approx(evaluated.metrics["accuracy"])
+        assert row["test_loss"] == pytest.approx(evaluated.metrics["loss"])
+    # The first freezes everything but the head; the second leaves bn2 (gamma and beta of 8 channels) too.
+    assert rows[1]["trainable_params"] - rows[0]["trainable_params"] == 16
+    assert rows[0]["test_loss"] != rows[1]["test_loss"]
+
+
+@pytest.mark.slow
+def test_each_variant_is_a_run_folder_its_own_spec_resumes(cli, swept, project):
+    run = swept / "layers=..-3"
+    written = json.loads((run / "spec.json").read_text())
+    assert written["steps"][1] == {"op": "freeze", "layers": ":-3"}
+    assert written["steps"][0]["path"] == "../../../proj/tiny.keras"  # relative to the run folder
+    resumed = cli("train", run / "spec.json", "--resume", "-o", run)
+    assert resumed.exit_code == 0, resumed.output + resumed.stderr
+    assert "nothing to resume" in resumed.output
+    evaluated = cli("evaluate", run, "--data", project / "test")
+    assert evaluated.exit_code == 0, evaluated.stderr
+
+
+def _interrupt_at_epoch(monkeypatch, keras, variant: str, epoch: int):
+    """Ctrl-C at the end of ``epoch`` (after its checkpoint) in the run folder of ``variant``."""
+    from surgery.training import run as run_module
+
+    original = run_module.Run.callbacks
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_end(self, index, logs=None):
+            if index + 1 == epoch:
+                raise KeyboardInterrupt
+
+    def callbacks(self, model):
+        found = original(self, model)
+        return [*found, CtrlC()] if self.folder.folder.name == variant else found
+
+    monkeypatch.setattr(run_module.Run, "callbacks", callbacks)
+
+
+@pytest.mark.slow
+def test_resume_after_an_interruption_gives_the_table_of_an_uninterrupted_sweep(
+    cli, keras, swept, project, tmp_path, monkeypatch
+):
+    out = tmp_path / "runs"
+    _interrupt_at_epoch(monkeypatch, keras, "layers=..-3", 1)
+    stopped = _sweep(cli, project, out)
+    assert stopped.exit_code == 130, stopped.output
+    assert_one_error_line(stopped.stderr, "interrupted; 1 of 2 variants finished", "--resume")
+    assert [r["status"] for r in _table(out)] == ["ok", "interrupted"]
+    monkeypatch.undo()
+    again = _sweep(cli, project, out)
+    assert again.exit_code == 2 and "pass --resume to continue it" in again.stderr
+    resumed = _sweep(cli, project, out, "--resume")
+    assert resumed.exit_code == 0, resumed.output + resumed.stderr
+    assert "resuming" in resumed.output and "after epoch 1" in resumed.output
+    assert _table(out) == _table(swept)
+
+
+@pytest.mark.slow
+def test_resume_with_another_grid_is_refused(cli, swept, project, tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps({"steps[1].layers": [":", ":-4"]}))
+    result = cli(
+        "sweep", project / "proj" / "spec.json", "--grid", tmp_path / "grid.json", "--data", project / "data",
+        "-o", swept, "--resume",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "the grid differs from the one this sweep started with")
+
+
+@pytest.mark.slow
+def test_a_variant_that_fails_is_recorded_and_the_others_finish(cli, swept, project, tmp_path, monkeypatch):
+    from surgery.training import run as run_module
+
+    original = run_module.train
+
+    def failing(spec, registry, config, out, **kwargs):
+        if out.name == "layers=..":
+            raise SpecError("the disk is full", file=str(out))
+        return original(spec, registry, config, out, **kwargs)
+
+    monkeypatch.setattr(run_module, "train", failing)
+    out = tmp_path / "runs"
+    result = _sweep(cli, project, out)
+    assert result.exit_code == 3, result.output
+    assert "1 of 2 variants ok" in result.output
+    rows = _table(out)
+    assert rows[0]["status"] == "failed" and rows[0]["error"].endswith("layers=..: the disk is full")
+    assert rows[1] == _table(swept)[1]
+    assert "- layers=..: " in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_jobs_give_the_figures_of_one(swept, project, tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    rows = surgery.sweep(
+        project / "proj" / "spec.json", tmp_path / "grid.json", tmp_path / "runs", data=project / "data",
+        test=project / "test", jobs=2, echo=None,
+    )  # fmt: skip
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == _table(swept)
+    assert _table(tmp_path / "runs") == _table(swept)
