@@ -49,6 +49,7 @@ NOT_RUN = {
     r"python -m bench|python bench/": "a benchmark: minutes to an hour (docs/benchmarks.md gives the times)",
     r"python examples/digits/run_demo\.py": "trains four models on the digits: minutes (tests/test_digits_demo.py runs it)",
     r"surgery train ": "trains a model: minutes (tests/test_train.py runs surgery train)",
+    r"surgery sweep ": "trains a model per variant: minutes (tests/test_sweep.py runs surgery sweep)",
     r"export TF_CONFIG=": "configures a worker of a cluster of two machines",
     r"surgery predict runs/tiny/best\.keras photos/": "an example: the run folder and the photos are the reader's",
     r"surgery (evaluate|predict|features) runs/my_model": "an example: the run folder and the data are the reader's "
