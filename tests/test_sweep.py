@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 import surgery
@@ -318,3 +319,41 @@ def test_two_jobs_give_the_figures_of_one(swept, project, tmp_path):
     )  # fmt: skip
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == _table(swept)
     assert _table(tmp_path / "runs") == _table(swept)
+
+
+# --- the data-size axis -----------------------------------------------------------------------------------
+
+
+def test_samples_per_class_draws_nested_stratified_samples_and_keeps_the_validation_images(project):
+    from surgery.training import data
+
+    source = data.inspect(project / "data")  # red 9, green 6, blue 3 images
+    names = source.class_names
+    draws = {n: data.per_class(source, n, seed=0, split=0.2) for n in (1, 2)}
+    for n, (train, held) in draws.items():
+        assert sorted(np.bincount(train.labels(), minlength=3).tolist()) == [n, n, n]
+        assert train.drawn and len(held) == 3  # a fifth of 18, whatever n is
+    assert draws[1][1].files == draws[2][1].files
+    assert set(draws[1][0].files) < set(draws[2][0].files)
+    assert not set(draws[2][0].files) & set(draws[2][1].files)
+    again, _ = data.per_class(source, 2, seed=0, split=0.2)
+    other, _ = data.per_class(source, 2, seed=1, split=0.2)
+    assert again.files == draws[2][0].files and other.files != again.files
+    with pytest.raises(data.DataError, match=r'class "blue" has \d images to train on after the validation split'):
+        data.per_class(source, 3, seed=0, split=0.2)
+    assert names == ["blue", "green", "red"]
+
+
+@pytest.mark.slow
+def test_a_run_trains_on_the_drawn_samples(cli, project, tmp_path):
+    spec = json.loads((project / "proj" / "spec.json").read_text())
+    spec["steps"][0]["path"] = str(project / "proj" / "tiny.keras")
+    spec["train"]["stages"] = [{"epochs": 1}]
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    args = ("train", tmp_path / "spec.json", "--data", project / "data", "--samples-per-class", "2")
+    result = cli(*args, "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "data: 6 images in 3 classes (blue, green, red); training on 6, validating on 3" in result.output
+    too_many = cli(*args[:-1], "7", "-o", tmp_path / "run2")
+    assert too_many.exit_code == 2
+    assert_one_error_line(too_many.stderr, "train.samples_per_class", 'class "blue" has')

@@ -63,6 +63,7 @@ def test_every_stage_option_is_every_stages_default_at_the_sections_top():
 FLAGS = {
     "--data": ("DATA", lambda c: c.data.name == "pics"),
     "--validation-split": ("0.3", lambda c: c.validation_split == 0.3),
+    "--samples-per-class": ("4", lambda c: c.samples_per_class == 4),
     "--batch-size": ("7", lambda c: c.batch_size == 7),
     "--seed": ("5", lambda c: c.seed == 5),
     "--deterministic": (None, lambda c: c.deterministic is True),

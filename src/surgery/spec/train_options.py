@@ -107,6 +107,15 @@ OPTIONS: tuple[TrainOption, ...] = (
         flag=Flag(help="Fraction of --data held out for validation (default 0.2)."),
     ),
     TrainOption(
+        "samples_per_class",
+        {
+            "type": "integer",
+            "minimum": 1,
+            "description": "train on this many images of each class, drawn with the seed after the validation split",
+        },
+        flag=Flag(help="Train on N images of each class (drawn with the seed; the validation images stay the same)."),
+    ),
+    TrainOption(
         "batch_size", {"type": "integer", "minimum": 1, "default": 32}, flag=Flag(help="Images per batch (default 32).")
     ),
     TrainOption(

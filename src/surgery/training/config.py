@@ -72,6 +72,7 @@ class TrainConfig:
     stages: tuple
     validation_data: Any = None
     validation_split: float = _default("validation_split")
+    samples_per_class: int | None = None
     batch_size: int = _default("batch_size")
     image_size: tuple | None = None
     seed: int = 0

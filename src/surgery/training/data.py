@@ -7,6 +7,7 @@ pipelines from what it found.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Source:
     x: np.ndarray | None = None
     y: np.ndarray | None = None
     dataset: Any = None  # a tf.data.Dataset given from Python: (image, label) elements, batched or not
+    drawn: bool = False  # folder: ``files`` are a draw from it (samples_per_class), not all it holds
 
     def __len__(self) -> int:
         if self.kind == "dataset":
@@ -351,3 +353,44 @@ def matching_validation(train: Source, val: Source) -> None:
             file=str(val.path),
             where="validation data",
         )
+
+
+def per_class(source: Source, n: int, seed: int, split: float) -> tuple[Source, Source | None]:
+    """``n`` training images of each class and the validation images (``split`` of the whole, None for none).
+
+    The validation images are drawn first, from the whole data, by the seed alone: every ``n`` is judged on
+    the same images. The training images are then the first ``n`` of each class in the same seeded order, so a
+    smaller ``n``'s images are among a larger one's.
+    """
+    where = "train.samples_per_class"
+    if source.kind == "dataset":
+        raise DataError(
+            "samples_per_class draws from a folder or an .npz; a tf.data.Dataset given from Python is taken as it "
+            "is (draw from it yourself)",
+            where=where,
+        )
+    labels = source.labels()
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_val = int(len(labels) * split)
+    pool, held = order[: len(order) - n_val], order[len(order) - n_val :]
+    chosen = []
+    for c, name in enumerate(source.class_names):
+        mine = pool[labels[pool] == c][:n]
+        if len(mine) < n:
+            after = " after the validation split" if n_val else ""
+            raise DataError(
+                f'class "{name}" has {len(mine)} images to train on{after}; samples_per_class is {n}',
+                file=str(source.path),
+                where=where,
+            )
+        chosen.append(mine)
+    drawn = _subset(source, np.sort(np.concatenate(chosen)))
+    return drawn, (_subset(source, np.sort(held)) if n_val else None)
+
+
+def _subset(source: Source, index: np.ndarray) -> Source:
+    if source.kind == "folder":
+        return dataclasses.replace(source, files=[source.files[i] for i in index], drawn=True)
+    x, y = source.arrays()
+    return dataclasses.replace(source, x=x[index], y=y[index])
+

@@ -140,6 +140,12 @@ def _images_and_labels(source: Source, image: ImageSpec, seed: int, split: float
     tf = _tf()
     if source.kind == "dataset":
         return _unbatched(source, image), None
+    if source.kind == "folder" and source.drawn:  # some of the folder's files (samples_per_class): by name
+        order = np.random.default_rng(seed).permutation(len(source.files))
+        paths = tf.constant([str(source.files[i]) for i in order])
+        labels = tf.constant(source.labels()[order].astype("int32"))
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        return ds.map(lambda p, y: (decode(tf, p, image), y), num_parallel_calls=tf.data.AUTOTUNE), None
     if source.kind == "npz":
         x = check_npz_shape(source, image)
         y = source.arrays()[1]

@@ -46,6 +46,10 @@ def check(run, force: bool, created_default: bool, worker) -> Checked:
     if config.validation_data is not None:
         val_src = given_data.source_of(config.validation_data, "--validation-data", config.class_names)
         data.matching_validation(train_src, val_src)
+    if config.samples_per_class is not None:
+        split = 0.0 if val_src is not None else config.validation_split
+        train_src, drawn = data.per_class(train_src, config.samples_per_class, config.seed, split)
+        val_src = val_src or drawn
     for stage in config.stages:
         if isinstance(stage.class_weight, dict):
             options.class_weights(stage, train_src.class_names, [1] * len(train_src.class_names), spec.file)

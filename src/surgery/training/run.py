@@ -252,7 +252,7 @@ class Run:
             self.val_src,
             image,
             preprocessing.function(preprocess, self.registry),
-            split=config.validation_split,
+            split=0.0 if config.samples_per_class is not None else config.validation_split,  # drawn by preflight
             batch_size=config.batch_size,
             seed=config.seed,
             cache=config.cache,
