@@ -189,7 +189,7 @@ def swept(project):
 
     out = project / "whole" / "runs"
     out.parent.mkdir()
-    result = _sweep(cli, project, out)
+    result = _sweep(cli, project, out, "--plot", out.parent / "results.svg")
     assert result.exit_code == 0, result.output + result.stderr
     return out
 
@@ -225,6 +225,30 @@ def test_the_table_holds_each_variants_figures_read_from_its_run(keras, swept, p
     # The first freezes everything but the head; the second leaves bn2 (gamma and beta of 8 channels) too.
     assert rows[1]["trainable_params"] - rows[0]["trainable_params"] == 16
     assert rows[0]["test_loss"] != rows[1]["test_loss"]
+
+
+@pytest.mark.slow
+def test_the_plot_draws_each_variants_best_value_to_scale(swept):
+    import re
+
+    rows = json.loads((swept / "results.json").read_text())["variants"]
+    svg = (swept.parent / "results.svg").read_text()
+    bars = [float(h) for h in re.findall(r'<rect x="\d+" y="\d+" width="28" height="(\d+)" fill="#7da7d9"', svg)]
+    assert len(bars) == 2
+    best = [r["best"] for r in rows]
+    assert bars[0] / bars[1] == pytest.approx(best[0] / best[1], rel=0.02)
+    assert "1  layers=.." in svg and "2  layers=..-3" in svg and "best val_accuracy by variant" in svg
+
+
+def test_a_plot_that_cannot_be_drawn_is_refused_before_anything(cli, project, tmp_path):
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    result = cli(
+        "sweep", project / "proj" / "spec.json", "--grid", tmp_path / "grid.json", "--data", project / "data",
+        "-o", tmp_path / "runs", "--plot", tmp_path / "results.txt",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "--plot", "give a file ending in .svg or .png")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

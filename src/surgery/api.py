@@ -269,6 +269,7 @@ def train(
     jobs="positive",
     resume="bool",
     epochs="positive?",
+    plot="path?",
     plugins="plugins?",
 )
 def sweep(
@@ -282,16 +283,18 @@ def sweep(
     jobs: int = 1,
     resume: bool = False,
     epochs: int | None = None,
+    plot: str | os.PathLike[str] | None = None,
     plugins: Plugins | None = None,
     echo: Callable[[str], None] | None = print,
 ) -> list[dict]:
-    """Train every variant of ``spec`` that ``grid`` makes (places in the spec, as error lines write them, mapped to
-    lists of values) into run folders under ``output``, as ``surgery sweep`` does: each checked and built before
-    any trains, ``jobs`` at once; returns the table's rows (also ``output``/results.csv, .json and .md)."""
+    """Train every variant ``grid`` makes of ``spec`` (places, as error lines write them, mapped to lists of values)
+    into run folders under ``output``, as ``surgery sweep`` does; returns the table's rows (``output``/results.*)."""
     from .sweeps.run import sweep as run_sweep
 
     given = {"data": data, "validation_data": validation_data, "epochs": epochs}
-    return run_sweep(spec, grid, Path(output), _plugins(plugins), given, test, jobs, resume, echo or (lambda _: None))
+    plot = str(plot) if plot is not None else None
+    quiet = echo or (lambda _: None)
+    return run_sweep(spec, grid, Path(output), _plugins(plugins), given, test, jobs, resume, quiet, plot)
 
 
 @checked(model="path", batch_size="positive", preprocess="str?", image_size="size?", plugins="plugins?")

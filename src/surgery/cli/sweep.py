@@ -24,8 +24,9 @@ from .common import guarded, installed_plugins
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Variants trained at once.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Every stage's epochs, in every variant.")
 @click.option("--resume", is_flag=True, help="Go on with an interrupted sweep: finished variants are kept.")
+@click.option("--plot", metavar="FILE", help="Draw each variant's best monitored value (.svg or .png).")
 @guarded
-def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume):
+def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume, plot):
     """Train every variant of SPEC that GRID makes and write the table (results.csv, .json, .md in FOLDER)."""
     from ..api import sweep as run_sweep
 
@@ -40,6 +41,7 @@ def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume):
         jobs=jobs,
         resume=resume,
         epochs=epochs,
+        plot=plot,
         plugins=plugins,
         echo=click.echo,
     )

@@ -40,8 +40,8 @@ from .plot_layout import (
     arrange,
     ranks,
 )
+from .shapes import SUFFIXES
 
-SUFFIXES = (".svg", ".png")
 MARGIN = 20
 CHAR = 0.62  # a conservative width of one character, as a share of the font size
 FILL = {"trainable": "#dbeafe", "frozen": "#d4d4d4", "partly": "#fef3c7", "no weights": "#ffffff"}

@@ -20,16 +20,27 @@ from . import table
 from .prepare import RECORD, STATE, Job, Sweep, record
 
 
-def sweep(spec, grid, out: Path, plugins, given: dict, test, jobs: int, resume: bool, echo) -> list[dict]:
-    """``surgery.sweep``: prepare (everything checked and built), start the folder, train, return the rows."""
+def sweep(
+    spec, grid, out: Path, plugins, given: dict, test, jobs: int, resume: bool, echo, plot: str | None = None
+) -> list[dict]:
+    """``surgery.sweep``: prepare (everything checked and built), start the folder, train, draw, return the rows."""
+    from ..io.writing import check_output
+    from ..report.shapes import check_suffix
     from ..training import quietly
     from .prepare import prepare
 
+    if plot is not None:
+        check_output(check_suffix(plot), resume, "--plot")  # a resumed sweep redraws its own picture
     prepared = quietly(
         prepare, spec, grid, out, plugins.registry, plugins.broken, overrides=given, test=test, resume=resume
     )
     start_folder(prepared)
-    return run(prepared, plugins, jobs=jobs, echo=echo)
+    rows = run(prepared, plugins, jobs=jobs, echo=echo)
+    if plot is not None:
+        from .plot import draw
+
+        echo(f"wrote {plot} ({draw(rows, prepared.monitor, Path(plot))})")
+    return rows
 
 
 def start_folder(sweep: Sweep) -> None:

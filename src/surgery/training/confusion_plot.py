@@ -6,14 +6,12 @@ whatever the class sizes; each cell shows its count.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from ..errors import SpecError
-from ..io.writing import atomic_output
+from ..report.shapes import check_suffix, write_shapes
 
 CELL, MARGIN, FONT = 44, 16, 12
-SUFFIXES = (".svg", ".png")
 
 
 def check_target(path: str, force: bool, data: str | None = None) -> Path:
@@ -21,9 +19,7 @@ def check_target(path: str, force: bool, data: str | None = None) -> Path:
     next run would read it as data)."""
     from ..io.writing import check_output
 
-    target = Path(path)
-    if target.suffix.lower() not in SUFFIXES:
-        raise SpecError(f"cannot plot to {target.name}: give a file ending in .svg or .png", where="--plot")
+    target = check_suffix(path)
     if data is not None and Path(data).is_dir() and target.resolve().is_relative_to(Path(data).resolve()):
         raise SpecError(
             f"is inside the data folder {data}, where it would be read as an image; plot somewhere else",
@@ -55,49 +51,7 @@ def _cells(evaluation) -> tuple[list, int, int, int]:
     return shapes, left + n * CELL + MARGIN, top + n * CELL + MARGIN, left
 
 
-def _svg(shapes, width: int, height: int) -> str:
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="DejaVu Sans Mono, monospace"><rect width="{width}" height="{height}" fill="#ffffff"/>'
-    ]
-    for s in shapes:
-        if s[0] == "rect":
-            _, x, y, w, h, fill = s
-            parts.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{fill}" stroke="#808080"/>')
-        else:
-            _, x, y, text, size = s
-            parts.append(f'<text x="{x}" y="{y}" font-size="{size}">{html.escape(text)}</text>')
-    return "\n".join(parts + ["</svg>"]) + "\n"
-
-
-def _png(shapes, width: int, height: int, path: Path) -> None:
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        raise SpecError(
-            "writing a PNG needs Pillow (pip install pillow); or plot to a .svg file", where="--plot"
-        ) from None
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    for s in shapes:
-        if s[0] == "rect":
-            _, x, y, w, h, fill = s
-            draw.rectangle([x, y, x + w, y + h], fill=fill, outline="#808080")
-        else:
-            _, x, y, text, size = s
-            try:
-                font = ImageFont.load_default(size=size)
-            except TypeError:  # Pillow < 10.1
-                font = ImageFont.load_default()
-            draw.text((x, y - size), text, fill="black", font=font)
-    image.save(str(path), format="PNG")
-
-
 def write(evaluation, path: Path, force: bool) -> str:
     shapes, width, height, _ = _cells(evaluation)
-    with atomic_output(path, force) as tmp:
-        if path.suffix.lower() == ".svg":
-            Path(tmp).write_text(_svg(shapes, width, height), encoding="utf-8")
-        else:
-            _png(shapes, width, height, Path(tmp))
+    write_shapes(shapes, width, height, path, force)
     return f"{len(evaluation.class_names)} x {len(evaluation.class_names)} confusion matrix"

@@ -393,4 +393,3 @@ def _subset(source: Source, index: np.ndarray) -> Source:
         return dataclasses.replace(source, files=[source.files[i] for i in index], drawn=True)
     x, y = source.arrays()
     return dataclasses.replace(source, x=x[index], y=y[index])
-
