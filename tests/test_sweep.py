@@ -381,3 +381,101 @@ def test_a_run_trains_on_the_drawn_samples(cli, project, tmp_path):
     too_many = cli(*args[:-1], "7", "-o", tmp_path / "run2")
     assert too_many.exit_code == 2
     assert_one_error_line(too_many.stderr, "train.samples_per_class", 'class "blue" has')
+
+
+# --- search ----------------------------------------------------------------------------------------------
+
+SEARCH = {"train.stages[0].learning_rate": {"low": 0.001, "high": 0.1, "log": True}, "steps[1].layers": [":", ":-3"]}
+
+BAD_SEARCHES = {
+    "trials without a search": ({"steps[1].layers": [":"]}, ["--trials", "2"], "--trials applies to a search"),
+    "a search without trials": (SEARCH, ["--search", "optuna"], "add --trials N"),
+    "another searcher": (SEARCH, ["--search", "grid", "--trials", "2"], "--search takes optuna"),
+    "a range without a search": (SEARCH, [], "expected a non-empty list of the values to try"),
+    "a range upside down": (
+        {"seed": {"low": 5, "high": 1}},
+        ["--search", "optuna", "--trials", "2"],
+        "low < high, got 5 and 1",
+    ),
+    "a log range from zero": (
+        {"train.stages[0].learning_rate": {"low": 0, "high": 1, "log": True}},
+        ["--search", "optuna", "--trials", "2"],
+        "a log range needs low > 0",
+    ),
+    "a search in jobs": (SEARCH, ["--search", "optuna", "--trials", "2", "--jobs", "2"], "one trial at a time"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SEARCHES))
+def test_a_bad_search_is_one_line(cli, project, tmp_path, case):
+    grid, args, fragment = BAD_SEARCHES[case]
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    spec = project / "proj" / "spec.json"
+    out = tmp_path / "runs"
+    result = cli("sweep", spec, "--grid", tmp_path / "grid.json", "--data", project / "data", "-o", out, *args)
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, fragment)
+    assert not out.exists()
+
+
+def _search(cli, project, out, *extra):
+    (out.parent / "grid.json").write_text(json.dumps(SEARCH))
+    return cli(
+        "sweep", project / "proj" / "spec.json", "--grid", out.parent / "grid.json", "--data", project / "data",
+        "-o", out, "--search", "optuna", "--trials", "3", *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_search_trains_the_trials_optuna_asks_for_and_tells_it_each_result(cli, project, tmp_path):
+    import optuna
+
+    result = _search(cli, project, tmp_path / "runs")
+    assert result.exit_code == 0, result.output + result.stderr
+    rows = json.loads((tmp_path / "runs" / "results.json").read_text())["variants"]
+    study = optuna.load_study(study_name="surgery-sweep", storage=f"sqlite:///{tmp_path / 'runs' / 'study.db'}")
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert [r["trial"] for r in rows] == [t.number for t in trials] == [0, 1, 2]
+    with (tmp_path / "runs" / "results.csv").open() as f:
+        assert next(csv.reader(f))[:4] == ["id", "trial", "learning_rate", "layers"]
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # val_accuracy
+    for row, trial in zip(rows, trials):
+        assert row["status"] == "ok" and trial.value == row["best"]
+        rate = trial.params["train.stages[0].learning_rate"]
+        assert 0.001 <= rate <= 0.1 and row["learning_rate"] == rate
+        assert row["layers"] == [":", ":-3"][trial.params["steps[1].layers"]]
+        written = json.loads((tmp_path / "runs" / row["id"] / "spec.json").read_text())
+        assert written["train"]["stages"][0]["learning_rate"] == rate
+        assert written["steps"][1]["layers"] == row["layers"]
+
+
+@pytest.mark.slow
+def test_a_resumed_search_finishes_the_interrupted_trial_first(cli, keras, project, tmp_path, monkeypatch):
+    import optuna
+
+    from surgery.training import run as run_module
+
+    original, started = run_module.Run.callbacks, []
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_end(self, index, logs=None):
+            raise KeyboardInterrupt
+
+    def callbacks(self, model):
+        started.append(self.folder.folder.name)
+        return [*original(self, model), CtrlC()] if len(started) == 2 else original(self, model)
+
+    monkeypatch.setattr(run_module.Run, "callbacks", callbacks)
+    out = tmp_path / "runs"
+    stopped = _search(cli, project, out)
+    assert stopped.exit_code == 130, stopped.output
+    monkeypatch.undo()
+    resumed = _search(cli, project, out, "--resume")
+    assert resumed.exit_code == 0, resumed.output + resumed.stderr
+    assert f"variant {started[1]}" in resumed.output and f"resuming {out / started[1]} after epoch 1" in resumed.output
+    study = optuna.load_study(study_name="surgery-sweep", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and study.trials[1].user_attrs == {"interrupted": True}
+    assert study.trials[2].params == study.trials[1].params  # asked again, and resumed
+    rows = json.loads((out / "results.json").read_text())["variants"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"] and rows[1]["id"] == started[1]

@@ -185,10 +185,8 @@ def bench(
     limits: dict[str, float] | None = None,
     plugins: Plugins | None = None,
 ) -> Any:
-    """A saved ``.keras`` model in its deployment forms (Keras, ONNX and LiteRT, float32 and int8) on this
-    machine, as ``surgery bench`` does: each made by its exporter (int8 calibrated on ``samples`` images of
-    ``data`` and checked against ``limits``: ``max_drop``, ``min_agreement``), then timed at batch 1 and 8,
-    with sizes and accuracy on the held-out images (``eval``, or the rest of ``data``)."""
+    """A saved ``.keras`` model in its deployment forms (Keras, ONNX and LiteRT, float32 and int8) timed here, as
+    ``surgery bench`` does: int8 calibrated on ``samples`` images of ``data``, checked against ``limits``."""
     from .training import deploy_bench, quietly
 
     given = {"calibration_samples": samples, "eval": str(eval) if eval is not None else None, **(limits or {})}
@@ -223,16 +221,12 @@ def train(
     verbose: int = 2,
     **options: Any,
 ) -> TrainResult | None:
-    """Build a spec's model and train it, stage by stage, as ``surgery train`` does; returns the run.
-
-    ``data`` (and ``validation_data``) is a folder of class subfolders, an ``.npz``, ``(x, y)`` arrays or a
-    ``tf.data.Dataset`` of (image, label); default: the spec's ``train.data``. ``output`` is the run folder
-    (default ``runs/<name>``). ``callbacks`` are Keras callbacks added to every stage. ``epochs`` sets every
-    stage's epochs, or with ``resume`` the total to train a finished run on to. ``options`` are the train
-    section's keys (``batch_size``, ``learning_rate``, ``early_stopping``, ``class_names``, ...), which
-    override the spec's. The result has the history (log.csv's columns), the paths, the final metrics and
-    the validation figures; None if a resumed run had already finished.
-    """
+    """Build a spec's model and train it, stage by stage, as ``surgery train`` does; returns the run (None if a
+    resumed run had finished). ``data`` (and ``validation_data``) is a folder of class subfolders, an ``.npz``,
+    ``(x, y)`` arrays or a ``tf.data.Dataset`` of (image, label); default: the spec's ``train.data``. ``output``
+    is the run folder (default ``runs/<name>``). ``callbacks`` are Keras callbacks added to every stage.
+    ``epochs`` sets every stage's epochs, or with ``resume`` the total to train a finished run on to.
+    ``options`` are the train section's keys (``batch_size``, ``learning_rate``, ...), over the spec's."""
     from .spec.loading import load_spec
     from .training.config import resolve
     from .training.run import train as run_training
@@ -270,6 +264,8 @@ def train(
     resume="bool",
     epochs="positive?",
     plot="path?",
+    search="str?",
+    trials="positive?",
     plugins="plugins?",
 )
 def sweep(
@@ -284,17 +280,20 @@ def sweep(
     resume: bool = False,
     epochs: int | None = None,
     plot: str | os.PathLike[str] | None = None,
+    search: str | None = None,
+    trials: int | None = None,
     plugins: Plugins | None = None,
     echo: Callable[[str], None] | None = print,
 ) -> list[dict]:
-    """Train every variant ``grid`` makes of ``spec`` (places, as error lines write them, mapped to lists of values)
-    into run folders under ``output``, as ``surgery sweep`` does; returns the table's rows (``output``/results.*)."""
+    """Train every variant ``grid`` makes of ``spec`` (places, as error lines write them, mapped to lists of values;
+    ranges too with ``search="optuna"`` and ``trials``) into run folders under ``output``, as ``surgery sweep``."""
     from .sweeps.run import sweep as run_sweep
 
     given = {"data": data, "validation_data": validation_data, "epochs": epochs}
     plot = str(plot) if plot is not None else None
     quiet = echo or (lambda _: None)
-    return run_sweep(spec, grid, Path(output), _plugins(plugins), given, test, jobs, resume, quiet, plot)
+    found = _plugins(plugins)
+    return run_sweep(spec, grid, Path(output), found, given, test, jobs, resume, quiet, plot, search, trials)
 
 
 @checked(model="path", batch_size="positive", preprocess="str?", image_size="size?", plugins="plugins?")

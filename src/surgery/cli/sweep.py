@@ -25,8 +25,10 @@ from .common import guarded, installed_plugins
 @click.option("--epochs", type=click.IntRange(min=1), help="Every stage's epochs, in every variant.")
 @click.option("--resume", is_flag=True, help="Go on with an interrupted sweep: finished variants are kept.")
 @click.option("--plot", metavar="FILE", help="Draw each variant's best monitored value (.svg or .png).")
+@click.option("--search", metavar="optuna", help="Let Optuna draw the variants from the grid's ranges and choices.")
+@click.option("--trials", type=click.IntRange(min=1), help="With --search: how many trials to finish.")
 @guarded
-def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume, plot):
+def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume, plot, search, trials):
     """Train every variant of SPEC that GRID makes and write the table (results.csv, .json, .md in FOLDER)."""
     from ..api import sweep as run_sweep
 
@@ -42,6 +44,8 @@ def sweep(spec, grid, data, validation_data, test, out, jobs, epochs, resume, pl
         resume=resume,
         epochs=epochs,
         plot=plot,
+        search=search,
+        trials=trials,
         plugins=plugins,
         echo=click.echo,
     )

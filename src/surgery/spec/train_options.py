@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from .selectors import FREEZE_SCHEMA, UNFREEZE_SCHEMA
 from .train_values import (
+    CLASS_WEIGHT,
     FLOAT32_MAX,
     METRICS,
     MONITOR,
+    NON_NEGATIVE,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULE,
@@ -82,7 +84,6 @@ class TrainOption:
 
 
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0, "maximum": FLOAT32_MAX}
-_NON_NEGATIVE = {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX}
 
 OPTIONS: tuple[TrainOption, ...] = (
     TrainOption(
@@ -108,12 +109,8 @@ OPTIONS: tuple[TrainOption, ...] = (
     ),
     TrainOption(
         "samples_per_class",
-        {
-            "type": "integer",
-            "minimum": 1,
-            "description": "train on this many images of each class, drawn with the seed after the validation split",
-        },
-        flag=Flag(help="Train on N images of each class (drawn with the seed; the validation images stay the same)."),
+        {"type": "integer", "minimum": 1, "description": "train on N images of each class, drawn with the seed"},
+        flag=Flag(help="Train on N images of each class, drawn with the seed (the validation images stay)."),
     ),
     TrainOption(
         "batch_size", {"type": "integer", "minimum": 1, "default": 32}, flag=Flag(help="Images per batch (default 32).")
@@ -267,7 +264,7 @@ OPTIONS: tuple[TrainOption, ...] = (
     TrainOption(
         "weight_decay",
         {
-            **_NON_NEGATIVE,
+            **NON_NEGATIVE,
             "description": "the optimizer's decoupled weight decay (AdamW's 0.004 is Keras' default there)",
         },
         scope="stage",
@@ -297,7 +294,7 @@ OPTIONS: tuple[TrainOption, ...] = (
         callback_schema(
             "keras.callbacks.EarlyStopping: end the stage when the monitored metric stops improving",
             patience={"type": "integer", "minimum": 0, "default": 3},
-            min_delta={**_NON_NEGATIVE, "default": 0},
+            min_delta={**NON_NEGATIVE, "default": 0},
             restore_best_weights={"type": "boolean", "default": True},
         ),
         scope="stage",
@@ -314,8 +311,8 @@ OPTIONS: tuple[TrainOption, ...] = (
             "keras.callbacks.ReduceLROnPlateau: lower the rate when the monitored metric stalls",
             factor={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
             patience={"type": "integer", "minimum": 0, "default": 2},
-            min_delta={**_NON_NEGATIVE, "default": 1e-4},
-            min_lr={**_NON_NEGATIVE, "default": 0},
+            min_delta={**NON_NEGATIVE, "default": 1e-4},
+            min_lr={**NON_NEGATIVE, "default": 0},
             cooldown={"type": "integer", "minimum": 0, "default": 0},
         ),
         scope="stage",
@@ -334,17 +331,7 @@ OPTIONS: tuple[TrainOption, ...] = (
     ),
     TrainOption(
         "class_weight",
-        {
-            "description": '"balanced" (each class weighs n / (classes x its count)), or weights by class name',
-            "anyOf": [
-                {"const": "balanced"},
-                {
-                    "type": "object",
-                    "additionalProperties": _NON_NEGATIVE,
-                    "description": "an object of class name -> weight (others weigh 1)",
-                },
-            ],
-        },
+        CLASS_WEIGHT,
         scope="stage",
         flag=Flag(schema={"enum": ["balanced"]}, help="Weigh classes by their inverse frequency."),
     ),

@@ -23,6 +23,18 @@ SCHEDULE_KEYS = {
 }
 # Rates, weights and factors become float32 in Keras: a larger number is inf there, and trains to NaN.
 FLOAT32_MAX = 3.4028234663852886e38
+NON_NEGATIVE = {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX}
+CLASS_WEIGHT = {
+    "description": '"balanced" (each class weighs n / (classes x its count)), or weights by class name',
+    "anyOf": [
+        {"const": "balanced"},
+        {
+            "type": "object",
+            "additionalProperties": NON_NEGATIVE,
+            "description": "an object of class name -> weight (others weigh 1)",
+        },
+    ],
+}
 METRICS = ["auc", "precision", "recall", "top_k_accuracy"]
 
 MONITOR = {

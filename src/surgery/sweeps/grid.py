@@ -101,24 +101,32 @@ class Grid:
 
     def variants(self, spec_data: dict, file: str) -> list[Variant]:
         """Every variant's spec, each value put at its place; ids from the values, unique."""
-        parsed = {place: parse_place(place, file) for place in self.axes}
-        labels = _labels(parsed)
-        found, seen = [], set()
-        for point in self.points():
-            data = copy.deepcopy(spec_data)
-            for place, (_, value) in point.items():
-                try:
-                    set_at(data, parsed[place], value, file)
-                except SpecError as e:
-                    raise e.located(where=place) from None
-            base = "_".join(f"{labels[place]}={_id_value(value, i)}" for place, (i, value) in point.items())
-            base = _ID_UNSAFE.sub("-", base)[:MAX_ID]
-            vid, n = base, 2
-            while vid in seen:
-                vid, n = f"{base}-{n}", n + 1
-            seen.add(vid)
-            found.append(Variant(vid, {place: value for place, (_, value) in point.items()}, data))
-        return found
+        seen: set[str] = set()
+        return [self.variant(spec_data, point, file, seen) for point in self.points()]
+
+    def variant(self, spec_data: dict, point: dict, file: str, seen: set) -> Variant:
+        """The variant at ``point`` (place -> (position in its list, value)); ``seen`` holds the ids taken."""
+        labels = self.labels(file)
+        data = copy.deepcopy(spec_data)
+        for place, (_, value) in point.items():
+            try:
+                set_at(data, parse_place(place, file), value, file)
+            except SpecError as e:
+                raise e.located(where=place) from None
+        base = "_".join(f"{labels[place]}={_id_value(value, i)}" for place, (i, value) in point.items())
+        base = _ID_UNSAFE.sub("-", base)[:MAX_ID]
+        vid, n = base, 2
+        while vid in seen:
+            vid, n = f"{base}-{n}", n + 1
+        seen.add(vid)
+        return Variant(vid, {place: value for place, (_, value) in point.items()}, data)
+
+    def corners(self) -> list[dict]:
+        """For a search: the points at every range's low and every list's first value, and at the highs and
+        last values (what is checked before the first trial)."""
+        low = {p: (0, v[0]) if isinstance(v, list) else (0, v["low"]) for p, v in self.axes.items()}
+        high = {p: (len(v) - 1, v[-1]) if isinstance(v, list) else (0, v["high"]) for p, v in self.axes.items()}
+        return [low, high] if high != low else [low]
 
 
 def _labels(parsed: dict) -> dict:
@@ -151,30 +159,59 @@ def _id_value(value: Any, index: int) -> str:
     return f"v{index + 1}"
 
 
-def read_grid(path: str) -> Grid:
-    """A grid file: ``{"steps[5].layers": [...], "train.stages[0].learning_rate": [...], "mode": "zip"}``."""
-    data = read_json(path, MAX_GRID_BYTES, "--grid", what="grid file", error=SpecError)
-    return grid_of(data, str(path))
-
-
-def grid_of(data: Any, file: str) -> Grid:
+def grid_of(data: Any, file: str, search: bool = False) -> Grid:
+    """The grid in ``data``; with ``search``, a place may take a range (``{"low": 1e-5, "high": 1e-2, "log": true}``)
+    as well as a list of choices."""
     if not isinstance(data, dict):
         raise SpecError("a grid is an object: places in the spec mapped to lists of values", file=file)
     data = dict(data)
     mode = data.pop("mode", "product")
-    if mode not in MODES:
-        raise SpecError(f"mode must be one of {', '.join(MODES)}, not {mode!r}", file=file, where="mode")
+    if mode not in MODES or (search and mode != "product"):
+        valid = "product (a search draws its own points)" if search else ", ".join(MODES)
+        raise SpecError(f"mode must be {'one of ' * (not search)}{valid}, not {mode!r}", file=file, where="mode")
     if not data:
         raise SpecError('the grid names no place to vary (e.g. "steps[5].layers": [...])', file=file)
     for place, values in data.items():
         parse_place(place, file)
-        if not isinstance(values, list) or not values:
-            raise SpecError("expected a non-empty list of the values to try", file=file, where=place)
+        if search and isinstance(values, dict):
+            _check_range(values, file, place)
+        elif not isinstance(values, list) or not values:
+            what = "a non-empty list of the values to try" + (', or a range {"low": ..., "high": ...}' * search)
+            raise SpecError(f"expected {what}", file=file, where=place)
     if mode == "zip" and len({len(v) for v in data.values()}) > 1:
         sizes = ", ".join(f"{p} {len(v)}" for p, v in data.items())
         raise SpecError(f"zip pairs the lists, so they must have one length; they have {sizes}", file=file)
     grid = Grid(data, mode)
+    if search:
+        return grid
     n = len(next(iter(data.values()))) if mode == "zip" else math.prod(len(v) for v in data.values())
     if n > MAX_VARIANTS:
         raise SpecError(f"the grid makes {n:,} variants; at most {MAX_VARIANTS:,} train in one sweep", file=file)
     return grid
+
+
+def _check_range(found: dict, file: str, place: str) -> None:
+    unknown = sorted(set(found) - {"low", "high", "log", "step"})
+    if unknown or "low" not in found or "high" not in found:
+        raise SpecError(
+            'a range is {"low": ..., "high": ..., "log": true|false, "step": ...}; '
+            + (f'unknown key "{unknown[0]}"' if unknown else "it needs low and high"),
+            file=file,
+            where=place,
+        )
+    low, high = found["low"], found["high"]
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high, found.get("step", 1)))
+    if not numbers or not low < high:
+        raise SpecError(
+            f"low and high must be numbers with low < high, got {low!r} and {high!r}", file=file, where=place
+        )
+    if not isinstance(found.get("log", False), bool) or (found.get("log") and low <= 0):
+        raise SpecError("log is true or false, and a log range needs low > 0", file=file, where=place)
+    if found.get("log") and "step" in found:
+        raise SpecError("a range takes log or step, not both", file=file, where=place)
+
+
+def read_grid(path: str, search: bool = False) -> Grid:
+    """A grid file: ``{"steps[5].layers": [...], "train.stages[0].learning_rate": [...], "mode": "zip"}``."""
+    data = read_json(path, MAX_GRID_BYTES, "--grid", what="grid file", error=SpecError)
+    return grid_of(data, str(path), search)

@@ -44,6 +44,15 @@ class Job:
     def started(self) -> bool:
         return (Path(self.folder) / STATE).is_file()
 
+    @property
+    def finished(self) -> bool:
+        """Whether its run finished (what state.json says; unreadable counts as not)."""
+        try:
+            found = read_json(Path(self.folder) / STATE, RECORD_LIMIT, "--resume", what="state.json", error=SpecError)
+        except SurgeryError:
+            return False
+        return isinstance(found, dict) and found.get("finished") is True
+
 
 @dataclass
 class Sweep:
@@ -53,6 +62,11 @@ class Sweep:
     monitor: str | None
     spec_data: dict  # the spec and grid the sweep was started from (sweep.json records them)
     grid: Grid
+    # A search makes its variants as it goes (``make_job``); its ``jobs`` are the corners checked beforehand.
+    search: bool = False
+    make_job: Any = None
+    build: Any = None  # jobs -> None: each job's model built once and counted
+    earlier: list = field(default_factory=list)  # the rows an earlier invocation wrote (results.json)
 
 
 def _variant_file(spec_file: str, variant: Variant) -> str:
@@ -69,6 +83,7 @@ def prepare(
     overrides: dict[str, Any],
     test: str | None = None,
     resume: bool = False,
+    search: bool = False,
 ) -> Sweep:
     """Read the spec and grid, make and check every variant, check the folder; then build each variant's model
     once, so that what only the built graph knows (a layer name after an edit) fails here, not mid-sweep."""
@@ -77,8 +92,13 @@ def prepare(
 
     spec = load_spec(spec_source, registry, broken)
     grid_file = str(grid_source) if not isinstance(grid_source, dict) else "<grid>"
-    grid: Grid = grid_of(grid_source, grid_file) if isinstance(grid_source, dict) else read_grid(str(grid_source))
-    variants = grid.variants(spec.data, grid_file)
+    if isinstance(grid_source, dict):
+        grid: Grid = grid_of(grid_source, grid_file, search)
+    else:
+        grid = read_grid(str(grid_source), search)
+    seen: set[str] = set()
+    points = grid.corners() if search else grid.points()
+    variants = [grid.variant(spec.data, point, grid_file, seen) for point in points]
     labels = grid.labels(grid_file)
     given = {k: v for k, v in overrides.items() if v is not None}
     for key in ("data", "validation_data"):
@@ -87,10 +107,26 @@ def prepare(
     if test is not None:
         data.inspect(test, "--test")
         test = str(Path(test).resolve())
-    previous = _check_folder(out, spec.data, grid, resume)
-    jobs = [_job(variant, labels, spec, out, registry, broken, given, test, previous) for variant in variants]
+    earlier = _check_folder(out, spec.data, grid, resume)
+    previous = {row["id"]: row for row in earlier}
+
+    def make_job(variant: Variant) -> Job:
+        return _job(variant, labels, spec, out, registry, broken, given, test, previous)
+
+    jobs = [make_job(variant) for variant in variants]
     _build_all(jobs, registry)
-    return Sweep(out, jobs, labels, jobs[0].monitor, spec.data, grid)
+    return Sweep(
+        out,
+        jobs,
+        labels,
+        jobs[0].monitor,
+        spec.data,
+        grid,
+        search,
+        make_job,
+        lambda found: _build_all(found, registry),
+        earlier,
+    )
 
 
 def _job(variant: Variant, labels: dict, spec, out: Path, registry, broken, given: dict, test, previous: dict) -> Job:
@@ -175,7 +211,7 @@ def record(spec_data: dict, grid: Grid) -> dict:
     return {"spec": spec_data, "grid": {**grid.axes, "mode": grid.mode}}
 
 
-def _check_folder(out: Path, spec_data: dict, grid: Grid, resume: bool) -> dict:
+def _check_folder(out: Path, spec_data: dict, grid: Grid, resume: bool) -> list:
     """A fresh sweep needs a new or empty folder; --resume needs the folder of this very sweep. Returns the rows
     an earlier invocation wrote (id -> row), for the wall times of variants that need no more training."""
     if out.exists() and not out.is_dir():
@@ -185,7 +221,7 @@ def _check_folder(out: Path, spec_data: dict, grid: Grid, resume: bool) -> dict:
         if present:
             hint = "pass --resume to continue it" if is_surgery_folder(out, "sweep") else "choose a new -o"
             raise SpecError(f"is not empty (it holds {present[0]}); {hint}", file=str(out), where="-o")
-        return {}
+        return []
     if not is_surgery_folder(out, "sweep") or not (out / RECORD).is_file():
         raise SpecError(
             f"is not a sweep folder (no {MARKER} and {RECORD}); nothing to resume", file=str(out), where="--resume"
@@ -202,12 +238,12 @@ def _check_folder(out: Path, spec_data: dict, grid: Grid, resume: bool) -> dict:
     return _previous_rows(out)
 
 
-def _previous_rows(out: Path) -> dict:
+def _previous_rows(out: Path) -> list:
     try:
         found = read_json(out / "results.json", RECORD_LIMIT, "--resume", what="results.json", error=SpecError)
     except SurgeryError:
-        return {}  # the table is rebuilt from the run folders; only wall times are lost
+        return []  # the table is rebuilt from the run folders; only wall times are lost
     rows = found.get("variants") if isinstance(found, dict) else None
     if not isinstance(rows, list):
-        return {}
-    return {r["id"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)}
+        return []
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import SurgeryError, Terminated, interrupted_exit, one_line
+from ..errors import SpecError, SurgeryError, Terminated, interrupted_exit, one_line
 from ..io.writing import mark_folder, strict_json
 from ..training.result import Interrupted
 from . import table
@@ -21,7 +21,18 @@ from .prepare import RECORD, STATE, Job, Sweep, record
 
 
 def sweep(
-    spec, grid, out: Path, plugins, given: dict, test, jobs: int, resume: bool, echo, plot: str | None = None
+    spec,
+    grid,
+    out: Path,
+    plugins,
+    given: dict,
+    test,
+    jobs: int,
+    resume: bool,
+    echo,
+    plot: str | None = None,
+    search: str | None = None,
+    trials: int | None = None,
 ) -> list[dict]:
     """``surgery.sweep``: prepare (everything checked and built), start the folder, train, draw, return the rows."""
     from ..io.writing import check_output
@@ -29,13 +40,23 @@ def sweep(
     from ..training import quietly
     from .prepare import prepare
 
+    _check_search(search, trials, jobs)
     if plot is not None:
         check_output(check_suffix(plot), resume, "--plot")  # a resumed sweep redraws its own picture
     prepared = quietly(
-        prepare, spec, grid, out, plugins.registry, plugins.broken, overrides=given, test=test, resume=resume
+        prepare,
+        spec,
+        grid,
+        out,
+        plugins.registry,
+        plugins.broken,
+        overrides=given,
+        test=test,
+        resume=resume,
+        search=search is not None,
     )
     start_folder(prepared)
-    rows = run(prepared, plugins, jobs=jobs, echo=echo)
+    rows = run(prepared, plugins, jobs=jobs, echo=echo, trials=trials)
     if plot is not None:
         from .plot import draw
 
@@ -43,18 +64,41 @@ def sweep(
     return rows
 
 
+def _check_search(search: str | None, trials: int | None, jobs: int) -> None:
+    if search is None:
+        if trials is not None:
+            raise SpecError("--trials applies to a search: add --search optuna", where="--trials")
+        return
+    if search != "optuna":
+        raise SpecError(f"--search takes optuna, not {search!r}", where="--search")
+    if trials is None:
+        raise SpecError("a search needs the number of trials to run: add --trials N", where="--search")
+    if jobs != 1:
+        raise SpecError("a search runs one trial at a time (each learns from the last); drop --jobs", where="--jobs")
+    from .search import check_available
+
+    check_available()
+
+
 def start_folder(sweep: Sweep) -> None:
-    """The sweep folder, marked as surgery's, with the spec and grid it started with and each variant's spec in
-    its run folder (the spec it trains from: ``surgery train runs/<id>/spec.json --resume -o runs/<id>`` works)."""
+    """The sweep folder, marked as surgery's, with the spec and grid it started with; a grid's variants get their
+    run folders now, a search's trials when they start."""
     sweep.folder.mkdir(parents=True, exist_ok=True)
     if not (sweep.folder / RECORD).is_file():
         (sweep.folder / RECORD).write_text(strict_json(record(sweep.spec_data, sweep.grid)) + "\n")
         mark_folder(sweep.folder, "sweep")
-    for job in sweep.jobs:
-        folder = Path(job.folder)
-        folder.mkdir(exist_ok=True)
-        if not (folder / "spec.json").exists():
-            (folder / "spec.json").write_text(json.dumps(job.data, indent=2) + "\n")
+    if not sweep.search:
+        for job in sweep.jobs:
+            place(job)
+
+
+def place(job: Job) -> None:
+    """The variant's run folder with the spec it trains from (``surgery train runs/<id>/spec.json --resume -o
+    runs/<id>`` works)."""
+    folder = Path(job.folder)
+    folder.mkdir(exist_ok=True)
+    if not (folder / "spec.json").exists():
+        (folder / "spec.json").write_text(json.dumps(job.data, indent=2) + "\n")
 
 
 def train_job(job: Job, registry, plugins, echo, verbose: int = 0) -> dict:
@@ -129,22 +173,34 @@ def figures(job: Job, spec, config, plugins) -> dict:
     return row
 
 
-def run(sweep: Sweep, plugins, *, jobs: int = 1, echo=print, verbose: int = 0) -> list[dict]:
-    """Every variant's row, in the grid's order; the table is written after each variant finishes."""
-    rows: dict[str, dict] = {job.id: _row(job, status="pending") for job in sweep.jobs}
+def run(sweep: Sweep, plugins, *, jobs: int = 1, echo=print, verbose: int = 0, trials: int | None = None) -> list[dict]:
+    """Every variant's row, in the grid's order (a search's in its trials' order); the table is written after
+    each variant finishes."""
+    if sweep.search:  # the trials so far, and those to come
+        rows = {_key(row): row for row in sweep.earlier if "trial" in row}
+    else:
+        rows = {job.id: _row(job, status="pending") for job in sweep.jobs}
 
     def done(row: dict) -> None:
-        rows[row["id"]] = row
+        rows[_key(row)] = row
         table.write(sweep.folder, list(rows.values()), list(sweep.labels.values()), sweep.monitor)
         what = row["status"] if row["status"] != "failed" else f"failed: {row['error']}"
         echo(f"variant {row['id']}: {what}")
 
+    def train(job: Job) -> dict:
+        place(job)
+        return train_job(job, plugins.registry, plugins, echo, verbose)
+
     table.write(sweep.folder, list(rows.values()), list(sweep.labels.values()), sweep.monitor)
     try:
-        if jobs == 1:
+        if sweep.search:
+            from .search import run_search
+
+            run_search(sweep, trials or 0, int(sweep.spec_data.get("seed", 0)), train, done, echo)
+        elif jobs == 1:
             for job in sweep.jobs:
                 echo(f"variant {job.id} ({_progress(rows)})")
-                done(train_job(job, plugins.registry, plugins, echo, verbose))
+                done(train(job))
         else:
             from .pool import run_pool
 
@@ -166,6 +222,10 @@ def run(sweep: Sweep, plugins, *, jobs: int = 1, echo=print, verbose: int = 0) -
         halted.exit_code = e.exit_code if isinstance(e, Interrupted) else interrupted_exit(e)
         raise halted from None
     return list(rows.values())
+
+
+def _key(row: dict) -> str:
+    return f"trial {row['trial']}" if "trial" in row else row["id"]
 
 
 def _progress(rows: dict) -> str:

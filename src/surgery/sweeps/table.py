@@ -23,7 +23,8 @@ def columns(rows: list[dict], labels: list[str]) -> list[str]:
     for prefix in ("val_", "test_"):
         for row in rows:
             figures += [k for k in row if k.startswith(prefix) and k not in figures]
-    return ["id", *labels, *FIXED, *figures, *TAIL]
+    trial = ["trial"] if any("trial" in row for row in rows) else []  # a search's trial numbers
+    return ["id", *trial, *labels, *FIXED, *figures, *TAIL]
 
 
 def _cell(value: Any) -> str:
