@@ -422,7 +422,7 @@ def _search(cli, project, out, *extra):
     (out.parent / "grid.json").write_text(json.dumps(SEARCH))
     return cli(
         "sweep", project / "proj" / "spec.json", "--grid", out.parent / "grid.json", "--data", project / "data",
-        "-o", out, "--search", "optuna", "--trials", "3", *extra,
+        "-o", out, "--search", "optuna", "--trials", "2", *extra,
     )  # fmt: skip
 
 
@@ -435,7 +435,7 @@ def test_a_search_trains_the_trials_optuna_asks_for_and_tells_it_each_result(cli
     rows = json.loads((tmp_path / "runs" / "results.json").read_text())["variants"]
     study = optuna.load_study(study_name="surgery-sweep", storage=f"sqlite:///{tmp_path / 'runs' / 'study.db'}")
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert [r["trial"] for r in rows] == [t.number for t in trials] == [0, 1, 2]
+    assert [r["trial"] for r in rows] == [t.number for t in trials] == [0, 1]
     with (tmp_path / "runs" / "results.csv").open() as f:
         assert next(csv.reader(f))[:4] == ["id", "trial", "learning_rate", "layers"]
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # val_accuracy
@@ -475,7 +475,7 @@ def test_a_resumed_search_finishes_the_interrupted_trial_first(cli, keras, proje
     assert f"variant {started[1]}" in resumed.output and f"resuming {out / started[1]} after epoch 1" in resumed.output
     study = optuna.load_study(study_name="surgery-sweep", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state.name for t in study.trials]
-    assert states.count("COMPLETE") == 3 and study.trials[1].user_attrs == {"interrupted": True}
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"] and study.trials[1].user_attrs == {"interrupted": True}
     assert study.trials[2].params == study.trials[1].params  # asked again, and resumed
     rows = json.loads((out / "results.json").read_text())["variants"]
-    assert [r["status"] for r in rows] == ["ok", "ok", "ok"] and rows[1]["id"] == started[1]
+    assert [(r["trial"], r["status"]) for r in rows] == [(0, "ok"), (2, "ok")] and rows[1]["id"] == started[1]
