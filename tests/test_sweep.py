@@ -479,3 +479,19 @@ def test_a_resumed_search_finishes_the_interrupted_trial_first(cli, keras, proje
     assert study.trials[2].params == study.trials[1].params  # asked again, and resumed
     rows = json.loads((out / "results.json").read_text())["variants"]
     assert [(r["trial"], r["status"]) for r in rows] == [(0, "ok"), (2, "ok")] and rows[1]["id"] == started[1]
+
+
+def test_the_table_shows_a_swept_null_as_null_and_a_missing_figure_as_empty():
+    from surgery.sweeps import table
+
+    rows = [
+        {"id": "weights=none", "weights": None, "status": "failed", "error": "x | y", "best": None},
+        {"id": "weights=file", "weights": "file", "status": "ok", "best": 0.5, "val_loss": 1.25, "test_loss": 2.0},
+    ]
+    cols = table.columns(rows, ["weights"])
+    assert cols == ["id", "weights", *table.FIXED, "val_loss", "test_loss", "seconds", "error"]
+    lines = table.as_csv(rows, cols, ["weights"]).splitlines()
+    assert lines[1].startswith("weights=none,null,failed,") and ",,,,,,,,,x | y" in lines[1]
+    assert lines[2].startswith("weights=file,file,ok,,,,,0.5,,1.25,2,,")
+    md = table.as_markdown(rows, cols, ["weights"])
+    assert "| weights=none | null | failed |" in md and md.rstrip().endswith("- weights=none: x \\| y")

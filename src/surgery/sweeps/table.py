@@ -39,22 +39,27 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def as_csv(rows: list[dict], cols: list[str]) -> str:
+def _cells(row: dict, cols: list[str], labels: list[str]) -> list[str]:
+    """A row's cells; a swept value of null is shown as null, not as an empty cell (a missing figure)."""
+    return ["null" if c in labels and c in row and row[c] is None else _cell(row.get(c)) for c in cols]
+
+
+def as_csv(rows: list[dict], cols: list[str], labels: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(cols)
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in cols])
+        writer.writerow(_cells(row, cols, labels))
     return out.getvalue()
 
 
-def as_markdown(rows: list[dict], cols: list[str]) -> str:
+def as_markdown(rows: list[dict], cols: list[str], labels: list[str]) -> str:
     def escaped(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     shown = [c for c in cols if c != "error"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(escaped(_cell(row.get(c))) for c in shown) + " |" for row in rows]
+    lines += ["| " + " | ".join(escaped(cell) for cell in _cells(row, shown, labels)) + " |" for row in rows]
     failed = [row for row in rows if row.get("error")]
     if failed:
         lines += ["", *(f"- {row['id']}: {escaped(row['error'])}" for row in failed)]
@@ -65,9 +70,9 @@ def write(folder: Path, rows: list[dict], labels: list[str], monitor: str | None
     """The three files, placed together (a reader never sees a csv newer than the json)."""
     cols = columns(rows, labels)
     texts = {
-        "results.csv": as_csv(rows, cols),
+        "results.csv": as_csv(rows, cols, labels),
         "results.json": strict_json({"monitor": monitor, "columns": cols, "variants": rows}) + "\n",
-        "results.md": as_markdown(rows, cols),
+        "results.md": as_markdown(rows, cols, labels),
     }
     with Outputs(force=True) as outputs:
         for name, text in texts.items():
