@@ -77,6 +77,12 @@ def request_stop(signum: int) -> None:
     _stop_signal = signum
 
 
+def stop_on_signal(signum: int, frame: object) -> None:
+    """A SIGTERM/SIGHUP handler (the CLI's, a sweep worker's): remember the stop and raise ``Terminated``."""
+    request_stop(signum)
+    raise Terminated(signum)
+
+
 def raise_if_stopped() -> None:
     """Raise ``Terminated`` if a stop was requested and its exception got lost.
 

@@ -19,7 +19,7 @@ from ..errors import (
     environment_error,
     interrupted_exit,
     one_line,
-    request_stop,
+    stop_on_signal,
 )
 
 
@@ -39,17 +39,12 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _terminate(signum, frame):
-    request_stop(signum)
-    raise Terminated(signum)
-
-
 def _handle_signals() -> None:
     import signal
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):  # not the main thread (an embedding program)
-            signal.signal(sig, _terminate)
+            signal.signal(sig, stop_on_signal)
 
 
 def guarded(fn):

@@ -13,7 +13,7 @@ import signal
 from multiprocessing import connection
 from typing import Any
 
-from ..errors import Terminated, request_stop
+from ..errors import stop_on_signal
 from .prepare import Job
 
 START_METHOD = "spawn"  # a fork of a process whose TensorFlow has started its thread pools can hang
@@ -23,17 +23,12 @@ def threads_for(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _terminate(signum, frame):
-    request_stop(signum)
-    raise Terminated(signum)
-
-
 def _work(job: Job, threads: int, conn) -> None:
     """A worker process: one variant, trained as ``--jobs 1`` would, with ``threads`` threads; its row is sent back."""
     for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     from ..keras_env import set_verbose
     from ..plugins.loading import load_plugins
     from ..training.result import Interrupted

@@ -31,8 +31,7 @@ class Job:
     values: dict
     data: dict
     file: str  # how messages name the variant: "spec.json [variant lr=0.01]"
-    base: str  # the run folder: the spec is written there and its paths are relative to it
-    folder: str
+    folder: str  # the run folder: the spec is written there and its paths are relative to it
     overrides: dict  # train options every variant gets: data, validation_data, epochs
     test: str | None = None
     monitor: str | None = None
@@ -152,7 +151,6 @@ def _job(variant: Variant, labels: dict, spec, out: Path, registry, broken, give
         relocated.data,
         file,
         str(folder),
-        str(folder),
         given,
         test,
         monitor=config.monitor_metric,
@@ -199,7 +197,7 @@ def _build_all(jobs: list[Job], registry) -> None:
     from ..spec.loading import validate
 
     for job in jobs:
-        spec = validate(job.data, registry, file=job.file, base=Path(job.base))
+        spec = validate(job.data, registry, file=job.file, base=Path(job.folder))
         model = run_steps(spec, registry).model
         job.params = int(model.count_params())
         job.trainable_params = int(sum(int(w.numpy().size) for w in model.trainable_weights))

@@ -111,7 +111,7 @@ def train_job(job: Job, registry, plugins, echo, verbose: int = 0) -> dict:
     started = time.monotonic()
     resumed = job.started
     try:
-        spec = validate(job.data, registry, file=job.file, base=Path(job.base))
+        spec = validate(job.data, registry, file=job.file, base=Path(job.folder))
         config = resolve(spec, job.overrides)
         result = run_training(
             spec, registry, config, Path(job.folder), resume=resumed, created_default=True, echo=echo, verbose=verbose

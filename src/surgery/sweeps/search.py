@@ -109,7 +109,5 @@ def run_search(sweep: Sweep, trials: int, seed: int, train, done, echo) -> None:
 
 def _job(sweep: Sweep, params: dict) -> Job:
     """The variant a trial's values make, as a job: the same values, the same id and run folder."""
-    point = {
-        p: (params[p], v[params[p]]) if isinstance(v, list) else (0, params[p]) for p, v in sweep.grid.axes.items()
-    }
+    point = _point(sweep.grid.axes, params)
     return sweep.make_job(sweep.grid.variant(sweep.spec_data, point, "<grid>", set()))
