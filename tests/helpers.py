@@ -149,3 +149,49 @@ def wait_for_epochs(state_file, n, proc, timeout=120):
             pass
         time.sleep(0.02)
     pytest.fail("no checkpoint appeared")
+
+
+# Loads models in a fresh Python where importing surgery fails: a saved model must not need it.
+_BLOCKED_LOAD = """
+import importlib, importlib.abc, sys
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("surgery", "surgery_plugins"):
+            raise ImportError("blocked: " + name)
+
+sys.meta_path.insert(0, Blocker())
+try:
+    import surgery
+    raise SystemExit("surgery is importable")
+except ImportError:
+    pass
+import keras, numpy as np
+
+for module in filter(None, sys.argv[1].split(",")):
+    importlib.import_module(module)
+x = np.load(sys.argv[2])
+for path, out in zip(sys.argv[3::2], sys.argv[4::2]):
+    model = keras.saving.load_model(path, safe_mode=True)
+    np.save(out, np.asarray(model(x, training=False)))
+assert not any(m.partition(".")[0] in ("surgery", "surgery_plugins") for m in sys.modules)
+"""
+
+
+def outputs_without_surgery(models, x, tmp_path: Path, modules=()) -> list:
+    """Each ``.keras`` file's output on ``x``, loaded with ``safe_mode=True`` by a Python that cannot import
+    surgery and imports only keras, numpy and ``modules`` (e.g. keras_hub)."""
+    np.save(tmp_path / "x.npy", x)
+    args = [str(tmp_path / "x.npy")]
+    for k, model in enumerate(models):
+        args += [str(model), str(tmp_path / f"y{k}.npy")]
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _BLOCKED_LOAD, ",".join(modules), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [np.load(tmp_path / f"y{k}.npy") for k in range(len(models))]

@@ -29,10 +29,10 @@ def _table_names(result) -> list[str]:
     return [line.split()[0] for line in result.stdout.splitlines()[1:]]
 
 
-def test_backbones_json_lists_the_40_applications_and_keras_file(cli):
+def test_backbones_json_lists_the_40_applications_keras_file_and_keras_hub(cli):
     listed = _json(cli("backbones", "--json"))
     names = [b["name"] for b in listed]
-    assert len(names) == 41 and names == sorted(names) and "keras_file" in names
+    assert len(names) == 42 and names == sorted(names) and {"keras_file", "keras_hub"} <= set(names)
     assert sum(b["plugin"] == "applications" for b in listed) == 40
     vgg16 = next(b for b in listed if b["name"] == "vgg16")
     assert vgg16 == {
@@ -46,6 +46,8 @@ def test_backbones_json_lists_the_40_applications_and_keras_file(cli):
     }
     keras_file = next(b for b in listed if b["name"] == "keras_file")
     assert keras_file["input_shape"] is None and keras_file["options"] == ["path", "weights"]
+    keras_hub = next(b for b in listed if b["name"] == "keras_hub")
+    assert keras_hub["plugin"] == "keras_hub" and keras_hub["options"] == ["image_shape", "part", "preset", "weights"]
 
 
 def test_backbones_glob_filters_the_table_and_the_json(cli):
@@ -77,7 +79,7 @@ def test_ops_json_and_glob(cli):
         (["backbones", "vgg"], 'error: no backbone matches "vgg"; did you mean "vgg*" (vgg16, vgg19)?'),
         (
             ["backbones", "zz*"],
-            'error: no backbone matches "zz*"; 41 are installed (a pattern is a glob such as "mobile*")',
+            'error: no backbone matches "zz*"; 42 are installed (a pattern is a glob such as "mobile*")',
         ),
         (["ops", "frezee", "--json"], 'error: no op matches "frezee"; did you mean "freeze"?'),
     ],

@@ -20,7 +20,7 @@ try:
     main({args!r}, standalone_mode=False)
 except SystemExit:
     pass
-loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+loaded = sorted(m for m in ("tensorflow", "keras", "keras_hub") if m in sys.modules)
 print("LOADED:" + ",".join(loaded))
 """
 
@@ -30,6 +30,7 @@ print("LOADED:" + ",".join(loaded))
     [
         ["--help"],
         ["validate", str(SPECS / "vgg16_cut_extend.json")],
+        ["validate", str(SPECS / "dinov2_linear_probe.json")],
         ["plugins"],
         ["ops"],
         ["backbones"],
@@ -304,6 +305,8 @@ def test_onnx_may_go_into_the_folder_o_creates_but_no_other_new_folder(cli, tmp_
 # specs/ with --weights none (issue 15): every spec builds offline. Timed in one process on 2 cores: these
 # three take under a second each; the others 1.5-5.5 s (and write 35-540 MB), so they run in the full suite.
 QUICK_SPECS = {"digits_transfer.json", "vgg16_cut_extend.json", "vgg16_grayscale.json"}
+# Even their architecture comes from a KerasHub preset; test_hub.py runs them from a preset folder made there.
+HUB_SPECS = {"dinov2_linear_probe.json"}
 
 
 @pytest.mark.parametrize(
@@ -311,6 +314,7 @@ QUICK_SPECS = {"digits_transfer.json", "vgg16_cut_extend.json", "vgg16_grayscale
     [
         pytest.param(p.name, marks=[] if p.name in QUICK_SPECS else [pytest.mark.slow])
         for p in sorted(SPECS.glob("*.json"))
+        if p.name not in HUB_SPECS
     ],
 )
 def test_every_spec_applies_with_weights_none(cli, tmp_path, keras, name):

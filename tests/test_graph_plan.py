@@ -90,7 +90,7 @@ def test_validating_the_graph_specs_imports_no_tensorflow():
         "import sys\nfrom surgery.cli import main\n"
         f"for spec in {[str(p) for p in sorted(SPECS.glob('*.json')) if 'digits' not in p.name]!r}:\n"
         "    try:\n        main(['validate', spec])\n    except SystemExit as e:\n        assert e.code == 0, spec\n"
-        "print('LOADED:' + ','.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+        "print('LOADED:' + ','.join(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -17,7 +17,7 @@ import pytest
 import surgery
 from surgery.exporting import export_check
 
-from helpers import SPECS, assert_one_error_line, load_spec_json
+from helpers import SPECS, assert_one_error_line, load_spec_json, outputs_without_surgery
 
 pytestmark = pytest.mark.slow  # builds many backbones or starts processes; the full suite runs it
 
@@ -133,51 +133,11 @@ def test_apply_writes_checked_onnx_of_the_seed_spec(seed_outputs, keras):
     assert_onnx_matches(seed_outputs / "seed.onnx", model, "dense", (224, 224, 3))
 
 
-BLOCKED_LOAD = """
-import importlib.abc, sys
-
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("surgery", "surgery_plugins"):
-            raise ImportError("blocked: " + name)
-
-sys.meta_path.insert(0, Blocker())
-try:
-    import surgery
-    raise SystemExit("surgery is importable")
-except ImportError:
-    pass
-import keras, numpy as np
-
-model = keras.saving.load_model(sys.argv[1], safe_mode=True)
-np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))
-assert not any(m.partition(".")[0] in ("surgery", "surgery_plugins") for m in sys.modules)
-"""
-
-
 def test_keras_output_loads_where_surgery_is_not_importable(seed_outputs, tmp_path):
     import onnxruntime as ort
 
     x = np.random.default_rng(2).standard_normal((2, 224, 224, 3)).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            BLOCKED_LOAD,
-            str(seed_outputs / "vgg16_cut_extend.keras"),
-            str(tmp_path / "x.npy"),
-            str(tmp_path / "y.npy"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    y = np.load(tmp_path / "y.npy")
+    (y,) = outputs_without_surgery([seed_outputs / "vgg16_cut_extend.keras"], x, tmp_path)
     onnx_y = ort.InferenceSession(str(seed_outputs / "seed.onnx")).run(None, {"image": x})[0]
     assert y.shape == (2, 2) and np.abs(y - onnx_y).max() <= PARITY
 

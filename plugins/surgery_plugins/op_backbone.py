@@ -26,14 +26,35 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def _is_folder(info, key, value) -> bool:
+    """An option declared ``format: folder-or-name`` whose value is a folder: written with a slash
+    (``./my_preset``), where a name (``dinov2_small``) or a handle (``hf://org/model``) has none or ``://``."""
+    return (
+        info.options.get(key, {}).get("format") == "folder-or-name"
+        and isinstance(value, str)
+        and ("/" in value or "\\" in value)
+        and "://" not in value
+    )
+
+
+def _weights_words(info) -> set[str]:
+    """The ``weights`` values that name weights rather than a file: "imagenet", "file" and the backbone's own."""
+    declared = info.options.get("weights", {})
+    return {"imagenet", "file"} | {c["const"] for c in declared.get("anyOf", []) if isinstance(c.get("const"), str)}
+
+
 def _path_keys(info, params) -> list[str]:
-    """The options whose values are file paths: a weights file, or an option declared ``format: path``."""
+    """The options whose values are paths: a weights file, an option declared ``format: path``, or a folder."""
     return [
         k
         for k, v in params.items()
         if isinstance(v, str)
         and k != "name"
-        and ((k == "weights" and v not in ("imagenet", "file")) or info.options.get(k, {}).get("format") == "path")
+        and (
+            (k == "weights" and v not in _weights_words(info))
+            or info.options.get(k, {}).get("format") == "path"
+            or _is_folder(info, k, v)
+        )
     ]
 
 
@@ -57,8 +78,14 @@ def check(params: dict[str, Any], ctx: StepContext) -> None:
         raise OpError(msg)
     for key in _path_keys(info, params):
         path = ctx.path(params[key])
+        folder = _is_folder(info, key, params[key])
         if not path.exists():
-            raise OpError(f'{key}: file "{params[key]}" does not exist (looked for {shown(path)})')
+            what = "folder" if folder else "file"
+            raise OpError(f'{key}: {what} "{params[key]}" does not exist (looked for {shown(path)})')
+        if folder:
+            if not path.is_dir():
+                raise OpError(f'{key}: "{params[key]}" is a file, not a folder')
+            continue
         if path.is_dir():
             raise OpError(f'{key}: "{params[key]}" is a directory, not a file')
         try:
@@ -97,8 +124,10 @@ def apply(state: State | None, params: dict[str, Any], ctx: StepContext) -> Stat
         source = f"from {files}" if files else "weights as the backbone builds them"
     elif weights is None:
         source = "random init"
+    elif weights == "imagenet":
+        source = "ImageNet weights"
     else:
-        source = "ImageNet weights" if weights == "imagenet" else f"weights {weights}"
+        source = f"{weights} weights" if weights in _weights_words(info) else f"weights {weights}"
     note = f"{info.name}: {len(model.layers)} layers, {model.count_params():,} params ({source})"
     return State(model=model, backbone=info.name, preprocess=info.preprocess, notes=(note,))
 

@@ -81,7 +81,14 @@ _export(
 )
 # Files from someone else.
 _export("io.files", "check_regular", "read_json")
-_export("io.model_files", "check_model_file", "load_model", "check_weights_file", "check_weights_content")
+_export(
+    "io.model_files",
+    "check_model_file",
+    "check_model_config",
+    "load_model",
+    "check_weights_file",
+    "check_weights_content",
+)
 _export("model.preprocessing", preprocess_modes="MODES", preprocess_function="function")
 _export("model.preprocess_layers", preprocess_into_model="into_model")
 # Exporters: the graph to export and the check that it computes what Keras does.
@@ -153,7 +160,13 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .exporting.runtimes import litert_runner, onnx_runner
     from .hookspecs import Exporter, OpApply, OpCheck, RegisterOp, hookimpl
     from .io.files import check_regular, read_json
-    from .io.model_files import check_model_file, check_weights_content, check_weights_file, load_model
+    from .io.model_files import (
+        check_model_config,
+        check_model_file,
+        check_weights_content,
+        check_weights_file,
+        load_model,
+    )
     from .keras_env import is_quiet, keras, keras_cache_dir, native_stderr_muted, seeded
     from .model.graph import cut_map, find_layer, layer_nodes, make_model, model_nodes, output_tensor_of, retrace
     from .model.layers import (

@@ -53,6 +53,13 @@ def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
         raise error(f"{shown(path)} is not a Keras model file: its {CONFIG} is not valid JSON") from None
     if not isinstance(config, dict):
         raise error(f"{shown(path)} is not a Keras model file: its {CONFIG} is not an object")
+    check_model_config(config, path, error=error)
+    return config
+
+
+def check_model_config(config: dict, path: str | os.PathLike, *, error=ModelFileError) -> None:
+    """Refuse a model config (a ``.keras`` file's, a KerasHub preset's) that would run code stored in
+    it or make Keras read a file it names; ``path`` is the file it came from, for the error line."""
     if any(name in CODE_LAYERS for name in nested_class_names(config)):
         raise error(_refused_code(path))
     for where in file_arguments(config, CONFIG):
@@ -61,7 +68,6 @@ def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
             "path); a model file may not make surgery read other files. Save the model with the "
             "vocabulary inside it (as a list)"
         )
-    return config
 
 
 def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool = False):
@@ -72,9 +78,24 @@ def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool =
     check_model_file(path, error=error)
     k = keras()
     try:
-        return k.saving.load_model(str(path), safe_mode=True, compile=compile)
+        model = k.saving.load_model(str(path), safe_mode=True, compile=compile)
     except Exception as e:  # Keras and h5py raise many types; each becomes one line  # noqa: BLE001 (Keras and h5py raise many types; each becomes one line)
         raise error(_load_failure(path, e)) from None
+    refreeze(model)
+    return model
+
+
+def refreeze(model) -> None:
+    """Freeze again the variables of every frozen layer. Keras restores a frozen layer's flag but not its
+    variables' when the layer builds its weights in layers of its own (a KerasHub transformer block):
+    the model then lists them as trainable, and fit would train a block the spec froze."""
+    for layer in getattr(model, "layers", []):
+        if not layer.trainable:
+            # Through the property's setter: `layer.trainable = False` on a frozen layer is skipped by
+            # TensorFlow's attribute tracking (it short-circuits assigning a value the attribute has).
+            type(layer).trainable.fset(layer, False)
+        else:
+            refreeze(layer)
 
 
 def _load_failure(path, e: Exception) -> str:

@@ -63,12 +63,16 @@ def cut_map(model) -> CutMap:
 
 
 def output_tensor_of(model, layer):
-    """The (single) output of ``layer`` within ``model``'s graph."""
-    for node in model_nodes(model):
+    """The output of ``layer`` within ``model``'s graph: its only one, or else the only one the graph reads
+    (a KerasHub DeiT block also returns its attention scores, which no later layer takes)."""
+    nodes = model_nodes(model)
+    for node in nodes:
         if node.operation is layer:
-            if len(node.outputs) != 1:
-                return None
-            return node.outputs[0]
+            if len(node.outputs) == 1:
+                return node.outputs[0]
+            read = {id(x) for other in nodes for x in other.input_tensors} | {id(x) for x in model.outputs}
+            used = [x for x in node.outputs if id(x) in read]
+            return used[0] if len(used) == 1 else None
     return None
 
 

@@ -1,0 +1,103 @@
+"""KerasHub backbones rebuilt so that every block is a layer of the functional graph.
+
+ViT, DeiT and DINOv2 keep all their transformer blocks inside one encoder layer, so a spec could
+not cut after block 6, freeze blocks 0-5 by name or read block 8's output. Their encoders' ``call``
+is a plain loop over the blocks; ``unroll`` calls the same block objects (weights shared, not
+copied) one after another in a new functional graph, so each block becomes a layer named as
+KerasHub names it. The other families (CLIP, SigLIP, the CNNs) already are such graphs.
+
+Some KerasHub layers write a ``get_config`` their own constructor rejects, so a model holding them
+saves but never loads. ``mend_configs`` gives those layer objects a config the constructor accepts
+(the same class, the keys it refuses dropped or the ones it needs added), so the ``.keras`` file
+loads with ``keras.saving.load_model(path, safe_mode=True)`` in a Python that has keras-hub and not
+surgery. Only the instances in the built model change; KerasHub's classes stay as they are.
+"""
+
+from __future__ import annotations
+
+from surgery import keras, make_model, retrace
+
+
+def _vit_encoder(encoder, x):
+    # ViTEncoder.call: dropout, the blocks, the final LayerNormalization.
+    x = encoder.dropout(x)
+    for block in encoder.encoder_layers:
+        x = block(x)
+    return [encoder.layer_norm(x)]
+
+
+def _deit_encoder(encoder, x):
+    # DeiTEncoder.call returns (x, hidden states, attention scores); the backbone uses x only. A block
+    # returns (x, None) unless asked for its scores, and a graph node's outputs must all be tensors.
+    for block in encoder.encoder_layers:
+        x = block(x, return_attention_scores=True)[0]
+    return [encoder.layer_norm(x)]
+
+
+def _dinov2_encoder(encoder, x):
+    # DINOV2Encoder.call returns (x, {"stage1": ..., ...}); the outputs are listed flat, in the
+    # order keras.tree.flatten gives the node's outputs (x, then the stages by sorted key).
+    stages = {}
+    for k, block in enumerate(encoder.layers, start=1):
+        x = block(x)
+        stages[f"stage{k}"] = x
+    return keras().tree.flatten((x, stages))
+
+
+UNROLL = {"ViTEncoder": _vit_encoder, "DeiTEncoder": _deit_encoder, "DINOV2Encoder": _dinov2_encoder}
+
+
+def unroll(model):
+    """``model`` with each encoder listed in UNROLL replaced by its blocks; ``model`` itself otherwise."""
+    if not any(type(layer).__name__ in UNROLL for layer in model.layers):
+        return model
+    k = keras()
+    (old_input,) = model.inputs
+    image = k.Input(shape=tuple(old_input.shape[1:]), dtype=old_input.dtype, name=_input_name(model))
+
+    def around(layer):
+        recipe = UNROLL.get(type(layer).__name__)
+        if recipe is None:
+            return layer
+        return lambda x, *args, **kwargs: recipe(layer, x)
+
+    outputs = retrace(model, {id(old_input): image}, model.outputs, around=around)
+    return make_model(image, outputs, name=model.name)
+
+
+def _input_name(model) -> str:
+    name = model.layers[0].name
+    return name if not name.startswith("input_layer") else "images"
+
+
+def _without(*keys):
+    def mend(layer, config):
+        return {k: v for k, v in config.items() if k not in keys}
+
+    return mend
+
+
+# class name -> how to turn the config KerasHub writes into one its constructor accepts
+MENDS = {
+    "ViTPatchingAndEmbedding": _without("num_patches", "num_positions"),
+    "ViTEncoderBlock": _without("key_dim"),
+    "DeiTEmbeddings": _without("num_patches", "num_positions"),
+    "DeiTEncoderBlock": _without("key_dim"),
+}
+
+
+def mend_configs(model) -> list[str]:
+    """Give the layers whose KerasHub config does not load back one that does; the classes mended."""
+    mended = []
+    for layer in model.layers:
+        mend = MENDS.get(type(layer).__name__)
+        if mend is None:
+            continue
+        written = layer.get_config
+
+        def get_config(written=written, mend=mend, layer=layer):
+            return mend(layer, written())
+
+        layer.get_config = get_config
+        mended.append(type(layer).__name__)
+    return sorted(set(mended))

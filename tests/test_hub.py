@@ -1,0 +1,293 @@
+"""The keras_hub backbone: KerasHub presets block by block, from preset folders made here (never the network).
+
+Each family is a small configuration (32 px, 3 blocks) saved with ``save_to_preset``, then loaded through
+the spec, i.e. KerasHub's real ``from_preset`` path. The blocks have unequal weights (a seeded random
+init), so a cut at the wrong block, blocks run out of order or a block skipped give another output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import assert_one_error_line, load_spec_json, outputs_without_surgery, write_spec
+
+SIDE = 32
+# family: (KerasHub class, its arguments, the names of its blocks in order)
+FAMILIES = {
+    "vit": (
+        "ViTBackbone",
+        {"patch_size": 8, "num_layers": 3, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32},
+        ["transformer_block_1", "transformer_block_2", "transformer_block_3"],
+    ),
+    "deit": (
+        "DeiTBackbone",
+        {"patch_size": 8, "num_layers": 3, "num_heads": 2, "hidden_dim": 16, "intermediate_dim": 32},
+        ["transformer_block_1", "transformer_block_2", "transformer_block_3"],
+    ),
+    "dinov2": (
+        "DINOV2Backbone",
+        {
+            "patch_size": 8,
+            "num_layers": 3,
+            "num_heads": 2,
+            "hidden_dim": 16,
+            "intermediate_dim": 32,
+            "position_embedding_shape": (SIDE, SIDE),
+        },
+        ["layers_0", "layers_1", "layers_2"],
+    ),
+}
+
+
+def _image(seed=3, n=2):
+    return np.random.default_rng(seed).uniform(0, 255, (n, SIDE, SIDE, 3)).astype("float32") / 255
+
+
+def _own_output(model, x):
+    """KerasHub's own model on x (DINOv2 takes a dict of inputs)."""
+    inputs = {"images": x} if isinstance(model.input, dict) else x
+    return np.asarray(model(inputs, training=False))
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory, keras):
+    """family -> (preset folder, KerasHub's own model built from it)."""
+    import keras_hub
+
+    root = tmp_path_factory.mktemp("presets")
+    made = {}
+    for k, (family, (cls, kwargs, _)) in enumerate(FAMILIES.items()):
+        keras.utils.set_random_seed(100 + k)
+        getattr(keras_hub.models, cls)(image_shape=(SIDE, SIDE, 3), **kwargs).save_to_preset(str(root / family))
+        made[family] = (root / family, keras_hub.models.Backbone.from_preset(str(root / family)))
+    return made
+
+
+def _spec(tmp_path, preset, *steps, outputs=None, **backbone):
+    spec = {
+        "surgery": 1,
+        "name": "hub",
+        "seed": 0,
+        "steps": [{"op": "backbone", "name": "keras_hub", "preset": str(preset), **backbone}, *steps],
+        "outputs": outputs or {"keras": "hub.keras"},
+    }
+    return write_spec(tmp_path, spec)
+
+
+def _apply(cli, spec, *extra):
+    result = cli("apply", spec, *extra)
+    assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_block_is_a_layer_and_the_model_is_kerashubs(cli, tmp_path, keras, presets, family):
+    folder, own = presets[family]
+    _apply(cli, _spec(tmp_path, folder))
+    built = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    names = [layer.name for layer in built.layers]
+    blocks = FAMILIES[family][2]
+    assert [n for n in names if n in blocks] == blocks
+    x = _image()
+    np.testing.assert_allclose(np.asarray(built(x)), _own_output(own, x), atol=1e-5, rtol=0)
+
+
+def _by_hand(own, family, x, k):
+    """The embedding, then the first k blocks, called one by one on KerasHub's own layer objects."""
+    embedding, encoder = own.layers[1:3]
+    h = embedding(x)
+    blocks = getattr(encoder, "encoder_layers", None) or encoder.layers  # DINOv2's encoder lists them as layers
+    for block in blocks[:k]:
+        h = block(h)
+        h = h[0] if isinstance(h, tuple) else h
+    return np.asarray(h)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_cut_after_block_k_is_the_first_k_blocks_run_by_hand(cli, tmp_path, keras, presets, family):
+    folder, own = presets[family]
+    second = FAMILIES[family][2][1]
+    _apply(cli, _spec(tmp_path, folder, {"op": "slice", "to": second}))
+    cut = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    assert cut.layers[-1].name == second
+    x = _image()
+    out = np.asarray(cut(x))
+    np.testing.assert_allclose(out, _by_hand(own, family, x, 2), atol=1e-5, rtol=0)
+    assert np.abs(out - _by_hand(own, family, x, 1)).max() > 1e-3  # one block fewer is another output
+    assert np.abs(out - _by_hand(own, family, x, 3)).max() > 1e-3
+
+
+def test_freezing_blocks_by_name_freezes_exactly_their_weights(cli, tmp_path, keras, presets):
+    folder, own = presets["vit"]
+    frozen = ["transformer_block_1", "transformer_block_3"]
+    from surgery import load_model
+
+    result = _apply(cli, _spec(tmp_path, folder, {"op": "freeze", "names": frozen}))
+    model = load_model(tmp_path / "hub.keras")
+    blocks = own.layers[2].encoder_layers
+    frozen_params = sum(b.count_params() for b in blocks if b.name in frozen)
+    assert frozen_params > 0
+    assert sum(int(np.prod(w.shape)) for w in model.non_trainable_weights) == frozen_params
+    assert [layer.name for layer in model.layers if not layer.trainable] == frozen
+    assert f"{frozen_params:,} params" in result.stdout
+
+
+@pytest.mark.slow
+def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, presets):
+    """One fresh Python loads every family's .keras (safe_mode=True, keras and keras_hub only): ViT's
+    embedding and blocks write configs their constructors reject, which surgery mends on the instances."""
+    x = _image(seed=5)
+    files, expected = [], []
+    for family in sorted(FAMILIES):
+        folder, own = presets[family]
+        out = tmp_path / family
+        out.mkdir()
+        _apply(cli, _spec(out, folder, {"op": "slice", "to": FAMILIES[family][2][1]}))
+        files.append(out / "hub.keras")
+        expected.append(_by_hand(own, family, x, 2))
+    for family, got, want in zip(
+        sorted(FAMILIES), outputs_without_surgery(files, x, tmp_path, ["keras_hub"]), expected
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=family)
+
+
+def test_a_cut_vit_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras, presets):
+    import onnxruntime as ort
+
+    folder, _ = presets["vit"]
+    steps = [
+        {"op": "slice", "to": "transformer_block_2"},
+        {"op": "append", "layer": "GlobalAveragePooling1D"},
+        {"op": "append", "layer": "Dense", "config": {"units": 3, "activation": "softmax"}},
+    ]
+    result = _apply(cli, _spec(tmp_path, folder, *steps, outputs={"keras": "hub.keras", "onnx": "hub.onnx"}))
+    assert "max abs diff vs Keras" in result.stdout
+    session = ort.InferenceSession(str(tmp_path / "hub.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    x = _image(n=3)
+    model = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    np.testing.assert_allclose(session.run(None, {"image": x})[0], np.asarray(model(x)), atol=1e-5, rtol=0)
+
+
+def test_random_weights_are_the_architecture_with_other_values(cli, tmp_path, keras, presets):
+    folder, own = presets["vit"]
+    result = _apply(cli, _spec(tmp_path, folder, weights=None))
+    assert "(random init)" in result.stdout
+    model = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    assert model.count_params() == own.count_params()
+    x = _image()
+    assert np.abs(np.asarray(model(x)) - _own_output(own, x)).max() > 1e-3
+
+
+def test_the_vision_tower_of_a_two_tower_preset(cli, tmp_path, keras):
+    import keras_hub
+
+    m = keras_hub.models
+    keras.utils.set_random_seed(7)
+    vision = m.CLIPVisionEncoder(
+        patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=(SIDE, SIDE, 3)
+    )
+    text = m.CLIPTextEncoder(
+        vocabulary_size=50,
+        embedding_dim=16,
+        hidden_dim=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    m.CLIPBackbone(vision_encoder=vision, text_encoder=text, projection_dim=8).save_to_preset(str(tmp_path / "clip"))
+    # KerasHub prefixes the tower's layer names with the tower's when it loads a preset.
+    tower = m.Backbone.from_preset(str(tmp_path / "clip")).vision_encoder
+    names = [layer.name for layer in tower.layers]
+    first_block = next(n for n in names if n.endswith("encoder_block_0"))
+    _apply(cli, _spec(tmp_path, tmp_path / "clip", {"op": "slice", "to": first_block}, part="vision"))
+    cut = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    assert [layer.name for layer in cut.layers] == names[: names.index(first_block) + 1]
+    x = _image()
+    h = x
+    for layer in tower.layers[1 : names.index(first_block) + 1]:
+        h = layer(h)
+    np.testing.assert_allclose(np.asarray(cut(x)), np.asarray(h), atol=1e-5, rtol=0)
+
+
+def test_the_dinov2_linear_probe_spec_runs_from_a_local_preset(cli, tmp_path, keras, presets):
+    """Only the head trains, also after a save and load: Keras restores a frozen block's flag but leaves its
+    variables trainable (they are its sublayers'), so surgery's loader freezes them again."""
+    from surgery import load_model
+
+    spec = load_spec_json("dinov2_linear_probe.json")
+    folder, own = presets["dinov2"]
+    spec["steps"][0].update(preset=str(folder), image_shape=[SIDE, SIDE, 3])
+    spec["outputs"] = {"keras": "probe.keras"}
+    result = _apply(cli, write_spec(tmp_path, spec))
+    model = load_model(tmp_path / "probe.keras")
+    head = model.layers[-1]
+    assert [w.name for w in model.trainable_weights] == [w.name for w in head.trainable_weights]
+    assert model.output.shape[-1] == spec["steps"][-1]["config"]["units"]
+    assert "keras_hub:" in result.stdout
+
+
+def _write_folder(tmp_path, config=None, weights=True):
+    folder = tmp_path / "preset"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    if weights:
+        (folder / "model.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    return folder
+
+
+LAMBDA = {
+    "module": "keras_hub.src.models.vit.vit_backbone",
+    "class_name": "ViTBackbone",
+    "config": {"layers": [{"module": "keras.layers", "class_name": "Lambda", "config": {"function": "x"}}]},
+}
+
+
+@pytest.mark.parametrize(
+    "case,fragments",
+    [
+        ("missing", ['folder "./nowhere" does not exist']),
+        ("no config", ["is not a KerasHub preset folder: it has no config.json"]),
+        ("not json", ["config.json", "not valid JSON"]),
+        ("foreign module", ["does not describe a KerasHub backbone", "'os'"]),
+        ("lambda", ["refused: the model contains a layer that runs Python code"]),
+        ("no weights", ['has no model.weights.h5; use "weights": null']),
+        ("bad name", ['preset: "dino v2" is neither a KerasHub preset name']),
+    ],
+)
+def test_a_bad_preset_is_one_line_before_tensorflow(cli, tmp_path, case, fragments):
+    preset = {
+        "missing": "./nowhere",
+        "no config": lambda: _write_folder(tmp_path),
+        "not json": lambda: _write_folder(tmp_path, config=None),
+        "foreign module": lambda: _write_folder(tmp_path, {"module": "os", "class_name": "system", "config": {}}),
+        "lambda": lambda: _write_folder(tmp_path, LAMBDA),
+        "no weights": lambda: _write_folder(tmp_path, {**LAMBDA, "config": {}}, weights=False),
+        "bad name": "dino v2",
+    }[case]
+    if callable(preset):
+        preset = preset()
+        if case == "not json":
+            (preset / "config.json").write_text("{'single': quotes}")
+    result = cli("validate", _spec(tmp_path, preset))
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "steps[0]", *fragments)
+
+
+def test_a_preset_name_offline_and_not_cached_is_one_line(cli, tmp_path, monkeypatch):
+    # A closed local port as the proxy: the download fails at once on any machine, online or not.
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kaggle"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = cli("apply", _spec(tmp_path, "dinov2_small"))
+    assert result.exit_code == 2
+    assert_one_error_line(
+        result.stderr, 'could not download the KerasHub preset "dinov2_small"', "needs the internet once"
+    )
+    assert not (tmp_path / "hub.keras").exists()
