@@ -154,12 +154,17 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=family)
 
 
-def test_a_cut_vit_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras, presets):
+@pytest.mark.parametrize(
+    "family", [f if f == "vit" else pytest.param(f, marks=pytest.mark.slow) for f in sorted(FAMILIES)]
+)
+def test_a_cut_backbone_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras, presets, family):
+    """Exact GELU and the position embeddings (the issue's Erfc and extra input) export here with
+    tf2onnx 1.17 and TensorFlow 2.21: the export check and onnxruntime agree with Keras."""
     import onnxruntime as ort
 
-    folder, _ = presets["vit"]
+    folder, _ = presets[family]
     steps = [
-        {"op": "slice", "to": "transformer_block_2"},
+        {"op": "slice", "to": FAMILIES[family][2][1]},
         {"op": "append", "layer": "GlobalAveragePooling1D"},
         {"op": "append", "layer": "Dense", "config": {"units": 3, "activation": "softmax"}},
     ]
@@ -170,6 +175,34 @@ def test_a_cut_vit_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras, pre
     x = _image(n=3)
     model = keras.saving.load_model(str(tmp_path / "hub.keras"))
     np.testing.assert_allclose(session.run(None, {"image": x})[0], np.asarray(model(x)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_a_hub_cnn_is_cut_at_its_own_layer_names_and_exported(cli, tmp_path, keras):
+    """KerasHub's CNNs are functional graphs already: ResNet's layers are the spec's, cut, saved and exported."""
+    import keras_hub
+    import onnxruntime as ort
+
+    keras.utils.set_random_seed(11)
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        image_shape=(SIDE, SIDE, 3),
+    ).save_to_preset(str(tmp_path / "resnet"))
+    own = keras_hub.models.Backbone.from_preset(str(tmp_path / "resnet"))
+    cut_at = "stack0_block0_out"
+    outputs = {"keras": "hub.keras", "onnx": "hub.onnx"}
+    _apply(cli, _spec(tmp_path, tmp_path / "resnet", {"op": "slice", "to": cut_at}, outputs=outputs))
+    x = _image(n=3)
+    want = np.asarray(keras.Model(own.input, own.get_layer(cut_at).output)(x))
+    (got,) = outputs_without_surgery([tmp_path / "hub.keras"], x, tmp_path, ["keras_hub"])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    onnx_out = ort.InferenceSession(str(tmp_path / "hub.onnx")).run(None, {"image": x})[0]
+    np.testing.assert_allclose(onnx_out, want, atol=1e-4, rtol=0)
 
 
 def test_random_weights_are_the_architecture_with_other_values(cli, tmp_path, keras, presets):
@@ -258,6 +291,7 @@ LAMBDA = {
         ("lambda", ["refused: the model contains a layer that runs Python code"]),
         ("no weights", ['has no model.weights.h5; use "weights": null']),
         ("bad name", ['preset: "dino v2" is neither a KerasHub preset name']),
+        ("sharded", ["holds sharded weights (model.weights.json)"]),
     ],
 )
 def test_a_bad_preset_is_one_line_before_tensorflow(cli, tmp_path, case, fragments):
@@ -269,11 +303,14 @@ def test_a_bad_preset_is_one_line_before_tensorflow(cli, tmp_path, case, fragmen
         "lambda": lambda: _write_folder(tmp_path, LAMBDA),
         "no weights": lambda: _write_folder(tmp_path, {**LAMBDA, "config": {}}, weights=False),
         "bad name": "dino v2",
+        "sharded": lambda: _write_folder(tmp_path, {**LAMBDA, "config": {}}, weights=False),
     }[case]
     if callable(preset):
         preset = preset()
         if case == "not json":
             (preset / "config.json").write_text("{'single': quotes}")
+        if case == "sharded":
+            (preset / "model.weights.json").write_text('{"weight_map": {"a": "../../elsewhere.h5"}}')
     result = cli("validate", _spec(tmp_path, preset))
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "steps[0]", *fragments)
@@ -290,4 +327,13 @@ def test_a_preset_name_offline_and_not_cached_is_one_line(cli, tmp_path, monkeyp
     assert_one_error_line(
         result.stderr, 'could not download the KerasHub preset "dinov2_small"', "needs the internet once"
     )
+    assert not (tmp_path / "hub.keras").exists()
+
+
+def test_an_image_shape_the_preset_weights_do_not_fit_is_one_line(cli, tmp_path, presets):
+    """ViT's position embeddings are sized for the preset's image; DINOv2's interpolate (the probe test)."""
+    folder, _ = presets["vit"]
+    result = cli("apply", _spec(tmp_path, folder, image_shape=[48, 48, 3]))
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "steps[0] (backbone)", "its weights do not fit image_shape [48, 48, 3]")
     assert not (tmp_path / "hub.keras").exists()

@@ -95,6 +95,12 @@ def check(options):
     check_model_config(config, config_path, error=OpError)
     if options.get("weights", "preset") is not None:
         weights = os.path.join(preset, "model.weights.h5")
+        if os.path.exists(os.path.join(preset, "model.weights.json")):
+            # Its index names the shard files Keras then opens; not checked here yet, so not read.
+            raise OpError(
+                f"preset: {shown(preset)} holds sharded weights (model.weights.json), which surgery does not "
+                "read yet; save the backbone again in one file: save_to_preset(folder, max_shard_size=...) above its size in GB"
+            )
         if not os.path.exists(weights):
             raise OpError(
                 f'preset: {shown(preset)} has no model.weights.h5; use "weights": null for the architecture alone'
