@@ -148,10 +148,17 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
         _apply(cli, _spec(out, folder, {"op": "slice", "to": FAMILIES[family][2][1]}))
         files.append(out / "hub.keras")
         expected.append(_by_hand(own, family, x, 2))
-    for family, got, want in zip(
-        sorted(FAMILIES), outputs_without_surgery(files, x, tmp_path, ["keras_hub"]), expected
-    ):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=family)
+    # A LoRA model too: its config carries surgery's record, which Keras passes over (the merged model).
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    _apply(cli, write_spec(lora, _lora_spec(presets, outputs={"keras": "lora.keras"})))
+    import surgery
+
+    files.append(lora / "lora.keras")
+    expected.append(np.asarray(surgery.build(_lora_spec(presets))(x)))
+    got = outputs_without_surgery(files, x, tmp_path, ["keras_hub"])
+    for family, out, want in zip([*sorted(FAMILIES), "lora"], got, expected):
+        np.testing.assert_allclose(out, want, atol=1e-5, rtol=0, err_msg=family)
 
 
 @pytest.mark.parametrize(
@@ -337,3 +344,278 @@ def test_an_image_shape_the_preset_weights_do_not_fit_is_one_line(cli, tmp_path,
     assert result.exit_code == 2
     assert_one_error_line(result.stderr, "steps[0] (backbone)", "its weights do not fit image_shape [48, 48, 3]")
     assert not (tmp_path / "hub.keras").exists()
+
+
+# Per-channel and unequal: a converter applied as one mean scale, or with scale and offset swapped,
+# or not at all, gives another output.
+SCALE, OFFSET = [0.02, 0.005, 0.011], [-1.5, 0.25, -0.4]
+
+
+def _with_converter(tmp_path, presets, family="vit"):
+    import shutil
+
+    import keras_hub
+
+    folder = tmp_path / f"{family}_with_converter"
+    shutil.copytree(presets[family][0], folder)
+    keras_hub.layers.ImageConverter(image_size=(SIDE, SIDE), scale=SCALE, offset=OFFSET).save_to_preset(str(folder))
+    return folder
+
+
+def test_the_presets_image_converter_is_a_rescaling_layer_so_the_model_takes_raw_pixels(cli, tmp_path, keras, presets):
+    folder = _with_converter(tmp_path, presets)
+    _apply(cli, _spec(tmp_path, folder, outputs={"keras": "hub.keras", "onnx": "hub.onnx"}))
+    model = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    assert [layer.name for layer in model.layers[:2]] == ["images", "preprocess"]
+    assert type(model.layers[1]).__name__ == "Rescaling"
+    raw = np.random.default_rng(4).uniform(0, 255, (2, SIDE, SIDE, 3)).astype("float32")
+    own = presets["vit"][1]
+    want = _own_output(own, raw * np.float32(SCALE) + np.float32(OFFSET))
+    np.testing.assert_allclose(np.asarray(model(raw)), want, atol=1e-5, rtol=0)
+    assert np.abs(np.asarray(model(raw)) - _own_output(own, raw)).max() > 1e-2
+
+
+def test_preprocess_false_leaves_the_converter_out(cli, tmp_path, keras, presets):
+    folder = _with_converter(tmp_path, presets)
+    _apply(cli, _spec(tmp_path, folder, preprocess=False))
+    model = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    assert "preprocess" not in [layer.name for layer in model.layers]
+    x = _image()
+    np.testing.assert_allclose(np.asarray(model(x)), _own_output(presets["vit"][1], x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "scale,fragment",
+    [
+        ('"abc"', "scale must be a number or one number per channel"),
+        ("[1, 2]", "scale must be a number or one number per channel"),
+    ],
+)
+def test_a_bad_image_converter_is_one_line(cli, tmp_path, presets, scale, fragment):
+    folder = _with_converter(tmp_path, presets)
+    path = folder / "image_converter.json"
+    config = json.loads(path.read_text())
+    config["config"]["scale"] = json.loads(scale)
+    path.write_text(json.dumps(config))
+    result = cli("apply", _spec(tmp_path, folder))
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "image_converter.json", fragment)
+    assert not (tmp_path / "hub.keras").exists()
+
+
+# --- LoRA --------------------------------------------------------------------------------------------
+
+LORA_STEPS = [
+    {"op": "lora", "rank": 2, "alpha": 4},
+    {"op": "append", "layer": "GlobalAveragePooling1D"},
+    {"op": "append", "layer": "Dense", "config": {"units": 3, "activation": "softmax"}, "name": "head"},
+]
+
+
+def _lora_spec(presets, *steps, outputs=None):
+    folder, _ = presets["vit"]
+    spec = {
+        "surgery": 1,
+        "name": "lora",
+        "seed": 0,
+        "steps": [{"op": "backbone", "name": "keras_hub", "preset": str(folder)}, *(steps or LORA_STEPS)],
+    }
+    if outputs:
+        spec["outputs"] = outputs
+    return spec
+
+
+def _lora_places(model) -> list[str]:
+    """ "block/projection" of each LoRA layer, by the names of the layers (the same in a loaded model)."""
+    return sorted(
+        f"{top.name}/{inner.name}"
+        for top in model.layers
+        for inner in top._flatten_layers()
+        if getattr(inner, "lora_enabled", False)
+    )
+
+
+def test_lora_goes_to_every_blocks_query_and_value_and_freezes_the_rest(keras, presets):
+    import surgery
+
+    model = surgery.build(_lora_spec(presets))
+    blocks = [model.get_layer(f"transformer_block_{i}") for i in (1, 2, 3)]
+    # By role: the projections the attention layer calls query and value, whatever their names.
+    wanted = {id(p) for b in blocks for p in (b.mha._query_dense, b.mha._value_dense)}
+    adapted = {id(layer) for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)}
+    assert adapted == wanted and len(wanted) == 6
+    lora = [w for w in model.trainable_weights if "lora_kernel" in w.path]
+    head = model.get_layer("head")
+    assert {id(w) for w in model.trainable_weights} == {id(w) for w in lora + head.trainable_weights}
+    assert len(lora) == 12
+    # Before training, B is zero: the model computes what it computed without LoRA.
+    own = presets["vit"][1]
+    features = keras.Model(model.input, model.get_layer("ln").output)
+    x = _image()
+    np.testing.assert_allclose(np.asarray(features(x)), _own_output(own, x), atol=1e-6, rtol=0)
+
+
+def test_lora_note_counts_what_it_adapted(cli, tmp_path, keras, presets):
+    result = _apply(cli, write_spec(tmp_path, _lora_spec(presets, outputs={"keras": "lora.keras"})))
+    model = keras.saving.load_model(str(tmp_path / "lora.keras"))
+    # query and value of 3 blocks: kernels (16, 2, 8) -> A (16, 2, 2) and B (2, 8) each
+    lora_params = 6 * (16 * 2 * 2 + 2 * 8)
+    frozen = sum(layer.count_params() for layer in model.layers if layer.name != "head")
+    assert (
+        f"lora: rank 2, alpha 4 on 6 layers in 3 layers (transformer_block_1 .. transformer_block_3): "
+        f"{lora_params:,} LoRA params train, {frozen:,} params frozen" in result.stdout
+    )
+    assert "partly" in result.stdout  # a block whose weights are frozen around its LoRA matrices
+
+
+@pytest.mark.parametrize(
+    "selector,fragment",
+    [
+        ({"names": ["ln"]}, "no Dense, EinsumDense or Conv layer and no MultiHeadAttention to adapt among 1 selected"),
+        ({"names": ["nowhere*"]}, "nowhere*"),
+    ],
+)
+def test_a_lora_selection_with_nothing_to_adapt_is_one_line(cli, tmp_path, presets, selector, fragment):
+    spec = _lora_spec(presets, {"op": "lora", "rank": 2, **selector}, outputs={"keras": "lora.keras"})
+    result = cli("apply", write_spec(tmp_path, spec))
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "steps[1] (lora)", fragment)
+
+
+def test_lora_on_selected_dense_layers_adapts_those(keras, presets):
+    import surgery
+
+    steps = [*LORA_STEPS[1:], {"op": "lora", "rank": 1, "names": ["head"]}]
+    model = surgery.build(_lora_spec(presets, *steps))
+    assert _lora_places(model) == ["head/head"]
+    assert sorted(w.path for w in model.trainable_weights) == ["head/lora_kernel_a", "head/lora_kernel_b"]
+
+
+def _trainable_places(model) -> list[str]:
+    return sorted(
+        f"{top.name}/{inner.name}/{w.name}"
+        for top in model.layers
+        for inner in top._flatten_layers()
+        for w in inner._trainable_variables
+        if w.trainable and top.trainable and inner.trainable
+    )
+
+
+def test_lora_survives_a_save_and_load_and_trains_the_same_weights(cli, tmp_path, keras, presets):
+    from surgery import load_model
+
+    _apply(cli, write_spec(tmp_path, _lora_spec(presets, outputs={"keras": "lora.keras"})))
+    import surgery
+
+    fresh = surgery.build(_lora_spec(presets))
+    loaded = load_model(tmp_path / "lora.keras")
+    assert _lora_places(loaded) == _lora_places(fresh) and len(_lora_places(fresh)) == 6
+    assert _trainable_places(loaded) == _trainable_places(fresh)
+    # Keras loads both matrices as zeros, where no gradient moves them; A is drawn again.
+    assert all(np.abs(w.numpy()).max() > 0 for w in loaded.trainable_weights if "lora_kernel_a" in w.path)
+    x = _image()
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fresh(x)), atol=1e-6, rtol=0)
+
+
+def test_exports_merge_lora_into_the_kernels(keras, tmp_path, presets):
+    """B is set non-zero first (as after training): an export that dropped LoRA, or merged it without
+    alpha / rank, would give another output; the ONNX file holds no LoRA matrix."""
+    import onnx
+    import onnxruntime as ort
+
+    import surgery
+
+    def train_b(state):
+        rng = np.random.default_rng(8)
+        for layer in state.model._flatten_layers():
+            if getattr(layer, "lora_enabled", False):
+                layer.lora_kernel_b.assign(rng.normal(0, 0.5, layer.lora_kernel_b.shape).astype("float32"))
+
+    spec = _lora_spec(presets)
+    applied = surgery.apply(
+        spec, output=str(tmp_path / "m.keras"), exports={"onnx": str(tmp_path / "m.onnx")}, before_writing=train_b
+    )
+    model = applied.model
+    x = _image(n=3)
+    with_lora = np.asarray(model(x))
+    onnx_out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x})[0]
+    np.testing.assert_allclose(onnx_out, with_lora, atol=1e-5, rtol=0)
+    names = [i.name for i in onnx.load(str(tmp_path / "m.onnx")).graph.initializer]
+    assert not [n for n in names if "lora_kernel" in n]
+    for layer in model._flatten_layers():
+        if getattr(layer, "lora_enabled", False):
+            layer.lora_kernel_b.assign(np.zeros(layer.lora_kernel_b.shape, "float32"))
+    assert np.abs(np.asarray(model(x)) - with_lora).max() > 1e-3  # B mattered
+
+
+@pytest.mark.slow
+def test_training_a_lora_model_changes_only_its_lora_matrices_and_head(cli, tmp_path, keras, presets):
+    from surgery import load_model
+
+    from helpers import write_pngs
+
+    spec = write_spec(tmp_path, _lora_spec(presets))
+    data = write_pngs(tmp_path / "data", {"red": 6, "green": 4, "blue": 2}, size=SIDE)
+    result = cli("train", spec, "--data", data, "--epochs", "2", "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.output + result.stderr
+    import surgery
+
+    def weights(model):
+        return {
+            f"{layer.name}/{k}": w.numpy()
+            for layer in model.layers
+            for k, w in enumerate(v for v in layer.weights if "lora_kernel" not in v.path)
+        }
+
+    fresh = surgery.build(_lora_spec(presets))
+    after_model = load_model(next((tmp_path / "run").glob("*.keras")))
+    before, after = weights(fresh), weights(after_model)
+    assert before.keys() == after.keys()
+    changed = {p.split("/")[0] for p in before if np.abs(before[p] - after[p]).max() > 0}
+    # The blocks' LoRA kernels come back with A @ B merged in, the head trained; nothing else moved.
+    assert changed == {"transformer_block_1", "transformer_block_2", "transformer_block_3", "head"}
+    n_changed = sum(np.abs(before[p] - after[p]).max() > 0 for p in before if p.startswith("transformer_block"))
+    assert n_changed == 6  # query and value kernels only, of 3 blocks
+
+
+def test_the_vit_lora_spec_runs_from_a_local_preset(cli, tmp_path, keras, presets):
+    spec = load_spec_json("vit_lora.json")
+    spec["steps"][0].update(preset=str(presets["vit"][0]), image_shape=[SIDE, SIDE, 3])
+    spec["outputs"] = {"keras": "vit_lora.keras"}
+    result = _apply(cli, write_spec(tmp_path, spec))
+    assert "lora: rank 8, alpha 16 on 6 layers in 3 layers" in result.stdout
+    from surgery import load_model
+
+    model = load_model(tmp_path / "vit_lora.keras")
+    assert len(_lora_places(model)) == 6 and model.output.shape[-1] == 10
+
+
+BAD_RECORDS = [
+    {"lora": [{"layer": ["not", "a", "path"], "rank": 2}], "frozen": [{"a": 1}]},
+    {"lora": [{"layer": "transformer_block_1/mha/query", "rank": "2"}], "frozen": "all"},
+    {"lora": [{"layer": "transformer_block_1/mha/query", "rank": 2, "alpha": -1}]},
+    {"lora": "everything"},
+]
+
+
+def test_a_saved_lora_record_that_does_not_fit_is_passed_over(cli, tmp_path, keras, presets):
+    """The record is in a file from someone else: a wrong one leaves the model as Keras loads it."""
+    import zipfile
+
+    from surgery import load_model
+
+    _apply(cli, write_spec(tmp_path, _lora_spec(presets, outputs={"keras": "lora.keras"})))
+    with zipfile.ZipFile(tmp_path / "lora.keras") as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    x = _image()
+    want = np.asarray(load_model(tmp_path / "lora.keras")(x))
+    for k, entry in enumerate(BAD_RECORDS):
+        config = json.loads(members["config.json"])
+        config["config"]["surgery"] = entry
+        edited = tmp_path / f"edited{k}.keras"
+        with zipfile.ZipFile(edited, "w") as z:
+            for name, data in {**members, "config.json": json.dumps(config).encode()}.items():
+                z.writestr(name, data)
+        model = load_model(edited)
+        assert _lora_places(model) == [], entry
+        np.testing.assert_allclose(np.asarray(model(x)), want, atol=1e-6, err_msg=str(entry))

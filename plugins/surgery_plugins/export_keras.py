@@ -1,10 +1,10 @@
 """The ``keras`` exporter: the native ``.keras`` zip, loadable without surgery installed."""
 
-from surgery import hookimpl
+from surgery import hookimpl, save_model
 
 
 def export(model, path, options):
-    model.save(str(path))
+    save_model(model, path)  # model.save, keeping LoRA and nested frozen weights for surgery's loader
     return None
 
 

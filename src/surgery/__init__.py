@@ -89,6 +89,8 @@ _export(
     "check_weights_file",
     "check_weights_content",
 )
+_export("io.keras_state", "save_model")
+_export("model.lora", add_lora="add")
 _export("model.preprocessing", preprocess_modes="MODES", preprocess_function="function")
 _export("model.preprocess_layers", preprocess_into_model="into_model")
 # Exporters: the graph to export and the check that it computes what Keras does.
@@ -160,6 +162,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .exporting.runtimes import litert_runner, onnx_runner
     from .hookspecs import Exporter, OpApply, OpCheck, RegisterOp, hookimpl
     from .io.files import check_regular, read_json
+    from .io.keras_state import save_model
     from .io.model_files import (
         check_model_config,
         check_model_file,
@@ -179,6 +182,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
         make_layer,
         new_layer_name,
     )
+    from .model.lora import add as add_lora
     from .model.preprocess_layers import into_model as preprocess_into_model
     from .model.preprocessing import MODES as preprocess_modes
     from .model.preprocessing import function as preprocess_function

@@ -25,6 +25,7 @@ from surgery import (
     shown,
 )
 
+from . import converter
 from .blocks import mend_configs, unroll
 
 CONFIG_LIMIT = 4 * 1024 * 1024
@@ -52,6 +53,13 @@ OPTIONS = {
         "minItems": 3,
         "maxItems": 3,
         "description": "[height, width, channels]: the preset's own unless given",
+    },
+    "preprocess": {
+        "type": "boolean",
+        "default": True,
+        "description": "true (default): the preset's image converter (scale and offset) as a Rescaling layer "
+        '"preprocess" at the input, so the model takes raw 0-255 pixels; false: it takes what the converter '
+        "makes of them",
     },
     "part": {
         "enum": sorted(TOWERS),
@@ -93,6 +101,8 @@ def check(options):
             f"keras_hub's, got {module!r}); a preset folder is what backbone.save_to_preset(folder) writes"
         )
     check_model_config(config, config_path, error=OpError)
+    if options.get("preprocess", True):
+        converter.check_folder(preset)
     if options.get("weights", "preset") is not None:
         weights = os.path.join(preset, "model.weights.h5")
         if os.path.exists(os.path.join(preset, "model.weights.json")):
@@ -108,7 +118,7 @@ def check(options):
         check_weights_file(weights, error=OpError)
 
 
-def build(preset, weights="preset", image_shape=None, part=None):
+def build(preset, weights="preset", image_shape=None, part=None, preprocess=True):
     import keras_hub
 
     load_weights = weights is not None
@@ -123,6 +133,10 @@ def build(preset, weights="preset", image_shape=None, part=None):
         model = _tower(model, part, preset)
     model = unroll(model)
     mend_configs(model)
+    if preprocess:
+        affine = converter.scale_and_offset(preset, _folder(preset), model.inputs[0].shape[-1])
+        if affine is not None and affine != (None, None):
+            model = converter.into_model(model, *affine)
     return model
 
 

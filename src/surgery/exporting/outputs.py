@@ -8,6 +8,7 @@ leaves none. ``export_file`` does the same for a saved ``.keras`` model (``surge
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError, SurgeryError, did_you_mean
 from ..io.writing import Outputs, check_output, output_path
+from ..model.lora import merged as lora_merged
 
 if TYPE_CHECKING:
     from ..plugins.registry import ExporterInfo, Registry
@@ -80,8 +82,12 @@ def write_outputs(
     with Outputs(force) as outputs:
         for fmt, path in planned.items():
             tmp = outputs.stage(path)
+            # Only the .keras file keeps LoRA as LoRA (surgery's loader puts it back); every other format
+            # gets the matrices merged into the kernels, as a deployed model should have them.
+            keep = contextlib.nullcontext() if fmt == "keras" else lora_merged(model)
             try:
-                reports[fmt] = registry.exporters[fmt].export(model, tmp, dict((options or {}).get(fmt, {})))
+                with keep:
+                    reports[fmt] = registry.exporters[fmt].export(model, tmp, dict((options or {}).get(fmt, {})))
             except SurgeryError as e:
                 raise e.located(file=str(path), where=f"output {fmt}") from None
         for name, (path, write) in (also or {}).items():

@@ -18,6 +18,7 @@ import re
 from ..errors import SurgeryError, one_line, shown
 from ..spec.layer_catalog import file_arguments, nested_class_names
 from .files import MIB, FileError, check_archive, check_hdf5, check_hdf5_links, read_member
+from .keras_state import refreeze, restore
 
 CONFIG = "config.json"
 MEMBER_LIMITS = {CONFIG: 64 * MIB, "metadata.json": 1 * MIB}
@@ -75,27 +76,15 @@ def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool =
     a checkpoint to resume carries its optimizer's state)."""
     from ..keras_env import keras
 
-    check_model_file(path, error=error)
+    config = check_model_file(path, error=error)
     k = keras()
     try:
         model = k.saving.load_model(str(path), safe_mode=True, compile=compile)
     except Exception as e:  # Keras and h5py raise many types; each becomes one line  # noqa: BLE001 (Keras and h5py raise many types; each becomes one line)
         raise error(_load_failure(path, e)) from None
     refreeze(model)
+    restore(model, config)
     return model
-
-
-def refreeze(model) -> None:
-    """Freeze again the variables of every frozen layer. Keras restores a frozen layer's flag but not its
-    variables' when the layer builds its weights in layers of its own (a KerasHub transformer block):
-    the model then lists them as trainable, and fit would train a block the spec froze."""
-    for layer in getattr(model, "layers", []):
-        if not layer.trainable:
-            # Through the property's setter: `layer.trainable = False` on a frozen layer is skipped by
-            # TensorFlow's attribute tracking (it short-circuits assigning a value the attribute has).
-            type(layer).trainable.fset(layer, False)
-        else:
-            refreeze(layer)
 
 
 def _load_failure(path, e: Exception) -> str:

@@ -158,17 +158,23 @@ def trainable_status(layer) -> str:
 
     A layer is frozen when it has weights and none of them train; a layer without weights is
     neither frozen nor trainable. Moving statistics (BatchNormalization) are variables that never
-    train, so a trainable BN layer is "trainable", not "partly": only variables that could train
-    are compared. The layer table's ``trainable`` column, the plot and the freeze and unfreeze
-    notes all count with it.
+    train, so a trainable BN layer is "trainable", not "partly": only variables created to train
+    are compared, so a block whose weights are frozen one by one around its LoRA matrices is
+    "partly". The layer table's ``trainable`` column, the plot and the freeze and unfreeze notes all
+    count with it.
     """
     if not layer.weights:
         return "no weights"
     trainable = {id(w) for w in layer.trainable_weights}
     if not trainable:
         return "frozen"
-    learnable = [w for w in layer.weights if getattr(w, "trainable", True)]
+    learnable = [w for inner in _all_layers(layer) for w in getattr(inner, "_trainable_variables", [])]
     return "trainable" if all(id(w) in trainable for w in learnable) else "partly"
+
+
+def _all_layers(layer) -> list:
+    flatten = getattr(layer, "_flatten_layers", None)
+    return list(flatten(include_self=True, recursive=True)) if flatten else [layer]
 
 
 def freeze_layers(model, params: dict) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import raise_if_stopped
+from ..io.keras_state import save_model
 from ..io.writing import temporary_sibling
 from ..keras_env import keras
 
@@ -32,7 +33,7 @@ def checkpointer(folder, state, monitor: str, stage_ends, model):
             done = epoch + 1
             path = folder.checkpoint_path(done)
             tmp = temporary_sibling(path)
-            model.save(str(tmp))
+            save_model(model, tmp)
             tmp.replace(path)
             value = (logs or {}).get(monitor)
             # A NaN or inf (a diverged epoch) is never the best, not even as the first value seen.
@@ -53,7 +54,7 @@ def save_discarded(model) -> None:
     saving can run collective ops (Keras creates reference variables, which the strategy broadcasts), and
     every worker must take part in those (TensorFlow's advice for multi-worker checkpoints)."""
     with tempfile.TemporaryDirectory(prefix="surgery-worker-") as folder:
-        model.save(str(Path(folder) / "discarded.keras"))
+        save_model(model, Path(folder) / "discarded.keras")
 
 
 def shadow_checkpointer(model):

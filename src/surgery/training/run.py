@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import Terminated, counted, interrupted_exit
+from ..io.keras_state import save_model
 from ..io.model_files import load_model
 from ..io.writing import atomic_output
 from ..keras_env import keras
@@ -306,7 +307,7 @@ class Run:
         folder, state = self.folder, self.state
         # An extended run replaces its own earlier final model; a fresh run never replaces anything.
         with atomic_output(folder.final, force=self.resume) as tmp:
-            model.save(str(tmp))
+            save_model(model, tmp)
         state.finished = True
         folder.write_state(state)
         result.history = callbacks.read_log(folder.log)
