@@ -47,7 +47,13 @@ def test_backbones_json_lists_the_40_applications_keras_file_and_keras_hub(cli):
     keras_file = next(b for b in listed if b["name"] == "keras_file")
     assert keras_file["input_shape"] is None and keras_file["options"] == ["path", "weights"]
     keras_hub = next(b for b in listed if b["name"] == "keras_hub")
-    assert keras_hub["plugin"] == "keras_hub" and keras_hub["options"] == ["image_shape", "part", "preprocess", "preset", "weights"]
+    assert keras_hub["plugin"] == "keras_hub" and keras_hub["options"] == [
+        "image_shape",
+        "part",
+        "preprocess",
+        "preset",
+        "weights",
+    ]
 
 
 def test_backbones_glob_filters_the_table_and_the_json(cli):
