@@ -47,8 +47,8 @@ def _image(seed=3, n=2):
 
 
 def _own_output(model, x):
-    """KerasHub's own model on x (DINOv2 takes a dict of inputs)."""
-    inputs = {"images": x} if isinstance(model.input, dict) else x
+    """KerasHub's own model on x (DINOv2 and DINOv3 take a dict of inputs)."""
+    inputs = {next(iter(model.input)): x} if isinstance(model.input, dict) else x
     return np.asarray(model(inputs, training=False))
 
 
@@ -619,3 +619,27 @@ def test_a_saved_lora_record_that_does_not_fit_is_passed_over(cli, tmp_path, ker
         model = load_model(edited)
         assert _lora_places(model) == [], entry
         np.testing.assert_allclose(np.asarray(model(x)), want, atol=1e-6, err_msg=str(entry))
+
+
+def test_dinov3_blocks_are_layers_fed_the_rotary_embeddings(cli, tmp_path, keras):
+    """DINOv3's blocks take the rotary position embeddings as a second input; unrolled, each block is a
+    layer fed the same tensors, the model stays KerasHub's, and a block frozen by name survives a save."""
+    import keras_hub
+
+    from surgery import load_model
+
+    keras.utils.set_random_seed(13)
+    keras_hub.models.DINOV3Backbone(
+        image_shape=(SIDE, SIDE, 3), patch_size=8, num_layers=3, num_heads=2, hidden_dim=16, intermediate_dim=32
+    ).save_to_preset(str(tmp_path / "d3"))
+    own = keras_hub.models.Backbone.from_preset(str(tmp_path / "d3"))
+    blocks = [block.name for block in own.get_layer(next(n.name for n in own.layers if "encoder" in n.name)).layers]
+    _apply(cli, _spec(tmp_path, tmp_path / "d3", {"op": "freeze", "names": [blocks[1]]}))
+    model = load_model(tmp_path / "hub.keras")
+    assert (
+        [layer.name for layer in model.layers if layer.name in blocks] == blocks == ["layers_0", "layers_1", "layers_2"]
+    )
+    assert [layer.name for layer in model.layers if not layer.trainable] == [blocks[1]]
+    assert not model.get_layer(blocks[1]).trainable_weights and model.get_layer(blocks[1]).non_trainable_weights
+    x = _image()
+    np.testing.assert_allclose(np.asarray(model(x)), _own_output(own, x), atol=1e-5, rtol=0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from surgery import keras, make_model, retrace
 
 
-def _vit_encoder(encoder, x):
+def _vit_encoder(encoder, x, **_):
     # ViTEncoder.call: dropout, the blocks, the final LayerNormalization.
     x = encoder.dropout(x)
     for block in encoder.encoder_layers:
@@ -26,7 +26,7 @@ def _vit_encoder(encoder, x):
     return [encoder.layer_norm(x)]
 
 
-def _deit_encoder(encoder, x):
+def _deit_encoder(encoder, x, **_):
     # DeiTEncoder.call returns (x, hidden states, attention scores); the backbone uses x only. A block
     # returns (x, None) unless asked for its scores, and a graph node's outputs must all be tensors.
     for block in encoder.encoder_layers:
@@ -34,7 +34,7 @@ def _deit_encoder(encoder, x):
     return [encoder.layer_norm(x)]
 
 
-def _dinov2_encoder(encoder, x):
+def _dinov2_encoder(encoder, x, **_):
     # DINOV2Encoder.call returns (x, {"stage1": ..., ...}); the outputs are listed flat, in the
     # order keras.tree.flatten gives the node's outputs (x, then the stages by sorted key).
     stages = {}
@@ -44,7 +44,21 @@ def _dinov2_encoder(encoder, x):
     return keras().tree.flatten((x, stages))
 
 
-UNROLL = {"ViTEncoder": _vit_encoder, "DeiTEncoder": _deit_encoder, "DINOV2Encoder": _dinov2_encoder}
+def _dinov3_encoder(encoder, x, position_embeddings=None, num_prefix_tokens=0, **_):
+    # DINOV3Encoder.call: each block takes the rotary position embeddings and the count of prefix tokens.
+    stages = {}
+    for k, block in enumerate(encoder.layers, start=1):
+        x = block(x, position_embeddings=position_embeddings, num_prefix_tokens=num_prefix_tokens)
+        stages[f"stage{k}"] = x
+    return keras().tree.flatten((x, stages))
+
+
+UNROLL = {
+    "ViTEncoder": _vit_encoder,
+    "DeiTEncoder": _deit_encoder,
+    "DINOV2Encoder": _dinov2_encoder,
+    "DINOV3Encoder": _dinov3_encoder,
+}
 
 
 def unroll(model):
@@ -59,7 +73,7 @@ def unroll(model):
         recipe = UNROLL.get(type(layer).__name__)
         if recipe is None:
             return layer
-        return lambda x, *args, **kwargs: recipe(layer, x)
+        return lambda x, *args, **kwargs: recipe(layer, x, **kwargs)
 
     outputs = retrace(model, {id(old_input): image}, model.outputs, around=around)
     return make_model(image, outputs, name=model.name)
