@@ -362,8 +362,10 @@ def test_sigterm_during_training_removes_the_feature_cache(tmp_path, images, bac
     wait_for_epochs(run / "checkpoints" / "state.json", 2, proc)
     assert any(cache_root.iterdir()), "the run kept its features in memory; the test needs the disk cache"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143
-    assert_one_error_line(proc.stderr.read(), "terminated after", "--resume")
+    # communicate, not wait: the run's output must be read while it stops, or a full pipe could hold it.
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert_one_error_line(stderr, "terminated after", "--resume")
     assert list(cache_root.iterdir()) == []
     state = json.loads((run / "checkpoints" / "state.json").read_text())
     assert not state["finished"] and state["epochs_done"] >= 2

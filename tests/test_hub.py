@@ -148,6 +148,25 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
         _apply(cli, _spec(out, folder, {"op": "slice", "to": FAMILIES[family][2][1]}))
         files.append(out / "hub.keras")
         expected.append(_by_hand(own, family, x, 2))
+    # MiT: its blocks write a config their constructor rejects (mlp, drop_prop, no sr_ratio).
+    import keras_hub
+
+    keras.utils.set_random_seed(17)
+    keras_hub.models.MiTBackbone(
+        layerwise_depths=[1, 1],
+        num_layers=2,
+        layerwise_num_heads=[1, 2],
+        layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0,
+        layerwise_patch_sizes=[7, 3],
+        layerwise_strides=[4, 2],
+        hidden_dims=[8, 16],
+        image_shape=(SIDE, SIDE, 3),
+    ).save_to_preset(str(tmp_path / "mit"))
+    (tmp_path / "mit_out").mkdir()
+    _apply(cli, _spec(tmp_path / "mit_out", tmp_path / "mit"))
+    files.append(tmp_path / "mit_out" / "hub.keras")
+    expected.append(_own_output(keras_hub.models.Backbone.from_preset(str(tmp_path / "mit")), x))
     # A LoRA model too: its config carries surgery's record, which Keras passes over (the merged model).
     lora = tmp_path / "lora"
     lora.mkdir()
@@ -157,7 +176,7 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
     files.append(lora / "lora.keras")
     expected.append(np.asarray(surgery.build(_lora_spec(presets))(x)))
     got = outputs_without_surgery(files, x, tmp_path, ["keras_hub"])
-    for family, out, want in zip([*sorted(FAMILIES), "lora"], got, expected):
+    for family, out, want in zip([*sorted(FAMILIES), "mit", "lora"], got, expected):
         np.testing.assert_allclose(out, want, atol=1e-5, rtol=0, err_msg=family)
 
 

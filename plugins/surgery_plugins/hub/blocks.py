@@ -91,12 +91,25 @@ def _without(*keys):
     return mend
 
 
+def _mit_encoder(layer, config):
+    # MiT's block writes its MixFFN object and "drop_prop" (its constructor takes drop_prob) and leaves
+    # out sr_ratio and layer_norm_epsilon, which its attention and norms were built with.
+    kept = {k: v for k, v in config.items() if k not in ("mlp", "drop_prop")}
+    return {
+        **kept,
+        "drop_prob": layer.drop_prop,
+        "sr_ratio": layer.attn.sr_ratio,
+        "layer_norm_epsilon": layer.norm1.epsilon,
+    }
+
+
 # class name -> how to turn the config KerasHub writes into one its constructor accepts
 MENDS = {
     "ViTPatchingAndEmbedding": _without("num_patches", "num_positions"),
     "ViTEncoderBlock": _without("key_dim"),
     "DeiTEmbeddings": _without("num_patches", "num_positions"),
     "DeiTEncoderBlock": _without("key_dim"),
+    "HierarchicalTransformerEncoder": _mit_encoder,
 }
 
 
