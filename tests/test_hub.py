@@ -66,14 +66,17 @@ def presets(tmp_path_factory, keras):
     return made
 
 
-def _spec(tmp_path, preset, *steps, outputs=None, **backbone):
-    spec = {
+def _spec_dict(preset, *steps, **backbone) -> dict:
+    return {
         "surgery": 1,
         "name": "hub",
         "seed": 0,
         "steps": [{"op": "backbone", "name": "keras_hub", "preset": str(preset), **backbone}, *steps],
-        "outputs": outputs or {"keras": "hub.keras"},
     }
+
+
+def _spec(tmp_path, preset, *steps, outputs=None, **backbone):
+    spec = {**_spec_dict(preset, *steps, **backbone), "outputs": outputs or {"keras": "hub.keras"}}
     return write_spec(tmp_path, spec)
 
 
@@ -203,11 +206,8 @@ def test_a_cut_backbone_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras
     np.testing.assert_allclose(session.run(None, {"image": x})[0], np.asarray(model(x)), atol=1e-5, rtol=0)
 
 
-@pytest.mark.slow
-def test_a_hub_cnn_is_cut_at_its_own_layer_names_and_exported(cli, tmp_path, keras):
-    """KerasHub's CNNs are functional graphs already: ResNet's layers are the spec's, cut, saved and exported."""
+def _resnet_preset(folder, keras):
     import keras_hub
-    import onnxruntime as ort
 
     keras.utils.set_random_seed(11)
     keras_hub.models.ResNetBackbone(
@@ -218,8 +218,17 @@ def test_a_hub_cnn_is_cut_at_its_own_layer_names_and_exported(cli, tmp_path, ker
         stackwise_num_strides=[1, 2],
         block_type="basic_block",
         image_shape=(SIDE, SIDE, 3),
-    ).save_to_preset(str(tmp_path / "resnet"))
-    own = keras_hub.models.Backbone.from_preset(str(tmp_path / "resnet"))
+    ).save_to_preset(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_a_hub_cnn_is_cut_at_its_own_layer_names_and_exported(cli, tmp_path, keras):
+    """KerasHub's CNNs are functional graphs already: ResNet's layers are the spec's, cut, saved and exported."""
+    import keras_hub
+    import onnxruntime as ort
+
+    own = keras_hub.models.Backbone.from_preset(str(_resnet_preset(tmp_path / "resnet", keras)))
     cut_at = "stack0_block0_out"
     outputs = {"keras": "hub.keras", "onnx": "hub.onnx"}
     _apply(cli, _spec(tmp_path, tmp_path / "resnet", {"op": "slice", "to": cut_at}, outputs=outputs))
@@ -229,6 +238,21 @@ def test_a_hub_cnn_is_cut_at_its_own_layer_names_and_exported(cli, tmp_path, ker
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     onnx_out = ort.InferenceSession(str(tmp_path / "hub.onnx")).run(None, {"image": x})[0]
     np.testing.assert_allclose(onnx_out, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_a_hub_resnet_prunes_its_residual_group_as_its_masked_twin(tmp_path, keras):
+    """Channel pruning goes through the hub CNN's own graph: the residual stage is one group (its convs,
+    batch norms and the Add), and the pruned model equals the original with those channels zeroed."""
+    import surgery
+
+    from pruning_helpers import check_twin
+
+    model = surgery.build(_spec_dict(_resnet_preset(tmp_path / "resnet", keras)))
+    analysis = surgery.analyze_channels(model)
+    residual = max(analysis.prunable_groups, key=lambda g: len(g.members))
+    assert any("add" in str(m) for m in residual.members) and residual.channels == 64
+    check_twin(model, analysis.removal({residual.producers[0]: [1, 5, 9]}), x=_image(n=2) * 255)
 
 
 def test_random_weights_are_the_architecture_with_other_values(cli, tmp_path, keras, presets):
@@ -432,13 +456,7 @@ LORA_STEPS = [
 
 
 def _lora_spec(presets, *steps, outputs=None):
-    folder, _ = presets["vit"]
-    spec = {
-        "surgery": 1,
-        "name": "lora",
-        "seed": 0,
-        "steps": [{"op": "backbone", "name": "keras_hub", "preset": str(folder)}, *(steps or LORA_STEPS)],
-    }
+    spec = {**_spec_dict(presets["vit"][0], *(steps or LORA_STEPS)), "name": "lora"}
     if outputs:
         spec["outputs"] = outputs
     return spec
