@@ -51,11 +51,11 @@ FAMILIES = {
     "dinov3": (lambda m: m.DINOV3Backbone(image_shape=(SIDE, SIDE, 3), **TRANSFORMER), {}),
     "clip_vision": (
         lambda m: _two_tower(m, "CLIPVisionEncoder", "CLIPTextEncoder", "CLIPBackbone", projection_dim=8),
-        {"part": "vision"},
+        {"part": "vision_encoder"},
     ),
     "siglip_vision": (
         lambda m: _two_tower(m, "SigLIPVisionEncoder", "SigLIPTextEncoder", "SigLIPBackbone"),
-        {"part": "vision"},
+        {"part": "vision_encoder"},
     ),
     "swin": (
         lambda m: m.SwinTransformerBackbone(

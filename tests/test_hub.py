@@ -287,7 +287,7 @@ def test_the_vision_tower_of_a_two_tower_preset(cli, tmp_path, keras):
     tower = m.Backbone.from_preset(str(tmp_path / "clip")).vision_encoder
     names = [layer.name for layer in tower.layers]
     first_block = next(n for n in names if n.endswith("encoder_block_0"))
-    _apply(cli, _spec(tmp_path, tmp_path / "clip", {"op": "slice", "to": first_block}, part="vision"))
+    _apply(cli, _spec(tmp_path, tmp_path / "clip", {"op": "slice", "to": first_block}, part="vision_encoder"))
     cut = keras.saving.load_model(str(tmp_path / "hub.keras"))
     assert [layer.name for layer in cut.layers] == names[: names.index(first_block) + 1]
     x = _image()
@@ -680,3 +680,10 @@ def test_dinov3_blocks_are_layers_fed_the_rotary_embeddings(cli, tmp_path, keras
     assert not model.get_layer(blocks[1]).trainable_weights and model.get_layer(blocks[1]).non_trainable_weights
     x = _image()
     np.testing.assert_allclose(np.asarray(model(x)), _own_output(own, x), atol=1e-5, rtol=0)
+
+
+def test_a_part_the_preset_does_not_have_is_one_line(cli, tmp_path, presets):
+    result = cli("apply", _spec(tmp_path, presets["vit"][0], part="image_encoder"))
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, 'part: "image_encoder"', "(ViTBackbone) has no image_encoder")
+    assert not (tmp_path / "hub.keras").exists()

@@ -31,7 +31,7 @@ from .blocks import mend_configs, unroll
 CONFIG_LIMIT = 4 * 1024 * 1024
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a KerasHub preset name: dinov2_small, vit_base_patch16_224_imagenet
 HANDLE = re.compile(r"^(kaggle|hf|modelscope)://[A-Za-z0-9_./-]+$")
-TOWERS = {"vision": ("vision_encoder", "image_encoder")}  # CLIP and SigLIP's vision tower, SAM's image encoder
+TOWERS = ("vision_encoder", "image_encoder")  # CLIP's and SigLIP's vision tower, SAM's image encoder
 
 OPTIONS = {
     "preset": {
@@ -62,8 +62,9 @@ OPTIONS = {
         "makes of them",
     },
     "part": {
-        "enum": sorted(TOWERS),
-        "description": '"vision": the vision tower of a multi-tower preset (CLIP, SigLIP; SAM\'s image encoder)',
+        "enum": list(TOWERS),
+        "description": "one tower of a multi-tower preset, by KerasHub's attribute: vision_encoder (CLIP, "
+        "SigLIP), image_encoder (SAM)",
     },
 }
 
@@ -141,11 +142,10 @@ def build(preset, weights="preset", image_shape=None, part=None, preprocess=True
 
 
 def _tower(model, part, preset):
-    for attribute in TOWERS[part]:
-        tower = getattr(model, attribute, None)
-        if tower is not None:
-            return tower
-    raise OpError(f'part: "{part}": preset {preset} ({type(model).__name__}) has one tower; drop "part"')
+    tower = getattr(model, part, None)
+    if tower is None:
+        raise OpError(f'part: "{part}": preset {preset} ({type(model).__name__}) has no {part}; drop "part"')
+    return tower
 
 
 def _load_failure(preset, image_shape, err: Exception) -> str:
