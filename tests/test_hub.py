@@ -141,7 +141,10 @@ def test_freezing_blocks_by_name_freezes_exactly_their_weights(cli, tmp_path, ke
 @pytest.mark.slow
 def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, presets):
     """One fresh Python loads every family's .keras (safe_mode=True, keras and keras_hub only): ViT's
-    embedding and blocks write configs their constructors reject, which surgery mends on the instances."""
+    embedding and blocks write configs their constructors reject, which surgery mends on the instances.
+
+    About 15-25 s: the fresh process (its TensorFlow and keras_hub imports) is the point, so every
+    family's file goes to one process rather than one each."""
     x = _image(seed=5)
     files, expected = [], []
     for family in sorted(FAMILIES):
@@ -587,6 +590,7 @@ def test_exports_merge_lora_into_the_kernels(keras, tmp_path, presets):
 
 @pytest.mark.slow
 def test_training_a_lora_model_changes_only_its_lora_matrices_and_head(cli, tmp_path, keras, presets):
+    """About 15 s: two epochs of surgery train (the claim is about what fit changes), on 12 images."""
     from surgery import load_model
 
     from helpers import write_pngs
