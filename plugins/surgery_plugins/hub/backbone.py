@@ -15,18 +15,16 @@ import re
 
 from surgery import (
     OpError,
-    SurgeryError,
-    check_model_config,
     check_weights_content,
     check_weights_file,
     hookimpl,
     one_line,
-    read_json,
     shown,
 )
 
 from . import converter
 from .blocks import mend_configs, unroll
+from .preset_files import read_keras_hub_json
 
 CONFIG_LIMIT = 4 * 1024 * 1024
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a KerasHub preset name: dinov2_small, vit_base_patch16_224_imagenet
@@ -91,17 +89,7 @@ def check(options):
             f"preset: {shown(preset)} is not a KerasHub preset folder: it has no config.json "
             "(a preset folder is what backbone.save_to_preset(folder) writes)"
         )
-    try:
-        config = read_json(config_path, CONFIG_LIMIT, what="preset config")
-    except SurgeryError as e:
-        raise OpError(f"preset: {shown(config_path)}: {e.message}") from None
-    module = config.get("module") if isinstance(config, dict) else None
-    if not (isinstance(module, str) and module.startswith("keras_hub.") and isinstance(config.get("config"), dict)):
-        raise OpError(
-            f"preset: {shown(config_path)} does not describe a KerasHub backbone (its module must be one of "
-            f"keras_hub's, got {module!r}); a preset folder is what backbone.save_to_preset(folder) writes"
-        )
-    check_model_config(config, config_path, error=OpError)
+    read_keras_hub_json(config_path, CONFIG_LIMIT, "preset config", "a KerasHub backbone")
     if options.get("preprocess", True):
         converter.check_folder(preset)
     if options.get("weights", "preset") is not None:

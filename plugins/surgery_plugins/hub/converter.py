@@ -17,15 +17,14 @@ import os
 
 from surgery import (
     OpError,
-    SurgeryError,
-    check_model_config,
     keras,
     make_model,
     one_line,
-    read_json,
     retrace,
     shown,
 )
+
+from .preset_files import read_keras_hub_json
 
 FILE = "image_converter.json"
 LIMIT = 1024 * 1024
@@ -53,14 +52,7 @@ def check_folder(preset: str) -> None:
 
 
 def _read(path: str, channels: int | None = None):
-    try:
-        config = read_json(path, LIMIT, what="image converter config")
-    except SurgeryError as e:
-        raise OpError(f"preset: {shown(path)}: {e.message}") from None
-    module = config.get("module") if isinstance(config, dict) else None
-    if not (isinstance(module, str) and module.startswith("keras_hub.") and isinstance(config.get("config"), dict)):
-        raise OpError(f"preset: {shown(path)} does not describe a KerasHub image converter (module {module!r})")
-    check_model_config(config, path, error=OpError)
+    config = read_keras_hub_json(path, LIMIT, "image converter config", "a KerasHub image converter")
     inner = config["config"]
     where = shown(path)
     return _numbers(inner.get("scale"), "scale", where, channels), _numbers(

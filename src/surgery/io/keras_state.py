@@ -18,15 +18,14 @@ from ..keras_env import keras
 KEY = "surgery"
 
 
-def _all_layers(layer):
+def all_layers(layer) -> list:
+    """``layer`` and every layer inside it, at any depth."""
     return layer._flatten_layers(include_self=True, recursive=True)
 
 
 def lora_layers(model) -> list:
     """The layers (at any depth) with Keras' LoRA on a kernel (Dense, EinsumDense, Conv)."""
-    return [
-        layer for layer in _all_layers(model) if getattr(layer, "lora_enabled", False) and hasattr(layer, "_kernel")
-    ]
+    return [layer for layer in all_layers(model) if getattr(layer, "lora_enabled", False) and hasattr(layer, "_kernel")]
 
 
 def save_model(model, path: str | os.PathLike) -> None:

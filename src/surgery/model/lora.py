@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OpError, counted, one_line
-from ..io.keras_state import lora_layers
+from ..io.keras_state import all_layers, lora_layers
 from ..keras_env import keras
 
 
@@ -30,15 +30,11 @@ def adaptable(layer) -> bool:
     return isinstance(layer, (k.layers.Dense, k.layers.EinsumDense, k.layers.Conv1D, k.layers.Conv2D, k.layers.Conv3D))
 
 
-def _all_layers(layer):
-    return layer._flatten_layers(include_self=True, recursive=True)
-
-
 def attention_projections(layer) -> list:
     """The query and value projections of every MultiHeadAttention in ``layer`` (itself included)."""
     k = keras()
     found = []
-    for inner in _all_layers(layer):
+    for inner in all_layers(layer):
         if isinstance(inner, k.layers.MultiHeadAttention):
             found += [inner._query_dense, inner._value_dense]
     return found
