@@ -1,9 +1,10 @@
 """ONNX conversion time: plain Keras ``model.export(format="onnx")`` against surgery's exporter.
 
-Plain Keras lets tf2onnx deep-copy the graph before each optimizer pass and write every node,
-weights included, back into its protobuf after each; surgery's exporter converts without the copies
-(and again with them only if a pass raises) and writes the protobufs once, at the end, then checks
-the file in onnxruntime. Both run in this one process, alternating, on the same backbone (random weights),
+Plain Keras first tracks the model in a SavedModel export archive, then lets tf2onnx deep-copy the
+graph before each optimizer pass and write every node, weights included, back into its protobuf after
+each; surgery's exporter traces the same inference function without the archive, converts without the
+copies (and again with them only if a pass raises) and writes the protobufs once, at the end, then
+checks the file in onnxruntime. Both run in this one process, alternating, on the same backbone (random weights),
 so the machine's drifting load hits both alike; the table gives medians and their ratio.
 
     python bench/onnx_passes.py                          # mobilenetv2 densenet121 inceptionv3
