@@ -186,6 +186,19 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
         np.testing.assert_allclose(out, want, atol=1e-5, rtol=0, err_msg=family)
 
 
+@pytest.mark.parametrize("family", ["deit", "vit"])
+def test_a_loaded_hub_model_saved_again_still_loads(cli, tmp_path, keras, presets, family):
+    """A .keras file surgery loads and writes again (`export --to keras`, a keras_file backbone, a resumed
+    run) keeps the mended configs: the loaded layers are KerasHub's own again, whose configs do not load."""
+    folder, own = presets[family]
+    _apply(cli, _spec(tmp_path, folder, {"op": "slice", "to": FAMILIES[family][2][1]}))
+    result = cli("export", tmp_path / "hub.keras", "--to", "keras", "-o", tmp_path / "again.keras")
+    assert result.exit_code == 0, result.output
+    x = _image(seed=6)
+    again = keras.saving.load_model(tmp_path / "again.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(again(x)), _by_hand(own, family, x, 2), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize(
     "family", [f if f == "vit" else pytest.param(f, marks=pytest.mark.slow) for f in sorted(FAMILIES)]
 )
@@ -586,6 +599,40 @@ def test_exports_merge_lora_into_the_kernels(keras, tmp_path, presets):
         if getattr(layer, "lora_enabled", False):
             layer.lora_kernel_b.assign(np.zeros(layer.lora_kernel_b.shape, "float32"))
     assert np.abs(np.asarray(model(x)) - with_lora).max() > 1e-3  # B mattered
+
+
+def test_a_lora_transformer_quantizes_to_kerass_int8_with_the_matrices_merged(keras, tmp_path, presets):
+    """B non-zero first (as after training), so an int8 file that dropped LoRA gives another output; the
+    right answer is Keras' own quantize of the merged model that plain Keras loads from the float file."""
+    import surgery
+
+    def train_b(state):
+        rng = np.random.default_rng(9)
+        for layer in state.model._flatten_layers():
+            if getattr(layer, "lora_enabled", False):
+                layer.lora_kernel_b.assign(rng.normal(0, 0.5, layer.lora_kernel_b.shape).astype("float32"))
+
+    # The pooled tokens, no head: a feature vector, judged by cosine similarity to the float model.
+    spec = _lora_spec(presets, *LORA_STEPS[:2])
+    surgery.apply(spec, output=str(tmp_path / "m.keras"), before_writing=train_b)
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "data.npz", x=rng.uniform(0, 1, (40, SIDE, SIDE, 3)).astype("float32"), y=np.arange(40) % 2)
+    path, report = surgery.export(
+        tmp_path / "m.keras", "keras", output=str(tmp_path / "int8.keras"),
+        options={"quantize": "int8", "calibration": str(tmp_path / "data.npz")},
+    )  # fmt: skip
+    merged = keras.saving.load_model(tmp_path / "m.keras")  # plain Keras: the kernels with LoRA merged in
+    dense = [
+        layer for layer in merged._flatten_layers() if type(layer).__name__ in ("Dense", "EinsumDense", "Embedding")
+    ]
+    assert f"int8: {len(dense)} layers," in report and "cosine similarity to the float model" in report
+    loaded = keras.saving.load_model(path)
+    kinds = {str(layer._kernel.dtype) for layer in loaded._flatten_layers() if type(layer).__name__ == "EinsumDense"}
+    assert kinds == {"int8"}
+    assert not [w.path for w in loaded.weights if "lora" in w.path]
+    x = _image(n=3)
+    merged.quantize("int8")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(merged(x)), atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

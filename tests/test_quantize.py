@@ -277,3 +277,73 @@ def test_a_spec_outputs_missing_calibration_data_is_refused_before_the_build(cli
     result = cli("apply", spec)
     assert result.exit_code == 2, result.output
     assert_one_error_line(result.stderr, "none.npz", "outputs.onnx.calibration", "no such file or folder")
+
+
+def test_keras_int8_is_kerass_own_quantization_checked_and_loads_in_plain_keras(cli, trained, keras, tmp_path):
+    out = tmp_path / "digits_int8.keras"
+    result = _export(cli, trained, "keras", out, "--quantize", "int8")
+    assert result.exit_code == 0, result.output
+    original = keras.saving.load_model(trained["model"])
+    dense = original.get_layer("features").count_params() + original.get_layer("digits").count_params()
+    share = round(100 * dense / original.count_params())
+    assert 50 < share < 100  # the convolutions hold the rest, which Keras does not quantize
+    assert f"int8: 2 layers, {share}% of the weights;" in result.output
+    assert "top-1 agreement with the float model" in result.output
+
+    loaded = keras.saving.load_model(out, safe_mode=True)  # plain Keras: no custom objects, no surgery loader
+    kernels = {layer.name: str(layer._kernel.dtype) for layer in loaded.layers if hasattr(layer, "_kernel")}
+    assert kernels == {"conv1": "float32", "conv2": "float32", "features": "int8", "digits": "int8"}
+    # What Keras' own quantize makes of the float model, computed here independently of the exporter.
+    original.quantize("int8")
+    x, y = trained["x"], trained["y"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), original.predict(x, verbose=0), atol=1e-6)
+    float_accuracy = np.mean(keras.saving.load_model(trained["model"]).predict(x, verbose=0).argmax(1) == y)
+    int8_accuracy = np.mean(loaded.predict(x, verbose=0).argmax(1) == y)
+    assert abs(float_accuracy - int8_accuracy) <= 0.01, (float_accuracy, int8_accuracy)
+
+
+def test_keras_int8_that_ruins_accuracy_is_refused_and_nothing_is_written(cli, trained, keras, tmp_path):
+    # A features unit that is always 0 (no input weights, no bias) with an outgoing weight of 1e4 to every
+    # class: the float model does not change, but each class's int8 scale becomes 1e4 / 127 and every other
+    # weight of the head rounds to zero.
+    model = keras.saving.load_model(trained["model"])
+    features, digits = model.get_layer("features"), model.get_layer("digits")
+    kernel, bias = features.get_weights()
+    kernel[:, 0], bias[0] = 0.0, 0.0
+    features.set_weights([kernel, bias])
+    head, head_bias = digits.get_weights()
+    head[0, :] = 1e4
+    digits.set_weights([head, head_bias])
+    model.save(tmp_path / "outlier.keras")
+    float_accuracy = np.mean(model.predict(trained["x"], verbose=0).argmax(1) == trained["y"])
+    assert float_accuracy > 0.85  # still a good float model: one unit of 64 lost
+    out = tmp_path / "int8.keras"
+    result = _export(cli, trained | {"model": tmp_path / "outlier.keras"}, "keras", out, "--quantize", "int8")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(
+        result.stderr,
+        "the int8 Keras model is too far from the float model",
+        "points of accuracy",
+        "nothing was written",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outlier.keras"]
+
+
+def test_keras_export_refuses_what_keras_cannot_quantize_and_options_it_does_not_take(cli, trained, keras, tmp_path):
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(10, 3, name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    keras.Model(inputs, keras.layers.Softmax(name="digits")(x)).save(tmp_path / "convs.keras")
+    convs = trained | {"model": tmp_path / "convs.keras"}
+    cases = [
+        (convs, ["--quantize", "int8"], "found no Dense, EinsumDense or Embedding layer to quantize"),
+        (trained, ["--quantize", "dynamic"], "quantize must be one of int8 for this format, not 'dynamic'"),
+    ]
+    for model, args, fragment in cases:
+        result = _export(cli, model, "keras", tmp_path / "out.keras", *args)
+        assert result.exit_code == 2, result.output
+        assert_one_error_line(result.stderr, fragment)
+    result = cli("export", trained["model"], "--to", "keras", "-o", tmp_path / "out.keras", "--opset", "13")
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, 'the keras exporter takes no option "opset"; it takes: quantize, calibration')
+    assert not (tmp_path / "out.keras").exists()

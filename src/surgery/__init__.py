@@ -89,7 +89,7 @@ _export(
     "check_weights_file",
     "check_weights_content",
 )
-_export("io.keras_state", "save_model")
+_export("io.keras_state", "save_model", "register_config_mends", "mend_configs")
 _export("model.lora", add_lora="add")
 _export("model.preprocessing", preprocess_modes="MODES", preprocess_function="function")
 _export("model.preprocess_layers", preprocess_into_model="into_model")
@@ -162,7 +162,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors (tests/test_p
     from .exporting.runtimes import litert_runner, onnx_runner
     from .hookspecs import Exporter, OpApply, OpCheck, RegisterOp, hookimpl
     from .io.files import check_regular, read_json
-    from .io.keras_state import save_model
+    from .io.keras_state import mend_configs, register_config_mends, save_model
     from .io.model_files import (
         check_model_config,
         check_model_file,

@@ -18,12 +18,14 @@ from surgery import (
     check_weights_content,
     check_weights_file,
     hookimpl,
+    mend_configs,
     one_line,
+    register_config_mends,
     shown,
 )
 
 from . import converter
-from .blocks import mend_configs, unroll
+from .blocks import MENDS, unroll
 from .preset_files import read_keras_hub_json
 
 CONFIG_LIMIT = 4 * 1024 * 1024
@@ -152,6 +154,7 @@ def _load_failure(preset, image_shape, err: Exception) -> str:
 
 @hookimpl
 def surgery_register_backbones(register):
+    register_config_mends("keras_hub", MENDS)  # for the models surgery loads too, not only those it builds
     register(
         "keras_hub",
         build,

@@ -7,10 +7,11 @@ copied) one after another in a new functional graph, so each block becomes a lay
 KerasHub names it. The other families (CLIP, SigLIP, the CNNs) already are such graphs.
 
 Some KerasHub layers write a ``get_config`` their own constructor rejects, so a model holding them
-saves but never loads. ``mend_configs`` gives those layer objects a config the constructor accepts
-(the same class, the keys it refuses dropped or the ones it needs added), so the ``.keras`` file
-loads with ``keras.saving.load_model(path, safe_mode=True)`` in a Python that has keras-hub and not
-surgery. Only the instances in the built model change; KerasHub's classes stay as they are.
+saves but never loads. ``MENDS`` says how to give those layers a config the constructor accepts
+(the same class, the keys it refuses dropped or the ones it needs added); registered with surgery
+(``register_config_mends``), it is given to the layers of every model surgery builds or loads, so the
+``.keras`` file loads with ``keras.saving.load_model(path, safe_mode=True)`` in a Python that has
+keras-hub and not surgery. Only the instances change; KerasHub's classes stay as they are.
 """
 
 from __future__ import annotations
@@ -111,20 +112,3 @@ MENDS = {
     "DeiTEncoderBlock": _without("key_dim"),
     "HierarchicalTransformerEncoder": _mit_encoder,
 }
-
-
-def mend_configs(model) -> list[str]:
-    """Give the layers whose KerasHub config does not load back one that does; the classes mended."""
-    mended = []
-    for layer in model.layers:
-        mend = MENDS.get(type(layer).__name__)
-        if mend is None:
-            continue
-        written = layer.get_config
-
-        def get_config(written=written, mend=mend, layer=layer):
-            return mend(layer, written())
-
-        layer.get_config = get_config
-        mended.append(type(layer).__name__)
-    return sorted(set(mended))

@@ -187,7 +187,7 @@ def _names(given: tuple):
 @click.option(
     "--quantize",
     type=click.Choice(["int8", "dynamic", "float16"]),
-    help="Quantize (onnx: int8, dynamic; litert: all three), checked against the float model on held-out data.",
+    help="Quantize (onnx: int8, dynamic; litert: all three; keras: int8), checked against the float model on held-out data.",
 )
 @click.option(
     "--calibration",

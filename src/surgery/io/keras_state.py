@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 from ..keras_env import keras
 
@@ -26,6 +28,38 @@ def all_layers(layer) -> list:
 def lora_layers(model) -> list:
     """The layers (at any depth) with Keras' LoRA on a kernel (Dense, EinsumDense, Conv)."""
     return [layer for layer in all_layers(model) if getattr(layer, "lora_enabled", False) and hasattr(layer, "_kernel")]
+
+
+# (top-level package of the layer's module, class name) -> mend(layer, config) -> a config its class loads
+_MENDS: dict[tuple[str, str], Callable[[Any, dict], dict]] = {}
+
+
+def register_config_mends(package: str, mends: dict[str, Callable[[Any, dict], dict]]) -> None:
+    """Declare layer classes of ``package`` whose ``get_config`` writes a config their constructor rejects (a
+    bug of that package): ``mends[class name](layer, config)`` returns one it accepts. ``mend_configs`` gives
+    it to every such layer of a model surgery builds or loads, so what surgery saves loads back."""
+    _MENDS.update(((package, name), mend) for name, mend in mends.items())
+
+
+def mend_configs(model) -> list[str]:
+    """Give each layer of a registered class (at any depth) its mended ``get_config``; the classes mended.
+
+    On the instances only, so the package's classes stay as they are; a layer mended already is left alone,
+    so a model may pass here more than once (built, then loaded and saved again)."""
+    mended = set()
+    for layer in all_layers(model):
+        kind = type(layer)
+        mend = _MENDS.get((kind.__module__.split(".")[0], kind.__name__))
+        if mend is None or "get_config" in vars(layer):
+            continue
+        written = layer.get_config
+
+        def get_config(written=written, mend=mend, layer=layer):
+            return mend(layer, written())
+
+        layer.get_config = get_config
+        mended.add(kind.__name__)
+    return sorted(mended)
 
 
 def save_model(model, path: str | os.PathLike) -> None:

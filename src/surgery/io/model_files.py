@@ -18,7 +18,7 @@ import re
 from ..errors import SurgeryError, one_line, shown
 from ..spec.layer_catalog import file_arguments, nested_class_names
 from .files import MIB, FileError, check_archive, check_hdf5, check_hdf5_links, read_member
-from .keras_state import refreeze, restore
+from .keras_state import mend_configs, refreeze, restore
 
 CONFIG = "config.json"
 MEMBER_LIMITS = {CONFIG: 64 * MIB, "metadata.json": 1 * MIB}
@@ -84,6 +84,7 @@ def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool =
         raise error(_load_failure(path, e)) from None
     refreeze(model)
     restore(model, config)
+    mend_configs(model)  # a layer's config its own class cannot read (KerasHub's ViT): saved again, it loads back
     return model
 
 
