@@ -535,6 +535,67 @@ def test_a_lora_selection_with_nothing_to_adapt_is_one_line(cli, tmp_path, prese
     assert_one_error_line(result.stderr, "steps[1] (lora)", fragment)
 
 
+def _own_attention_models(m):
+    """family -> (KerasHub's model, its attention class, the attributes holding what LoRA should adapt)."""
+    small = dict(image_shape=(SIDE, SIDE, 3))
+    return {
+        "dinov3": (
+            m.DINOV3Backbone(
+                patch_size=8, num_layers=3, hidden_dim=16, num_heads=2, intermediate_dim=32, **small
+            ),
+            "DINOV3Attention",
+            ("query_dense", "value_dense"),
+        ),
+        "mit": (
+            m.MiTBackbone(
+                layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[2, 1],
+                max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16],
+                **small,
+            ),
+            "SegFormerMultiheadAttention",
+            ("q", "v"),
+        ),
+        "swin": (
+            m.SwinTransformerBackbone(embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4, patch_size=4, **small),
+            "WindowAttention",
+            ("qkv",),
+        ),
+        "vitdet": (
+            m.ViTDetBackbone(
+                hidden_size=16, num_layers=2, intermediate_dim=32, num_heads=2, global_attention_layer_indices=[1],
+                patch_size=8, num_output_channels=8, window_size=2, **small,
+            ),
+            "MultiHeadAttentionWithRelativePE",
+            ("qkv",),
+        ),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["dinov3", "mit", "swin", "vitdet"])
+def test_lora_finds_the_projections_of_kerashubs_own_attention_layers(keras, family):
+    """Attention layers that are not Keras' MultiHeadAttention: their query and value projections by role
+    (the key stays frozen), or the fused qkv whole; the model is unchanged until B moves, then it moves."""
+    import keras_hub
+
+    import surgery
+
+    keras.utils.set_random_seed(21)
+    model, attention, roles = _own_attention_models(keras_hub.models)[family]
+    x = _image(n=2)
+    before = _own_output(model, x)
+    added = surgery.add_lora(model, list(model.layers), 2, 4.0)
+    attentions = [layer for layer in model._flatten_layers() if type(layer).__name__ == attention]
+    assert attentions
+    expected = {id(getattr(layer, role)) for layer in attentions for role in roles}
+    assert {id(t) for t in added.targets} == expected
+    lora = {id(v) for t in added.targets for v in (t.lora_kernel_a, t.lora_kernel_b)}
+    assert {id(v) for v in model.trainable_weights} == lora
+    np.testing.assert_allclose(_own_output(model, x), before, atol=1e-6, rtol=0)
+    for t in added.targets:
+        t.lora_kernel_b.assign(np.full(t.lora_kernel_b.shape, 0.5, "float32"))
+    assert np.abs(_own_output(model, x) - before).max() > 1e-2
+
+
 def test_lora_on_selected_dense_layers_adapts_those(keras, presets):
     import surgery
 

@@ -3,9 +3,11 @@
 Keras adds the low-rank matrices to Dense, EinsumDense and Conv layers and freezes their kernels. Three
 things it leaves to the caller, done here:
 
-- **Where.** By default the query and value projections of every ``MultiHeadAttention`` (found by their
-  role in the attention layer, whatever the block calls them: KerasHub's ViT, DeiT, DINOv2, CLIP and
-  SigLIP blocks all hold one); or the Dense, EinsumDense and Conv layers a selection picks.
+- **Where.** By default the query and value projections of every attention layer (found by their role:
+  Keras' ``MultiHeadAttention``, in KerasHub's ViT, DeiT, DINOv2, CLIP and SigLIP blocks, by its own
+  attributes; KerasHub's own attention layers, in DINOv3, MiT, Swin and ViTDet, by the names they give
+  their projections, a fused ``qkv`` taken whole); or the Dense, EinsumDense and Conv layers a selection
+  picks.
 - **Everything else frozen**, variable by variable: the block holding the projections must stay
   trainable for its LoRA matrices to train, so its other weights are frozen one by one.
 - **A save that keeps it**: io/keras_state.py records the LoRA layers in the saved config, and the
@@ -30,13 +32,44 @@ def adaptable(layer) -> bool:
     return isinstance(layer, (k.layers.Dense, k.layers.EinsumDense, k.layers.Conv1D, k.layers.Conv2D, k.layers.Conv3D))
 
 
+# The attribute names attention layers give their projections, Keras' own and KerasHub's (DINOv3's
+# query_dense, MiT's q and v, Swin's and ViTDet's fused qkv), tried in this order.
+QUERY = ("query_dense", "query", "q_proj", "q")
+VALUE = ("value_dense", "value", "v_proj", "v")
+FUSED = ("qkv", "query_key_value", "in_proj")
+
+
+def _projection(layer, names: tuple):
+    for name in names:
+        found = vars(layer).get(name)
+        if found is not None and adaptable(found):
+            return found
+    return None
+
+
+def _roles(attention) -> list:
+    """The query and value projections of an attention layer that is not Keras' MultiHeadAttention, by the
+    names their role has; a fused query-key-value projection when it has no separate ones."""
+    query, value = _projection(attention, QUERY), _projection(attention, VALUE)
+    if query is not None and value is not None:
+        return [query, value]
+    fused = _projection(attention, FUSED)
+    return [fused] if fused is not None else []
+
+
 def attention_projections(layer) -> list:
-    """The query and value projections of every MultiHeadAttention in ``layer`` (itself included)."""
+    """The query and value projections of every attention layer in ``layer`` (itself included).
+
+    Keras' MultiHeadAttention (and its subclasses) by its own attributes; any other layer whose class name
+    says it is an attention layer by the names in QUERY, VALUE and FUSED. A fused projection takes LoRA for
+    query, key and value together: it is one kernel, and splitting it would change the layer."""
     k = keras()
     found = []
     for inner in all_layers(layer):
         if isinstance(inner, k.layers.MultiHeadAttention):
             found += [inner._query_dense, inner._value_dense]
+        elif "attention" in type(inner).__name__.lower():
+            found += _roles(inner)
     return found
 
 
