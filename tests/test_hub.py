@@ -571,6 +571,7 @@ def _own_attention_models(m):
     }  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")  # Swin's own layers, in Keras
 @pytest.mark.parametrize("family", ["dinov3", "mit", "swin", "vitdet"])
 def test_lora_finds_the_projections_of_kerashubs_own_attention_layers(keras, family):
     """Attention layers that are not Keras' MultiHeadAttention: their query and value projections by role
@@ -662,6 +663,7 @@ def test_exports_merge_lora_into_the_kernels(keras, tmp_path, presets):
     assert np.abs(np.asarray(model(x)) - with_lora).max() > 1e-3  # B mattered
 
 
+@pytest.mark.filterwarnings("ignore:.*does not have a `quantize` method:UserWarning")  # Keras, per layer kind
 def test_a_lora_transformer_quantizes_to_kerass_int8_with_the_matrices_merged(keras, tmp_path, presets):
     """B non-zero first (as after training), so an int8 file that dropped LoRA gives another output; the
     right answer is Keras' own quantize of the merged model that plain Keras loads from the float file."""

@@ -279,6 +279,7 @@ def test_a_spec_outputs_missing_calibration_data_is_refused_before_the_build(cli
     assert_one_error_line(result.stderr, "none.npz", "outputs.onnx.calibration", "no such file or folder")
 
 
+@pytest.mark.filterwarnings("ignore:.*does not have a `quantize` method:UserWarning")  # Keras, per layer kind
 def test_keras_int8_is_kerass_own_quantization_checked_and_loads_in_plain_keras(cli, trained, keras, tmp_path):
     out = tmp_path / "digits_int8.keras"
     result = _export(cli, trained, "keras", out, "--quantize", "int8")
