@@ -306,7 +306,7 @@ def test_onnx_may_go_into_the_folder_o_creates_but_no_other_new_folder(cli, tmp_
 # three take under a second each; the others 1.5-5.5 s (and write 35-540 MB), so they run in the full suite.
 QUICK_SPECS = {"digits_transfer.json", "vgg16_cut_extend.json", "vgg16_grayscale.json"}
 # Even their architecture comes from a KerasHub preset; test_hub.py runs them from a preset folder made there.
-HUB_SPECS = {"dinov2_linear_probe.json", "vit_lora.json"}
+HUB_SPECS = {"dinov2_linear_probe.json", "siglip_vision_head.json", "vit_lora.json"}
 
 
 @pytest.mark.parametrize(

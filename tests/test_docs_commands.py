@@ -50,7 +50,7 @@ NOT_RUN = {
     r"python examples/digits/run_demo\.py": "trains four models on the digits: minutes (tests/test_digits_demo.py runs it)",
     r"python examples/scenarios/run_scenarios\.py": "trains 73 models: 15 minutes (tests/test_sweep.py runs sweeps, "
     "tests/test_scenarios_data.py its data)",
-    r"surgery apply specs/(dinov2_linear_probe|vit_lora)\.json": "downloads a KerasHub preset, which needs the internet "
+    r"surgery apply specs/(dinov2_linear_probe|siglip_vision_head|vit_lora)\.json": "downloads a KerasHub preset, which needs the internet "
     "(tests/test_hub.py runs the spec from a preset folder it makes)",
     r"surgery train ": "trains a model: minutes (tests/test_train.py runs surgery train)",
     r"surgery sweep ": "trains a model per variant: minutes (tests/test_sweep.py runs surgery sweep)",

@@ -741,6 +741,38 @@ def test_the_vit_lora_spec_runs_from_a_local_preset(cli, tmp_path, keras, preset
     assert len(_lora_places(model)) == 6 and model.output.shape[-1] == 10
 
 
+def test_the_siglip_vision_head_spec_runs_from_a_local_preset(cli, tmp_path, keras):
+    """The vision tower only, LoRA on its 2 blocks' and its pooling head's query and value, a new head:
+    only LoRA matrices and the head train, also after a save and load."""
+    import keras_hub
+
+    from surgery import load_model
+
+    m = keras_hub.models
+    keras.utils.set_random_seed(11)
+    vision = m.SigLIPVisionEncoder(
+        patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=(SIDE, SIDE, 3)
+    )
+    text = m.SigLIPTextEncoder(
+        vocabulary_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32,
+        max_sequence_length=8,
+    )  # fmt: skip
+    m.SigLIPBackbone(vision_encoder=vision, text_encoder=text).save_to_preset(str(tmp_path / "siglip"))
+    spec = load_spec_json("siglip_vision_head.json")
+    spec["steps"][0].update(preset=str(tmp_path / "siglip"), image_shape=[SIDE, SIDE, 3])
+    spec["outputs"] = {"keras": "siglip.keras"}
+    result = _apply(cli, write_spec(tmp_path, spec))
+    assert "lora: rank 8, alpha 16 on 6 layers" in result.stdout
+    model = load_model(tmp_path / "siglip.keras")
+    assert model.output.shape[-1] == 5 and model.layers[-1].name == "head"
+    places = _lora_places(model)
+    assert len(places) == 6 and sum("encoder_head" in p for p in places) == 2, places
+    lora = [w for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)
+            for w in (layer.lora_kernel_a, layer.lora_kernel_b)]  # fmt: skip
+    expected = {id(w) for w in lora + model.layers[-1].trainable_weights}
+    assert {id(w) for w in model.trainable_weights} == expected, [w.path for w in model.trainable_weights if id(w) not in expected]
+
+
 BAD_RECORDS = [
     {"lora": [{"layer": ["not", "a", "path"], "rank": 2}], "frozen": [{"a": 1}]},
     {"lora": [{"layer": "transformer_block_1/mha/query", "rank": "2"}], "frozen": "all"},

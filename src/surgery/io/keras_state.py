@@ -106,10 +106,12 @@ def record(model) -> dict | None:
     ]
     if not lora:
         return None
+    # A variable by its place among its layer's own: a variable made without a name is called "variable_N"
+    # with N counted across the process (SigLIP's pooling probe), so its name differs in the loaded model.
     frozen = sorted(
-        f"{path}/{w.name}"
+        f"{path}#{i}"
         for path, layer in tree
-        for w in _own_variables(layer)
+        for i, w in enumerate(_own_variables(layer))
         if not w.trainable and not w.name.startswith("lora_kernel")
     )
     return {"lora": lora, "frozen": frozen}
@@ -162,6 +164,6 @@ def restore(model, config: dict) -> None:
         layer.lora_kernel_b.assign(k.ops.zeros(layer.lora_kernel_b.shape))
     frozen = {path for path in _list(entry.get("frozen")) if isinstance(path, str)}
     for path, layer in tree.items():
-        for w in _own_variables(layer):
-            if f"{path}/{w.name}" in frozen:
+        for i, w in enumerate(_own_variables(layer)):
+            if f"{path}#{i}" in frozen or f"{path}/{w.name}" in frozen:  # the second: files of 2026-12-06/07
                 w.trainable = False
