@@ -35,6 +35,7 @@ print("LOADED:" + ",".join(loaded))
         ["ops"],
         ["backbones"],
         ["backbones", "mobile*", "--json"],
+        ["backbones", "--presets", "dinov2*"],
         ["ops", "--json"],
         ["schema"],
         ["apply", "--help"],

@@ -770,7 +770,36 @@ def test_the_siglip_vision_head_spec_runs_from_a_local_preset(cli, tmp_path, ker
     lora = [w for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)
             for w in (layer.lora_kernel_a, layer.lora_kernel_b)]  # fmt: skip
     expected = {id(w) for w in lora + model.layers[-1].trainable_weights}
-    assert {id(w) for w in model.trainable_weights} == expected, [w.path for w in model.trainable_weights if id(w) not in expected]
+    assert {id(w) for w in model.trainable_weights} == expected, [
+        w.path for w in model.trainable_weights if id(w) not in expected
+    ]
+
+
+def test_backbones_presets_lists_kerashubs_vision_presets_as_kerashub_does(cli):
+    """Read from KerasHub's preset tables without importing it (tests/test_cli.py checks that the command
+    imports neither TensorFlow nor keras_hub); here the answer is KerasHub's own registry, imported."""
+    import keras_hub
+
+    result = cli("backbones", "--presets", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    m = keras_hub.models
+    for cls, family in ((m.DINOV2Backbone, "dinov2"), (m.SigLIPBackbone, "siglip"), (m.MiTBackbone, "mit"),
+                        (m.ResNetBackbone, "resnet"), (m.SwinTransformerBackbone, "swin_transformer")):  # fmt: skip
+        assert cls.presets, family
+        for name, preset in cls.presets.items():
+            assert rows[name]["family"] == family and rows[name]["backbone"] == "keras_hub", name
+            assert rows[name]["params"] == preset["metadata"]["params"], name
+    assert rows["siglip_base_patch16_384"]["image_size"] == 384 and rows["dinov2_small"]["image_size"] is None
+    text_only = set(m.GemmaBackbone.presets) | set(m.BertBackbone.presets)
+    assert text_only and not text_only & set(rows)  # language models are not listed
+    filtered = cli("backbones", "--presets", "mit_b0*")
+    assert filtered.exit_code == 0
+    names = [line.split()[0] for line in filtered.stdout.splitlines()[1:]]
+    assert names == sorted(n for n in rows if n.startswith("mit_b0")) and len(names) > 1
+    missing = cli("backbones", "--presets", "dino")
+    assert missing.exit_code == 2
+    assert_one_error_line(missing.stderr, 'no preset matches "dino"; did you mean "dino*"')
 
 
 BAD_RECORDS = [

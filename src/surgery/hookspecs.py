@@ -92,7 +92,7 @@ def surgery_register_backbones(register: Register) -> None:
     """Register backbones for the ``backbone`` op.
 
     ``register(name, build, *, options=None, preprocess=None, input_shape=None,
-    min_input_size=None, description="", check=None)``
+    min_input_size=None, description="", check=None, presets=None)``
 
     - ``build(**options) -> keras.Model``: imports Keras only when called.
     - ``options``: JSON Schema ``properties`` of the options the backbone takes;
@@ -102,6 +102,9 @@ def surgery_register_backbones(register: Register) -> None:
     - ``input_shape``: default input shape; ``min_input_size``: smallest side.
     - ``check(options)``: optional checks that need no TensorFlow (a file's contents),
       run by ``surgery validate`` and before every build.
+    - ``presets()``: optional, the named configurations the backbone builds (dicts with ``name``,
+      ``family``, ``params``, ``image_size``, ``description``), listed by ``surgery backbones --presets``;
+      it must not import TensorFlow.
     """
 
 

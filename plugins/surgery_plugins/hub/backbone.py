@@ -24,7 +24,7 @@ from surgery import (
     shown,
 )
 
-from . import converter
+from . import catalog, converter
 from .blocks import MENDS, unroll
 from .preset_files import read_keras_hub_json
 
@@ -161,4 +161,5 @@ def surgery_register_backbones(register):
         options=OPTIONS,
         check=check,
         description="a KerasHub backbone preset (ViT, DINOv2, SigLIP, CLIP, ResNet, ...), each block a layer",
+        presets=catalog.presets,
     )

@@ -120,13 +120,49 @@ def _preprocess(b) -> str | None:
     return b.preprocess if isinstance(b.preprocess, str) else ("callable" if b.preprocess else None)
 
 
+def _presets(registry, patterns: tuple, as_json: bool) -> None:
+    """The presets of the backbones that list them (``keras_hub``: KerasHub's vision presets)."""
+    rows = {
+        row["name"]: {**row, "backbone": b.name}
+        for b in registry.backbones.values()
+        if b.presets
+        for row in b.presets()
+    }
+    if not rows:
+        raise SurgeryError(
+            "no installed backbone lists presets; the keras_hub backbone lists KerasHub's once keras-hub is "
+            "installed: pip install 'surgery[hub]'"
+        )
+    found = _matching("preset", rows, patterns)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = [("preset", "backbone", "family", "params", "size", "description")]
+    for row in found:
+        params = f"{row['params'] / 1e6:.1f}M" if isinstance(row.get("params"), (int, float)) else "-"
+        text = row.get("description") or ""
+        table.append((row["name"], row["backbone"], row.get("family") or "-", params, str(row.get("image_size") or "-"),
+                      text if len(text) <= 70 else text[:67] + "..."))  # fmt: skip
+    _table(table)
+
+
 @click.command()
 @PATTERNS
 @AS_JSON
+@click.option(
+    "--presets",
+    "show_presets",
+    is_flag=True,
+    help="List the backbones' presets instead (KerasHub's vision presets for keras_hub); PATTERN filters them "
+    "('dinov2*', '*siglip*').",
+)
 @guarded
-def backbones(patterns, as_json):
+def backbones(patterns, as_json, show_presets):
     """List the backbones, their default input shapes and the plugin that provides each; PATTERN filters by
     name ('mobile*', 'efficientnetv2*')."""
+    if show_presets:
+        _presets(installed_plugins().registry, patterns, as_json)
+        return
     found = _matching("backbone", installed_plugins().registry.backbones, patterns)
     if as_json:
         click.echo(

@@ -75,6 +75,7 @@ class BackboneInfo:
     description: str
     plugin: str
     check: Callable | None = None  # check(options): what can be known without TensorFlow; raises OpError
+    presets: Callable | None = None  # presets(): the named configurations it builds, for `backbones --presets`
 
     def options_schema(self) -> dict:
         """The schema of a backbone step with this backbone's options; its default input shape shown as the default."""
@@ -232,11 +233,12 @@ class Registration:
         min_input_size=None,
         description="",
         check=None,
+        presets=None,
     ):
         self.attempted.append(("backbone", name))
         _check_name("backbone", name)
-        if not callable(build) or (check is not None and not callable(check)):
-            raise PluginError(f"backbone {name!r}: build and check must be callables")
+        if not callable(build) or any(f is not None and not callable(f) for f in (check, presets)):
+            raise PluginError(f"backbone {name!r}: build, check and presets must be callables")
         options = APPLICATION_OPTIONS if options is None else options
         _check_schema(f"backbone {name!r} options", {"type": "object", "properties": options})
         if input_shape is not None and not _is_shape(input_shape):
@@ -254,6 +256,7 @@ class Registration:
                 description,
                 self.plugin,
                 check,
+                presets,
             )
         )
 
