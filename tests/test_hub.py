@@ -222,6 +222,29 @@ def test_a_cut_backbone_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras
     np.testing.assert_allclose(session.run(None, {"image": x})[0], np.asarray(model(x)), atol=1e-5, rtol=0)
 
 
+def test_vitdet_exports_with_its_input_normalisation_as_constants(cli, tmp_path, keras):
+    """ViTDet's graph subtracts and divides by constant arrays it passes to its operations; traced as they
+    are, tf2onnx made them two more model inputs with no value. The ONNX file has one input and agrees
+    with Keras."""
+    import keras_hub
+    import onnxruntime as ort
+
+    keras.utils.set_random_seed(13)
+    keras_hub.models.ViTDetBackbone(
+        hidden_size=16, num_layers=2, intermediate_dim=32, num_heads=2, global_attention_layer_indices=[1],
+        image_shape=(SIDE, SIDE, 3), patch_size=8, num_output_channels=8, window_size=2,
+    ).save_to_preset(str(tmp_path / "vitdet"))  # fmt: skip
+    outputs = {"keras": "hub.keras", "onnx": "hub.onnx"}
+    result = _apply(cli, _spec(tmp_path, tmp_path / "vitdet", preprocess=False, outputs=outputs))
+    assert "max abs diff vs Keras" in result.stdout
+    session = ort.InferenceSession(str(tmp_path / "hub.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    x = _image(n=3)
+    want = np.asarray(keras.saving.load_model(str(tmp_path / "hub.keras"))(x))
+    got = session.run(None, {"image": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
 def _resnet_preset(folder, keras):
     import keras_hub
 

@@ -74,11 +74,41 @@ def _constants_frozen(model):
                 saved.append((layer, name, value))
                 # object.__setattr__: Keras' attribute tracking must not see a temporary swap.
                 object.__setattr__(layer, name, value.numpy())
+    swapped = _graph_constants_as_arrays(model)
     try:
         yield
     finally:
         for layer, name, value in saved:
             object.__setattr__(layer, name, value)
+        for arguments, args, kwargs in swapped:
+            arguments.args, arguments.kwargs = args, kwargs
+
+
+def _graph_constants_as_arrays(model) -> list:
+    """The same for constants a functional graph passes to its operations (ViTDet's input normalisation,
+    ``(x - ops.array(mean)) / ops.array(std)``): each node keeps them among its call's arguments.
+    Returns what to put back."""
+    import tensorflow as tf
+
+    def constant(value) -> bool:
+        return isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable)
+
+    def frozen(value):
+        return value.numpy() if constant(value) else value
+
+    swapped = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for operation in getattr(layer, "_operations", []):
+            for node in getattr(operation, "_inbound_nodes", []):
+                arguments = getattr(node, "arguments", None)
+                if arguments is None or not any(
+                    constant(a) for a in tf.nest.flatten((arguments.args, arguments.kwargs))
+                ):
+                    continue
+                swapped.append((arguments, arguments.args, arguments.kwargs))
+                arguments.args = tf.nest.map_structure(frozen, arguments.args)
+                arguments.kwargs = tf.nest.map_structure(frozen, arguments.kwargs)
+    return swapped
 
 
 @contextlib.contextmanager
