@@ -253,6 +253,30 @@ def test_a_spec_output_is_quantized_and_checked_as_export_does(cli, trained, tmp
     assert (tmp_path / "d.keras").exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*does not have a `quantize` method:UserWarning")  # Keras, per layer kind
+def test_a_spec_keras_output_is_int8_and_the_other_outputs_stay_float(cli, trained, keras, tmp_path):
+    """The int8 .keras is made from a copy: the ONNX output written after it, from the same model in
+    memory, is still the float model (a quantized-in-place model would differ from it by far more)."""
+    import onnxruntime as ort
+
+    from helpers import write_spec
+
+    steps = [{"op": "backbone", "name": "keras_file", "path": str(trained["model"])}]
+    outputs = {"keras": {"path": "d.int8.keras", "quantize": "int8", "calibration": str(trained["data"])},
+               "onnx": "d.onnx"}  # fmt: skip
+    result = cli("apply", write_spec(tmp_path, {"surgery": 1, "steps": steps, "outputs": outputs}))
+    assert result.exit_code == 0, result.output
+    assert "int8: 2 layers" in result.output
+    x = trained["x"][:50]
+    float_model = keras.saving.load_model(trained["model"])
+    onnx_out = ort.InferenceSession(str(tmp_path / "d.onnx")).run(None, {"image": x})[0]
+    np.testing.assert_allclose(onnx_out, float_model.predict(x, verbose=0), atol=1e-5, rtol=0)
+    int8 = keras.saving.load_model(tmp_path / "d.int8.keras")
+    assert str(int8.get_layer("features")._kernel.dtype) == "int8"
+    float_model.quantize("int8")
+    np.testing.assert_allclose(int8.predict(x, verbose=0), float_model.predict(x, verbose=0), atol=1e-6, rtol=0)
+
+
 def test_a_spec_output_whose_quantization_fails_writes_none_of_the_outputs(cli, trained, tmp_path):
     faint = tmp_path / "faint.npz"
     np.savez(faint, x=trained["x"] / 100, y=trained["y"], class_names=np.array([str(i) for i in range(10)]))
