@@ -825,6 +825,15 @@ def test_backbones_presets_lists_kerashubs_vision_presets_as_kerashub_does(cli):
     assert_one_error_line(missing.stderr, 'no preset matches "dino"; did you mean "dino*"')
 
 
+def test_backbones_presets_without_keras_hub_is_one_line(cli, monkeypatch):
+    from surgery_plugins.hub import catalog
+
+    monkeypatch.setattr(catalog.importlib.util, "find_spec", lambda name: None)
+    result = cli("backbones", "--presets")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "no installed backbone lists presets", "pip install 'surgery[hub]'")
+
+
 BAD_RECORDS = [
     {"lora": [{"layer": ["not", "a", "path"], "rank": 2}], "frozen": [{"a": 1}]},
     {"lora": [{"layer": "transformer_block_1/mha/query", "rank": "2"}], "frozen": "all"},
