@@ -113,6 +113,20 @@ FAMILIES = {
         lambda m: m.DenseNetBackbone(stackwise_num_repeats=[1, 1], growth_rate=8, image_shape=(SIDE, SIDE, 3)),
         {},
     ),
+    "cspnet": (
+        lambda m: m.CSPNetBackbone(
+            stem_filters=16,
+            stem_kernel_size=3,
+            stem_strides=2,
+            stackwise_depth=[1, 1],
+            stackwise_strides=[2, 2],
+            stackwise_num_filters=[32, 64],
+            block_type="bottleneck_block",
+            stage_type="dark",
+            image_shape=(SIDE, SIDE, 3),
+        ),
+        {},
+    ),
 }
 
 
