@@ -138,6 +138,29 @@ def test_freezing_blocks_by_name_freezes_exactly_their_weights(cli, tmp_path, ke
     assert f"{frozen_params:,} params" in result.stdout
 
 
+def _small_mit(m):
+    """KerasHub's MiT at 32 px with two one-block stages."""
+    return m.MiTBackbone(
+        layerwise_depths=[1, 1],
+        num_layers=2,
+        layerwise_num_heads=[1, 2],
+        layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0,
+        layerwise_patch_sizes=[7, 3],
+        layerwise_strides=[4, 2],
+        hidden_dims=[8, 16],
+        image_shape=(SIDE, SIDE, 3),
+    )
+
+
+def _small_vitdet(m):
+    """KerasHub's ViTDet at 32 px: two blocks, the second with global attention."""
+    return m.ViTDetBackbone(
+        hidden_size=16, num_layers=2, intermediate_dim=32, num_heads=2, global_attention_layer_indices=[1],
+        image_shape=(SIDE, SIDE, 3), patch_size=8, num_output_channels=8, window_size=2,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, presets):
     """One fresh Python loads every family's .keras (safe_mode=True, keras and keras_hub only): ViT's
@@ -158,17 +181,7 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
     import keras_hub
 
     keras.utils.set_random_seed(17)
-    keras_hub.models.MiTBackbone(
-        layerwise_depths=[1, 1],
-        num_layers=2,
-        layerwise_num_heads=[1, 2],
-        layerwise_sr_ratios=[2, 1],
-        max_drop_path_rate=0.0,
-        layerwise_patch_sizes=[7, 3],
-        layerwise_strides=[4, 2],
-        hidden_dims=[8, 16],
-        image_shape=(SIDE, SIDE, 3),
-    ).save_to_preset(str(tmp_path / "mit"))
+    _small_mit(keras_hub.models).save_to_preset(str(tmp_path / "mit"))
     (tmp_path / "mit_out").mkdir()
     _apply(cli, _spec(tmp_path / "mit_out", tmp_path / "mit"))
     files.append(tmp_path / "mit_out" / "hub.keras")
@@ -230,10 +243,7 @@ def test_vitdet_exports_with_its_input_normalisation_as_constants(cli, tmp_path,
     import onnxruntime as ort
 
     keras.utils.set_random_seed(13)
-    keras_hub.models.ViTDetBackbone(
-        hidden_size=16, num_layers=2, intermediate_dim=32, num_heads=2, global_attention_layer_indices=[1],
-        image_shape=(SIDE, SIDE, 3), patch_size=8, num_output_channels=8, window_size=2,
-    ).save_to_preset(str(tmp_path / "vitdet"))  # fmt: skip
+    _small_vitdet(keras_hub.models).save_to_preset(str(tmp_path / "vitdet"))
     outputs = {"keras": "hub.keras", "onnx": "hub.onnx"}
     result = _apply(cli, _spec(tmp_path, tmp_path / "vitdet", preprocess=False, outputs=outputs))
     assert "max abs diff vs Keras" in result.stdout
@@ -558,40 +568,25 @@ def test_a_lora_selection_with_nothing_to_adapt_is_one_line(cli, tmp_path, prese
     assert_one_error_line(result.stderr, "steps[1] (lora)", fragment)
 
 
-def _own_attention_models(m):
-    """family -> (KerasHub's model, its attention class, the attributes holding what LoRA should adapt)."""
-    small = dict(image_shape=(SIDE, SIDE, 3))
-    return {
-        "dinov3": (
-            m.DINOV3Backbone(
-                patch_size=8, num_layers=3, hidden_dim=16, num_heads=2, intermediate_dim=32, **small
-            ),
-            "DINOV3Attention",
-            ("query_dense", "value_dense"),
+# family -> (a builder of KerasHub's model, its attention class, the attributes holding what LoRA should adapt)
+OWN_ATTENTION = {
+    "dinov3": (
+        lambda m: m.DINOV3Backbone(
+            patch_size=8, num_layers=3, hidden_dim=16, num_heads=2, intermediate_dim=32, image_shape=(SIDE, SIDE, 3)
         ),
-        "mit": (
-            m.MiTBackbone(
-                layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[2, 1],
-                max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16],
-                **small,
-            ),
-            "SegFormerMultiheadAttention",
-            ("q", "v"),
+        "DINOV3Attention",
+        ("query_dense", "value_dense"),
+    ),
+    "mit": (_small_mit, "SegFormerMultiheadAttention", ("q", "v")),
+    "swin": (
+        lambda m: m.SwinTransformerBackbone(
+            embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4, patch_size=4, image_shape=(SIDE, SIDE, 3)
         ),
-        "swin": (
-            m.SwinTransformerBackbone(embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4, patch_size=4, **small),
-            "WindowAttention",
-            ("qkv",),
-        ),
-        "vitdet": (
-            m.ViTDetBackbone(
-                hidden_size=16, num_layers=2, intermediate_dim=32, num_heads=2, global_attention_layer_indices=[1],
-                patch_size=8, num_output_channels=8, window_size=2, **small,
-            ),
-            "MultiHeadAttentionWithRelativePE",
-            ("qkv",),
-        ),
-    }  # fmt: skip
+        "WindowAttention",
+        ("qkv",),
+    ),
+    "vitdet": (_small_vitdet, "MultiHeadAttentionWithRelativePE", ("qkv",)),
+}
 
 
 @pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")  # Swin's own layers, in Keras
@@ -604,7 +599,8 @@ def test_lora_finds_the_projections_of_kerashubs_own_attention_layers(keras, fam
     import surgery
 
     keras.utils.set_random_seed(21)
-    model, attention, roles = _own_attention_models(keras_hub.models)[family]
+    build, attention, roles = OWN_ATTENTION[family]
+    model = build(keras_hub.models)
     x = _image(n=2)
     before = _own_output(model, x)
     added = surgery.add_lora(model, list(model.layers), 2, 4.0)
@@ -686,10 +682,14 @@ def test_exports_merge_lora_into_the_kernels(keras, tmp_path, presets):
     assert np.abs(np.asarray(model(x)) - with_lora).max() > 1e-3  # B mattered
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*does not have a `quantize` method:UserWarning")  # Keras, per layer kind
 def test_a_lora_transformer_quantizes_to_kerass_int8_with_the_matrices_merged(keras, tmp_path, presets):
     """B non-zero first (as after training), so an int8 file that dropped LoRA gives another output; the
-    right answer is Keras' own quantize of the merged model that plain Keras loads from the float file."""
+    right answer is Keras' own quantize of the merged model that plain Keras loads from the float file.
+
+    About 15-20 s, so in the slow lane: the export checks the int8 model on held-out images, times it
+    against the float one and loads the written file back, each what the test is about."""
     import surgery
 
     def train_b(state):
