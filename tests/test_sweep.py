@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +22,7 @@ import surgery
 from surgery.errors import SpecError
 from surgery.sweeps.grid import grid_of
 
-from helpers import assert_one_error_line, tiny_spec, write_pngs
+from helpers import assert_one_error_line, tiny_spec, wait_for_epochs, write_pngs
 
 # --- the grid, without TensorFlow ------------------------------------------------------------------------
 
@@ -264,16 +272,19 @@ def test_each_variant_is_a_run_folder_its_own_spec_resumes(cli, swept, project):
     assert evaluated.exit_code == 0, evaluated.stderr
 
 
-def _interrupt_at_epoch(monkeypatch, keras, variant: str, epoch: int):
-    """Ctrl-C at the end of ``epoch`` (after its checkpoint) in the run folder of ``variant``."""
+def _sigterm_at_epoch(monkeypatch, keras, variant: str, epoch: int):
+    """SIGTERM at the end of ``epoch`` (after its checkpoint) in the run folder of ``variant``: what the CLI's
+    handler does with it (the stop remembered, ``Terminated`` raised), so that every later output sees it."""
+    from surgery import errors
     from surgery.training import run as run_module
 
     original = run_module.Run.callbacks
+    monkeypatch.setattr(errors, "_stop_signal", None)  # put back by undo: the next commands are not stopped
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_end(self, index, logs=None):
             if index + 1 == epoch:
-                raise KeyboardInterrupt
+                errors.stop_on_signal(signal.SIGTERM, None)
 
     def callbacks(self, model):
         found = original(self, model)
@@ -283,14 +294,14 @@ def _interrupt_at_epoch(monkeypatch, keras, variant: str, epoch: int):
 
 
 @pytest.mark.slow
-def test_resume_after_an_interruption_gives_the_table_of_an_uninterrupted_sweep(
+def test_resume_after_sigterm_gives_the_table_of_an_uninterrupted_sweep(
     cli, keras, swept, project, tmp_path, monkeypatch
 ):
     out = tmp_path / "runs"
-    _interrupt_at_epoch(monkeypatch, keras, "layers=..-3", 1)
+    _sigterm_at_epoch(monkeypatch, keras, "layers=..-3", 1)
     stopped = _sweep(cli, project, out)
-    assert stopped.exit_code == 130, stopped.output
-    assert_one_error_line(stopped.stderr, "interrupted; 1 of 2 variants finished", "--resume")
+    assert stopped.exit_code == 143, stopped.output
+    assert_one_error_line(stopped.stderr, "terminated; 1 of 2 variants finished", "--resume")
     assert [r["status"] for r in _table(out)] == ["ok", "interrupted"]
     monkeypatch.undo()
     again = _sweep(cli, project, out)
@@ -479,6 +490,196 @@ def test_a_resumed_search_finishes_the_interrupted_trial_first(cli, keras, proje
     assert study.trials[2].params == study.trials[1].params  # asked again, and resumed
     rows = json.loads((out / "results.json").read_text())["variants"]
     assert [(r["trial"], r["status"]) for r in rows] == [(0, "ok"), (2, "ok")] and rows[1]["id"] == started[1]
+
+
+# --- on a Ray cluster -------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_RAY = {
+    "nothing answers": (["--ray", "127.0.0.1:{port}"], "--ray: cannot reach a Ray cluster at 127.0.0.1:{port} ("),
+    "not an address": (["--ray", "headnode"], "'headnode' is not a Ray address: give HOST:PORT"),
+    "jobs on a cluster": (["--ray", "127.0.0.1:{port}", "--jobs", "2"], "--jobs counts variants on this machine"),
+    "cpus without a cluster": (["--ray-cpus", "2"], "--ray-cpus applies to a sweep on a Ray cluster"),
+    "a search on a cluster": (
+        ["--ray", "127.0.0.1:{port}", "--search", "optuna", "--trials", "2"],
+        "one trial at a time (each learns from the last); drop --ray",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RAY))
+def test_a_bad_ray_option_is_one_line_before_anything_is_built(cli, project, tmp_path, case):
+    args, fragment = BAD_RAY[case]
+    port = _free_port()  # bound and released: nothing listens there
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    spec, out = project / "proj" / "spec.json", tmp_path / "runs"
+    args = [a.format(port=port) for a in args]
+    result = cli("sweep", spec, "--grid", tmp_path / "grid.json", "--data", project / "data", "-o", out, *args)
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.stderr, fragment.format(port=port))
+    assert not out.exists()
+
+
+def test_a_port_that_answers_but_not_as_ray_is_refused_at_once(cli, project, tmp_path):
+    """The dashboard's port (8265) is the likely wrong one: it answers HTTP/1.1, and Ray would retry it for
+    minutes."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _ = server.accept()
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    port = server.getsockname()[1]
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    spec, out = project / "proj" / "spec.json", tmp_path / "runs"
+    try:
+        args = ("--data", project / "data", "-o", out, "--ray", f"127.0.0.1:{port}")
+        result = cli("sweep", spec, "--grid", tmp_path / "grid.json", *args)
+    finally:
+        server.close()
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, f"cannot reach a Ray cluster at 127.0.0.1:{port} (it answers, but not as Ray")
+    assert not out.exists()
+
+
+def test_ray_missing_is_one_line_naming_the_extra(cli, project, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an import of an absent package does
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    spec, out = project / "proj" / "spec.json", tmp_path / "runs"
+    result = cli(
+        "sweep", spec, "--grid", tmp_path / "grid.json", "--data", project / "data", "-o", out, "--ray", "auto"
+    )
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "--ray: --ray needs Ray: pip install 'surgery[ray]'")
+    assert not out.exists()
+
+
+def test_a_ray_task_on_a_node_that_cannot_train_the_variant_says_why(tmp_path, monkeypatch):
+    from surgery.sweeps.cluster import train_variant
+    from surgery.sweeps.prepare import RECORD, Job
+    from surgery.version import __version__
+
+    job = Job(id="a", values={}, data={}, file="spec.json [variant a]", folder="runs/a", overrides={})
+    other = f"{__version__}.1"
+    kind, error = train_variant(job, 1, str(tmp_path), other)
+    assert kind == "failed" and f"runs surgery {__version__}, this sweep {other}: install one version" in error
+    kind, error = train_variant(job, 1, str(tmp_path / "elsewhere"), __version__)
+    assert (
+        kind == "failed" and f"has no folder {tmp_path / 'elsewhere'}: --ray needs the sweep on a filesystem" in error
+    )
+    (tmp_path / "runs" / "a").mkdir(parents=True)  # a folder of that name, not the sweep's
+    monkeypatch.chdir("/")
+    kind, error = train_variant(job, 1, str(tmp_path), __version__)
+    assert kind == "failed" and "does not see the sweep folder runs: --ray needs the sweep folder and the data" in error
+    assert os.getcwd() == str(tmp_path)  # the task works where the sweep was started
+    assert not (tmp_path / "runs" / RECORD).exists()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster as users start one (`ray start --head`), on ports of its own; stopped afterwards. Its
+    address, and the TMPDIR its tasks write their temporary files in."""
+    port, client = _free_port(), _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    os.mkdir(os.path.join(temp, "tmp"))
+    log = open(os.path.join(temp, "start.log"), "w")  # noqa: SIM115 (open while the cluster runs)
+    head = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block", f"--port={port}",
+            f"--ray-client-server-port={client}", "--num-cpus=2", "--include-dashboard=false",
+            "--disable-usage-stats", f"--temp-dir={temp}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TMPDIR": os.path.join(temp, "tmp")},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in open(os.path.join(temp, "start.log")).read():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("ray start failed:\n" + open(os.path.join(temp, "start.log")).read())
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", Path(temp) / "tmp"
+    finally:
+        head.terminate()  # --block: stopping the command stops the cluster it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_ray_cluster_gives_the_folders_and_table_of_one_here(
+    swept, project, tmp_path, ray_cluster, monkeypatch
+):
+    address, _ = ray_cluster
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    monkeypatch.chdir(tmp_path)  # paths relative to here, not to where the cluster was started
+    lines: list[str] = []
+    rows = surgery.sweep(
+        os.path.relpath(project / "proj" / "spec.json"), "grid.json", "runs", data=os.path.relpath(project / "data"),
+        test=os.path.relpath(project / "test"), ray=address, echo=lines.append,
+    )  # fmt: skip
+    assert lines[0] == "2 variants sent to the Ray cluster, 1 CPU each"
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == _table(swept)
+    assert _table(tmp_path / "runs") == _table(swept)
+    for row in rows:  # each a run folder as a local variant's, written by the task on the cluster
+        run = tmp_path / "runs" / row["id"]
+        assert json.loads((run / "checkpoints" / "state.json").read_text())["finished"]
+        assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in (swept / row["id"]).iterdir())
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_variants_on_the_cluster_cleanly(project, tmp_path, ray_cluster):
+    """The task stops (its checkpoint kept, its feature cache removed, no more epochs), the table says it was
+    interrupted, and the sweep exits as a terminated train does."""
+    address, task_tmp = ray_cluster
+    spec = json.loads((project / "proj" / "spec.json").read_text())
+    spec["steps"][0]["path"] = str(project / "proj" / "tiny.keras")
+    spec["train"].update(stages=[{"epochs": 5000}], feature_cache_memory_mb=0)  # stops only when told to
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "grid.json").write_text(json.dumps({"steps[1].layers": [":"]}))
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "surgery", "sweep", str(tmp_path / "spec.json"), "--grid", str(tmp_path / "grid.json"),
+            "--data", str(project / "data"), "-o", str(out), "--ray", address,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for_epochs(out / "layers=.." / "checkpoints" / "state.json", 2, proc)
+        assert list(task_tmp.glob("surgery-feature-cache-*")), "the test needs the task's disk cache"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stderr
+    assert_one_error_line(stderr, "terminated; 0 of 1 variants finished", "continue with --resume")
+    state = json.loads((out / "layers=.." / "checkpoints" / "state.json").read_text())
+    assert not state["finished"] and state["epochs_done"] >= 2
+    assert [r["status"] for r in _table(out)] == ["interrupted"]
+    assert not list(task_tmp.glob("surgery-feature-cache-*"))
+    time.sleep(1)  # had the task gone on training, its checkpoint would move on
+    assert json.loads((out / "layers=.." / "checkpoints" / "state.json").read_text()) == state
 
 
 def test_the_table_shows_a_swept_null_as_null_and_a_missing_figure_as_empty():

@@ -68,6 +68,8 @@ def guarded(fn):
                 traceback.print_exc()
             fail(str(e), e.exit_code)
         except KeyboardInterrupt as e:
+            if debug:
+                traceback.print_exc()
             what = "terminated" if isinstance(e, Terminated) else "interrupted"
             fail(f"{what}; no output was written", interrupted_exit(e))
         except BrokenPipeError:

@@ -287,8 +287,11 @@ class Outputs:
         self.staged.append((tmp, path))
         return tmp
 
-    def commit(self) -> None:
-        raise_if_stopped()  # a SIGTERM whose exception was lost must not let the outputs be placed
+    def commit(self, record_of_stop: bool = False) -> None:
+        """Place every staged output. ``record_of_stop``: these outputs say what a stop left behind (a sweep's
+        table marking its interrupted variants), so they are placed although a stop was asked for."""
+        if not record_of_stop:
+            raise_if_stopped()  # a SIGTERM whose exception was lost must not let the outputs be placed
         placed = []
         try:
             for tmp, path in self.staged:

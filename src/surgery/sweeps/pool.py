@@ -23,12 +23,13 @@ def threads_for(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _work(job: Job, threads: int, conn) -> None:
-    """A worker process: one variant, trained as ``--jobs 1`` would, with ``threads`` threads; its row is sent back."""
+def train_in_worker(job: Job, threads: int) -> tuple[str, dict | None]:
+    """One variant in a process of its own (a ``--jobs`` worker, a Ray task), trained as ``--jobs 1`` would,
+    with ``threads`` threads: ``("row", row)``, or ``("interrupted", None)`` when it was stopped."""
+    # Read by TensorFlow when it starts its thread pools, so they count only before its first use here.
     for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    signal.signal(signal.SIGTERM, stop_on_signal)
     from ..keras_env import set_verbose
     from ..plugins.loading import load_plugins
     from ..training.result import Interrupted
@@ -37,10 +38,14 @@ def _work(job: Job, threads: int, conn) -> None:
     set_verbose(False)
     plugins = load_plugins()
     try:
-        row = train_job(job, plugins.registry, plugins, lambda line: print(f"[{job.id}] {line}", flush=True))
-        conn.send(("row", row))
+        return "row", train_job(job, plugins.registry, plugins, lambda line: print(f"[{job.id}] {line}", flush=True))
     except (Interrupted, KeyboardInterrupt):
-        conn.send(("interrupted", None))
+        return "interrupted", None
+
+
+def _work(job: Job, threads: int, conn) -> None:
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    conn.send(train_in_worker(job, threads))
     conn.close()
 
 

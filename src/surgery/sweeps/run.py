@@ -30,17 +30,22 @@ def sweep(
     jobs: int,
     resume: bool,
     echo,
+    *,
     plot: str | None = None,
     search: str | None = None,
     trials: int | None = None,
+    ray_address: str | None = None,
+    ray_cpus: int = 1,
 ) -> list[dict]:
     """``surgery.sweep``: prepare (everything checked and built), start the folder, train, draw, return the rows."""
     from ..io.writing import check_output
     from ..report.shapes import check_suffix
     from ..training import quietly
+    from . import cluster
     from .prepare import prepare
 
     _check_search(search, trials, jobs)
+    _check_ray(ray_address, ray_cpus, jobs, search)
     if plot is not None:
         check_output(check_suffix(plot), resume, "--plot")  # a resumed sweep redraws its own picture
     prepared = quietly(
@@ -55,8 +60,13 @@ def sweep(
         resume=resume,
         search=search is not None,
     )
-    start_folder(prepared)
-    rows = run(prepared, plugins, jobs=jobs, echo=echo, trials=trials)
+    ray = cluster.connect(ray_address) if ray_address is not None else None  # before anything is written
+    try:
+        start_folder(prepared)
+        rows = run(prepared, plugins, jobs=jobs, echo=echo, trials=trials, ray=ray, ray_cpus=ray_cpus)
+    finally:
+        if ray is not None:
+            ray.shutdown()
     if plot is not None:
         from .plot import draw
 
@@ -78,6 +88,24 @@ def _check_search(search: str | None, trials: int | None, jobs: int) -> None:
     from .search import check_available
 
     check_available()
+
+
+def _check_ray(address: str | None, cpus: int, jobs: int, search: str | None) -> None:
+    if address is None:
+        if cpus != 1:
+            raise SpecError("--ray-cpus applies to a sweep on a Ray cluster: add --ray ADDRESS", where="--ray-cpus")
+        return
+    if jobs != 1:
+        raise SpecError(
+            "--jobs counts variants on this machine; on a Ray cluster each variant asks for --ray-cpus CPUs and "
+            "Ray runs as many at once as the cluster holds: drop --jobs",
+            where="--jobs",
+        )
+    if search is not None:
+        raise SpecError("a search runs one trial at a time (each learns from the last); drop --ray", where="--ray")
+    from .cluster import check
+
+    check(address)
 
 
 def start_folder(sweep: Sweep) -> None:
@@ -173,9 +201,19 @@ def figures(job: Job, spec, config, plugins) -> dict:
     return row
 
 
-def run(sweep: Sweep, plugins, *, jobs: int = 1, echo=print, verbose: int = 0, trials: int | None = None) -> list[dict]:
+def run(
+    sweep: Sweep,
+    plugins,
+    *,
+    jobs: int = 1,
+    echo=print,
+    verbose: int = 0,
+    trials: int | None = None,
+    ray=None,
+    ray_cpus: int = 1,
+) -> list[dict]:
     """Every variant's row, in the grid's order (a search's in its trials' order); the table is written after
-    each variant finishes."""
+    each variant finishes. ``ray``: the connected Ray module, to train them as tasks on its cluster."""
     if sweep.search:  # the trials so far, and those to come
         rows = {_key(row): row for row in sweep.earlier if "trial" in row}
     else:
@@ -197,31 +235,44 @@ def run(sweep: Sweep, plugins, *, jobs: int = 1, echo=print, verbose: int = 0, t
             from .search import run_search
 
             run_search(sweep, trials or 0, int(sweep.spec_data.get("seed", 0)), train, done, echo)
-        elif jobs == 1:
+        elif jobs == 1 and ray is None:
             for job in sweep.jobs:
                 echo(f"variant {job.id} ({_progress(rows)})")
                 done(train(job))
         else:
-            from .pool import run_pool
 
             def stopped(job: Job, error: str | None) -> None:
                 done(_row(job, status="failed", error=error) if error else _row(job, status="interrupted"))
 
-            run_pool(sweep.jobs, jobs, done, stopped)
+            if ray is not None:
+                from .cluster import run_on_ray
+
+                echo(f"{len(sweep.jobs)} variants sent to the Ray cluster, {ray_cpus} CPU{'s' * (ray_cpus > 1)} each")
+                run_on_ray(ray, sweep.jobs, ray_cpus, done, stopped)
+            else:
+                from .pool import run_pool
+
+                run_pool(sweep.jobs, jobs, done, stopped)
     except (KeyboardInterrupt, Interrupted) as e:
-        for row in rows.values():
-            if row["status"] == "pending" and (sweep.folder / row["id"] / STATE).is_file():
-                row["status"] = "interrupted"
-        table.write(sweep.folder, list(rows.values()), list(sweep.labels.values()), sweep.monitor)
-        halted = Interrupted(
-            f"{'terminated' if isinstance(e, Terminated) or getattr(e, 'exit_code', 130) == 143 else 'interrupted'}"
-            f"; {sum(r['status'] == 'ok' for r in rows.values())} of {len(rows)} variants finished, the table "
-            "says which; continue with --resume",
-            file=str(sweep.folder),
-        )
-        halted.exit_code = e.exit_code if isinstance(e, Interrupted) else interrupted_exit(e)
-        raise halted from None
+        raise _halted(sweep, rows, e) from None
     return list(rows.values())
+
+
+def _halted(sweep: Sweep, rows: dict, e: BaseException) -> Interrupted:
+    """After Ctrl-C or SIGTERM: the variants that had started are marked interrupted in the table (written
+    although a stop was asked for: it is the record of the stop), and the error that says how far it got."""
+    for row in rows.values():
+        if row["status"] == "pending" and (sweep.folder / row["id"] / STATE).is_file():
+            row["status"] = "interrupted"
+    table.write(sweep.folder, list(rows.values()), list(sweep.labels.values()), sweep.monitor, stopped=True)
+    halted = Interrupted(
+        f"{'terminated' if isinstance(e, Terminated) or getattr(e, 'exit_code', 130) == 143 else 'interrupted'}"
+        f"; {sum(r['status'] == 'ok' for r in rows.values())} of {len(rows)} variants finished, the table "
+        "says which; continue with --resume",
+        file=str(sweep.folder),
+    )
+    halted.exit_code = e.exit_code if isinstance(e, Interrupted) else interrupted_exit(e)
+    return halted
 
 
 def _key(row: dict) -> str:

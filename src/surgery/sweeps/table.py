@@ -66,8 +66,9 @@ def as_markdown(rows: list[dict], cols: list[str], labels: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(folder: Path, rows: list[dict], labels: list[str], monitor: str | None) -> None:
-    """The three files, placed together (a reader never sees a csv newer than the json)."""
+def write(folder: Path, rows: list[dict], labels: list[str], monitor: str | None, stopped: bool = False) -> None:
+    """The three files, placed together (a reader never sees a csv newer than the json); ``stopped``: the table
+    that records a stop, written after a SIGTERM too."""
     cols = columns(rows, labels)
     texts = {
         "results.csv": as_csv(rows, cols, labels),
@@ -77,4 +78,4 @@ def write(folder: Path, rows: list[dict], labels: list[str], monitor: str | None
     with Outputs(force=True) as outputs:
         for name, text in texts.items():
             outputs.stage(folder / name).write_text(text)
-        outputs.commit()
+        outputs.commit(record_of_stop=stopped)
