@@ -55,6 +55,9 @@ NOT_RUN = {
     r"surgery train ": "trains a model: minutes (tests/test_train.py runs surgery train)",
     r"surgery sweep ": "trains a model per variant: minutes (tests/test_sweep.py runs surgery sweep)",
     r"export TF_CONFIG=": "configures a worker of a cluster of two machines",
+    r"pip install 'surgery\[ray\]'": "installs on the reader's machines; the venv running the tests has Ray (the dev extra)",
+    r"ray start --head": "starts a Ray cluster that outlives the command (tests/test_sweep.py starts one on ports of "
+    "its own and stops it)",
     r"surgery predict runs/tiny/best\.keras photos/": "an example: the run folder and the photos are the reader's",
     r"surgery (evaluate|predict|features) runs/my_model": "an example: the run folder and the data are the reader's "
     "(tests/test_evaluate.py and tests/test_features_predict.py run these commands)",
