@@ -379,9 +379,15 @@ def test_resume_after_sigterm_continues(cli, tmp_path, images, backbone):
     proc = subprocess.Popen(
         [sys.executable, "-m", "surgery", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    wait_for_epochs(run / "checkpoints" / "state.json", 2, proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143
+    try:
+        wait_for_epochs(run / "checkpoints" / "state.json", 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # a run that does not stop must not outlive the test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stderr
     done = cli(*args, "--resume")
     assert done.exit_code == 0, done.stderr
     assert json.loads((run / "checkpoints" / "state.json").read_text())["finished"]
