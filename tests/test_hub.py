@@ -153,6 +153,13 @@ def _small_mit(m):
     )
 
 
+def _small_swin(m):
+    """KerasHub's Swin at 32 px: two stages of two blocks, 4-pixel windows."""
+    return m.SwinTransformerBackbone(
+        embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4, patch_size=4, image_shape=(SIDE, SIDE, 3)
+    )
+
+
 def _small_vitdet(m):
     """KerasHub's ViTDet at 32 px: two blocks, the second with global attention."""
     return m.ViTDetBackbone(
@@ -161,7 +168,11 @@ def _small_vitdet(m):
     )  # fmt: skip
 
 
+ONNX_TOO = {"keras": "hub.keras", "onnx": "hub.onnx"}
+
+
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")  # Swin's own layers, in Keras
 def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, presets):
     """One fresh Python loads every family's .keras (safe_mode=True, keras and keras_hub only): ViT's
     embedding and blocks write configs their constructors reject, which surgery mends on the instances.
@@ -186,6 +197,15 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
     _apply(cli, _spec(tmp_path / "mit_out", tmp_path / "mit"))
     files.append(tmp_path / "mit_out" / "hub.keras")
     expected.append(_own_output(keras_hub.models.Backbone.from_preset(str(tmp_path / "mit")), x))
+    # Swin: its patch embedding and stages are given layer classes, which KerasHub's configs cannot write, and
+    # build their sublayers only when called; frozen in part, and exported to ONNX (checked against Keras).
+    keras.utils.set_random_seed(19)
+    _small_swin(keras_hub.models).save_to_preset(str(tmp_path / "swin"))
+    (tmp_path / "swin_out").mkdir()
+    swin = _spec(tmp_path / "swin_out", tmp_path / "swin", {"op": "freeze", "layers": ":2"}, outputs=ONNX_TOO)
+    assert "max abs diff vs Keras" in _apply(cli, swin).stdout
+    files.append(tmp_path / "swin_out" / "hub.keras")
+    expected.append(_own_output(keras_hub.models.Backbone.from_preset(str(tmp_path / "swin")), x))
     # A LoRA model too: its config carries surgery's record, which Keras passes over (the merged model).
     lora = tmp_path / "lora"
     lora.mkdir()
@@ -195,7 +215,7 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
     files.append(lora / "lora.keras")
     expected.append(np.asarray(surgery.build(_lora_spec(presets))(x)))
     got = outputs_without_surgery(files, x, tmp_path, ["keras_hub"])
-    for family, out, want in zip([*sorted(FAMILIES), "mit", "lora"], got, expected):
+    for family, out, want in zip([*sorted(FAMILIES), "mit", "swin", "lora"], got, expected):
         np.testing.assert_allclose(out, want, atol=1e-5, rtol=0, err_msg=family)
 
 
@@ -579,9 +599,7 @@ OWN_ATTENTION = {
     ),
     "mit": (_small_mit, "SegFormerMultiheadAttention", ("q", "v")),
     "swin": (
-        lambda m: m.SwinTransformerBackbone(
-            embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4, patch_size=4, image_shape=(SIDE, SIDE, 3)
-        ),
+        _small_swin,
         "WindowAttention",
         ("qkv",),
     ),

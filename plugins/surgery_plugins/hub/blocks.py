@@ -16,6 +16,8 @@ keras-hub and not surgery. Only the instances change; KerasHub's classes stay as
 
 from __future__ import annotations
 
+import sys
+
 from surgery import keras, make_model, retrace
 
 
@@ -104,6 +106,39 @@ def _mit_encoder(layer, config):
     }
 
 
+def _given_class(attribute: str, key: str):
+    """For a layer built with a layer class as an argument (Swin's PatchEmbedding its ``norm_layer``, a
+    stage its ``downsample``): KerasHub passes the class to serialize_keras_object, which calls the class's
+    get_config unbound, so the layer's get_config fails. KerasHub's get_config runs with the class set aside,
+    and the class is written as Keras writes a function, by module and name, which the layer's from_config
+    turns back into the class through deserialize_keras_object (in safe mode too: it looks up only a
+    KerasSaveable class of keras or keras_hub)."""
+
+    def mend(layer, _config):
+        given = getattr(layer, attribute)
+        setattr(layer, attribute, None)
+        try:
+            config = type(layer).get_config(layer)
+        finally:
+            setattr(layer, attribute, given)
+        return {**config, key: None if given is None else _class_reference(layer, given)}
+
+    return mend
+
+
+def _class_reference(layer, given: type) -> dict:
+    found = getattr(sys.modules.get(given.__module__), given.__name__, None)
+    if (
+        given.__module__.split(".")[0] not in ("keras", "keras_hub")
+        or found is not given
+        or not issubclass(given, keras().layers.Layer)
+    ):
+        raise TypeError(
+            f"{layer.name} was built with {given!r}, not a Keras or KerasHub layer class: it cannot be saved"
+        )
+    return {"module": given.__module__, "class_name": "function", "config": given.__name__}
+
+
 # class name -> how to turn the config KerasHub writes into one its constructor accepts
 MENDS = {
     "ViTPatchingAndEmbedding": _without("num_patches", "num_positions"),
@@ -111,4 +146,6 @@ MENDS = {
     "DeiTEmbeddings": _without("num_patches", "num_positions"),
     "DeiTEncoderBlock": _without("key_dim"),
     "HierarchicalTransformerEncoder": _mit_encoder,
+    "PatchEmbedding": _given_class("norm_layer", "norm_layer"),
+    "SwinTransformerStage": _given_class("_downsample_cls", "downsample"),
 }

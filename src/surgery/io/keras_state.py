@@ -36,8 +36,10 @@ _MENDS: dict[tuple[str, str], Callable[[Any, dict], dict]] = {}
 
 def register_config_mends(package: str, mends: dict[str, Callable[[Any, dict], dict]]) -> None:
     """Declare layer classes of ``package`` whose ``get_config`` writes a config their constructor rejects (a
-    bug of that package): ``mends[class name](layer, config)`` returns one it accepts. ``mend_configs`` gives
-    it to every such layer of a model surgery builds or loads, so what surgery saves loads back."""
+    bug of that package): ``mends[class name](layer, config)`` returns one it accepts. ``config`` is what the
+    class writes, or None where its ``get_config`` fails outright (the mend then writes the whole config).
+    ``mend_configs`` gives it to every such layer of a model surgery builds or loads, so what surgery saves
+    loads back."""
     _MENDS.update(((package, name), mend) for name, mend in mends.items())
 
 
@@ -55,11 +57,23 @@ def mend_configs(model) -> list[str]:
         written = layer.get_config
 
         def get_config(written=written, mend=mend, layer=layer):
-            return mend(layer, written())
+            try:
+                config = written()
+            except (TypeError, ValueError, NotImplementedError):  # it cannot write itself: the mend writes it all
+                config = None
+            return mend(layer, config)
 
         layer.get_config = get_config
+        if kind.build is keras().layers.Layer.build:
+            # It makes its sublayers' weights only when first called (no build of its own): loaded, it must be
+            # called, not given build(input_shape), which marks it built with those weights never made.
+            layer.get_build_config = _no_build_config
         mended.add(kind.__name__)
     return sorted(mended)
+
+
+def _no_build_config() -> None:
+    return None
 
 
 def save_model(model, path: str | os.PathLike) -> None:
