@@ -168,9 +168,6 @@ def _small_vitdet(m):
     )  # fmt: skip
 
 
-ONNX_TOO = {"keras": "hub.keras", "onnx": "hub.onnx"}
-
-
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")  # Swin's own layers, in Keras
 def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, presets):
@@ -198,12 +195,11 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
     files.append(tmp_path / "mit_out" / "hub.keras")
     expected.append(_own_output(keras_hub.models.Backbone.from_preset(str(tmp_path / "mit")), x))
     # Swin: its patch embedding and stages are given layer classes, which KerasHub's configs cannot write, and
-    # build their sublayers only when called; frozen in part, and exported to ONNX (checked against Keras).
+    # build their sublayers only when called (frozen in part here).
     keras.utils.set_random_seed(19)
     _small_swin(keras_hub.models).save_to_preset(str(tmp_path / "swin"))
     (tmp_path / "swin_out").mkdir()
-    swin = _spec(tmp_path / "swin_out", tmp_path / "swin", {"op": "freeze", "layers": ":2"}, outputs=ONNX_TOO)
-    assert "max abs diff vs Keras" in _apply(cli, swin).stdout
+    _apply(cli, _spec(tmp_path / "swin_out", tmp_path / "swin", {"op": "freeze", "layers": ":2"}))
     files.append(tmp_path / "swin_out" / "hub.keras")
     expected.append(_own_output(keras_hub.models.Backbone.from_preset(str(tmp_path / "swin")), x))
     # A LoRA model too: its config carries surgery's record, which Keras passes over (the merged model).
