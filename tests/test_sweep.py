@@ -593,7 +593,8 @@ def ray_cluster():
     port, client = _free_port(), _free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     os.mkdir(os.path.join(temp, "tmp"))
-    log = open(os.path.join(temp, "start.log"), "w")  # noqa: SIM115 (open while the cluster runs)
+    started = Path(temp) / "start.log"
+    log = started.open("w")  # noqa: SIM115 (open while the cluster runs)
     head = subprocess.Popen(
         [
             os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block", f"--port={port}",
@@ -606,9 +607,9 @@ def ray_cluster():
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while "Ray runtime started" not in open(os.path.join(temp, "start.log")).read():
+        while "Ray runtime started" not in started.read_text():
             if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("ray start failed:\n" + open(os.path.join(temp, "start.log")).read())
+                pytest.fail("ray start failed:\n" + started.read_text())
             time.sleep(0.2)
         yield f"127.0.0.1:{port}", Path(temp) / "tmp"
     finally:

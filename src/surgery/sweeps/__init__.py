@@ -4,5 +4,7 @@
 - ``prepare``: every variant validated, checked and built before any trains;
 - ``run``: the variants trained one after another, their rows, the interruption;
 - ``pool``: ``--jobs N``, variants in worker processes;
-- ``table``: results.csv, results.json and results.md.
+- ``cluster``: ``--ray ADDRESS``, variants as tasks on a Ray cluster;
+- ``search``: ``--search optuna``, variants Optuna draws;
+- ``table``: results.csv, results.json and results.md; ``plot``: ``--plot``.
 """
