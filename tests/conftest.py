@@ -4,11 +4,32 @@ Plain helper functions live in helpers.py; test modules never import from each o
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers import machine_cached, save_tiny_backbone, write_pngs
 
 WEIGHTS_SEED = 987_654
+
+
+def _share_the_cores() -> None:
+    """Size TensorFlow's thread pools for this xdist worker's share of the machine, as ``surgery sweep --jobs``
+    does for its workers (sweeps/pool.py).
+
+    Each worker's TensorFlow (and every surgery process a test starts, which inherits the variables) would
+    otherwise start pools as wide as the machine: on 2 cores two workers' small ops then wait on each
+    other's threads (tests/test_train_options.py and test_graph_edit.py's quick tests: 61 s default, 58 s
+    one thread each, alternating runs). Read by TensorFlow when it starts, so set before any test imports
+    it; a value the caller set stands.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+
+
+_share_the_cores()
 
 
 @pytest.fixture(scope="session")
