@@ -252,6 +252,32 @@ def _protos_written_once():
         optimizer.optimize_graph = passes
 
 
+# Before its transpose pass tf2onnx turns each Reshape of a constant into a constant and re-sorts the whole
+# graph after every one of them; nothing in that loop reads the order, so one sort after it gives the same
+# graph. NASNetMobile (32 px) has 40 such reshapes per pass: 160 sorts, 14 of its 45 s (bench/onnx_passes.py).
+@contextlib.contextmanager
+def _reshapes_folded_then_sorted_once():
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    fold = TransposeOptimizer.pre_optimize_action
+
+    def pre_optimize_action(self):
+        graph, asked = self._g, []
+        graph.topological_sort = asked.append  # an instance attribute: the class's method is untouched
+        try:
+            fold(self)
+        finally:
+            del graph.topological_sort
+        if asked:
+            graph.topological_sort(graph.get_nodes())
+
+    TransposeOptimizer.pre_optimize_action = pre_optimize_action
+    try:
+        yield
+    finally:
+        TransposeOptimizer.pre_optimize_action = fold
+
+
 def _inference_function(model, signature):
     """The model's inference call as a tf.function, what Keras' ONNX export hands to tf2onnx.
 
@@ -285,7 +311,13 @@ def _convert(target, path, opset):
     _numpy2_ready_tf2onnx()
 
     def run():
-        with _traceable(target.model), _tf2onnx_quiet(), native_stderr_muted(), _protos_written_once():
+        with (
+            _traceable(target.model),
+            _tf2onnx_quiet(),
+            native_stderr_muted(),
+            _protos_written_once(),
+            _reshapes_folded_then_sorted_once(),
+        ):
             tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=str(path))
 
     try:
