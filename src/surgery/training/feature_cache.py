@@ -112,14 +112,13 @@ def _storage_dtype(dtype: str):
     return np.dtype(dtype) if dtype in ("float16", "float32", "float64") else np.dtype("float32")
 
 
-def _run_prefix(prefix_model, images, n: int, batch_size: int, dtype, path: Path | None) -> tuple:
+def _run_prefix(prefix_model, run, images, n: int, batch_size: int, dtype, path: Path | None) -> tuple:
     import tensorflow as tf
 
     shape = (n, *prefix_model.output.shape[1:])
     out = np.empty(shape, dtype) if path is None else np.lib.format.open_memmap(path, "w+", dtype, shape)
     label_spec = images.element_spec[1]  # a class index, or a one-hot row (label smoothing)
     labels = np.empty((n, *label_spec.shape), label_spec.dtype.as_numpy_dtype)
-    run = tf.function(lambda x: prefix_model(x, training=False), reduce_retracing=True)
     i = 0
     for x, y in images.batch(batch_size).prefetch(tf.data.AUTOTUNE):
         batch = np.asarray(run(x)).astype(dtype)
@@ -190,6 +189,8 @@ class FeatureCache:
         return suffix_model(model, prefix), cached
 
     def _compute(self, model, prefix: Prefix) -> Features | None:
+        import tensorflow as tf
+
         sets = self.sets
         dtype = str(prefix.tensor.dtype)
         store = _storage_dtype(dtype)
@@ -210,13 +211,22 @@ class FeatureCache:
             path = Path(self._folder.name)
         started = time.perf_counter()
         prefix_model = make_model(model.inputs, prefix.tensor, name=f"{model.name}_prefix")
+        # One function for both sets: traced once, not once per set.
+        run = tf.function(lambda x: prefix_model(x, training=False), reduce_retracing=True)
         train = _run_prefix(
-            prefix_model, sets.train_images, sets.n_train, sets.batch_size, store, path / "train.npy" if path else None
+            prefix_model,
+            run,
+            sets.train_images,
+            sets.n_train,
+            sets.batch_size,
+            store,
+            path / "train.npy" if path else None,
         )
         validation = None
         if sets.validation_images is not None:
             validation = _run_prefix(
                 prefix_model,
+                run,
                 sets.validation_images,
                 sets.n_validation,
                 sets.batch_size,
