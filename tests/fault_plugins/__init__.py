@@ -59,6 +59,8 @@ class Hold:
     ``held()`` returns once the exporter is inside its save (its half file written, waiting to read):
     opening a FIFO's write end without blocking succeeds only while a reader has it open. A signal
     sent then lands in the save every time, not with a probability that depends on the machine's load.
+    The exporter waits in short polls, not one blocking read, so that its handler runs whichever of the
+    process's threads the kernel gives the signal to (fault_hold.py says why).
     """
 
     def __init__(self, folder: Path):

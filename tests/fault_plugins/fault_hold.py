@@ -4,6 +4,7 @@ Not one of the four broken plugins (FAULTS): it works, only slowly, as long as t
 """
 
 import os
+import select
 
 from surgery import hookimpl
 
@@ -13,7 +14,13 @@ def export(model, path, options):
         out.write(b"the first half")
         out.flush()
         # Blocks until the test opens the FIFO's other end, then until it writes or closes it (Hold).
-        with open(os.environ["FAULT_HOLD_FIFO"], "rb") as hold:
+        with open(os.environ["FAULT_HOLD_FIFO"], "rb", buffering=0) as hold:
+            # Waits of 50 ms, back in Python between them: Python runs a signal handler in the main thread,
+            # and a SIGTERM the kernel gives to one of TensorFlow's threads does not interrupt the main
+            # thread's read, so a read that blocks until the test lets go would run the handler only then
+            # (seen with TF_NUM_INTRAOP_THREADS=1: about one signal in five).
+            while not select.select([hold], [], [], 0.05)[0]:
+                pass
             hold.read()
         out.write(b" and the second")
     return "held, then written"
