@@ -356,6 +356,58 @@ def test_two_jobs_give_the_figures_of_one(swept, project, tmp_path):
     assert _table(tmp_path / "runs") == _table(swept)
 
 
+@pytest.mark.slow
+def test_a_sigterm_on_another_thread_stops_a_jobs_sweep(cli, project, tmp_path, monkeypatch):
+    """The kernel may give a process's SIGTERM to any of its threads (TensorFlow's pools are threads), and
+    Python runs the handler only when the main thread is back in Python: the sweep's wait on its workers
+    must come back between polls, or the stop waits for a variant to finish (here, 5,000 epochs). The
+    signal is sent to a helper thread of this process, so it lands off the main thread every time.
+    About 15 s: two worker processes start TensorFlow."""
+    import multiprocessing
+    import threading
+
+    from surgery import errors
+
+    monkeypatch.setattr(errors, "_stop_signal", None)  # put back afterwards: the next tests are not stopped
+    spec = json.loads((project / "proj" / "spec.json").read_text())
+    spec["steps"][0]["path"] = str(project / "proj" / "tiny.keras")
+    spec["train"].update(stages=[{"epochs": 5000}], feature_cache_memory_mb=0)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    out, returned, rescued = tmp_path / "runs", threading.Event(), []
+
+    def signal_off_the_main_thread():
+        state = out / "layers=.." / "checkpoints" / "state.json"
+        deadline = time.monotonic() + 120
+        while not returned.is_set() and time.monotonic() < deadline:
+            try:
+                if json.loads(state.read_text())["epochs_done"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        if not returned.wait(60):  # still waiting on its workers: end them, so that the test fails, not hangs
+            rescued.append(True)
+            for child in multiprocessing.active_children():
+                child.kill()
+
+    helper = threading.Thread(target=signal_off_the_main_thread, daemon=True)
+    helper.start()
+    try:
+        result = cli(
+            "sweep", tmp_path / "spec.json", "--grid", tmp_path / "grid.json", "--data", project / "data",
+            "-o", out, "--jobs", "2",
+        )  # fmt: skip
+    finally:
+        returned.set()
+        helper.join()
+    assert not rescued, "the sweep went on waiting for its workers after the SIGTERM"
+    assert result.exit_code == 143, result.output + result.stderr
+    assert_one_error_line(result.stderr, "terminated", "--resume")
+    assert {r["status"] for r in _table(out)} == {"interrupted"}
+
+
 # --- the data-size axis -----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,10 @@ from ..errors import stop_on_signal
 from .prepare import Job
 
 START_METHOD = "spawn"  # a fork of a process whose TensorFlow has started its thread pools can hang
+# Seconds between looks at the workers. The kernel may give a SIGTERM to any of this process's threads, and
+# Python runs its handler only once the main thread is back in Python: a wait without a timeout would hold
+# the stop until a variant finished.
+POLL = 0.5
 
 
 def threads_for(jobs: int) -> int:
@@ -64,7 +68,7 @@ def run_pool(jobs: list[Job], n: int, done, stopped) -> None:
                 process.start()
                 send.close()
                 running[receive] = (process, job)
-            for ready in connection.wait(list(running)):
+            for ready in connection.wait(list(running), timeout=POLL):
                 process, job = running.pop(ready)
                 try:
                     kind, row = ready.recv()  # type: ignore[union-attr,call-arg]
