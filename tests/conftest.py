@@ -23,8 +23,9 @@ def _share_the_cores() -> None:
     one thread each, alternating runs). Read by TensorFlow when it starts, so set before any test imports
     it; a value the caller set stands.
     """
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    from surgery.sweeps.pool import threads_for  # imports neither TensorFlow nor Keras
+
+    threads = str(threads_for(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(name, threads)
 
