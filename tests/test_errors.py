@@ -610,6 +610,7 @@ def test_usage_errors_are_one_line(cli, args, expected):
     assert assert_one_error_line(done.stderr) == expected
 
 
+@pytest.mark.slow  # a 1,200-layer model built, saved and loaded: the full suite runs it
 def test_a_model_deeper_than_pythons_default_recursion_bound_builds_and_saves(cli, tmp_path, keras):
     # Keras walks a functional graph one frame per layer of depth; 1,200 is past Python's default 1,000.
     x = inputs = keras.Input((4,))

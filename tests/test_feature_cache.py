@@ -32,6 +32,7 @@ def train(cli, spec, images, out, *extra):
 
 
 @pytest.mark.parametrize("where", ["memory", "disk"])
+@pytest.mark.slow  # trains four runs: the full suite runs it
 def test_cached_and_uncached_runs_give_the_same_weights(cli, tmp_path, monkeypatch, keras, images, backbone, where):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

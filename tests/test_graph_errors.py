@@ -171,7 +171,21 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# One case of each kind runs in the quick lane (each builds ResNet50, about a second); the full suite runs all.
+QUICK = {
+    "branch from a layer that does not exist",
+    "add tensors of different shapes",
+    "two outputs with one name",
+    "insert before a merge",
+    "remove where the shapes differ",
+    "replace changes a shape the next layer needs",
+    "adapt below the minimum size",
+    "preprocess twice",
+}
+assert QUICK <= CASES.keys(), QUICK - CASES.keys()
+
+
+@pytest.mark.parametrize("case", [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow) for c in sorted(CASES)])
 def test_bad_graph_step(case, cli, tmp_path):
     steps, fragments = CASES[case]
     path = write_spec(tmp_path, spec(*steps))

@@ -251,6 +251,7 @@ def test_a_cut_backbone_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras
     np.testing.assert_allclose(session.run(None, {"image": x})[0], np.asarray(model(x)), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # an ONNX export: the full suite runs it
 def test_vitdet_exports_with_its_input_normalisation_as_constants(cli, tmp_path, keras):
     """ViTDet's graph subtracts and divides by constant arrays it passes to its operations; traced as they
     are, tf2onnx made them two more model inputs with no value. The ONNX file has one input and agrees
@@ -470,6 +471,7 @@ def _with_converter(tmp_path, presets, family="vit"):
     return folder
 
 
+@pytest.mark.slow  # builds and compares three models: the full suite runs it
 def test_the_presets_image_converter_is_a_rescaling_layer_so_the_model_takes_raw_pixels(cli, tmp_path, keras, presets):
     folder = _with_converter(tmp_path, presets)
     _apply(cli, _spec(tmp_path, folder, outputs={"keras": "hub.keras", "onnx": "hub.onnx"}))
@@ -649,6 +651,7 @@ def _trainable_places(model) -> list[str]:
     )
 
 
+@pytest.mark.slow  # trains, saves and loads LoRA models: the full suite runs it
 def test_lora_survives_a_save_and_load_and_trains_the_same_weights(cli, tmp_path, keras, presets):
     from surgery import load_model
 
@@ -665,6 +668,7 @@ def test_lora_survives_a_save_and_load_and_trains_the_same_weights(cli, tmp_path
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(fresh(x)), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # trains a LoRA model and exports it: the full suite runs it
 def test_exports_merge_lora_into_the_kernels(keras, tmp_path, presets):
     """B is set non-zero first (as after training): an export that dropped LoRA, or merged it without
     alpha / rank, would give another output; the ONNX file holds no LoRA matrix."""
@@ -856,6 +860,7 @@ BAD_RECORDS = [
 ]
 
 
+@pytest.mark.slow  # trains, saves and loads LoRA models: the full suite runs it
 def test_a_saved_lora_record_that_does_not_fit_is_passed_over(cli, tmp_path, keras, presets):
     """The record is in a file from someone else: a wrong one leaves the model as Keras loads it."""
     import zipfile

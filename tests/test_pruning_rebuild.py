@@ -193,6 +193,7 @@ def test_per_channel_layers_reshapes_and_ops(k):
     assert pruned.get_layer("reshape").target_shape[-1] == 4
 
 
+@pytest.mark.slow  # saves and loads three pruned models: the full suite runs it
 def test_saved_and_loaded_with_safe_mode(k, tmp_path):
     from surgery.pruning import analyze, prune, select
 

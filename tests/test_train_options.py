@@ -29,6 +29,7 @@ def _train(tmp_path, backbone, images, stages, name="run", callbacks=(), **optio
     )
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_optimizer_options_reach_the_keras_optimizer(tmp_path, keras, backbone, images):
     keras.optimizers.SGD()  # made earlier in the process: the run's optimizer is still "sgd", not "sgd_2"
     result = _train(
@@ -136,6 +137,7 @@ def _cosine(lr, t, length, alpha=0.0):
     return lr * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * min(t, length) / length)) + alpha)
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_a_later_stages_cosine_schedule_counts_from_its_own_first_epoch(tmp_path, backbone, images):
     """The schedule starts at the stage's first epoch (3), not the run's: counted from epoch 1, the warmup
     would be over before the stage began. alpha 0.1 is the floor the rate decays to."""
@@ -159,6 +161,7 @@ def test_a_later_stages_cosine_schedule_counts_from_its_own_first_epoch(tmp_path
     np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_exponential_and_piecewise_schedules_with_their_options(tmp_path, backbone, images):
     """decay_rate 0.8 every 2 epochs (not the defaults 0.5 and 1), then a piecewise stage whose boundary
     counts from the stage's own start (epoch 5)."""
@@ -184,6 +187,7 @@ def test_exponential_and_piecewise_schedules_with_their_options(tmp_path, backbo
     np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_class_weights_change_the_loss(tmp_path, backbone, images):
     plain = _train(tmp_path, backbone, images, [{"epochs": 1, "learning_rate": 1e-9}], name="plain")
     weighted = _train(
@@ -227,6 +231,7 @@ def test_named_class_weights_weigh_each_sample_of_that_class(tmp_path, keras, ba
     assert abs(loss(sorted(names)) - loss(names)) > 0.1 * loss(names)  # the input tells the orders apart
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_balanced_class_weights_are_sklearns_on_unequal_classes(tmp_path, backbone, images):
     """9 blue, 5 green and 2 red images: "balanced" gives the loss of scikit-learn's balanced weights
     (n / (classes * count): red 2.67, blue 0.59) written out by name, not of their inverse or of 1."""
@@ -298,6 +303,7 @@ def test_label_smoothing_and_extra_metrics(tmp_path, keras, backbone, images):
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_a_one_unit_sigmoid_head_trains_with_label_smoothing_and_the_probability_metrics(tmp_path, keras, backbone):
     """Two classes on one sigmoid unit: labels stay 0/1 (one-hot labels would not fit its one column), the
     binary loss smooths them, and the logged validation figures are those of sklearn on the final model."""
@@ -343,6 +349,7 @@ def test_monitor_picks_the_best_checkpoint(tmp_path, backbone, images):
     assert best.metrics["loss"] == pytest.approx(min(losses), rel=1e-4)
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_a_users_callback_runs_in_every_stage_and_the_history_comes_back(tmp_path, keras, backbone, images):
     class Count(keras.callbacks.Callback):
         def __init__(self):
@@ -370,6 +377,7 @@ def _events(folder):
         yield from tf.compat.v1.train.summary_iterator(str(path))
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_tensorboard_steps_go_on_across_stages_and_the_graph_is_written_once(tmp_path, backbone, images):
     pytest.importorskip("tensorboard")  # a dev dependency: installed wherever the suite runs
     result = _train(tmp_path, backbone, images, [{"epochs": 2}, {"epochs": 2, "unfreeze": {"names": ["conv2"]}}])
@@ -389,6 +397,7 @@ def test_tensorboard_steps_go_on_across_stages_and_the_graph_is_written_once(tmp
     assert graphs == 1
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_arrays_and_a_tf_dataset_as_data(tmp_path, keras, backbone):
     import tensorflow as tf
 
@@ -406,6 +415,7 @@ def test_arrays_and_a_tf_dataset_as_data(tmp_path, keras, backbone):
     assert from_dataset.history["epoch"] == [1, 2] and from_dataset.validation.n == 6
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_resume_with_epochs_extends_a_finished_run(cli, tmp_path, backbone, images):
     """The last stage's cosine schedule is stretched over its new length: from 4 epochs, not its planned 2
     (which would leave epochs 4 and 5 at a rate of 0)."""
@@ -431,6 +441,7 @@ def test_resume_with_epochs_extends_a_finished_run(cli, tmp_path, backbone, imag
     assert_one_error_line(fewer.stderr, "the run has 5 epochs already; --epochs 4 must be more")
 
 
+@pytest.mark.slow  # trains several runs: the full suite runs it
 def test_a_run_started_with_epochs_on_the_command_line_resumes(cli, tmp_path, backbone, images):
     """The README's usual start, `--epochs 2`, killed in its first stage: resumed with or without the same
     --epochs it goes on with its own stage lengths (2 and 2, not the spec's 1 and 3) to 4 epochs."""
