@@ -73,51 +73,68 @@ def test_train_stderr_has_no_tensorflow_start_up_lines(tmp_path, setup):
         assert not GLOG_LINE.match(line), line
 
 
-def _run_on_a_terminal(args, env, timeout=300) -> bytes:
-    """Run the CLI with stdout and stderr on a pseudo-terminal (raw: no \\n -> \\r\\n translation); all it wrote."""
+def _run_on_terminals(runs, timeout=300) -> list[bytes]:
+    """Run the CLI once per (args, env), each with stdout and stderr on a pseudo-terminal of its own (raw: no
+    \\n -> \\r\\n translation), all at once so that their TensorFlow start-ups overlap; what each wrote."""
     import pty
     import select
     import tty
 
-    master, slave = pty.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "surgery", *map(str, args)],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-    )
-    os.close(slave)
-    chunks = []
+    procs = {}  # the terminal's reading end -> the process writing to it
+    read_all = False
     try:
-        while True:
-            ready, _, _ = select.select([master], [], [], timeout)
+        for args, env in runs:
+            master, slave = pty.openpty()
+            tty.setraw(slave)
+            procs[master] = subprocess.Popen(
+                [sys.executable, "-m", "surgery", *map(str, args)],
+                stdin=subprocess.DEVNULL,
+                stdout=slave,
+                stderr=slave,
+                env=env,
+            )
+            os.close(slave)
+        chunks: dict = {master: [] for master in procs}
+        reading = set(procs)
+        while reading:
+            ready, _, _ = select.select(list(reading), [], [], timeout)
             if not ready:
-                pytest.fail("the run wrote nothing for too long")
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+                pytest.fail("a run wrote nothing for too long")
+            for master in ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    chunk = b""
+                if chunk:
+                    chunks[master].append(chunk)
+                else:
+                    reading.discard(master)
+        read_all = True
     finally:
-        proc.wait(timeout=timeout)
-        os.close(master)
-    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
-    return b"".join(chunks)
+        for master, proc in procs.items():
+            if not read_all and proc.poll() is None:  # leaving early: stop what still runs
+                proc.kill()
+            proc.wait(timeout=timeout)
+            os.close(master)
+    written = [b"".join(chunks[master]) for master in procs]
+    for proc, out in zip(procs.values(), written):
+        assert proc.returncode == 0, out.decode(errors="replace")
+    return written
 
 
 @pytest.mark.slow
 def test_no_color_makes_progress_line_based_even_on_a_terminal(tmp_path, setup):
     """On a terminal, Keras draws its progress bar with carriage returns and colour escapes; with NO_COLOR=1
     train writes whole lines: no "\\r", no ANSI escape sequence, one line per epoch."""
-    drawn = _run_on_a_terminal(_train_args(setup, tmp_path / "bar"), _environment(TERM="xterm"))
+    drawn, plain = _run_on_terminals(
+        [
+            (_train_args(setup, tmp_path / "bar"), _environment(TERM="xterm")),
+            (_train_args(setup, tmp_path / "lines"), _environment(TERM="xterm", NO_COLOR="1")),
+        ]
+    )
     # The terminal is real: without NO_COLOR the bar is drawn (else this test could not fail).
     assert b"\r" in drawn or ANSI.search(drawn.decode(errors="replace"))
 
-    plain = _run_on_a_terminal(_train_args(setup, tmp_path / "lines"), _environment(TERM="xterm", NO_COLOR="1"))
     text = plain.decode()
     assert "\r" not in text and "\x1b" not in text and "\b" not in text
     lines = text.splitlines()
