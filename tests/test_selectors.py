@@ -100,3 +100,88 @@ def test_a_training_stage_takes_named_bounds_too():
     spec["train"]["stages"][0]["unfreeze"] = {"form": "block5_conv1"}
     with pytest.raises(surgery.SpecError, match='unknown key "form"; did you mean "from"'):
         surgery.load(spec)
+
+
+def test_a_slice_may_start_exactly_as_many_layers_back_as_there_are_and_not_one_more(keras):
+    """VGG16 has 19 layers here: "-19:" is every layer (as in Python), "-20:" is past the first one."""
+    assert frozen_after({"op": "freeze", "layers": "-19:"}) == list(range(19))
+    with pytest.raises(surgery.SurgeryError, match="layer index -20 is out of range; the model has 19 layers"):
+        frozen_after({"op": "freeze", "layers": "-20:"})
+
+
+def test_a_name_like_no_layer_says_how_many_layers_there_are(keras):
+    with pytest.raises(
+        surgery.SurgeryError,
+        match=r'names: "qqqqqqqq" matches no layer; the model has 19 layers \(see the layer table\)',
+    ):
+        frozen_after({"op": "freeze", "names": ["qqqqqqqq"]})
+
+
+def _nested_backbone(path, keras):
+    """image -> block (conv_a, bn_a, and a sub-model "inner" holding conv_b, bn_b) -> pool: a BatchNormalization
+    layer one and one two models deep, as in a backbone saved with its blocks as models."""
+    keras.utils.set_random_seed(3)
+    x = inner_in = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(4, 1, name="conv_b")(x)
+    inner = keras.Model(inner_in, keras.layers.BatchNormalization(name="bn_b")(x), name="inner")
+    x = block_in = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv_a")(x)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    block = keras.Model(block_in, inner(x), name="block")
+    image = keras.Input((8, 8, 3), name="image")
+    keras.Model(image, keras.layers.GlobalAveragePooling2D(name="pool")(block(image))).save(str(path))
+    return path
+
+
+def test_unfreeze_keeps_batchnorm_frozen_at_every_depth_and_counts_each(tmp_path, keras):
+    """Unfreezing a block that is a model keeps its BatchNormalization layers frozen however deep they sit
+    (two here, at depths one and two), counts both, and calls the block "partly" trainable, as the layer
+    table does."""
+    from surgery.report.summary import trainable_status
+
+    path = _nested_backbone(tmp_path / "nested.keras", keras)
+    steps = [{"op": "backbone", "name": "keras_file", "path": str(path)}, {"op": "freeze", "layers": ":"}]
+    planned = plan({"surgery": 1, "steps": [*steps, {"op": "unfreeze", "names": ["block"]}]})
+    assert planned.changes[-1].note == (
+        "unfreeze: 1 layer selected (block), 1 with weights now trainable; "
+        "2 BatchNormalization layers kept frozen (inference mode)"
+    )
+    block = planned.state.model.get_layer("block")
+    inner = block.get_layer("inner")
+    assert not block.get_layer("bn_a").trainable and not inner.get_layer("bn_b").trainable
+    assert block.get_layer("conv_a").trainable and inner.get_layer("conv_b").trainable
+    assert (trainable_status(block), trainable_status(inner)) == ("partly", "partly")
+    # The whole model's frozen variables are two and three models down: "partly" only if the walk goes there.
+    assert trainable_status(planned.state.model) == "partly"
+
+    trained = plan(
+        {"surgery": 1, "steps": [*steps, {"op": "unfreeze", "names": ["block"], "batchnorm": "train"}]}
+    ).state.model.get_layer("block")
+    assert trained.get_layer("bn_a").trainable and trained.get_layer("inner").get_layer("bn_b").trainable
+    assert trainable_status(trained) == "trainable"
+
+
+def test_trainable_status_of_each_kind_of_layer(keras):
+    """Frozen, trainable, no weights, a trainable BatchNormalization (its moving statistics never train: still
+    "trainable"), and a LoRA Dense (its kernel frozen around trainable LoRA matrices: "partly")."""
+    from surgery.report.summary import trainable_status
+
+    def built(layer, shape=(3, 4)):
+        layer.build(shape)
+        return layer
+
+    frozen = built(keras.layers.Dense(2))
+    frozen.trainable = False
+    lora = built(keras.layers.Dense(2))
+    lora.enable_lora(1)
+    statuses = [
+        trainable_status(layer)
+        for layer in (
+            frozen,
+            built(keras.layers.Dense(2)),
+            keras.layers.Flatten(),
+            built(keras.layers.BatchNormalization()),
+            lora,
+        )
+    ]
+    assert statuses == ["frozen", "trainable", "no weights", "trainable", "partly"]

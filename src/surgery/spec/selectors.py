@@ -56,10 +56,6 @@ def parse_slice(text: str) -> slice:
     return slice(start, stop)
 
 
-def slice_indices(text: str, n: int) -> range:
-    return range(*parse_slice(text).indices(n))
-
-
 def _has(n: int) -> str:
     return f"the model has {counted(n, 'layer')} (0..{n - 1})"
 
@@ -140,7 +136,9 @@ UNFREEZE_SCHEMA = {
 
 
 def _is_bn(layer) -> bool:
-    return type(layer).__name__ in ("BatchNormalization", "SyncBatchNormalization")
+    # Keras 3 has no SyncBatchNormalization class (synchronization is BatchNormalization's option), and a
+    # .keras file can only name classes Keras 3 has: one name covers every BatchNormalization.
+    return type(layer).__name__ == "BatchNormalization"
 
 
 def _params(layers) -> int:
