@@ -104,3 +104,140 @@ def test_the_float32_twin_is_float32_inside_sub_models_too_and_keeps_the_weights
     assert {layer.compute_dtype for layer in export_check._all_layers(twin)} == {"float32"}
     for a, b in zip(model.get_weights(), twin.get_weights()):
         np.testing.assert_array_equal(np.asarray(a, dtype="float32"), b)
+
+
+def _two_outputs_of_one_layer(keras):
+    """Outputs d, d, e: Keras names the first two after their layer, "d" both."""
+    inputs = keras.Input((3,), name="x")
+    d = keras.layers.Dense(2, name="d")(inputs)
+    return keras.Model(inputs, [d, d, keras.layers.Dense(1, name="e")(inputs)])
+
+
+def test_outputs_of_one_layer_are_numbered_in_order_and_the_others_keep_their_names(keras):
+    """Each of a repeated name's outputs gets its number, the second too (it once kept the bare name)."""
+    target = export_check.prepare(_two_outputs_of_one_layer(keras), {}, float32=True)
+    assert target.output_names == ["d_0", "d_1", "e"]
+    assert target.describe() == "image[batch,3] -> d_0[batch,2], d_1[batch,2], e[batch,1]"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"output_name": ["a", "b"]}, "the model has 3 outputs but 2 output names were given"),
+        ({"output_name": "abc"}, "the model has 3 outputs but 1 output names were given"),  # a string is one name
+        ({"output_name": ["a", "9b", "c"]}, "output name '9b' is not valid; use letters, digits, _ . - (starting"),
+        ({"output_name": ["a", "b", "a"]}, "output names must be distinct, got ['a', 'b', 'a']"),
+        ({"input_name": 7}, "input name 7 is not valid"),
+    ],
+)
+def test_bad_names_are_refused_with_what_is_wrong(keras, options, message):
+    with pytest.raises(export_check.SpecError) as refused:
+        export_check.prepare(_two_outputs_of_one_layer(keras), options, float32=True)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_runtime_that_fails_is_one_line_naming_it_and_its_reason(keras):
+    inputs = keras.Input((6,), name="x")
+    target = export_check.prepare(keras.Model(inputs, keras.layers.Dense(5)(inputs)), {}, float32=True)
+
+    def broken(batch):
+        raise ValueError("no kernel for op Erfc\nsecond line")
+
+    with pytest.raises(export_check.ExportError) as failed:
+        export_check.compare(target, broken, 1e-4, "onnxruntime")
+    assert str(failed.value) == (
+        "onnxruntime could not run the exported model: ValueError: no kernel for op Erfc second line"
+    )
+
+
+def test_a_difference_of_exactly_the_default_atol_is_the_tolerance_asked_for_failing(keras):
+    """1e-4 exactly (float64 outputs on a model whose outputs are exactly 0): within the default, so a tighter
+    atol is what fails it (exit 2), not the export."""
+    inputs = keras.Input((6,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(5, kernel_initializer="zeros", name="scores")(inputs))
+    target = export_check.prepare(model, {}, float32=True)
+
+    def off(batch):
+        return {
+            n: v.astype("float64") + export_check.DEFAULT_ATOL
+            for n, v in export_check.keras_outputs(target, batch).items()
+        }
+
+    with pytest.raises(export_check.TooStrictError):
+        export_check.compare(target, off, 5e-5, "onnxruntime")
+
+
+def test_a_float32_copy_that_keras_cannot_make_is_one_line(keras, monkeypatch):
+    model = _nested(keras, "mixed_float16")
+    monkeypatch.setattr(keras.models, "clone_model", lambda *a, **k: (_ for _ in ()).throw(ValueError("x" * 400)))
+    with pytest.raises(export_check.ExportError) as failed:
+        export_check.float32_twin(model)
+    assert str(failed.value) == "could not make a float32 copy of the mixed-precision model: ValueError: " + "x" * 300
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "float16", "bfloat16"])
+def test_every_sixteen_bit_policy_becomes_float32_in_a_config_wherever_it_is(policy):
+    config = {"dtype": {"class_name": "DTypePolicy", "config": {"name": policy}}, "layers": [{"dtype": policy}]}
+    assert export_check._float32_config(config) == {
+        "dtype": {"class_name": "DTypePolicy", "config": {"name": "float32"}},
+        "layers": [{"dtype": "float32"}],
+    }
+    assert export_check._float32_config({"dtype": "float64", "name": "float16_branch"}) == {
+        "dtype": "float64",
+        "name": "float16_branch",  # a layer's name is not a policy
+    }
+
+
+def test_a_model_whose_own_policy_is_mixed_but_whose_layers_compute_in_float32_needs_no_twin(keras):
+    """The policy that counts is each layer's: a functional model computes nothing itself."""
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(inputs)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = keras.Model(inputs, outputs)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.dtype_policy.name == "mixed_float16"
+    assert export_check._low_precision(model) is None
+
+
+def _two_inputs_with_dropout(keras, policy="float32"):
+    """pixels (float; float16 in a 16-bit model) and a class id (int32) -> Dropout -> Dense: two inputs named
+    by Keras, and a layer that changes its output when called in training mode."""
+    pixels = keras.Input((4,), dtype="float16" if "16" in policy else "float32", name="pixels")
+    label = keras.Input((1,), dtype="int32", name="label")
+    x = keras.layers.Concatenate()([pixels, keras.layers.Embedding(10, 2, name="embed")(label)[:, 0]])
+    x = keras.layers.Dropout(0.9, name="drop")(x)
+    return keras.Model([pixels, label], keras.layers.Dense(3, dtype=policy, name="scores")(x), name="two")
+
+
+def test_a_two_input_model_is_wrapped_in_inference_mode_with_its_own_input_names(keras):
+    model = _two_inputs_with_dropout(keras)
+    target = export_check.prepare(model, {}, float32=True)
+    assert (target.input_names, target.input_dtypes, target.notes) == (["pixels", "label"], ["float32", "int32"], [])
+    assert target.model.name == "two_export" and target.output_names == ["scores"]
+    batch = export_check.random_inputs(target)
+    assert batch["label"].dtype == "int32" and 0 <= batch["label"].min() and batch["label"].max() < 10
+    assert len(np.unique(batch["label"])) > 1 and batch["pixels"].std() > 0.5  # varied, standard normal floats
+    expected = np.asarray(model([batch["pixels"], batch["label"]], training=False))
+    np.testing.assert_array_equal(export_check.keras_outputs(target, batch)["scores"], expected)
+    # Dropout(0.9) in training mode would zero most values: the wrapped model is called in inference mode.
+    np.testing.assert_array_equal(np.asarray(target.model([batch["pixels"], batch["label"]])["scores"]), expected)
+
+
+def test_a_mixed_precision_model_is_exported_as_its_float32_twin_and_says_so(keras):
+    model = _two_inputs_with_dropout(keras, policy="mixed_float16")
+    target = export_check.prepare(model, {}, float32=True)
+    assert target.notes == ["float32 twin of a mixed_float16 model"]
+    assert model.inputs[0].dtype == "float16"
+    assert target.input_dtypes == ["float32", "int32"]  # a float input becomes float32, an integer one stays
+    assert export_check._low_precision(target.model) is None
+    assert export_check.prepare(model, {}, float32=False).notes == []  # SavedModel keeps the model's policy
+
+
+def test_an_output_named_as_an_input_is_refused(keras):
+    with pytest.raises(export_check.SpecError) as refused:
+        export_check.prepare(_two_inputs_with_dropout(keras), {"output_name": "label"}, float32=True)
+    assert str(refused.value) == (
+        '"label" names both an input and an output; give the output another name (option output_name, --output-name)'
+    )

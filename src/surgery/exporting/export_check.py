@@ -103,10 +103,7 @@ def _low_precision(model) -> str | None:
 def _float32_config(value):
     """A layer config with every float16/bfloat16 (or mixed) dtype policy replaced by float32."""
     if isinstance(value, dict):
-        if value.get("class_name") == "DTypePolicy":
-            name = str(value.get("config", {}).get("name", ""))
-            if "16" in name:
-                return "float32"
+        # A serialized DTypePolicy holds its name as a string, which the last line below replaces.
         return {k: _float32_config(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_float32_config(v) for v in value]
@@ -148,7 +145,7 @@ def _names(given, defaults: list, what: str) -> list:
     if given is None:
         names = list(defaults)
     else:
-        names = [given] if isinstance(given, str) else list(given)
+        names = list(given) if isinstance(given, (list, tuple)) else [given]  # one name, or a wrong type
         if len(names) != len(defaults):
             raise SpecError(f"the model has {len(defaults)} {what}s but {len(names)} {what} names were given")
     _check_names(names, what)
@@ -157,12 +154,12 @@ def _names(given, defaults: list, what: str) -> list:
 
 def _default_output_names(model, count: int) -> list:
     """Each output named after the layer that makes it; a layer with several outputs numbers them."""
-    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(count)])
+    given = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(count)])
     seen: dict = {}
-    for i, name in enumerate(names):
+    names = []
+    for name in given:
         seen[name] = seen.get(name, 0) + 1
-        if names.count(name) > 1:
-            names[i] = f"{name}_{seen[name] - 1}"
+        names.append(f"{name}_{seen[name] - 1}" if given.count(name) > 1 else name)
     return names
 
 
