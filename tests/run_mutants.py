@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -75,7 +76,7 @@ def main(globs: list[str]) -> int:
         if results[name] == "survived":
             print(f"SURVIVED {name}", file=sys.stderr, flush=True)
     (root / "run_mutants.json").write_text(json.dumps(results, indent=1))
-    by_module = Counter((n.rpartition(".x_")[0], r) for n, r in results.items())
+    by_module = Counter((re.split(r"\.xǁ|\.x_", n)[0], r) for n, r in results.items())  # functions, methods
     for module in sorted({m for m, _ in by_module}):
         counts = ", ".join(f"{r} {by_module[module, r]}" for r in ("killed", "survived", "timeout", "no tests"))
         print(f"{module}: {counts}", file=sys.stderr)

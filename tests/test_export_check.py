@@ -202,11 +202,14 @@ def test_a_model_whose_own_policy_is_mixed_but_whose_layers_compute_in_float32_n
 
 
 def _two_inputs_with_dropout(keras, policy="float32"):
-    """pixels (float; float16 in a 16-bit model) and a class id (int32) -> Dropout -> Dense: two inputs named
-    by Keras, and a layer that changes its output when called in training mode."""
-    pixels = keras.Input((4,), dtype="float16" if "16" in policy else "float32", name="pixels")
-    label = keras.Input((1,), dtype="int32", name="label")
-    x = keras.layers.Concatenate()([pixels, keras.layers.Embedding(10, 2, name="embed")(label)[:, 0]])
+    """pixels (free height and width; float16 in a 16-bit model) and 50 class ids (int32) -> RandomFlip,
+    Dropout -> Dense: two inputs named by Keras, and two layers whose output changes when called in training
+    mode (RandomFlip is in training mode unless told otherwise)."""
+    pixels = keras.Input((None, None, 1), dtype="float16" if "16" in policy else "float32", name="pixels")
+    label = keras.Input((50,), dtype="int32", name="label")
+    flipped = keras.layers.RandomFlip("horizontal_and_vertical", seed=1, name="flip")(pixels)
+    x = keras.layers.GlobalAveragePooling2D()(flipped * keras.ops.arange(1.0, 2.0, 1.0 / 224.0)[:, None, None])
+    x = keras.layers.Concatenate()([x, keras.layers.Flatten()(keras.layers.Embedding(10, 1, name="embed")(label))])
     x = keras.layers.Dropout(0.9, name="drop")(x)
     return keras.Model([pixels, label], keras.layers.Dense(3, dtype=policy, name="scores")(x), name="two")
 
@@ -215,14 +218,36 @@ def test_a_two_input_model_is_wrapped_in_inference_mode_with_its_own_input_names
     model = _two_inputs_with_dropout(keras)
     target = export_check.prepare(model, {}, float32=True)
     assert (target.input_names, target.input_dtypes, target.notes) == (["pixels", "label"], ["float32", "int32"], [])
+    assert [(t.name, t.dtype) for t in target.model.inputs] == [("pixels", "float32"), ("label", "int32")]
     assert target.model.name == "two_export" and target.output_names == ["scores"]
+    assert target.describe() == "pixels[batch,?,?,1], label[batch,50] -> scores[batch,3]"
+    pixels, label = target.signature()[0]
+    assert (pixels.name, pixels.dtype, tuple(pixels.shape)) == ("pixels", "float32", (None, None, None, 1))
+    assert (label.name, label.dtype, tuple(label.shape)) == ("label", "int32", (None, 50))
+
     batch = export_check.random_inputs(target)
-    assert batch["label"].dtype == "int32" and 0 <= batch["label"].min() and batch["label"].max() < 10
-    assert len(np.unique(batch["label"])) > 1 and batch["pixels"].std() > 0.5  # varied, standard normal floats
+    assert batch["pixels"].shape == (2, 224, 224, 1) and batch["pixels"].dtype == "float32"  # free sides: 224
+    assert 0.9 < batch["pixels"].std() < 1.1  # standard normal
+    assert (batch["label"].dtype, batch["label"].min(), batch["label"].max()) == ("int32", 0, 9)
+    again = export_check.random_inputs(target)
+    assert all(np.array_equal(batch[n], again[n]) for n in batch)  # the same batch every time (a fixed seed)
     expected = np.asarray(model([batch["pixels"], batch["label"]], training=False))
     np.testing.assert_array_equal(export_check.keras_outputs(target, batch)["scores"], expected)
-    # Dropout(0.9) in training mode would zero most values: the wrapped model is called in inference mode.
+    # Flipped or dropped in training mode, the scores would differ: the wrapped model runs in inference mode
+    # even when called as an exporter traces it, with training unset.
     np.testing.assert_array_equal(np.asarray(target.model([batch["pixels"], batch["label"]])["scores"]), expected)
+
+
+def test_an_exporters_options_are_checked_and_atol_defaults(keras):
+    assert export_check.read_options(None, ("atol", "opset"), "onnx") == {"atol": 1e-4}
+    assert export_check.read_options({"atol": 0, "opset": 17}, ("atol", "opset"), "onnx") == {"atol": 0.0, "opset": 17}
+    with pytest.raises(export_check.SpecError) as refused:
+        export_check.read_options({"opset": 17, "atoll": 1, "zz": 2}, ("atol", "opset"), "onnx")
+    assert str(refused.value) == 'the onnx exporter takes no option "atoll"; it takes: atol, opset'
+    for bad in (True, -1e-9, "0.1", None):
+        with pytest.raises(export_check.SpecError) as refused:
+            export_check.read_options({"atol": bad}, ("atol",), "onnx")
+        assert str(refused.value) == f"atol must be a number >= 0, got {bad!r}"
 
 
 def test_a_mixed_precision_model_is_exported_as_its_float32_twin_and_says_so(keras):
@@ -241,3 +266,14 @@ def test_an_output_named_as_an_input_is_refused(keras):
     assert str(refused.value) == (
         '"label" names both an input and an output; give the output another name (option output_name, --output-name)'
     )
+
+
+def test_a_one_input_model_has_one_tensor_spec_and_a_two_input_model_a_list(keras):
+    """Keras' export takes [spec] for one input and [[spec, spec]] for two: a list of one would be an input
+    that is a list."""
+    inputs = keras.Input((6,), name="x")
+    target = export_check.prepare(keras.Model(inputs, keras.layers.Dense(5)(inputs)), {}, float32=True)
+    (spec,) = target.signature()
+    assert (spec.name, tuple(spec.shape)) == ("image", (None, 6))
+    two = export_check.prepare(_two_inputs_with_dropout(keras), {}, float32=True).signature()
+    assert len(two) == 1 and [s.name for s in two[0]] == ["pixels", "label"]
