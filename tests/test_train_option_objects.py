@@ -158,3 +158,86 @@ def test_class_weights_balanced_named_or_none():
         's.json: train.stages (head).class_weight: class_weight names "d", which is not one of the data\'s '
         "classes: c, a, b"
     )
+
+
+def test_plateau_reduction_with_surgerys_defaults_watches_the_runs_monitor(keras):
+    (plateau,) = options.callbacks(Stage("s", 4, reduce_lr_on_plateau=True), 0, "val_accuracy")
+    assert (plateau.monitor, plateau.mode, plateau.factor, plateau.patience) == ("val_accuracy", "max", 0.1, 2)
+
+
+def test_the_schedule_callback_runs_the_stages_schedule_from_its_first_epoch(keras):
+    stage = Stage("s", 3, learning_rate=0.3, schedule={"type": "cosine", "warmup_epochs": 2})
+    (callback,) = options.callbacks(stage, 4, "val_loss", epochs=5)
+    assert [callback.schedule(4 + e, 99.0) for e in range(5)] == pytest.approx(_rates(stage, 4, epochs=5))
+    assert callback.schedule(4, 99.0) == pytest.approx(0.1)  # the warmup's first epoch is the stage's first
+
+
+def test_an_unknown_class_name_lists_at_most_twelve_classes():
+    names = [f"k{i:02d}" for i in range(14)]
+    with pytest.raises(surgery.SpecError) as refused:
+        options.class_weights(Stage("s", 1, class_weight={"zz": 1}), names, [1] * 14)
+    assert str(refused.value).endswith("classes: " + ", ".join(names[:12]))
+
+
+def _train_config(**train):
+    from surgery.training.config import resolve
+
+    spec = {
+        "surgery": 1,
+        "steps": [{"op": "backbone", "name": "mobilenetv2", "weights": None, "input_shape": [32, 32, 3]}],
+        "train": {"data": "x", "stages": [{"epochs": 1}], **train},
+    }
+    return resolve(surgery.load(spec)[0], {}, need_data=False)
+
+
+def test_the_logged_metrics_are_the_ones_fit_logs_with_validation_or_without(keras):
+    assert options.logged_metrics(_train_config(metrics=["auc"], validation_split=0)) == ["loss", "accuracy", "auc"]
+    assert options.logged_metrics(_train_config(metrics=["auc"], validation_split=0.2)) == [
+        "loss",
+        "accuracy",
+        "auc",
+        "val_loss",
+        "val_accuracy",
+        "val_auc",
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, where, metric",
+    [
+        ({"monitor": "val_auc"}, "train.monitor", "val_auc"),
+        ({"early_stopping": {"monitor": "val_acc"}}, "train.stages[1].early_stopping", "val_acc"),
+        ({"reduce_lr_on_plateau": {"monitor": "auc"}}, "train.stages[1].reduce_lr_on_plateau", "auc"),
+    ],
+)
+def test_a_monitored_metric_the_run_does_not_log_is_refused_where_it_is_named(keras, change, where, metric):
+    """Checked when the spec is read (surgery validate); here on a config changed after that check."""
+    from dataclasses import replace
+
+    config = _train_config(validation_split=0.2, stages=[{"epochs": 1}, {"epochs": 1, "early_stopping": True}])
+    options.check_monitors(config, "s.json")  # everything it watches is logged
+    if "monitor" in change:
+        config = replace(config, monitor=change["monitor"])
+    else:
+        config = replace(config, stages=(config.stages[0], replace(config.stages[1], **change)))
+    with pytest.raises(surgery.SpecError) as refused:
+        options.check_monitors(config, "s.json")
+    assert str(refused.value) == (
+        f's.json: {where}: "{metric}" is not logged by this run; use one of loss, accuracy, val_loss, val_accuracy'
+    )
+
+
+def test_one_hot_labels_only_where_label_smoothing_or_a_probability_metric_needs_them(keras):
+    assert not options.needs_one_hot(_train_config(metrics=["top_2_accuracy"]))
+    assert options.needs_one_hot(_train_config(metrics=["top_2_accuracy", "recall"]))
+    assert options.needs_one_hot(_train_config(stages=[{"epochs": 1}, {"epochs": 1, "label_smoothing": 0.1}]))
+
+
+def test_left_out_settings_take_surgerys_documented_defaults(keras):
+    """No label smoothing; metrics named as logged; cosine to 0 (alpha 0); exponential halving every epoch."""
+    assert _config(options.loss(Head(3, 3, "softmax", one_hot=True)))["label_smoothing"] == 0.0
+    assert options.metrics(Head(3, 3, "softmax"))[0].name == "accuracy"
+    cosine = Stage("s", 3, learning_rate=0.3, schedule={"type": "cosine"})
+    assert _rates(cosine, 0) == pytest.approx([0.3 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-6)
+    exponential = Stage("s", 3, learning_rate=0.4, schedule={"type": "exponential"})
+    assert _rates(exponential, 0) == pytest.approx([0.4, 0.2, 0.1], rel=1e-6)
