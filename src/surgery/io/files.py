@@ -151,7 +151,7 @@ def _finite(text: str) -> float:
 
 def _int64(text: str) -> int:
     value = int(text)
-    if abs(value) > INT64_MAX:
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:  # two's complement: one more below zero than above
         raise StrictJSONError(f"{text[:24]}{'...' if len(text) > 24 else ''} is beyond the 64-bit integer range")
     return value
 
