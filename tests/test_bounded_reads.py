@@ -117,3 +117,20 @@ def test_a_block_device_is_named_by_its_mode():
     assert files._not_regular(stat.S_IFBLK | 0o600).startswith("is a block device, not a regular file")
     # A mode of no kind os.stat knows: named as unknown, and "not a regular file" said once.
     assert files._not_regular(0) == "is an unknown kind of file, not a regular file; surgery reads only regular files"
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda t: t / "missing.json", "no such file"),
+        (lambda t: t / "file.json" / "inside.json", "no such file (a part of the path is not a folder)"),
+        (lambda t: t / ("x" * 300), "cannot be read: File name too long"),
+        (lambda t: t, "is a folder, not a file"),
+    ],
+)
+def test_a_path_that_is_not_a_readable_file_is_one_line_naming_the_file_and_the_step(tmp_path, make, says):
+    (tmp_path / "file.json").write_text("{}")
+    path = make(tmp_path)
+    with pytest.raises(files.FileError) as refused:
+        files.read_bounded(path, 100, "steps[0] (backbone)")
+    assert str(refused.value) == f"{path}: steps[0] (backbone): {says}"
