@@ -134,3 +134,11 @@ def test_a_path_that_is_not_a_readable_file_is_one_line_naming_the_file_and_the_
     with pytest.raises(files.FileError) as refused:
         files.read_bounded(path, 100, "steps[0] (backbone)")
     assert str(refused.value) == f"{path}: steps[0] (backbone): {says}"
+
+
+def test_a_file_over_its_bound_is_refused_by_its_size_before_it_is_read(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_bytes(b" " * 1_500_000)
+    with pytest.raises(files.FileError) as refused:
+        files.read_bounded(path, 1000, "--data")
+    assert str(refused.value) == f"{path}: --data: file is 1.5 MB; the limit is 1000 bytes"
