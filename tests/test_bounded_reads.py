@@ -142,3 +142,18 @@ def test_a_file_over_its_bound_is_refused_by_its_size_before_it_is_read(tmp_path
     with pytest.raises(files.FileError) as refused:
         files.read_bounded(path, 1000, "--data")
     assert str(refused.value) == f"{path}: --data: file is 1.5 MB; the limit is 1000 bytes"
+
+
+@pytest.mark.parametrize(
+    "limit, says",
+    [
+        (64 << 20, "64 MiB"),
+        (4 << 30, "4 GiB"),
+        (3 << 29, "1536 MiB"),
+        (1 << 20, "1024 KiB"),
+        (2048, "2 KiB"),
+        (1536, "1536 bytes"),
+    ],
+)
+def test_a_limit_is_written_as_it_was_chosen(limit, says):
+    assert files._limit(limit) == says
