@@ -169,7 +169,11 @@ def test_a_difference_of_exactly_the_default_atol_is_the_tolerance_asked_for_fai
 
 def test_a_float32_copy_that_keras_cannot_make_is_one_line(keras, monkeypatch):
     model = _nested(keras, "mixed_float16")
-    monkeypatch.setattr(keras.models, "clone_model", lambda *a, **k: (_ for _ in ()).throw(ValueError("x" * 400)))
+
+    def refuse(*args, **kwargs):
+        raise ValueError("x" * 400)
+
+    monkeypatch.setattr(keras.models, "clone_model", refuse)
     with pytest.raises(export_check.ExportError) as failed:
         export_check.float32_twin(model)
     assert str(failed.value) == "could not make a float32 copy of the mixed-precision model: ValueError: " + "x" * 300
@@ -208,7 +212,11 @@ def _two_inputs_with_dropout(keras, policy="float32"):
     pixels = keras.Input((None, None, 1), dtype="float16" if "16" in policy else "float32", name="pixels")
     label = keras.Input((50,), dtype="int32", name="label")
     flipped = keras.layers.RandomFlip("horizontal_and_vertical", seed=1, name="flip")(pixels)
-    x = keras.layers.GlobalAveragePooling2D()(flipped * keras.ops.arange(1.0, 2.0, 1.0 / 224.0)[:, None, None])
+    # An average is the same flipped or not: weighting the rows by a ramp (as tall as the checked batch) makes a
+    # flip change it.
+    x = keras.layers.GlobalAveragePooling2D()(
+        flipped * keras.ops.arange(1.0, 2.0, 1.0 / export_check.FREE_DIM_SIZE)[:, None, None]
+    )
     x = keras.layers.Concatenate()([x, keras.layers.Flatten()(keras.layers.Embedding(10, 1, name="embed")(label))])
     x = keras.layers.Dropout(0.9, name="drop")(x)
     return keras.Model([pixels, label], keras.layers.Dense(3, dtype=policy, name="scores")(x), name="two")

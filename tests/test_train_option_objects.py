@@ -56,10 +56,10 @@ def test_extra_metrics_in_order_with_their_settings(keras):
         ("TopKCategoricalAccuracy", "top_3_accuracy"),
         ("Precision", "precision"),
     ]
-    assert _config(found[2])["from_logits"] is False and found[3]._fn_kwargs["k"] == 3
+    assert _config(found[2])["from_logits"] is False and _config(found[3])["k"] == 3
     sparse = options.metrics(Head(5, 5, "linear"), ("auc", "top_4_accuracy"))
     assert _config(sparse[1])["from_logits"] is True
-    assert (type(sparse[2]).__name__, sparse[2]._fn_kwargs["k"]) == ("SparseTopKCategoricalAccuracy", 4)
+    assert (type(sparse[2]).__name__, _config(sparse[2])["k"]) == ("SparseTopKCategoricalAccuracy", 4)
 
 
 @pytest.mark.parametrize(
