@@ -4,7 +4,10 @@ not only the path it checked (a file swapped for a FIFO or a device after the ch
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 
 import pytest
 
@@ -31,13 +34,21 @@ def _growing(monkeypatch, path, extra):
     return seen
 
 
-def test_a_file_that_grows_while_read_is_read_only_to_its_bound(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("size", "limit", "shown"),
+    [
+        (200, LIMIT, "1000 bytes"),  # read in one go
+        (2 * files.MIB, 2 * files.MIB, "2 MiB"),  # read in 1 MiB pieces, exactly at its bound when checked
+    ],
+)
+def test_a_file_that_grows_while_read_is_read_only_to_its_bound(tmp_path, monkeypatch, size, limit, shown):
     path = tmp_path / "spec.json"
-    path.write_bytes(b"{}" * 100)  # 200 bytes when it is checked
+    path.write_bytes(b" " * size)
     seen = _growing(monkeypatch, path, 5 * files.MIB)
-    with pytest.raises(files.FileError, match=r"is over the limit of"):
-        files.read_bounded(path, LIMIT)
-    assert seen["grown"] and seen["bytes"] == LIMIT + 1  # one byte past the bound tells it is over, no more
+    with pytest.raises(files.FileError) as refused:
+        files.read_bounded(path, limit, "--data", what="data file")
+    assert str(refused.value) == f"{path}: --data: data file is over the limit of {shown}"
+    assert seen["grown"] and seen["bytes"] == limit + 1  # one byte past the bound tells it is over, no more
 
 
 def test_a_file_within_its_bound_is_read_whole(tmp_path):
@@ -45,6 +56,9 @@ def test_a_file_within_its_bound_is_read_whole(tmp_path):
     data = bytes(range(256)) * 3 + b"end"  # 771 bytes, under the limit
     path.write_bytes(data)
     assert files.read_bounded(path, LIMIT) == data
+    several = bytes(range(251)) * 9000  # 2.2 MB: read in three pieces, joined as they were
+    path.write_bytes(several)
+    assert files.read_bounded(path, len(several)) == several
     path.write_bytes(b"y" * (LIMIT + 1))
     with pytest.raises(files.FileError, match=r"limit"):
         files.read_bounded(path, LIMIT)
@@ -73,9 +87,37 @@ def test_a_file_swapped_after_its_check_is_refused_by_its_descriptor(tmp_path, m
     path = tmp_path / "classes.json"
     path.write_text('{"class_names": ["a", "b"]}')
     _swap_after_check(monkeypatch, path, swap)
-    with pytest.raises(files.FileError) as caught:
-        files.read_bounded(path, LIMIT)
-    assert f"{kind}, not a regular file" in caught.value.message
+    with pytest.raises(files.FileError) as caught, _within(10):
+        files.read_bounded(path, LIMIT, "--classes")
+    assert str(caught.value) == f"{path}: --classes: {kind}, not a regular file; surgery reads only regular files"
+
+
+def test_a_weights_file_swapped_for_a_fifo_after_its_check_does_not_block_its_signature_read(tmp_path, monkeypatch):
+    path = tmp_path / "w.weights.h5"
+    path.write_bytes(files.HDF5_SIGNATURE)
+    _swap_after_check(monkeypatch, path, os.mkfifo)
+    with pytest.raises(files.FileError) as caught, _within(10):  # opened without waiting for a writer, read empty
+        files.check_hdf5(path, "weights")
+    assert (
+        str(caught.value)
+        == f'{path}: weights: is not an HDF5 weights file (as model.save_weights("x.weights.h5") writes)'
+    )
+
+
+@contextlib.contextmanager
+def _within(seconds):
+    """Fail, not hang, when an open of a FIFO waits for a writer."""
+
+    def hung(signum, frame):
+        raise AssertionError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _socket(path):
@@ -157,3 +199,43 @@ def test_a_file_over_its_bound_is_refused_by_its_size_before_it_is_read(tmp_path
 )
 def test_a_limit_is_written_as_it_was_chosen(limit, says):
     assert files._limit(limit) == says
+
+
+def test_a_size_over_the_bound_is_shown_in_megabytes_of_a_million_bytes(tmp_path):
+    path = tmp_path / "big.npz"
+    with open(path, "wb") as f:
+        f.truncate(1_250_001)  # 1.250001 MB: 1.3, where dividing by anything above 1e6 shows 1.2
+    with pytest.raises(files.FileError) as refused:
+        files.read_bounded(path, files.MIB, "--data")
+    assert str(refused.value) == f"{path}: --data: file is 1.3 MB; the limit is 1024 KiB"
+
+
+class _StepError(files.FileError):
+    """A caller's own error type (SpecError, DataError, ...), which every refusal must raise."""
+
+
+def _fail(code):
+    def call(*args):
+        raise OSError(code, os.strerror(code))
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("fails", "says"),
+    [
+        ("open", "cannot be read: Permission denied"),
+        ("read", "cannot be read: Input/output error"),
+        (None, "no such file"),
+    ],
+)
+def test_a_file_that_cannot_be_read_is_the_callers_error_naming_the_file_and_the_step(
+    tmp_path, monkeypatch, fails, says
+):
+    path = tmp_path / "spec.json"
+    if fails:
+        path.write_text("{}")
+        monkeypatch.setattr(files.os, fails, _fail(errno.EACCES if fails == "open" else errno.EIO))
+    with pytest.raises(_StepError) as refused:
+        files.read_bounded(path, LIMIT, "steps[1] (freeze)", error=_StepError)
+    assert str(refused.value) == f"{path}: steps[1] (freeze): {says}"

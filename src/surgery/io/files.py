@@ -15,6 +15,7 @@ import math
 import os
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -233,22 +234,26 @@ def read_member(
     path: str | os.PathLike[str], member: str, limit: int, where: str | None = None, *, error: ErrorFactory = FileError
 ) -> bytes | None:
     """One member of a checked archive (None if absent), read up to ``limit`` bytes."""
-    with zipfile.ZipFile(path) as archive:
-        try:
-            info = archive.getinfo(member)
-        except KeyError:
-            return None
-        if info.file_size > limit:
-            raise error(
-                f"its member {member} declares {_size(info.file_size)}; the limit is {_limit(limit)}",
-                file=str(path),
-                where=where,
-            )
-        with archive.open(info) as f:
-            data = f.read(limit + 1)
-    if len(data) > limit:
-        raise error(f"its member {member} is over the limit of {_limit(limit)}", file=str(path), where=where)
-    return data
+    try:
+        with zipfile.ZipFile(path) as archive:
+            try:
+                info = archive.getinfo(member)
+            except KeyError:
+                return None
+            if info.file_size > limit:
+                raise error(
+                    f"its member {member} declares {_size(info.file_size)}; the limit is {_limit(limit)}",
+                    file=str(path),
+                    where=where,
+                )
+            # zipfile returns no more than the member's declared size (checked above): a member longer than it
+            # declares fails its CRC-32 check, so one that lies about its size is refused as damaged.
+            with archive.open(info) as f:
+                return f.read(limit)
+    # zipfile cannot read an encrypted member (RuntimeError) or an unknown compression method
+    # (NotImplementedError) either: a damaged or foreign archive, not a bug of surgery.
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) as e:
+        raise error(f"its member {member} cannot be read: {one_line(e, 200)}", file=str(path), where=where) from None
 
 
 def check_hdf5(path: str | os.PathLike[str], where: str | None = None, *, error: ErrorFactory = FileError) -> None:
