@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import pytest
 
@@ -351,6 +352,19 @@ def test_predict_on_things_that_are_not_models(cli, tmp_path):
         f"error: {tmp_path / 'broken.keras'} is not a Keras model file (a .keras file is a zip archive, as "
         'model.save("name.keras") writes it)'
     )
+    damaged = tmp_path / "damaged.keras"  # a zip whose config.json has one byte flipped after it was written
+    with zipfile.ZipFile(damaged, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {"layers": []}}))
+    raw = bytearray(damaged.read_bytes())
+    raw[raw.index(b"Sequential")] = ord("T")
+    damaged.write_bytes(bytes(raw))
+    for command in (("predict", damaged, tmp_path / "image.png"), ("export", damaged, "--to", "onnx")):
+        result = cli(*command)
+        assert result.exit_code == 2, result.output
+        assert assert_one_error_line(result.stderr) == (
+            f"error: {damaged}: its member config.json cannot be read: Bad CRC-32 for file 'config.json'"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras", "damaged.keras", "image.png", "model.h5"]
 
 
 def test_export_force_replaces_a_savedmodel_surgery_wrote_and_no_other_folder(cli, tmp_path, keras):
