@@ -7,13 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import zipfile
 
 import pytest
 from fault_plugins import Hold
-
-from surgery.io.writing import remove_stale_partials, temporary_sibling
 
 SMALL = {"op": "backbone", "name": "vgg16", "weights": None, "include_top": False, "input_shape": [32, 32, 3]}
 
@@ -87,18 +84,3 @@ def test_sigkill_during_save_never_truncates(tmp_path, monkeypatch):
     assert outputs[1].read_bytes() == b"the first half and the second"
     with zipfile.ZipFile(outputs[0]) as archive:
         assert archive.testzip() is None
-
-
-def test_only_partials_of_dead_processes_are_removed(tmp_path):
-    out = tmp_path / "m.keras"
-    mine = temporary_sibling(out)
-    mine.write_text("in progress")
-    parent = temporary_sibling(out, pid=os.getppid())
-    parent.write_text("another live writer")
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    stale = temporary_sibling(out, pid=gone.pid)
-    stale.write_text("killed mid-save")
-    remove_stale_partials(out)
-    assert mine.exists() and parent.exists()
-    assert not stale.exists()

@@ -120,7 +120,7 @@ def check_output(
                 file=name,
                 where=where,
             )
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent  # Path("m.keras").parent is Path(".")
     if may_create_folder and not folder.exists() and folder.parent.is_dir():
         if not os.access(folder.parent, os.W_OK):
             raise OutputError(
@@ -146,9 +146,13 @@ def check_output(
         raise OutputError("already exists; pass --force to overwrite it", file=name, where=where)
 
 
-def _partial_prefix(path: Path, pid: int) -> str:
-    # Room for ".", ".partial-", the pid, a writer's token and the suffix in one file name, however long the stem.
-    room = NAME_MAX - len(os.fsencode(f"..partial-{pid}.{'x' * 8}{path.suffix}"))
+PID_DIGITS = 10  # a pid is at most 2**22 on Linux; the prefix must not depend on how many digits one has
+
+
+def _partial_prefix(path: Path) -> str:
+    # Room for ".", ".partial-", a pid, a writer's token and the suffix in one file name, however long the stem,
+    # and the same for every writer: a run cleans up the partials of a killed one by this prefix.
+    room = NAME_MAX - len(os.fsencode(f"..partial-{'9' * PID_DIGITS}.{'x' * 8}{path.suffix}"))
     stem = os.fsencode(path.stem)[:room].decode("utf-8", "ignore")
     return f".{stem}.partial-"
 
@@ -157,7 +161,7 @@ def temporary_sibling(path: Path, pid: int | None = None) -> Path:
     """``.NAME.partial-PID.TOKEN.SUFFIX``: the pid says whether its writer still runs, the token tells two
     writers of one process apart."""
     pid = os.getpid() if pid is None else pid
-    return path.with_name(f"{_partial_prefix(path, pid)}{pid}.{os.urandom(4).hex()}{path.suffix}")
+    return path.with_name(f"{_partial_prefix(path)}{pid}.{os.urandom(4).hex()}{path.suffix}")
 
 
 def _alive(pid: int) -> bool:
@@ -172,7 +176,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_partials(path: Path) -> None:
     """Temporary files left by runs that were killed (their process is gone) are removed."""
-    prefix = _partial_prefix(path, os.getpid())
+    prefix = _partial_prefix(path)
     for candidate in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
         pid = candidate.name[len(prefix) :].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
@@ -198,24 +202,31 @@ def _renameat2() -> Any:
         return None
 
 
+def _taken(dst: Path) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+
+
 def rename_noreplace(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst`` in one step; FileExistsError if ``dst`` exists (never replaced)."""
+    """Move ``src`` to ``dst`` in one step; FileExistsError naming ``dst`` if it exists (never replaced)."""
     fn = _renameat2()
     if fn is not None:
         if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
         if err == errno.EEXIST:
-            raise FileExistsError(err, os.strerror(err), str(dst))
+            raise _taken(dst)
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), str(dst))
     if not src.is_dir():
-        os.link(src, dst)  # FileExistsError if dst exists: the link is the no-clobber step
+        try:
+            os.link(src, dst)  # the link is the no-clobber step
+        except FileExistsError:
+            raise _taken(dst) from None
         os.unlink(src)
         return
     # A folder on a file system without renameat2: check, then rename (a narrow race, said in the docs).
     if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+        raise _taken(dst)
     os.rename(src, dst)
 
 
@@ -324,7 +335,6 @@ class Outputs:
         for folder in reversed(self.created):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only an empty folder goes: never anything this run did not make
-        self.created = []
         if isinstance(error, OSError) and paths:
             # Writing failed (disk full, read-only, file too large): the output being written is the last staged.
             raise _written_error(paths[-1], error) from None
