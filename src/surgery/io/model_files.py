@@ -11,6 +11,7 @@ become one line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,9 @@ from .keras_state import mend_configs, refreeze, restore
 
 CONFIG = "config.json"
 MEMBER_LIMITS = {CONFIG: 64 * MIB, "metadata.json": 1 * MIB}
-CODE_LAYERS = ("Lambda",)
+# A Lambda layer, and a Python function stored as bytecode (what Keras writes for a lambda given as an
+# activation): refused here, before Keras, for .keras files and KerasHub presets alike.
+CODE_LAYERS = ("Lambda", "__lambda__")
 NOT_A_MODEL = 'is not a Keras model file (a .keras file is a zip archive, as model.save("name.keras") writes it)'
 
 
@@ -41,7 +44,7 @@ def _refused_code(path) -> str:
 def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
     """The model's config, read from a checked archive; no TensorFlow. Raises ``error`` with one line."""
     try:
-        check_archive(path, limits=MEMBER_LIMITS, what="zip archive")
+        check_archive(path, limits=MEMBER_LIMITS)
         raw = read_member(path, CONFIG, MEMBER_LIMITS[CONFIG])
     except FileError as e:
         reason = e.message if "not a zip archive" not in e.message else NOT_A_MODEL
@@ -79,13 +82,26 @@ def load_model(path: str | os.PathLike, *, error=ModelFileError, compile: bool =
     config = check_model_file(path, error=error)
     k = keras()
     try:
-        model = k.saving.load_model(str(path), safe_mode=True, compile=compile)
+        with _safe_mode():
+            model = k.saving.load_model(str(path), safe_mode=True, compile=compile)
     except Exception as e:  # Keras and h5py raise many types; each becomes one line  # noqa: BLE001 (Keras and h5py raise many types; each becomes one line)
         raise error(_load_failure(path, e)) from None
     refreeze(model)
     restore(model, config)
     mend_configs(model)  # a layer's config its own class cannot read (KerasHub's ViT): saved again, it loads back
     return model
+
+
+def _safe_mode() -> contextlib.AbstractContextManager:
+    """Safe mode for one load, whatever the process set. Keras lets a global flag override load_model's
+    ``safe_mode=True``, and ``keras.config.enable_unsafe_deserialization()`` (a plugin, a notebook cell, the
+    user's own code around ``surgery.build``) sets it for the whole process: a spec's model could then run the
+    code stored in it. Keras has no public way to scope the flag; its own SafeModeScope does it."""
+    try:
+        from keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError:  # a Keras that moved it: load_model's argument alone, as before
+        return contextlib.nullcontext()
+    return SafeModeScope(True)
 
 
 def _load_failure(path, e: Exception) -> str:
@@ -119,7 +135,7 @@ def check_weights_file(path: str | os.PathLike, *, error=ModelFileError) -> None
         raise error(f"{where} is not a weights file Keras loads: the name must end in " + ", ".join(WEIGHTS_SUFFIXES))
     try:
         if str(path).endswith(".keras"):
-            check_model_file(path, error=FileError)
+            check_model_file(path)
         else:
             check_hdf5(path)
     except SurgeryError as e:

@@ -16,6 +16,8 @@ from pathlib import Path
 REFUSED = {
     "Lambda": "Lambda runs Python code, and a spec is data that must not run code; "
     "register the computation as a layer or op from a plugin",
+    "__lambda__": "it is a Python function stored as bytecode (a lambda), which runs code, and a spec is data "
+    "that must not run code; name a Keras activation, or register the function from a plugin",
     "TFSMLayer": "TFSMLayer loads a SavedModel's code; start from a .keras model with the keras_file backbone",
     "InputLayer": "the model's inputs come from its backbone",
     "Input": "the model's inputs come from its backbone",
