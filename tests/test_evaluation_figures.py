@@ -17,13 +17,14 @@ from surgery.errors import SpecError
 from surgery.training import evaluate, predict
 from surgery.training.data import DataError, Source
 
-# rows: true class, columns: predicted. "zebra" is never predicted, "cat" never occurs; supports 6, 0, 5, 9.
+# rows: true class, columns: predicted. "zebra" is never predicted, "cat" never occurs, "ant" is predicted as
+# often as it occurs (its precision and recall are equal); supports 6, 0, 5, 5.
 CLASSES = ["dog", "cat", "ant", "zebra"]
-CONFUSION = [[4, 1, 1, 0], [0, 0, 0, 0], [1, 0, 4, 0], [2, 3, 0, 4]]
+CONFUSION = [[4, 1, 1, 0], [0, 0, 0, 0], [1, 0, 4, 0], [2, 3, 0, 0]]
 
 
 def _evaluation(metrics=None):
-    return evaluate.Evaluation(20, CLASSES, metrics or {"loss": 0.75, "accuracy": 0.6}, CONFUSION)
+    return evaluate.Evaluation(16, CLASSES, metrics or {"loss": 0.75, "accuracy": 0.6}, CONFUSION)
 
 
 def test_per_class_figures_are_scikit_learns_from_the_same_predictions():
@@ -40,12 +41,13 @@ def test_per_class_figures_are_scikit_learns_from_the_same_predictions():
     np.testing.assert_allclose([c["precision"] for c in found], precision)
     np.testing.assert_allclose([c["recall"] for c in found], recall)
     np.testing.assert_allclose([c["f1"] for c in found], f1)
-    assert [c["support"] for c in found] == support.tolist() == [6, 0, 5, 9]
+    assert [c["support"] for c in found] == support.tolist() == [6, 0, 5, 5]
+    assert found[2]["precision"] == found[2]["recall"] == 0.8 and found[2]["f1"] == pytest.approx(0.8)
     assert isinstance(found[0]["support"], int)
 
 
 def test_the_summary_names_the_class_recalled_worst_and_a_tie_by_name():
-    assert _evaluation().summary() == "20 images: loss 0.7500, accuracy 0.6000; lowest recall: cat 0.000"
+    assert _evaluation().summary() == "16 images: loss 0.7500, accuracy 0.6000; lowest recall: cat 0.000"
     tie = evaluate.Evaluation(1234, ["b", "a"], {"loss": 1.0}, [[1, 1], [1, 1]])
     assert tie.summary() == "1,234 images: loss 1.0000; lowest recall: a 0.500"
     assert evaluate.Evaluation(0, [], {"loss": 0.0}).summary() == "0 images: loss 0.0000"
@@ -79,7 +81,7 @@ def test_the_report_lines_are_the_metrics_the_table_and_the_confusion():
 def test_the_json_holds_every_figure():
     found = _evaluation().as_dict()
     assert found == {
-        "images": 20,
+        "images": 16,
         "metrics": {"loss": 0.75, "accuracy": 0.6},
         "classes": CLASSES,
         "per_class": _evaluation().per_class(),
@@ -98,10 +100,12 @@ def test_a_one_unit_head_decides_at_its_own_threshold():
     assert evaluate._predicted(scores, _head("linear", 1)).tolist() == [1, 1, 0, 1]  # logits: 0
     assert evaluate._predicted(np.array([[0.5], [0.0]]), _head("sigmoid", 1)).tolist() == [0, 0]  # on it: class 0
     assert evaluate._predicted(np.array([[0.1, 0.7, 0.2], [3, -1, 4]]), _head("softmax", 3)).tolist() == [1, 2]
+    assert evaluate._predicted(scores, _head("sigmoid", 1)).dtype == np.int64  # indices into the confusion matrix
 
 
-def _loss_named(name, *, config=False):
-    return type(name, (), {"get_config": lambda self: {}})() if config else type(name, (), {})()
+def _loss_named(name):
+    """A loss object as Keras makes one: callable, with a config, named by its class."""
+    return type(name, (), {"get_config": lambda self: {}, "__call__": lambda self, y, p: 0.0})()
 
 
 def _function(name):
@@ -120,13 +124,15 @@ def _function(name):
         ("kld", True),
         (_function("categorical_hinge"), True),  # Keras' loss functions have no get_config
         (_function("binary_crossentropy"), False),
-        (_loss_named("CategoricalCrossentropy", config=True), True),  # a loss object, named by its class
-        (_loss_named("SparseCategoricalCrossentropy", config=True), False),
+        (_loss_named("CategoricalCrossentropy"), True),
+        (_loss_named("SparseCategoricalCrossentropy"), False),
+        (type("categorical_crossentropy", (), {"__call__": lambda self, y, p: 0.0})(), False),  # no name, no config
         (None, False),
     ],
 )
 def test_labels_are_one_hot_exactly_when_the_model_was_compiled_with_a_one_hot_loss(loss, one_hot):
     assert evaluate._one_hot_loss(SimpleNamespace(loss=loss)) is one_hot
+    assert evaluate._one_hot_loss(SimpleNamespace()) is False  # a model never compiled has no loss at all
 
 
 def _source(class_names, labels):
@@ -138,7 +144,8 @@ def test_labels_are_renumbered_to_the_models_classes_by_name():
     # the data lists its classes in its own order; the model numbers them as it was trained
     names, labels = evaluate.matched_labels(_source(["zebra", "ant"], [0, 1, 1, 0]), ["ant", "bee", "zebra"], 3)
     assert names == ["ant", "bee", "zebra"] and labels.tolist() == [2, 0, 0, 2]
-    names, labels = evaluate.matched_labels(_source(["zebra", "ant"], []), ["ant", "zebra"], 2)
+    empty = Source(Path("images"), "folder", ["zebra", "ant"], files=[])  # its labels: an empty float array
+    names, labels = evaluate.matched_labels(empty, ["ant", "zebra"], 2)
     assert labels.tolist() == []
 
 
@@ -191,6 +198,7 @@ def test_predicts_class_names_come_from_the_file_then_the_run_then_imagenet_then
 @pytest.mark.parametrize(
     ("text", "units", "says"),
     [
+        ('["a", "b"', 2, "not valid JSON: Expecting ',' delimiter at line 1 column 10"),
         ('["a", "b"]', 3, "names 2 classes but the model outputs 3"),
         ('{"names": ["a"]}', 1, 'expected a JSON list of names, or an object with "class_names"'),
         ('"a"', 1, 'expected a JSON list of names, or an object with "class_names"'),
@@ -204,6 +212,14 @@ def test_a_class_names_file_that_does_not_fit_is_one_line(tmp_path, text, units,
     assert str(refused.value) == f"{tmp_path / 'c.json'}: --classes: {says}"
 
 
+def test_a_class_names_file_over_its_bound_is_refused_by_its_size(tmp_path):
+    with open(tmp_path / "c.json", "wb") as f:
+        f.truncate(17_000_000)
+    with pytest.raises(SpecError) as refused:
+        predict.read_classes(str(tmp_path / "c.json"), 2)
+    assert str(refused.value) == f"{tmp_path / 'c.json'}: --classes: class names file is 17.0 MB; the limit is 16 MiB"
+
+
 def test_a_runs_class_names_for_another_model_are_refused(tmp_path):
     with pytest.raises(SpecError) as refused:
         predict.class_names(_loaded(tmp_path, ["a", "b"]), 3, None)
@@ -212,20 +228,59 @@ def test_a_runs_class_names_for_another_model_are_refused(tmp_path):
     )
 
 
-def test_imagenet_names_are_read_from_kerass_cache_in_index_order(tmp_path, monkeypatch):
+def _downloads(monkeypatch, get_file):
+    """keras().utils.get_file replaced: what Keras downloads is not reachable from the tests."""
+    monkeypatch.setattr(predict, "keras", lambda: SimpleNamespace(utils=SimpleNamespace(get_file=get_file)))
+
+
+def test_imagenet_names_are_downloaded_as_keras_does_and_read_in_index_order(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    (tmp_path / "models").mkdir()
     index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in reversed(range(1000))}
-    (tmp_path / "models" / predict.IMAGENET_INDEX).write_text(json.dumps(index))
+    asked = []
+
+    def get_file(fname, origin, cache_dir, cache_subdir):
+        asked.append((fname, origin, cache_dir, cache_subdir))
+        print("Downloading data from", origin)  # Keras says so on stdout, which is the command's output
+        target = Path(cache_dir) / cache_subdir / fname
+        target.parent.mkdir(parents=True)
+        target.write_text(json.dumps(index))
+        return str(target)
+
+    _downloads(monkeypatch, get_file)
     found = predict.imagenet_names()
+    assert asked == [(predict.IMAGENET_INDEX, predict.IMAGENET_INDEX_URL, str(tmp_path), "models")]
+    assert capsys.readouterr().out == ""
     assert found.origin == "ImageNet" and found.names[:2] == ["class_0", "class_1"] and found.names[999] == "class_999"
+    assert predict.imagenet_names().names == found.names and len(asked) == 1  # cached: read, not downloaded
+    cached = tmp_path / "models" / predict.IMAGENET_INDEX
     del index["999"]
-    (tmp_path / "models" / predict.IMAGENET_INDEX).write_text(json.dumps(index))
+    cached.write_text(json.dumps(index))
     with pytest.raises(SpecError) as refused:
         predict.imagenet_names()
     assert str(refused.value) == (
-        f"{tmp_path / 'models' / predict.IMAGENET_INDEX}: is not Keras' ImageNet class index; delete it and "
-        "Keras downloads it again"
+        f"{cached}: is not Keras' ImageNet class index; delete it and Keras downloads it again"
+    )
+    with open(cached, "wb") as f:
+        f.truncate(17_000_000)
+    with pytest.raises(SpecError) as refused:
+        predict.imagenet_names()
+    assert str(refused.value) == f"{cached}: imagenet_class_index.json is 17.0 MB; the limit is 16 MiB"
+
+
+def test_imagenet_names_offline_are_indices_with_a_note_saying_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] " + "x" * 200)
+
+    _downloads(monkeypatch, offline)
+    found = predict.imagenet_names()
+    reason = ("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] " + "x" * 200)[:157] + "..."
+    assert (found.names, found.origin) == (None, "indices")
+    assert found.note == (
+        f"ImageNet class names are not available offline: Keras downloads imagenet_class_index.json on first use "
+        f"(as decode_predictions does) and could not ({reason}), and no copy is cached in {tmp_path / 'models'}; "
+        "showing class indices. Connect to the internet once, or copy the file there"
     )
 
 

@@ -8,6 +8,7 @@ import json
 import struct
 import zipfile
 
+import numpy as np
 import pytest
 
 from surgery.io import files, model_files
@@ -197,8 +198,9 @@ def test_a_load_that_keras_refuses_is_one_line_saying_why(here, raised, says):
 def _saved(keras, path, compile=False):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(inputs))
-    if compile:
+    if compile:  # and trained a step, so the file holds the optimizer's built state, as a checkpoint does
         model.compile(optimizer="adam", loss="mse")
+        model.fit(np.zeros((2, 4)), np.zeros((2, 2)), verbose=0)
     model.save(str(path))
     return path
 

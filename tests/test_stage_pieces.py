@@ -17,7 +17,7 @@ from surgery.training.config import Stage
 @pytest.fixture(scope="module")
 def model(keras):
     """conv (16*3*3*3 + 16 = 448 params), bn (4*16 = 64), pool, dense_a (16*8 + 8 = 136), dense_b (8*3 + 3 = 27)."""
-    inputs = keras.Input((8, 8, 3))
+    inputs = keras.Input((8, 8, 3), name="image")
     x = keras.layers.Conv2D(16, 3, name="conv")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -40,7 +40,7 @@ def test_a_stage_freezes_first_then_unfreezes(model):
     notes = stages.apply_selectors(model, stage, 0, _spec())
     assert _trainable(model) == {"conv": False, "bn": False, "dense_a": False, "dense_b": True}
     assert notes == [
-        "freeze: 6 layers selected (input_layer .. dense_b), 4 with weights now frozen, 675 params",
+        "freeze: 6 layers selected (image .. dense_b), 4 with weights now frozen, 675 params",
         "unfreeze: 1 layer selected (dense_b), 1 with weights now trainable",
     ]
     assert stages.apply_selectors(model, Stage("none", 1), 0, _spec()) == []
@@ -73,8 +73,26 @@ def test_the_rehearsal_reports_a_stage_with_nothing_to_train_and_puts_every_flag
     )
     assert _trainable(model) == before
     # resumed in the middle of stage 1: its selectors ran before the checkpoint, the model already has them
-    stages.rehearse(model, SimpleNamespace(stages=config.stages[:1]), 0, _spec(), resumed_mid_stage=True)
+    unknown = Stage("resumed", 1, unfreeze={"names": ["not_in_this_model"]})
+    stages.rehearse(model, SimpleNamespace(stages=[unknown, config.stages[0]]), 0, _spec(), resumed_mid_stage=True)
+    # from stage 2 on: stage 1 (which would fail) is done and not rehearsed
+    stages.rehearse(model, SimpleNamespace(stages=[unknown, config.stages[0]]), 1, _spec(), resumed_mid_stage=False)
+    with pytest.raises(SpecError) as refused:  # a selector that fails in a later stage names that stage
+        stages.rehearse(model, SimpleNamespace(stages=[config.stages[0], unknown]), 0, _spec(), resumed_mid_stage=True)
+    assert str(refused.value).startswith("spec.json: train.stages[1].unfreeze: ")
     assert _trainable(model) == before
+
+
+def test_the_rehearsal_puts_back_the_flags_of_layers_inside_a_nested_model(keras):
+    inputs = keras.Input((4,), name="x")
+    inner = keras.Sequential([keras.layers.Dense(4, name="in_a"), keras.layers.Dense(4, name="in_b")], name="inner")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inner(inputs)))
+    inner.get_layer("in_a").trainable = False
+    config = SimpleNamespace(stages=[Stage("all", 1, freeze={"layers": ":"})])
+    with pytest.raises(SpecError):
+        stages.rehearse(model, config, 0, _spec(), resumed_mid_stage=False)
+    assert [inner.get_layer(n).trainable for n in ("in_a", "in_b")] == [False, True]
+    assert inner.trainable and model.get_layer("out").trainable
 
 
 def test_the_outputs_activation_is_read_from_the_layer_that_makes_it(keras):
@@ -85,6 +103,7 @@ def test_the_outputs_activation_is_read_from_the_layer_that_makes_it(keras):
         (keras.layers.Dense(3), "linear"),
         (keras.layers.Softmax(), "softmax"),
         (keras.layers.Flatten(), "linear"),  # a layer without an activation
+        (keras.layers.Dense(3, activation=keras.layers.ReLU()), "linear"),  # a callable object, not a function
     ):
         assert stages.output_activation(keras.Model(inputs, last(inputs))) == name
 
@@ -92,6 +111,9 @@ def test_the_outputs_activation_is_read_from_the_layer_that_makes_it(keras):
 def test_a_classifier_has_one_output_of_batch_by_classes(keras):
     inputs = keras.Input((4, 4, 2))
     assert stages.classifier_units(keras.Model(inputs, keras.layers.Flatten()(inputs)), "m.keras") == 32
+    with pytest.raises(SpecError) as refused:
+        stages.classifier_units(keras.Model(inputs, [inputs, inputs]), "m.keras")
+    assert str(refused.value) == "m.keras: the model has 2 outputs; surgery trains a classifier with one"
     with pytest.raises(SpecError) as refused:
         stages.classifier_units(keras.Model(inputs, [inputs, inputs]), "m.keras", doing="evaluates")
     assert str(refused.value) == "m.keras: the model has 2 outputs; surgery evaluates a classifier with one"
@@ -114,6 +136,11 @@ def test_a_head_that_fits_the_classes_and_the_lines_for_one_that_does_not(keras)
     binary = stages.head(_dense(keras, 1, "sigmoid"), ["no", "yes"], "m", one_hot=True)
     assert (binary.units, binary.activation, binary.one_hot) == (1, "sigmoid", False)  # one unit: never one-hot
     assert not stages.head(_dense(keras, 3), ["b", "a", "c"], "m").one_hot
+    assert stages.head(_dense(keras, 2, "softmax"), ["no", "yes"], "m", one_hot=True).one_hot  # two units: may be
+    inputs = keras.Input((4,))
+    with pytest.raises(SpecError) as refused:
+        stages.head(keras.Model(inputs, [inputs, inputs]), ["a", "b"], "m")
+    assert str(refused.value) == "m: the model has 2 outputs; surgery trains a classifier with one"
     cases = [
         (3, ["only"], "m: the data has 1 class (only); a classifier learns to tell classes apart, so give it at "
          "least 2 (one subfolder per class, or 2 distinct labels in y)"),
@@ -123,6 +150,8 @@ def test_a_head_that_fits_the_classes_and_the_lines_for_one_that_does_not(keras)
          "layer's units 3"),
         (3, list("abcdefg"), "m: the data has 7 classes (a, b, c, d, e, f, ...) but the model's output has 3 "
          "units; make the last layer's units 7"),
+        (3, list("abcdef"), "m: the data has 6 classes (a, b, c, d, e, f) but the model's output has 3 "
+         "units; make the last layer's units 6"),
     ]  # fmt: skip
     for units, names, says in cases:
         with pytest.raises(SpecError) as refused:
@@ -133,8 +162,9 @@ def test_a_head_that_fits_the_classes_and_the_lines_for_one_that_does_not(keras)
 def test_the_next_stages_optimizer_counts_on_from_the_last_stages_steps(keras):
     model = _dense(keras, 3, "softmax")
     x, y = np.zeros((8, 4), "float32"), np.array([0, 1, 2, 0, 1, 2, 0, 1])
-    stages.compile_stage(model, Stage("one", 1, learning_rate=0.1), "sparse_categorical_crossentropy", [])
+    stages.compile_stage(model, Stage("one", 1, learning_rate=0.1), "sparse_categorical_crossentropy", ["accuracy"])
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == {"loss", "accuracy"}
     assert int(model.optimizer.iterations.numpy()) == 2
     stages.compile_stage(
         model, Stage("two", 1, optimizer="sgd", learning_rate=0.01), "sparse_categorical_crossentropy", []
