@@ -317,6 +317,10 @@ def _bad_cases(tmp_path, keras, setup):
     np.savez(tmp_path / "small.npz", x=np.zeros((2, 8, 8, 3)), y=np.array([0, 1]))
     inputs = keras.Input((16, 16, 3))
     keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)).save(str(tmp_path / "conv.keras"))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    keras.Model(inputs, [keras.layers.Dense(3)(pooled), pooled]).save(str(tmp_path / "two.keras"))
+    damaged = write_pngs(tmp_path / "damaged", 1)
+    (damaged / "red" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     colour, npz = setup["colour"], setup["npz"]
     return {
         "missing data": ([colour, "--data", tmp_path / "nope"], ["nope: --data: no such file or folder"]),
@@ -337,7 +341,15 @@ def _bad_cases(tmp_path, keras, setup):
             ["x holds images of shape (8, 8, 3)", "(16, 16, 3)"],
         ),
         # The model is no classifier: that is the error, not a class count (its last axis is no class axis).
-        "not a classifier": ([tmp_path / "conv.keras", "--data", npz], ["(None, 14, 14, 2), not (batch, classes)"]),
+        "not a classifier": (
+            [tmp_path / "conv.keras", "--data", npz],
+            ["conv.keras: the model's output has shape (None, 14, 14, 2), not (batch, classes)"],
+        ),
+        "two outputs": (
+            [tmp_path / "two.keras", "--data", npz],
+            ["two.keras: the model has 2 outputs; surgery evaluates a classifier with one"],
+        ),
+        "an image that is not one": ([colour, "--data", damaged], ["1 of 3 image files cannot be read as images"]),
     }
 
 
@@ -351,6 +363,8 @@ BAD = [
     "run folder without a final model",
     "images of another size",
     "not a classifier",
+    "two outputs",
+    "an image that is not one",
 ]
 
 
