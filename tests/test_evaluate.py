@@ -284,6 +284,12 @@ def test_an_uncompiled_binary_model(tmp_path, keras, setup, activation, threshol
     if activation == "linear":
         assert ((scores > 0) != (scores > 0.5)).sum() >= 3  # the input tells the two thresholds apart
     _assert_same_as_sklearn(evaluation, y_two, predicted, 2)
+    assert evaluation.metrics["accuracy"] == pytest.approx((predicted == y_two).mean())
+    # compiled with an optimizer and no loss (nothing to evaluate with): compiled for its head all the same
+    model.compile(optimizer="sgd")
+    model.save(str(tmp_path / "optimizer_only.keras"))
+    again = surgery.evaluate(tmp_path / "optimizer_only.keras", str(tmp_path / "two.npz"), batch_size=7)
+    assert again.metrics == pytest.approx(evaluation.metrics)
 
 
 def test_plot_never_overwrites_an_image_of_the_data(cli, tmp_path, setup):
