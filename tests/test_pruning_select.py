@@ -46,21 +46,29 @@ def test_l2_is_the_sum_of_squares_not_the_norm(k):
     a = analyze(model)
     assert select(a, model, 0.5, criterion="l2").channels_of("p") == [1]
     assert select(a, model, 0.5, criterion="l1").channels_of("p") == [0]
+    # squares, not another power: channel 0 (3, 0, 0, 0) and channel 1 (2, 2, 2, 0) in 'p', 1 each in 'out':
+    # squares 9 < 12 remove channel 0; cubes (27 > 24) would remove channel 1
+    model.get_layer("p").set_weights([np.array([[3, 2], [0, 2], [0, 2], [0, 0]], dtype="float32")])
+    model.get_layer("out").set_weights([np.ones((2, 1), dtype="float32")])
+    a = analyze(model)
+    assert select(a, model, 0.5, criterion="l2").channels_of("p") == [0]
 
 
 def _two_groups(k, seed=0):
-    """Group 'a' (16 channels, even norms) and group 'b' (16 channels, half of them near zero), with BN on 'a'."""
+    """Group 'a' (16 channels, even norms) and group 'b' (16 channels, half of them near zero), with BN and a
+    ReLU on 'a'."""
     k.utils.set_random_seed(seed)
     inp = k.Input((6, 6, 3))
     x = k.layers.Conv2D(16, 1, use_bias=False, name="a")(inp)
     x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.ReLU(name="relu")(x)  # a layer with nothing to score between layers that have
     x = k.layers.Conv2D(16, 1, use_bias=False, name="b")(x)
     x = k.layers.Conv2D(4, 1, use_bias=False, name="head")(x)
     model = k.Model(inp, x)
     ones = np.ones((1, 1, 3, 16), "float32")
     model.get_layer("a").set_weights([ones])
     wb = np.ones((1, 1, 16, 16), "float32")
-    wb[..., :8] = 0.01
+    wb[..., 8:] = 0.01  # the last 8: choosing by position instead of score would take the first ones
     model.get_layer("b").set_weights([wb])
     model.get_layer("head").set_weights([np.ones((1, 1, 16, 4), "float32")])
     bn = model.get_layer("bn")
@@ -76,7 +84,7 @@ def test_local_takes_the_ratio_of_every_group(k):
     a = analyze(model)
     r = select(a, model, 0.25, scope="local")
     assert len(r.channels_of("a")) == 4 and len(r.channels_of("b")) == 4
-    assert set(r.channels_of("b")) <= set(range(8))  # the near-zero ones
+    assert set(r.channels_of("b")) <= set(range(8, 16))  # the near-zero ones
 
 
 def test_global_takes_more_from_the_group_with_unimportant_channels(k):
@@ -87,17 +95,20 @@ def test_global_takes_more_from_the_group_with_unimportant_channels(k):
     r = select(a, model, 0.25, scope="global")
     removed_a, removed_b = r.channels_of("a"), r.channels_of("b")
     assert len(removed_a) + len(removed_b) == 8  # 25% of all 32 channels
-    assert removed_b == list(range(8)) and removed_a == []
+    assert removed_b == list(range(8, 16)) and removed_a == []
 
 
 def test_bn_scale_uses_gamma_and_falls_back_to_l1_without_bn(k):
     from surgery.pruning import analyze, select
 
     model = _two_groups(k)
+    # kernels of 'a' growing where gamma shrinks: the mean l1 over the group would remove channels 0-3
+    model.get_layer("a").set_weights([np.ones((1, 1, 3, 16), "float32") * np.arange(1, 17, dtype="float32")])
     a = analyze(model)
+    assert select(a, model, 0.25, criterion="l1", scope="local").channels_of("a") == [0, 1, 2, 3]
     r = select(a, model, 0.25, criterion="bn_scale", scope="local")
     assert r.channels_of("a") == [12, 13, 14, 15]  # smallest |gamma|
-    assert set(r.channels_of("b")) <= set(range(8))  # no BN: l1
+    assert set(r.channels_of("b")) <= set(range(8, 16))  # no BN: l1
     assert any("bn_scale" in note and "l1" in note for note in r.notes)
 
 
@@ -109,6 +120,9 @@ def test_random_is_seeded_and_deterministic(k):
     one = select(a, model, 0.5, criterion="random", seed=1)
     assert one.classes == select(a, model, 0.5, criterion="random", seed=1).classes
     assert one.classes != select(a, model, 0.5, criterion="random", seed=2).classes
+    assert (
+        select(a, model, 0.5, criterion="random").classes == select(a, model, 0.5, criterion="random", seed=0).classes
+    )
     assert len(one.channels_of("a")) == 8
 
 
