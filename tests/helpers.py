@@ -16,11 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from surgery.errors import SurgeryError
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 # Files the tests build once per machine (weights of full backbones): every xdist worker and every later
 # run shares them. Ignored by git; delete it (or point SURGERY_TEST_CACHE elsewhere) to rebuild.
 CACHE = Path(os.environ.get("SURGERY_TEST_CACHE") or ROOT / ".test-cache")
+
+
+class CallersError(SurgeryError):
+    """A caller's own error type (SpecError, DataError, ModelFileError, ...): a reader given ``error=`` must
+    raise it, not its default, for every refusal."""
 
 
 def machine_cached(name: str, key: dict, build) -> Path:

@@ -13,6 +13,8 @@ import pytest
 
 from surgery.io import files
 
+from helpers import CallersError
+
 MEMBER = "config.json"
 
 
@@ -228,21 +230,17 @@ def test_two_names_of_one_file_are_the_same_file(tmp_path):
     assert not files.same_file(tmp_path / "new", tmp_path / "other")
 
 
-class _StepError(files.FileError):
-    """A caller's own error type (ModelFileError, DataError, ...), which every refusal must raise."""
-
-
 @pytest.mark.parametrize(
     "check",
     [
-        lambda p, w: files.check_archive(p, w, error=_StepError),
-        lambda p, w: files.check_hdf5(p, w, error=_StepError),
-        lambda p, w: files.read_json(p, 100, w, error=_StepError),
+        lambda p, w: files.check_archive(p, w, error=CallersError),
+        lambda p, w: files.check_hdf5(p, w, error=CallersError),
+        lambda p, w: files.read_json(p, 100, w, error=CallersError),
     ],
     ids=["archive", "hdf5", "json"],
 )
 def test_a_missing_file_is_the_callers_error_naming_the_file_and_the_step(tmp_path, check):
-    with pytest.raises(_StepError) as refused:
+    with pytest.raises(CallersError) as refused:
         check(tmp_path / "gone", "steps[0] (backbone)")
     assert str(refused.value) == f"{tmp_path / 'gone'}: steps[0] (backbone): no such file"
 
@@ -250,8 +248,8 @@ def test_a_missing_file_is_the_callers_error_naming_the_file_and_the_step(tmp_pa
 def test_a_json_file_over_its_bound_is_called_a_file_unless_named(tmp_path):
     path = tmp_path / "spec.json"
     path.write_bytes(b"[" + b"0," * 999 + b"0]")
-    with pytest.raises(_StepError) as refused:
-        files.read_json(path, 1000, "spec", error=_StepError)
+    with pytest.raises(CallersError) as refused:
+        files.read_json(path, 1000, "spec", error=CallersError)
     assert str(refused.value) == f"{path}: spec: file is 0.0 MB; the limit is 1000 bytes"
 
 
@@ -263,8 +261,8 @@ def test_a_member_that_cannot_be_read_names_the_step_and_cuts_a_long_reason(tmp_
     raw = bytearray(path.read_bytes())
     raw[raw.index(b"aaaa")] = ord("b")
     path.write_bytes(bytes(raw))
-    with pytest.raises(_StepError) as refused:
-        files.read_member(path, long_name, 1000, "backbone", error=_StepError)
+    with pytest.raises(CallersError) as refused:
+        files.read_member(path, long_name, 1000, "backbone", error=CallersError)
     reason = f"Bad CRC-32 for file '{long_name}'"
     assert str(refused.value) == f"{path}: backbone: its member {long_name} cannot be read: {reason[:197]}..."
 
@@ -278,7 +276,7 @@ def test_a_damaged_hdf5_file_is_one_line_with_the_readers_reason_cut_short(tmp_p
         raise OSError("Unable to synchronously open file\n  (truncated file: " + "eof " * 100 + ")")
 
     monkeypatch.setattr(h5py, "File", damaged)
-    with pytest.raises(_StepError) as refused:
-        files.check_hdf5_links(path, "weights", error=_StepError)
+    with pytest.raises(CallersError) as refused:
+        files.check_hdf5_links(path, "weights", error=CallersError)
     reason = "Unable to synchronously open file (truncated file: " + "eof " * 100
     assert str(refused.value) == f"{path}: weights: the weights file is damaged or truncated ({reason[:197]}...)"

@@ -13,6 +13,8 @@ import pytest
 
 from surgery.io import files
 
+from helpers import CallersError
+
 LIMIT = 1000
 
 
@@ -210,10 +212,6 @@ def test_a_size_over_the_bound_is_shown_in_megabytes_of_a_million_bytes(tmp_path
     assert str(refused.value) == f"{path}: --data: file is 1.3 MB; the limit is 1024 KiB"
 
 
-class _StepError(files.FileError):
-    """A caller's own error type (SpecError, DataError, ...), which every refusal must raise."""
-
-
 def _fail(code):
     def call(*args):
         raise OSError(code, os.strerror(code))
@@ -236,6 +234,6 @@ def test_a_file_that_cannot_be_read_is_the_callers_error_naming_the_file_and_the
     if fails:
         path.write_text("{}")
         monkeypatch.setattr(files.os, fails, _fail(errno.EACCES if fails == "open" else errno.EIO))
-    with pytest.raises(_StepError) as refused:
-        files.read_bounded(path, LIMIT, "steps[1] (freeze)", error=_StepError)
+    with pytest.raises(CallersError) as refused:
+        files.read_bounded(path, LIMIT, "steps[1] (freeze)", error=CallersError)
     assert str(refused.value) == f"{path}: steps[1] (freeze): {says}"

@@ -12,12 +12,9 @@ import numpy as np
 import pytest
 
 from surgery.io import files, model_files
-from surgery.io.model_files import ModelFileError
 from surgery.spec.layer_catalog import file_arguments
 
-
-class _StepError(ModelFileError):
-    """A caller's own error type (SpecError for a backbone step), which every refusal must raise."""
+from helpers import CallersError
 
 
 def _keras(path, config, *, metadata=b'{"keras_version": "3.5.0"}'):
@@ -29,8 +26,8 @@ def _keras(path, config, *, metadata=b'{"keras_version": "3.5.0"}'):
 
 
 def _says(call, *args, **kwargs) -> str:
-    with pytest.raises(_StepError) as refused:
-        call(*args, error=_StepError, **kwargs)
+    with pytest.raises(CallersError) as refused:
+        call(*args, error=CallersError, **kwargs)
     return str(refused.value)
 
 
@@ -239,7 +236,7 @@ def test_safe_mode_holds_when_other_code_turned_it_off_for_the_process(here, ker
     from keras.src.backend.common import global_state  # no public API turns safe mode back on
 
     code = _storing_code(_saved(keras, here / "plain.keras"), here / "code.keras")
-    monkeypatch.setattr(model_files, "CODE_LAYERS", ())  # surgery's own check off: Keras' safe mode alone
+    monkeypatch.setattr(model_files, "CODE_CLASSES", ())  # surgery's own check off: Keras' safe mode alone
     keras.config.enable_unsafe_deserialization()
     try:
         assert _says(model_files.load_model, code) == CODE.format("code.keras")

@@ -17,15 +17,12 @@ import os
 import re
 
 from ..errors import SurgeryError, one_line, shown
-from ..spec.layer_catalog import file_arguments, nested_class_names
+from ..spec.layer_catalog import CODE_CLASSES, file_arguments, nested_class_names
 from .files import MIB, FileError, check_archive, check_hdf5, check_hdf5_links, read_member
 from .keras_state import mend_configs, refreeze, restore
 
 CONFIG = "config.json"
 MEMBER_LIMITS = {CONFIG: 64 * MIB, "metadata.json": 1 * MIB}
-# A Lambda layer, and a Python function stored as bytecode (what Keras writes for a lambda given as an
-# activation): refused here, before Keras, for .keras files and KerasHub presets alike.
-CODE_LAYERS = ("Lambda", "__lambda__")
 NOT_A_MODEL = 'is not a Keras model file (a .keras file is a zip archive, as model.save("name.keras") writes it)'
 
 
@@ -64,7 +61,7 @@ def check_model_file(path: str | os.PathLike, *, error=ModelFileError) -> dict:
 def check_model_config(config: dict, path: str | os.PathLike, *, error=ModelFileError) -> None:
     """Refuse a model config (a ``.keras`` file's, a KerasHub preset's) that would run code stored in
     it or make Keras read a file it names; ``path`` is the file it came from, for the error line."""
-    if any(name in CODE_LAYERS for name in nested_class_names(config)):
+    if any(name in CODE_CLASSES for name in nested_class_names(config)):
         raise error(_refused_code(path))
     for where in file_arguments(config, CONFIG):
         raise error(

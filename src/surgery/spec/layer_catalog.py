@@ -13,6 +13,11 @@ import importlib.util
 from pathlib import Path
 
 # Layers whose config would carry Python code, or that are not layers one appends.
+# Classes that carry Python code in a config: a Lambda layer, and a function stored as bytecode (what Keras
+# writes for a lambda given as an activation). Refused in a spec (REFUSED below) and in a model file or
+# KerasHub preset (model_files), before Keras sees them.
+CODE_CLASSES = ("Lambda", "__lambda__")
+
 REFUSED = {
     "Lambda": "Lambda runs Python code, and a spec is data that must not run code; "
     "register the computation as a layer or op from a plugin",
