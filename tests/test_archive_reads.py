@@ -156,6 +156,7 @@ def test_read_head_reads_only_the_head(tmp_path):
 
 def _h5(path, make):
     import h5py  # a dependency of Keras: always installed, so never skipped
+
     with h5py.File(path, "w") as f:
         make(h5py, f)
     return path
@@ -269,6 +270,7 @@ def test_a_member_that_cannot_be_read_names_the_step_and_cuts_a_long_reason(tmp_
 
 def test_a_damaged_hdf5_file_is_one_line_with_the_readers_reason_cut_short(tmp_path, monkeypatch):
     import h5py  # a dependency of Keras: always installed, so never skipped
+
     path = tmp_path / "w.h5"
     path.write_bytes(H5 + b"\0" * 100)
 

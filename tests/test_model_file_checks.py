@@ -149,6 +149,7 @@ def test_a_weights_file_is_checked_by_its_suffix_and_its_first_bytes(here):
 
 def test_a_weights_files_content_is_checked_for_links_outside_it_and_a_keras_file_is_left_to_keras(here):
     import h5py  # a dependency of Keras: always installed, so never skipped
+
     with h5py.File(here / "other.h5", "w") as f:
         f["x"] = [1]
     with h5py.File(here / "w.h5", "w") as f:
