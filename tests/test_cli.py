@@ -339,3 +339,57 @@ def test_every_spec_applies_with_weights_none(cli, tmp_path, keras, name):
     assert "(random init)" in result.stdout.splitlines()[0]
     assert (tmp_path / "model.keras").stat().st_size > 0
     (tmp_path / "model.keras").unlink()  # up to 540 MB
+
+
+class _Pipeline:
+    """Stands for what a failed command's frames hold: a training run's data pipeline and its threads."""
+
+
+def _terminated():
+    from surgery.errors import Terminated
+
+    raise Terminated(15)
+
+
+def _stopped_as_train_is():
+    from surgery.training.result import Interrupted
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted after 2 epochs; continue with --resume") from None
+
+
+@pytest.mark.parametrize(
+    ("raise_it", "code"),
+    [
+        (_terminated, 143),
+        (_stopped_as_train_is, 130),
+        (lambda: 1 / 0, 1),
+    ],
+    ids=["sigterm", "error-raised-in-a-handler", "bug"],
+)
+def test_a_failed_command_frees_its_frames_before_it_exits(raise_it, code):
+    """An exit raised while the error is being handled keeps the error as its context, and with it every frame
+    it passed through, until the interpreter shuts down: a terminated training run then hung there (TF's
+    pipeline threads waiting for the finaliser). The command's frames must be gone when it exits."""
+    import weakref
+
+    import click
+
+    from surgery.cli.common import guarded
+
+    alive = []
+
+    @click.command()
+    @guarded
+    def command():
+        pipeline = _Pipeline()
+        alive.append(weakref.ref(pipeline))
+        raise_it()
+
+    with pytest.raises(SystemExit) as exited:
+        command.main([], standalone_mode=False)
+    assert exited.value.code == code
+    assert exited.value.__context__ is None
+    assert alive[0]() is None, "the failed command's frames outlive its exit"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 import sys
 import traceback
@@ -63,31 +64,37 @@ def guarded(fn):
         _handle_signals()
         try:
             return fn(*args, **kwargs)
-        except SurgeryError as e:
-            if debug:
-                traceback.print_exc()
-            fail(str(e), e.exit_code)
-        except KeyboardInterrupt as e:
-            if debug:
-                traceback.print_exc()
-            what = "terminated" if isinstance(e, Terminated) else "interrupted"
-            fail(f"{what}; no output was written", interrupted_exit(e))
         except BrokenPipeError:
             # `surgery schema | head`: the reader left; nothing is wrong and nothing more to say.
             sys.stderr.close()
             os._exit(0)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
-        except Exception as e:  # noqa: BLE001 (anything else is a bug: one line, exit 1)
+        except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 (failure() gives each kind its line and status)
             if debug:
                 traceback.print_exc()
-            if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRORS:
-                # The machine, not surgery: a full disk, a read-only file system, a file over the size limit.
-                fail(environment_error(e), EXIT_BAD_INPUT)
-            hint = "" if debug else " (run with --debug for the traceback)"
-            fail(f"internal error: {type(e).__name__}: {e}{hint}", EXIT_INTERNAL)
+            message, code = failure(e, debug)
+        # Here, not in the handler: an exit raised there would keep the caught exception as its context,
+        # and with it every frame the error passed through (a training run's data pipeline), until the
+        # interpreter shuts down, where TensorFlow's pipeline threads can wait forever for the finaliser.
+        gc.collect()
+        fail(message, code)
 
     return wrapper
+
+
+def failure(e: KeyboardInterrupt | Exception, debug: bool) -> tuple[str, int]:
+    """A command's exception -> its error line and exit status: bad input 2, Ctrl-C 130, SIGTERM 143,
+    the machine's fault (a full disk) 2, anything else a bug: exit 1."""
+    if isinstance(e, SurgeryError):
+        return str(e), e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        return f"{what}; no output was written", interrupted_exit(e)
+    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRORS:
+        return environment_error(e), EXIT_BAD_INPUT
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return f"internal error: {type(e).__name__}: {e}{hint}", EXIT_INTERNAL
 
 
 class OneLineErrors(click.Group):

@@ -279,6 +279,7 @@ class Run:
         if config.feature_cache and not use_cache:
             self.echo("  feature cache: off (the data is a tf.data.Dataset given from Python)")
         cache = FeatureCache(use_cache, config.feature_cache_memory_mb, sets, self.echo)
+        stopped = None
         try:
             self.run_stages(model, sets, cache, fit_callbacks, verbose if chief else 0)
         except KeyboardInterrupt as e:
@@ -288,9 +289,12 @@ class Run:
                 file=str(self.folder.folder),
             )
             stopped.exit_code = interrupted_exit(e)
-            raise stopped from None
         finally:
             cache.close()
+        if stopped is not None:
+            # Raised outside the handler, so that it does not keep the interrupt, and through it every frame
+            # of the fit (its data pipeline and their threads), alive for as long as the caller holds it.
+            raise stopped
         result = TrainResult(self.folder, state, model, resumed_from, self.epoch_seconds, cache.seconds)
         self.finish(model, chief, sets, result)
         return result
