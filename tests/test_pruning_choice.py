@@ -96,12 +96,14 @@ def test_bn_scale_says_which_groups_had_no_batchnormalization(monkeypatch):
     scores, notes = importance._scores(analysis, groups, "bn_scale", seed=0)
     assert scores == {0: 1.0}
     assert notes == [
-        "bn_scale: 11 group(s) without BatchNormalization scored by l1 (1, 3, 4, 5, 6, 7, 8, 9, 10, 11 ...)"
+        "bn_scale: 11 group(s) without a BatchNormalization on every channel scored by l1 (1, 3, 4, 5, 6, 7, 8, 9, 10, 11 ...)"
     ]
     few = importance._scores(analysis, groups[:4], "bn_scale", seed=0)[1]
-    assert few == ["bn_scale: 2 group(s) without BatchNormalization scored by l1 (1, 3)"]
+    assert few == ["bn_scale: 2 group(s) without a BatchNormalization on every channel scored by l1 (1, 3)"]
     ten = importance._scores(analysis, groups[:12], "bn_scale", seed=0)[1]
-    assert ten == ["bn_scale: 10 group(s) without BatchNormalization scored by l1 (1, 3, 4, 5, 6, 7, 8, 9, 10, 11)"]
+    assert ten == [
+        "bn_scale: 10 group(s) without a BatchNormalization on every channel scored by l1 (1, 3, 4, 5, 6, 7, 8, 9, 10, 11)"
+    ]
     assert importance._scores(analysis, groups, "l1", seed=0)[1] == []  # l1 asked for: nothing to say
     assert importance._scores(analysis, groups[:1], "bn_scale", seed=0)[1] == []
 

@@ -229,3 +229,68 @@ def test_global_normalises_each_group_by_its_mean_score(k):
     assert lowest({name: s / s.max() for name, s in scores.items()}) != expected
     r = select(a, model, ratio, criterion="l1", scope="global")
     assert {"small": r.channels_of("small"), "big": r.channels_of("big")} == expected
+
+
+def _uneven_group(k):
+    """A group whose channels sit in different numbers of layers: a concatenation of 'small' (2 channels:
+    small, stream, head) and 'big' with its BatchNormalization (6 channels: big, bn, stream, head), added to
+    'stream'. Kernels are constant per channel, so each layer's l1 for a channel is set by hand:
+
+    channel | small or big | gamma | stream | head | sum  | mean over its layers
+    0       | 5.8          | -     | 1      | 1    | 7.8  | 2.6
+    1       | 10           | -     | 1      | 1    | 12   | 4.0
+    2       | 4            | 4     | 1      | 1    | 10   | 2.5
+    3-7     | 6            | 6     | 1      | 1    | 14   | 3.5
+    """
+    inp = k.Input((4, 4, 3))
+    small = k.layers.Conv2D(2, 1, use_bias=False, name="small")(inp)
+    big = k.layers.Conv2D(6, 1, use_bias=False, name="big")(inp)
+    big = k.layers.BatchNormalization(name="bn")(big)
+    cat = k.layers.Concatenate(name="cat")([small, big])
+    stream = k.layers.Conv2D(8, 1, use_bias=False, name="stream")(inp)
+    x = k.layers.Add(name="add")([cat, stream])
+    y = k.layers.Conv2D(3, 1, use_bias=False, name="head")(x)
+    model = k.Model(inp, y)
+
+    def columns(l1_per_channel, rows):  # a (1, 1, rows, n) kernel whose column c has l1 l1_per_channel[c]
+        return np.tile(np.asarray(l1_per_channel, "float32") / rows, (1, 1, rows, 1))
+
+    model.get_layer("small").set_weights([columns([5.8, 10], 3)])
+    model.get_layer("big").set_weights([columns([4, 6, 6, 6, 6, 6], 3)])
+    bn = model.get_layer("bn")
+    bn.set_weights([np.array([4, 6, 6, 6, 6, 6], "float32"), *bn.get_weights()[1:]])
+    model.get_layer("stream").set_weights([columns([1] * 8, 3)])
+    model.get_layer("head").set_weights([np.full((1, 1, 8, 3), 1 / 3, "float32")])
+    return model
+
+
+def test_a_channels_importance_is_its_mean_over_the_layers_that_hold_it(k):
+    """Channel 2 has the lowest mean (2.5) but not the lowest sum (channel 0's 7.8 is lower), and dividing by
+    one more or one fewer layer than it sits in ranks channel 0 lowest too (1.95 < 2.0, 3.9 < 3.33 fails the
+    other way): only the mean over the layers that hold each channel removes channel 2."""
+    from surgery.pruning import analyze, select
+    from surgery.pruning.importance import class_scores
+
+    model = _uneven_group(k)
+    a = analyze(model)
+    (group,) = [g for g in a.prunable_groups if "big" in g.producers]
+    assert sorted(group.producers) == ["big", "small", "stream"], group.producers
+    scores, _ = class_scores(a, "l1")
+    roots = a.root[a.record("add").out_ids[0]]  # the class of each of the sum's channels
+    by_channel = {c: scores[r] for c, r in enumerate(roots.tolist())}
+    assert by_channel == pytest.approx({0: 2.6, 1: 4.0, 2: 2.5, 3: 3.5, 4: 3.5, 5: 3.5, 6: 3.5, 7: 3.5})
+    removed = select(a, model, 1 / 8, criterion="l1")
+    assert removed.channels_of("add") == [2] and removed.channels_of("big") == [0]
+    assert removed.channels_of("small") == []
+
+
+def test_bn_scale_falls_back_to_l1_for_a_group_with_channels_that_have_no_gamma(k):
+    """Channels 0 and 1 pass through no BatchNormalization: bn_scale cannot judge them, and scoring them 0
+    would remove them first whatever their weights. The group is scored by l1, and the note says so."""
+    from surgery.pruning import analyze, select
+
+    model = _uneven_group(k)
+    a = analyze(model)
+    r = select(a, model, 1 / 8, criterion="bn_scale")
+    assert r.channels_of("add") == [2]
+    assert any("bn_scale" in note and "l1" in note for note in r.notes), r.notes

@@ -163,10 +163,17 @@ def test_a_format_without_quantization_refuses_it(cli, trained, tmp_path):
     assert_one_error_line(result.stderr, 'the saved_model exporter takes no option "calibration"')
 
 
-def test_bench_puts_every_form_side_by_side(cli, trained):
+def test_bench_puts_every_form_side_by_side(cli, trained, keras, tmp_path):
+    """The model's input is not called `image`, the name every exported file gives a single input: each form
+    is fed through its own file's name."""
     import json
 
-    result = cli("bench", trained["model"], "--data", trained["data"], "--repeats", "2", "--json")
+    model = keras.saving.load_model(trained["model"])
+    renamed = keras.models.clone_model(model, input_tensors=keras.Input((8, 8, 1), name="pixels"))
+    renamed.set_weights(model.get_weights())
+    assert renamed.inputs[0].name == "pixels"
+    renamed.save(tmp_path / "pixels.keras")
+    result = cli("bench", tmp_path / "pixels.keras", "--data", trained["data"], "--repeats", "2", "--json")
     assert result.exit_code == 0, result.output
     found = json.loads(result.output)
     rows = {r["form"]: r for r in found["forms"]}

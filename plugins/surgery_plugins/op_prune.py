@@ -70,7 +70,7 @@ SCHEMA = {
             "enum": list(pruning_criteria),
             "default": "l1",
             "description": "channel importance: l1 or l2 norm of the group's weights, bn_scale (|gamma| of its "
-            "BatchNormalization; l1 where it has none), random (seeded by the spec's seed)",
+            "BatchNormalization; l1 where a channel has none), random (seeded by the spec's seed)",
         },
         "scope": {
             "enum": ["local", "global"],

@@ -2,17 +2,28 @@
 
 One place for what the exporters' checks, ``surgery bench`` and the benchmarks all need: onnxruntime for an
 ONNX file, ai-edge-litert for a LiteRT one (int8 inputs and outputs quantized and dequantized with the file's
-own scales, so every caller feeds and reads float32 as Keras does).
+own scales, so every caller feeds and reads float32 as Keras does). Each runner also lists the file's input
+names: the exporters name a single input ``image`` whatever the Keras model called it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-Run = Callable[[dict], dict]
+
+@dataclass(frozen=True)
+class Run:
+    """``run(inputs) -> {output name: float array}`` for one file; ``inputs``: its input names, in order."""
+
+    inputs: list[str]
+    call: Callable[[dict], dict]
+
+    def __call__(self, inputs: dict) -> dict:
+        return self.call(inputs)
 
 
 def onnx_runner(path: str | Path, threads: int | None = None) -> Run:
@@ -27,7 +38,7 @@ def onnx_runner(path: str | Path, threads: int | None = None) -> Run:
     def run(inputs: dict) -> dict:
         return dict(zip(names, session.run(names, inputs)))
 
-    return run
+    return Run([i.name for i in session.get_inputs()], run)
 
 
 def litert_runner(content: bytes, threads: int | None = None, signature: str = "serving_default") -> Run:
@@ -52,4 +63,4 @@ def litert_runner(content: bytes, threads: int | None = None, signature: str = "
             found[name] = (y.astype("float32") - zero) * scale if integer else y
         return found
 
-    return run
+    return Run(list(ins), run)

@@ -9,9 +9,10 @@ rows for a channel once per layer), and the class's importance is the mean of
 those values over the layers that have one.
 
 - ``bn_scale``: ``|gamma|`` of the group's BatchNormalization layers (mean over
-  them). A group without BatchNormalization falls back to l1, and the removal's
-  ``notes`` says which groups did (refusing would make the criterion useless on
-  half the models, e.g. a Dense head or ConvNeXt's MLPs).
+  them). A group without BatchNormalization, or with channels that pass through
+  none (a concatenation of a branch with it and one without), falls back to l1,
+  and the removal's ``notes`` says which groups did (refusing would make the
+  criterion useless on half the models, e.g. a Dense head or ConvNeXt's MLPs).
 - ``random``: uniform scores from ``numpy.random.default_rng(seed)``, drawn in
   group order, so the same seed gives the same removal.
 
@@ -73,11 +74,14 @@ def class_scores(analysis, criterion: str) -> tuple[dict, set]:
                     bn_total[r] = bn_total.get(r, 0.0) + s
                     bn_count[r] = bn_count.get(r, 0) + 1
                     bn_groups.add(analysis.class_group[r])
+    # A group is judged by its gammas only if every channel of it has one: a channel without (a concatenated
+    # branch with no BatchNormalization) would otherwise score 0 and go first, whatever its weights.
+    bn_groups -= {analysis.class_group[r] for r in total if r not in bn_count}
     if criterion == "bn_scale":
         scores: dict = {}
         for r, value in total.items():
             if analysis.class_group[r] in bn_groups:
-                scores[r] = bn_total.get(r, 0.0) / max(bn_count.get(r, 0), 1)
+                scores[r] = bn_total[r] / bn_count[r]
             else:
                 scores[r] = value / count[r]
         return scores, bn_groups
@@ -169,7 +173,7 @@ def _scores(analysis, chosen, criterion: str, seed: int) -> tuple[dict, list]:
     if not missing:
         return scores, []
     return scores, [
-        f"bn_scale: {len(missing)} group(s) without BatchNormalization scored by l1 "
+        f"bn_scale: {len(missing)} group(s) without a BatchNormalization on every channel scored by l1 "
         f"({', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''})"
     ]
 

@@ -67,23 +67,24 @@ def _keras_run(model):
     import tensorflow as tf
 
     call = tf.function(lambda x: model(x, training=False))
-    return lambda inputs: [np.asarray(call(next(iter(inputs.values()))))]
+    return lambda x: [np.asarray(call(x))]
 
 
 def _forms(model, model_path: str, data: Calibration, registry, folder: Path, threads: int) -> dict:
-    """{form: (run(inputs) -> outputs, size in bytes)}, each file made by its exporter."""
+    """{form: (run(images) -> outputs, size in bytes)}, each file made by its exporter and fed through its own
+    input name."""
     forms = {"keras": (_keras_run(model), Path(model_path).stat().st_size)}
     for form, fmt, kind in FORMS[1:]:
         path = folder / f"{form.replace(' ', '_')}{registry.exporters[fmt].suffix}"
         options = {"quantize": kind, "calibration": data} if kind else {}
         export_file(model_path, fmt, registry, output=str(path), options=options)
         run = onnx_runner(path, threads) if fmt == "onnx" else litert_runner(path.read_bytes(), threads)
-        forms[form] = (lambda inputs, run=run: list(run(inputs).values()), path.stat().st_size)
+        forms[form] = (lambda x, run=run: list(run({run.inputs[0]: x}).values()), path.stat().st_size)
     return forms
 
 
-def _call(run, inputs: dict):
-    return lambda: run(inputs)
+def _call(run, x):
+    return lambda: run(x)
 
 
 def bench(model_path: str, data: str, plugins, *, repeats: int = 20, limits: dict | None = None) -> Bench:
@@ -97,20 +98,17 @@ def bench(model_path: str, data: str, plugins, *, repeats: int = 20, limits: dic
     held: Calibration = calibration_data.read(model_path, options, plugins)["calibration"]
     threads = os.cpu_count() or 1
     model = load_model(Path(model_path))
-    name = model.inputs[0].name
     with tempfile.TemporaryDirectory(prefix="surgery-bench-") as tmp:
         forms = _forms(model, model_path, held, plugins.registry, Path(tmp), threads)
         timed = {
-            b: latencies({form: _call(run, {name: held.eval_x[:b]}) for form, (run, _) in forms.items()}, repeats)
+            b: latencies({form: _call(run, held.eval_x[:b]) for form, (run, _) in forms.items()}, repeats)
             for b in BATCHES
         }
         rows = []
         for form, (run, size) in forms.items():
             accuracy = None
             if held.eval_y is not None:
-                scores = np.concatenate(
-                    [run({name: held.eval_x[i : i + 64]})[0] for i in range(0, len(held.eval_x), 64)]
-                )
+                scores = np.concatenate([run(held.eval_x[i : i + 64])[0] for i in range(0, len(held.eval_x), 64)])
                 accuracy = float(np.mean(scores.reshape(len(scores), -1).argmax(1) == held.eval_y))
             rows.append(
                 {
