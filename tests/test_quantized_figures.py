@@ -39,3 +39,32 @@ def test_a_single_value_per_image_is_compared_across_the_images():
     expected = float(want[:, 0] @ got[:, 0] / (np.linalg.norm(want) * np.linalg.norm(got)))
     assert cosine == pytest.approx(expected) and cosine < 0.9
     assert figures(want, want * 1.0001, None).cosine == pytest.approx(1)
+
+
+def test_latencies_alternate_the_runs_each_after_a_pause_and_give_medians():
+    """Each form is timed after the previous one's threads had time to go idle (onnxruntime's spin after a run
+    and took the next form's cores), the forms in turn, and the median is reported, not the mean or the last."""
+    import time
+
+    from surgery.exporting.quantized import SETTLE_S, latencies
+
+    events = []
+    durations = {"a": iter([0.0, 0.040, 0.010, 0.160]), "b": iter([0.0, 0.020, 0.005, 0.020])}
+
+    def run(name):
+        def go():
+            events.append((name, time.perf_counter()))
+            time.sleep(next(durations[name]))
+            events.append((name, time.perf_counter()))
+
+        return go
+
+    found = latencies({"a": run("a"), "b": run("b")}, repeats=3)
+    order = [name for name, _ in events[::2]]
+    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]  # a warm-up call each, then in turn
+    timed = events[4:]
+    gaps = [timed[i + 1][1] - timed[i][1] for i in range(1, len(timed) - 1, 2)]
+    assert min(gaps) >= SETTLE_S
+    # sleeps never end early and may end late: the median of 40, 10 and 160 ms, not their mean (70) or max
+    assert 0.040 <= found["a"] < 0.070
+    assert 0.020 <= found["b"] < 0.035  # of 20, 5 and 20 ms: not the minimum

@@ -162,13 +162,22 @@ def check(target: Target, run: Callable[[dict], Any], calibration: Calibration, 
     return found
 
 
+# Seconds to wait before each timed run. After a run, onnxruntime's pool threads spin for a while looking for
+# work; on a 2-core machine they took the next run's cores and made whichever form came next up to 2x slower
+# (ResNet50's float32 ONNX at batch 1: 64 ms after an int8 session, 34-38 ms after a pause of 50 ms or with
+# spinning off).
+SETTLE_S = 0.05
+
+
 def latencies(runs: dict[str, Callable[[], Any]], repeats: int = 30) -> dict[str, float]:
-    """Median seconds of each ``run()``, the runs taken in turn so that the machine's noise hits all alike."""
+    """Median seconds of each ``run()``, the runs taken in turn so that the machine's noise hits all alike, each
+    after a pause in which the previous run's threads go idle."""
     for run in runs.values():
         run()  # the first call allocates and plans
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
