@@ -272,6 +272,26 @@ def test_vitdet_exports_with_its_input_normalisation_as_constants(cli, tmp_path,
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # an ONNX export: the full suite runs it
+def test_mit_exports_to_onnx_and_runs_at_every_batch(cli, tmp_path, keras):
+    """MiT's attention flattens its keys for the Dense, reshapes them to heads and moves a 1-sized head axis;
+    tf2onnx joined the reshapes into one that copies the flattened batch * tokens as the batch, and
+    onnxruntime failed on the file at every batch. The file now runs and agrees with Keras at 1 and 3."""
+    import keras_hub
+    import onnxruntime as ort
+
+    keras.utils.set_random_seed(17)
+    _small_mit(keras_hub.models).save_to_preset(str(tmp_path / "mit"))
+    outputs = {"keras": "hub.keras", "onnx": "hub.onnx"}
+    result = _apply(cli, _spec(tmp_path, tmp_path / "mit", outputs=outputs))
+    assert "max abs diff vs Keras" in result.stdout
+    session = ort.InferenceSession(str(tmp_path / "hub.onnx"))
+    model = keras.saving.load_model(str(tmp_path / "hub.keras"))
+    for n in (1, 3):
+        x = _image(n=n)
+        np.testing.assert_allclose(session.run(None, {"image": x})[0], np.asarray(model(x)), atol=1e-5, rtol=0)
+
+
 def _resnet_preset(folder, keras):
     import keras_hub
 

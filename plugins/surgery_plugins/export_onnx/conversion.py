@@ -237,6 +237,33 @@ def _reshapes_folded_then_sorted_once():
         TransposeOptimizer.pre_optimize_action = fold
 
 
+# tf2onnx's back-to-back pass joins Reshape(Reshape(x, a), b) into Reshape(x, b) always; but a 0 in ONNX's
+# shape `b` copies that dimension of its input, which was the first Reshape's output and is now x. Where
+# tf2onnx itself writes such a shape (a Transpose that only moves a 1-sized dimension becomes Reshape
+# [0, 1, -1, d]) after a Dense's flattening Reshape, the joined one copies the flattened batch * tokens:
+# MiT's attention failed in onnxruntime for every batch. The pair is left as it is where `b` may copy.
+@contextlib.contextmanager
+def _reshapes_joined_only_where_exact():
+    from tf2onnx.optimizer import back_to_back_optimizer as back_to_back
+
+    key = ("Reshape",)
+    join = back_to_back._func_map[key]
+
+    def joined_if_exact(g, node, consumers):
+        second = consumers[0] if len(consumers) == 1 else None
+        if second is not None and second.type == "Reshape" and not second.get_attr_value("allowzero", 0):
+            shape = second.inputs[1]
+            if not shape.is_const() or 0 in shape.get_tensor_value(as_list=True):
+                return []
+        return join(g, node, consumers)
+
+    back_to_back._func_map[key] = joined_if_exact
+    try:
+        yield
+    finally:
+        back_to_back._func_map[key] = join
+
+
 def _inference_function(model, signature):
     """The model's inference call as a tf.function, what Keras' ONNX export hands to tf2onnx.
 
@@ -277,6 +304,7 @@ def convert(target, path, opset) -> None:
             native_stderr_muted(),
             _protos_written_once(),
             _reshapes_folded_then_sorted_once(),
+            _reshapes_joined_only_where_exact(),
         ):
             tf2onnx.convert.from_function(function, input_signature=signature, opset=opset, output_path=str(path))
 
