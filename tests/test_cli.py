@@ -171,6 +171,7 @@ def test_spec_outputs_resolve_against_spec_folder(cli, tmp_path):
     assert (tmp_path / "models" / "seed.keras").exists()
 
 
+@pytest.mark.slow
 def test_own_saved_model_as_backbone(cli, tmp_path, keras):
     """specs/digits_transfer.json: the develop-a-model approach from a .keras file."""
     sys.path.insert(0, str(ROOT / "examples" / "digits"))

@@ -49,6 +49,7 @@ def test_train_force_leaves_a_folder_surgery_did_not_make_alone(cli, tmp_path, i
     assert (run / "tensorboard").is_dir()
 
 
+@pytest.mark.slow
 def test_train_force_on_a_run_removes_only_the_runs_files(cli, tmp_path, images, backbone):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], validation_split=0.0))
     run = tmp_path / "run"
@@ -400,6 +401,7 @@ def _strict(text):
     return json.loads(text, parse_constant=refuse)
 
 
+@pytest.mark.slow
 def test_a_diverged_run_writes_strict_json_and_resumes(cli, tmp_path, images, backbone):
     """A rate of 1e38 (within float32) makes the loss inf: it is never the best, state.json stays JSON (no
     NaN or Infinity in it) and the run resumes."""

@@ -135,6 +135,7 @@ def test_metrics_are_keras_evaluate_and_confusion_is_sklearns(keras, setup):
     assert arrays.confusion == evaluation.confusion
 
 
+@pytest.mark.slow
 def test_preprocess_option_changes_what_the_model_sees(keras, setup):
     """--preprocess tf feeds x / 127.5 - 1, as Keras' own evaluate on those pixels gives."""
     evaluation = surgery.evaluate(setup["colour"], str(setup["npz"]), batch_size=7, preprocess="tf")
@@ -154,6 +155,7 @@ def _confusion_rows(lines):
     return rows
 
 
+@pytest.mark.slow
 def test_cli_text_json_and_svg_plot_carry_the_same_numbers(cli, tmp_path, keras, setup):
     """--json parses and holds Keras' figures and sklearn's confusion; the text report and the SVG show
     the same confusion counts; the plot note goes to stderr so stdout stays JSON."""
@@ -207,6 +209,7 @@ def test_plot_is_not_overwritten_without_force(cli, tmp_path, setup):
         assert image.format == "PNG" and image.size[0] > 100
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_evaluated_with_its_final_model_and_classes_json(cli, tmp_path, keras, setup):
     """The run folder's classes.json numbers classes red, blue, green; the test folder's subfolders sort
     blue, green, red, so the labels must be matched by name. The final model (not best.keras, replaced here by

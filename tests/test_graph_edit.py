@@ -79,6 +79,7 @@ def test_identity_inserted_inside_a_block_and_at_a_fork_changes_nothing(net):
     assert_close(predict(model, X)[0], predict(original, X)[0])
 
 
+@pytest.mark.slow
 def test_trainable_layer_inserted_before_a_conv_leaves_other_weights_alone(net):
     _, step, original, names = net
     state = run(
@@ -132,6 +133,7 @@ def test_replace_with_another_layer(net):
     assert_differs(predict(model, X)[0], predict(original, X)[0])
 
 
+@pytest.mark.slow
 def test_replace_with_other_weight_shapes_says_so(net):
     _, step, original, names = net
     state = run(spec(step, {"op": "replace", "target": names["conv"], "config": {"kernel_size": [5, 5]}}))
@@ -141,6 +143,7 @@ def test_replace_with_other_weight_shapes_says_so(net):
     assert assert_weights_kept(state.model, original, skip={names["conv"]}) > 100
 
 
+@pytest.mark.slow
 def test_replace_in_a_frozen_backbone_keeps_the_flag_with_the_weights(net):
     """In a frozen backbone a changed copy that keeps the weights stays frozen (a fresh, trainable copy would
     start training the pretrained weights); one with new weights, random ones, trains."""
@@ -172,6 +175,7 @@ def test_remove_a_layer_inside_a_block(net):
     assert tuple(model.output.shape) == tuple(original.output.shape)
 
 
+@pytest.mark.slow
 def test_insert_then_remove_gives_back_the_original(net):
     _, step, original, names = net
     model = surgery.build(

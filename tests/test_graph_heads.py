@@ -54,6 +54,7 @@ def test_two_heads_saved_reloaded_and_exported_with_named_outputs(cli, tmp_path,
     assert_close(got["embedding"], embedding, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_branch_from_a_layer_and_from_a_named_tensor():
     state = run(
         spec(
@@ -82,6 +83,7 @@ def test_branch_from_a_layer_and_from_a_named_tensor():
     assert_close(embedding, pooled @ dense.kernel.numpy() + dense.bias.numpy(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_merge_add_and_concatenate_compute_what_they_say():
     model = surgery.build(
         spec(
@@ -108,6 +110,7 @@ def test_merge_add_and_concatenate_compute_what_they_say():
     assert_close(both, np.concatenate([early, late], axis=1))
 
 
+@pytest.mark.slow
 def test_edits_rewire_named_tensors_and_branches():
     """An insert inside the backbone after two heads were branched: both heads read through it."""
     state = run(

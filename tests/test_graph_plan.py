@@ -12,6 +12,7 @@ import pytest
 from helpers import SPECS, assert_one_error_line
 
 
+@pytest.mark.slow
 def test_plan_prints_each_steps_changes_without_a_weights_file(cli):
     # The spec asks for ImageNet weights; plan builds with random ones, so it runs offline.
     result = cli("plan", SPECS / "resnet50_two_heads.json")
@@ -42,6 +43,7 @@ def test_plan_prints_each_steps_changes_without_a_weights_file(cli):
         assert fragment in text, f"{fragment!r} not in:\n{text}"
 
 
+@pytest.mark.slow
 def test_plan_json_names_inserted_replaced_and_removed_layers(cli):
     result = cli("plan", SPECS / "resnet50_edit.json", "--json")
     assert result.exit_code == 0, result.stderr

@@ -40,6 +40,8 @@ FAMILIES = {
         ["layers_0", "layers_1", "layers_2"],
     ),
 }
+# The quick lane takes ViT of the per-family tests; the full suite takes every family.
+QUICK_VIT = [f if f == "vit" else pytest.param(f, marks=pytest.mark.slow) for f in sorted(FAMILIES)]
 
 
 def _image(seed=3, n=2):
@@ -86,7 +88,7 @@ def _apply(cli, spec, *extra):
     return result
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", QUICK_VIT)
 def test_every_block_is_a_layer_and_the_model_is_kerashubs(cli, tmp_path, keras, presets, family):
     folder, own = presets[family]
     _apply(cli, _spec(tmp_path, folder))
@@ -109,7 +111,7 @@ def _by_hand(own, family, x, k):
     return np.asarray(h)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", QUICK_VIT)
 def test_a_cut_after_block_k_is_the_first_k_blocks_run_by_hand(cli, tmp_path, keras, presets, family):
     folder, own = presets[family]
     second = FAMILIES[family][2][1]
@@ -215,6 +217,7 @@ def test_saved_models_load_in_a_python_without_surgery(cli, tmp_path, keras, pre
         np.testing.assert_allclose(out, want, atol=1e-5, rtol=0, err_msg=family)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["deit", "vit"])
 def test_a_loaded_hub_model_saved_again_still_loads(cli, tmp_path, keras, presets, family):
     """A .keras file surgery loads and writes again (`export --to keras`, a keras_file backbone, a resumed
@@ -228,9 +231,7 @@ def test_a_loaded_hub_model_saved_again_still_loads(cli, tmp_path, keras, preset
     np.testing.assert_allclose(np.asarray(again(x)), _by_hand(own, family, x, 2), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "family", [f if f == "vit" else pytest.param(f, marks=pytest.mark.slow) for f in sorted(FAMILIES)]
-)
+@pytest.mark.parametrize("family", QUICK_VIT)
 def test_a_cut_backbone_with_a_head_exports_to_checked_onnx(cli, tmp_path, keras, presets, family):
     """Exact GELU and the position embeddings (the issue's Erfc and extra input) export here with
     tf2onnx 1.17 and TensorFlow 2.21: the export check and onnxruntime agree with Keras."""
@@ -341,6 +342,7 @@ def test_a_hub_resnet_prunes_its_residual_group_as_its_masked_twin(tmp_path, ker
     check_twin(model, analysis.removal({residual.producers[0]: [1, 5, 9]}), x=_image(n=2) * 255)
 
 
+@pytest.mark.slow
 def test_random_weights_are_the_architecture_with_other_values(cli, tmp_path, keras, presets):
     folder, own = presets["vit"]
     result = _apply(cli, _spec(tmp_path, folder, weights=None))
@@ -351,6 +353,7 @@ def test_random_weights_are_the_architecture_with_other_values(cli, tmp_path, ke
     assert np.abs(np.asarray(model(x)) - _own_output(own, x)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_the_vision_tower_of_a_two_tower_preset(cli, tmp_path, keras):
     import keras_hub
 
@@ -505,6 +508,7 @@ def test_the_presets_image_converter_is_a_rescaling_layer_so_the_model_takes_raw
     assert np.abs(np.asarray(model(raw)) - _own_output(own, raw)).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_preprocess_false_leaves_the_converter_out(cli, tmp_path, keras, presets):
     folder = _with_converter(tmp_path, presets)
     _apply(cli, _spec(tmp_path, folder, preprocess=False))
@@ -579,6 +583,7 @@ def test_lora_goes_to_every_blocks_query_and_value_and_freezes_the_rest(keras, p
     np.testing.assert_allclose(np.asarray(features(x)), _own_output(own, x), atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_lora_note_counts_what_it_adapted(cli, tmp_path, keras, presets):
     result = _apply(cli, write_spec(tmp_path, _lora_spec(presets, outputs={"keras": "lora.keras"})))
     model = keras.saving.load_model(str(tmp_path / "lora.keras"))
@@ -626,7 +631,10 @@ OWN_ATTENTION = {
 
 
 @pytest.mark.filterwarnings("ignore:.*does not support masking:UserWarning")  # Swin's own layers, in Keras
-@pytest.mark.parametrize("family", ["dinov3", "mit", "swin", "vitdet"])
+@pytest.mark.parametrize(
+    "family",
+    [f if f == "mit" else pytest.param(f, marks=pytest.mark.slow) for f in ("dinov3", "mit", "swin", "vitdet")],
+)
 def test_lora_finds_the_projections_of_kerashubs_own_attention_layers(keras, family):
     """Attention layers that are not Keras' MultiHeadAttention: their query and value projections by role
     (the key stays frozen), or the fused qkv whole; the model is unchanged until B moves, then it moves."""
@@ -790,6 +798,7 @@ def test_training_a_lora_model_changes_only_its_lora_matrices_and_head(cli, tmp_
     assert n_changed == 6  # query and value kernels only, of 3 blocks
 
 
+@pytest.mark.slow
 def test_the_vit_lora_spec_runs_from_a_local_preset(cli, tmp_path, keras, presets):
     spec = load_spec_json("vit_lora.json")
     spec["steps"][0].update(preset=str(presets["vit"][0]), image_shape=[SIDE, SIDE, 3])
@@ -802,6 +811,7 @@ def test_the_vit_lora_spec_runs_from_a_local_preset(cli, tmp_path, keras, preset
     assert len(_lora_places(model)) == 6 and model.output.shape[-1] == 10
 
 
+@pytest.mark.slow
 def test_the_siglip_vision_head_spec_runs_from_a_local_preset(cli, tmp_path, keras):
     """The vision tower only, LoRA on its 2 blocks' and its pooling head's query and value, a new head:
     only LoRA matrices and the head train, also after a save and load."""
@@ -904,6 +914,7 @@ def test_a_saved_lora_record_that_does_not_fit_is_passed_over(cli, tmp_path, ker
         np.testing.assert_allclose(np.asarray(model(x)), want, atol=1e-6, err_msg=str(entry))
 
 
+@pytest.mark.slow
 def test_dinov3_blocks_are_layers_fed_the_rotary_embeddings(cli, tmp_path, keras):
     """DINOv3's blocks take the rotary position embeddings as a second input; unrolled, each block is a
     layer fed the same tensors, the model stays KerasHub's, and a block frozen by name survives a save."""

@@ -94,6 +94,7 @@ def test_the_python_api_takes_an_image_size(open_size):
     )
 
 
+@pytest.mark.slow
 def test_a_size_option_on_a_model_of_fixed_size_says_it_does_not_apply(cli, tmp_path, images, backbone):
     """train.image_size on a 16x16 model: the option is named, not the data (which fits the model)."""
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}], image_size=[32, 24]))

@@ -231,6 +231,7 @@ def warnings_of(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_fault_plugin_gives_one_line_and_the_rest_work(fault, tmp_path, good_spec):
     site = install(tmp_path / "site", fault)

@@ -183,6 +183,7 @@ def test_without_preprocess_in_model_predict_applies_it(cli, keras, trained):
     assert not np.allclose(scores, np.asarray(model(raw)), rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_evaluate_feeds_each_run_what_it_expects(keras, trained):
     """surgery.evaluate on both run folders gives Keras' own evaluate: raw pixels for the model holding its
     preprocessing, preprocess_input(raw) for the one trained without it."""
@@ -198,6 +199,7 @@ def test_evaluate_feeds_each_run_what_it_expects(keras, trained):
         assert got.metrics["accuracy"] == pytest.approx(want["accuracy"], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_a_spec_with_its_own_preprocess_step_is_not_preprocessed_twice(cli, tmp_path, keras):
     """A spec that already has {"op": "preprocess"}: the trained model holds one preprocessing layer, and
     model(raw) == rest(preprocess_input(raw)), not the preprocessing applied twice."""

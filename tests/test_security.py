@@ -143,6 +143,7 @@ def _leaking_arguments(keras, folder) -> set:
     return found
 
 
+@pytest.mark.slow
 def test_every_layer_argument_keras_reads_as_a_file_is_refused(cli, tmp_path, keras):
     from surgery.spec.layer_catalog import FILE_ARGUMENTS
 
@@ -293,6 +294,7 @@ def test_a_weights_file_cannot_reach_another_file(cli, tmp_path, keras):
 # --- a run folder's paths stay inside it -------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "checkpoint", ["../../outside.keras", "/tmp/outside.keras", "../best.keras", "epoch-0001.keras/../../x.keras"]
 )

@@ -29,6 +29,7 @@ HEAD = {"head/kernel", "head/bias"}
 BN2 = {"bn2/gamma", "bn2/beta", "bn2/moving_mean", "bn2/moving_variance"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batchnorm", ["keep_frozen", "train"])
 def test_two_stages_change_exactly_what_each_stage_trains(cli, tmp_path, keras, images, backbone, batchnorm):
     import surgery
@@ -62,6 +63,7 @@ def test_two_stages_change_exactly_what_each_stage_trains(cli, tmp_path, keras, 
         assert "1 BatchNormalization layer kept frozen" in result.output
 
 
+@pytest.mark.slow
 def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, images, backbone):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 3, "learning_rate": 0.05}], validation_split=0.25))
     result = cli("train", spec, "--data", images["train"], "-o", tmp_path / "run")
@@ -88,6 +90,7 @@ def test_run_folder_holds_best_final_log_and_class_names(cli, tmp_path, keras, i
         assert "note: no TensorBoard logs: the tensorboard package is not installed" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_precision_policy_and_float32_output(cli, tmp_path, keras, images, backbone, policy):
     spec = write_spec(tmp_path, tiny_spec(backbone, [{"epochs": 1}]))

@@ -53,6 +53,7 @@ def test_optimizer_options_reach_the_keras_optimizer(tmp_path, keras, backbone, 
     assert keras.saving.load_model(str(clipped.paths["final"])).optimizer.get_config()["global_clipnorm"] == 1.5
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, backbone, images):
     # A rate of 1e-9 cannot move val_loss by min_delta: patience 1 ends the stage after 2 of its 20 epochs.
     result = _train(
@@ -75,6 +76,7 @@ def test_early_stopping_stops_a_run_that_stops_improving(tmp_path, backbone, ima
     assert state["stage_ends"] == [2, 4] and state["finished"]
 
 
+@pytest.mark.slow
 def test_early_stopping_and_plateau_watch_the_right_direction(tmp_path, keras, backbone, images):
     """A loss that falls every epoch is improving: neither callback acts. The whole training set is one batch
     for a head on a frozen backbone (a convex problem) at a small plain-SGD rate, so the loss falls
@@ -116,6 +118,7 @@ def test_callbacks_improve_losses_downwards_and_scores_upwards(monitor, mode):
     ]
 
 
+@pytest.mark.slow
 def test_reduce_lr_on_plateau_lowers_the_rate(tmp_path, backbone, images):
     result = _train(
         tmp_path,
@@ -262,6 +265,7 @@ def test_balanced_class_weights_are_sklearns_on_unequal_classes(tmp_path, backbo
     assert abs(losses["plain"] - losses["sklearn"]) > 1e-3 * losses["sklearn"]
 
 
+@pytest.mark.slow
 def test_a_stage_freezes_then_unfreezes(tmp_path, keras, backbone, images):
     """Stage 2 freezes every layer, the head included, then unfreezes conv2: only conv2 trains. Run the other
     way round, the freeze would undo the unfreeze and leave nothing to train."""
@@ -288,6 +292,7 @@ def test_a_stage_freezes_then_unfreezes(tmp_path, keras, backbone, images):
         assert (not np.array_equal(before, after)) == moved, name
 
 
+@pytest.mark.slow
 def test_label_smoothing_and_extra_metrics(tmp_path, keras, backbone, images):
     result = _train(
         tmp_path,
@@ -336,6 +341,7 @@ def test_a_one_unit_sigmoid_head_trains_with_label_smoothing_and_the_probability
     assert result.history["val_loss"][-1] == pytest.approx(bce, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_monitor_picks_the_best_checkpoint(tmp_path, backbone, images):
     """Two epochs that learn, then two at a rate that wrecks the head: the best epoch is not the last, and
     best.keras is that epoch's model (its loss on the validation images is the best val_loss)."""
