@@ -294,3 +294,30 @@ def test_bn_scale_falls_back_to_l1_for_a_group_with_channels_that_have_no_gamma(
     r = select(a, model, 1 / 8, criterion="bn_scale")
     assert r.channels_of("add") == [2]
     assert any("bn_scale" in note and "l1" in note for note in r.notes), r.notes
+
+
+def test_bn_scale_is_the_mean_gamma_over_the_batchnormalizations_that_hold_the_channel(k):
+    """Channels 0-1 pass one BatchNormalization ('bn_s'), channels 2-7 two ('bn_b1', 'bn_b2'). Channel 2's
+    gammas 4 and 1 average 2.5, under channel 0's 2.6, though their sum (5) is not, and dividing by one
+    more or one fewer layer than holds the channel would rank channel 0 lowest: only the mean removes 2."""
+    from surgery.pruning import analyze, select
+    from surgery.pruning.importance import class_scores
+
+    inp = k.Input((4, 4, 3))
+    small = k.layers.BatchNormalization(name="bn_s")(k.layers.Conv2D(2, 1, use_bias=False, name="small")(inp))
+    big = k.layers.Conv2D(6, 1, use_bias=False, name="big")(inp)
+    big = k.layers.BatchNormalization(name="bn_b2")(k.layers.BatchNormalization(name="bn_b1")(big))
+    cat = k.layers.Concatenate(name="cat")([small, big])
+    x = k.layers.Add(name="add")([cat, k.layers.Conv2D(8, 1, use_bias=False, name="stream")(inp)])
+    model = k.Model(inp, k.layers.Conv2D(3, 1, use_bias=False, name="head")(x))
+    for name, gamma in (("bn_s", [2.6, 10]), ("bn_b1", [4, 6, 6, 6, 6, 6]), ("bn_b2", [1, 6, 6, 6, 6, 6])):
+        bn = model.get_layer(name)
+        bn.set_weights([np.array(gamma, "float32"), *bn.get_weights()[1:]])
+    a = analyze(model)
+    scores, bn_groups = class_scores(a, "bn_scale")
+    roots = a.root[a.record("add").out_ids[0]]
+    assert a.class_group[int(roots[0])] in bn_groups
+    by_channel = {c: scores[r] for c, r in enumerate(roots.tolist())}
+    assert by_channel == pytest.approx({0: 2.6, 1: 10.0, 2: 2.5, 3: 6.0, 4: 6.0, 5: 6.0, 6: 6.0, 7: 6.0})
+    removed = select(a, model, 1 / 8, criterion="bn_scale")
+    assert removed.channels_of("add") == [2] and removed.notes == ()
