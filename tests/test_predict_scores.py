@@ -1,12 +1,11 @@
-"""predict's scores from each kind of classifier head, read directly (the command's tests go through images)."""
+"""predict's scores from each kind of classifier head, read directly (the command's tests go through images;
+test_evaluation_figures.py has its check that the model is a classifier)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from surgery.errors import SpecError
-from surgery.training.predict import _check_classifier, _scores
+from surgery.training.predict import _scores
 
 
 def _head(keras, units, activation, kernel):
@@ -55,22 +54,3 @@ def test_one_linear_unit_is_a_logit_turned_into_two_probabilities(keras):
     assert kind == "probability"
     np.testing.assert_allclose(scores, np.stack([1 - p, p], axis=1), rtol=1e-6)
     assert scores[0, 1] < 0.5 < scores[1, 1]
-
-
-def test_only_a_single_output_of_shape_batch_by_classes_is_a_classifier(keras):
-    inputs = keras.Input((2,))
-    two = keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(2)(inputs)])
-    with pytest.raises(SpecError) as e:
-        _check_classifier(two, "m.keras")
-    assert str(e.value) == (
-        "m.keras: the model has 2 outputs; predict needs a classifier with one (use `surgery features` for "
-        "other outputs)"
-    )
-    grid = keras.Model(inputs, keras.layers.Reshape((3, 2))(keras.layers.Dense(6)(inputs)))
-    with pytest.raises(SpecError) as e:
-        _check_classifier(grid, "m.keras")
-    assert str(e.value) == (
-        "m.keras: the model's output has shape (None, 3, 2), not (batch, classes); predict needs a classifier "
-        "(use `surgery features` for other outputs)"
-    )
-    _check_classifier(_head(keras, 3, "softmax", np.ones((2, 3))), "m.keras")  # a classifier passes
