@@ -288,6 +288,42 @@ def test_an_optimizer_pass_that_raises_costs_time_not_the_export(tmp_path, keras
     assert "TF2ONNX_CATCH_ERRORS" not in os.environ
 
 
+def test_the_changes_to_tf2onnx_end_with_the_conversion(tmp_path, keras, monkeypatch):
+    """surgery changes four of tf2onnx's internals while it converts (conversion.py says why each); after an
+    export, and after one that fails, every one is tf2onnx's own again: no change outlives the export."""
+    from tf2onnx import optimizer
+    from tf2onnx.graph import Graph
+    from tf2onnx.optimizer import back_to_back_optimizer
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    def current():
+        return (
+            optimizer.optimize_graph,
+            Graph.update_proto,
+            TransposeOptimizer.pre_optimize_action,
+            dict(back_to_back_optimizer._func_map),
+        )
+
+    before = current()
+    path, _ = _export(_small_model(keras), tmp_path)
+    assert path.is_file()
+    assert current() == before
+    import tf2onnx
+
+    during = []
+
+    def failing(*args, **kwargs):
+        during.append(current())
+        raise RuntimeError("the conversion failed")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", failing)
+    with pytest.raises(Exception, match="the conversion failed"):
+        _export(_small_model(keras), tmp_path)
+    # the changes were in effect while it converted (update_proto's only within the passes)
+    assert during[0][0] is not before[0] and during[0][2] is not before[2] and during[0][3] != before[3]
+    assert current() == before
+
+
 def test_what_tf2onnx_cannot_trace_alone(tmp_path, keras):
     """The three export workarounds, each on its own layer: captured constants, grouped conv, exact GELU."""
     inputs = keras.Input((12, 12, 4))
